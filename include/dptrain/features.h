@@ -1,0 +1,43 @@
+/* What the network sees: one rank's samples as model inputs, and mini-batches of them.
+ * Raw pixels are standardised on the fly with the training set's global mean and standard
+ * deviation (one scalar each, agreed over all ranks); with PCA the samples are projected once
+ * and divided by the same standard deviation, so that both kinds of input have a similar
+ * scale. */
+#ifndef DPTRAIN_FEATURES_H
+#define DPTRAIN_FEATURES_H
+
+#include "dptrain/comm.h"
+#include "dptrain/pca.h"
+#include "dptrain/rng.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct normaliser {
+    float mean, std;   /* of pixel / 255 over the whole training set */
+};
+
+struct features {
+    size_t count;
+    int dim;                   /* 784 raw, or K */
+    const uint8_t *pixels;     /* raw: borrowed [count][784] */
+    float *projected;          /* PCA: owned [count][K] */
+    const uint8_t *labels;     /* borrowed [count] */
+    struct normaliser norm;
+};
+
+/* Collective: mean and std of pixel/255 over every rank's pixels. */
+int normaliser_fit(const struct comm *comm, const uint8_t *pixels, size_t count,
+                   struct normaliser *norm, char *err);
+
+/* Raw view of pixels (nothing copied) or, with pca != NULL, their projection. */
+int features_create(struct features *f, const uint8_t *pixels, const uint8_t *labels,
+                    size_t count, const struct normaliser *norm, const struct pca *pca, char *err);
+void features_free(struct features *f);
+
+/* Copy the samples at indices into out[n][dim] and their labels into labels_out.
+ * augment (raw inputs only): random horizontal flip and shift of up to `shift` pixels. */
+void features_gather(const struct features *f, const uint32_t *indices, int n, float *out,
+                     uint8_t *labels_out, int augment, struct rng *rng);
+
+#endif

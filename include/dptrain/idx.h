@@ -1,0 +1,34 @@
+/* IDX files (the MNIST container): gzip-compressed or plain, fully validated.
+ * Format: 0x00 0x00, a type byte (0x08 = unsigned byte, the only type dptrain reads),
+ * a dimension count, one big-endian uint32 per dimension, then the data, nothing after. */
+#ifndef DPTRAIN_IDX_H
+#define DPTRAIN_IDX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define IDX_MAX_DIMS 3
+
+struct idx_array {
+    uint8_t *data;                 /* owned; count bytes */
+    int ndims;
+    uint32_t dims[IDX_MAX_DIMS];
+    size_t count;                  /* product of dims */
+};
+
+/* Read the file at path; gzip is detected by its magic bytes. expect_ndims is 1 for labels,
+ * 3 for images. Every error names path. */
+int idx_read(const char *path, int expect_ndims, struct idx_array *out, char *err);
+
+/* Parse IDX bytes already in memory; name is used in messages. */
+int idx_parse(const char *name, const uint8_t *bytes, size_t len, int expect_ndims,
+              struct idx_array *out, char *err);
+
+/* Decompress a complete gzip file (one or more members) held in memory. Rejects truncated or
+ * corrupt streams and trailing bytes that are not another gzip member. *out is malloc'ed. */
+int idx_gunzip(const char *name, const uint8_t *bytes, size_t len, uint8_t **out,
+               size_t *out_len, char *err);
+
+void idx_free(struct idx_array *array);
+
+#endif

@@ -1,0 +1,36 @@
+/* Forward and backward of each layer on raw row-major arrays; shapes in the comments.
+ * The layers never allocate: the model owns every buffer. */
+#ifndef DPTRAIN_LAYERS_H
+#define DPTRAIN_LAYERS_H
+
+#include "dptrain/rng.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* y[b][out] = x[b][in] · w[out][in]ᵀ + bias[out] */
+void dense_forward(const float *x, const float *w, const float *bias, float *y, int batch,
+                   int in, int out);
+/* dw[out][in] = dyᵀ·x, dbias[out] = Σ_b dy, and dx[b][in] = dy·w unless dx is NULL (first layer). */
+void dense_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                    float *dbias, int batch, int in, int out);
+
+/* y = max(x, 0); dx = dy where y > 0. */
+void relu_forward(const float *x, float *y, size_t n);
+void relu_backward(const float *y, const float *dy, float *dx, size_t n);
+
+/* Inverted dropout: keep with probability 1 - rate and scale by 1/(1 - rate); mask holds the
+ * scale (0 or 1/(1-rate)) for the backward pass. */
+void dropout_forward(const float *x, float *y, float *mask, size_t n, float rate, struct rng *rng);
+void dropout_backward(const float *mask, const float *dy, float *dx, size_t n);
+
+/* Softmax cross-entropy over logits[b][classes] with integer labels. With label smoothing s the
+ * target is (1 - s) one-hot + s / classes. If dlogits is not NULL it receives
+ * scale · (softmax - target), where scale is 1 / (GLOBAL batch size), so that summing over
+ * ranks gives the gradient of the mean loss. Returns the summed loss over the batch; counts
+ * correct predictions into *correct; writes predicted class and its probability if asked. */
+double softmax_cross_entropy(const float *logits, const uint8_t *labels, int batch, int classes,
+                             float smoothing, float scale, float *dlogits, long *correct,
+                             uint8_t *predicted, float *confidence);
+
+#endif

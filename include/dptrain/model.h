@@ -1,0 +1,72 @@
+/* A network built from a spec, with every parameter in one flat buffer and every gradient in
+ * another (so one allreduce moves them all); layers hold views into both.
+ *
+ * Specs: "mlp" = hidden layers 256,128; "mlp:H1,H2,..." any hidden sizes (up to 8).
+ * Each hidden layer is dense → ReLU → dropout (when the rate is > 0); the last layer is dense
+ * to the classes, followed by softmax cross-entropy. */
+#ifndef DPTRAIN_MODEL_H
+#define DPTRAIN_MODEL_H
+
+#include "dptrain/rng.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MODEL_MAX_LAYERS 32
+#define MODEL_SPEC_LEN 64
+
+enum layer_kind { LAYER_DENSE, LAYER_RELU, LAYER_DROPOUT };
+
+struct layer {
+    enum layer_kind kind;
+    int in_size, out_size;      /* features per sample */
+    /* dense: views into the model's flat buffers */
+    float *weight, *bias;       /* [out][in], [out] */
+    float *grad_weight, *grad_bias;
+    size_t param_offset;        /* of weight; bias follows it */
+    /* dropout */
+    float rate;
+    float *mask;                /* [max_batch][size] */
+};
+
+/* A contiguous run of parameters and whether weight decay applies to it (weights yes,
+ * biases no). */
+struct param_range {
+    size_t offset, count;
+    int decay;
+};
+
+struct model {
+    char spec[MODEL_SPEC_LEN];
+    int input_size, classes, max_batch;
+    int layer_count;
+    struct layer layers[MODEL_MAX_LAYERS];
+    int range_count;
+    struct param_range ranges[MODEL_MAX_LAYERS];
+    size_t param_count;
+    float *params, *grads;      /* one allocation each */
+    /* acts[0] is the input batch [max_batch][input_size]; acts[i+1] is layer i's output.
+     * grad_acts[i] is the gradient with respect to acts[i]. */
+    float *acts[MODEL_MAX_LAYERS + 1];
+    float *grad_acts[MODEL_MAX_LAYERS + 1];
+};
+
+/* Parse spec and allocate everything for batches of up to max_batch samples. */
+struct model *model_create(const char *spec, int input_size, int classes, int max_batch,
+                           float dropout, char *err);
+void model_free(struct model *model);
+
+/* He initialisation (normal, std sqrt(2 / fan_in)) of weights, zero biases. */
+void model_init_params(struct model *model, struct rng *rng);
+
+/* Forward from acts[0] for `batch` rows; returns the logits [batch][classes]. Dropout is
+ * active only when training (rng then drives it). */
+const float *model_forward(struct model *model, int batch, int training, struct rng *rng);
+/* Backward from grad_acts[layer_count] (d loss / d logits) down to the first layer, writing
+ * the gradients of this batch into model->grads (overwriting them). */
+void model_backward(struct model *model, int batch);
+
+float *model_input(struct model *model);
+float *model_grad_logits(struct model *model);
+
+#endif

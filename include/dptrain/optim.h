@@ -1,0 +1,38 @@
+/* Optimizers over the flat parameter buffer: SGD with momentum and Adam, both with decoupled
+ * weight decay (applied to weights, not biases), and the learning-rate schedule. */
+#ifndef DPTRAIN_OPTIM_H
+#define DPTRAIN_OPTIM_H
+
+#include "dptrain/model.h"
+
+#include <stddef.h>
+
+enum optimizer_kind { OPT_SGD, OPT_ADAM };
+enum schedule_kind { SCHEDULE_COSINE, SCHEDULE_STEP, SCHEDULE_CONSTANT };
+
+struct optimizer {
+    enum optimizer_kind kind;
+    double momentum, beta1, beta2, epsilon, weight_decay;
+    size_t count;
+    float *first;       /* SGD velocity, or Adam's first moment */
+    float *second;      /* Adam's second moment (NULL for SGD) */
+    long step;          /* steps taken (Adam's bias correction) */
+};
+
+struct schedule {
+    enum schedule_kind kind;
+    double peak_lr;
+    long warmup_steps, total_steps;
+};
+
+struct optimizer *optim_create(enum optimizer_kind kind, size_t count, double momentum,
+                               double weight_decay, char *err);
+void optim_free(struct optimizer *opt);
+/* One update of params from grads (which already hold the mean-loss gradient). */
+void optim_step(struct optimizer *opt, float *params, const float *grads,
+                const struct param_range *ranges, int range_count, double lr);
+
+/* Learning rate for step t (0-based): linear warm-up to the peak, then the decay. */
+double schedule_lr(const struct schedule *s, long t);
+
+#endif

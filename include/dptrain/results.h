@@ -1,0 +1,42 @@
+/* The results file (layout in README.md), written by rank 0 atomically: a temporary file in
+ * the same folder, fsync, rename. */
+#ifndef DPTRAIN_RESULTS_H
+#define DPTRAIN_RESULTS_H
+
+#include "dptrain/metrics.h"
+#include "dptrain/pca.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct epoch_record {
+    double epoch, train_loss, train_accuracy, test_loss, test_accuracy;
+    double val_loss, val_accuracy, seconds, samples_per_second;
+};
+
+struct run_result {
+    char name[64];
+    char model[64];
+    char optimizer[8];
+    int pca_components;
+    int epochs, global_batch, ranks, has_validation, best_epoch;
+    double lr;
+    uint64_t seed;
+    size_t parameters;
+    double train_seconds, test_accuracy, test_loss;
+    int history_length;
+    struct epoch_record *history;     /* [epochs] */
+    struct metrics metrics;
+    size_t test_count;
+    uint8_t *labels, *predictions;    /* [test_count] */
+    float *confidence;                /* softmax probability of the predicted class */
+    struct pca pca;                   /* owned; used when pca_components > 0 */
+};
+
+void run_result_free(struct run_result *run);
+
+/* Write every run into path (replacing it atomically). command is the command line. */
+int results_write(const char *path, const char *command, int ranks, const struct run_result *runs,
+                  int run_count, char *err);
+
+#endif

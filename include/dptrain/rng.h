@@ -1,0 +1,34 @@
+/* Seeded random numbers: xoshiro256** seeded through splitmix64. One generator per purpose
+ * (init, shuffle, dropout, augmentation, validation split), each derived from the run's seed and
+ * a purpose tag and indices (epoch, rank), so runs are reproducible and the state is 4 words
+ * that a checkpoint can store. */
+#ifndef DPTRAIN_RNG_H
+#define DPTRAIN_RNG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum rng_purpose {
+    RNG_INIT = 1,
+    RNG_SHUFFLE = 2,
+    RNG_DROPOUT = 3,
+    RNG_AUGMENT = 4,
+    RNG_VALIDATION = 5,
+};
+
+struct rng {
+    uint64_t s[4];
+};
+
+void rng_seed(struct rng *rng, uint64_t seed, uint64_t purpose, uint64_t a, uint64_t b);
+uint64_t rng_next(struct rng *rng);
+/* Uniform in [0, 1) with 24 random bits. */
+float rng_uniform(struct rng *rng);
+/* Unbiased integer in [0, n), n > 0. */
+uint64_t rng_below(struct rng *rng, uint64_t n);
+/* Standard normal (Box-Muller). */
+float rng_normal(struct rng *rng);
+/* Fisher-Yates shuffle of indices. */
+void rng_shuffle(struct rng *rng, uint32_t *items, size_t count);
+
+#endif

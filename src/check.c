@@ -1,0 +1,79 @@
+#include "dptrain/check.h"
+
+#include <errno.h>
+#include <hdf5.h>
+#include <mpi.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <zlib.h>
+
+void err_set(char *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, DP_ERR_LEN, fmt, ap);
+    va_end(ap);
+}
+
+void err_append(char *err, const char *reason)
+{
+    size_t used = strnlen(err, DP_ERR_LEN);
+    if (used + 3 < DP_ERR_LEN)
+        snprintf(err + used, DP_ERR_LEN - used, ": %s", reason);
+}
+
+void err_append_errno(char *err)
+{
+    err_append(err, strerror(errno));
+}
+
+void err_append_mpi(char *err, int mpi_code)
+{
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(mpi_code, text, &len) != MPI_SUCCESS)
+        snprintf(text, sizeof text, "MPI error %d", mpi_code);
+    err_append(err, text);
+}
+
+void err_append_lapack(char *err, int info)
+{
+    char text[96];
+    if (info < 0)
+        snprintf(text, sizeof text, "LAPACK argument %d had an illegal value", -info);
+    else
+        snprintf(text, sizeof text, "LAPACK failed to converge (info %d)", info);
+    err_append(err, text);
+}
+
+void err_append_zlib(char *err, int z_code)
+{
+    err_append(err, zError(z_code));
+}
+
+/* The innermost entry of the HDF5 error stack is the most specific reason,
+ * e.g. "file signature not found" or "unable to open file". */
+static herr_t keep_last_message(unsigned n, const H5E_error2_t *entry, void *out)
+{
+    (void)n;
+    char *reason = out;
+    if (reason[0] == '\0' && entry->desc && entry->desc[0])
+        snprintf(reason, 256, "%s", entry->desc);
+    return 0;
+}
+
+void err_append_hdf5(char *err)
+{
+    char reason[256] = "";
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, keep_last_message, reason);
+    /* Walking upward visits the most specific entry first; the callback keeps it. */
+    if (reason[0])
+        err_append(err, reason);
+    H5Eclear2(H5E_DEFAULT);
+}
+
+void check_quiet_hdf5(void)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}

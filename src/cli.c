@@ -1,0 +1,318 @@
+#include "dptrain/cli.h"
+
+#include "dptrain/check.h"
+
+#include <errno.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum value_kind { V_STRING, V_INT, V_DOUBLE, V_FLAG, V_SEED, V_PCA };
+
+#define FOR_CONVERT (1u << CMD_CONVERT)
+#define FOR_TRAIN (1u << CMD_TRAIN)
+#define FOR_COMPARE (1u << CMD_COMPARE)
+#define FOR_TRAINING (FOR_TRAIN | FOR_COMPARE)
+
+struct flag {
+    const char *name;
+    enum value_kind kind;
+    size_t offset;
+    unsigned commands;
+    double min, max;          /* inclusive bounds for numbers */
+    const char *help;
+};
+
+#define AT(field) offsetof(struct options, field)
+
+static const struct flag flags[] = {
+    {"--source", V_STRING, AT(source), FOR_CONVERT, 0, 0,
+     "folder of the four IDX files, plain or .gz (default /usr/share/datasets/fashion-mnist)"},
+    {"--data", V_STRING, AT(data), FOR_TRAINING, 0, 0,
+     "HDF5 data file (default data/fashion-mnist.h5)"},
+    {"--out", V_STRING, AT(out), FOR_CONVERT | FOR_TRAINING, 0, 0,
+     "output file (convert: data/fashion-mnist.h5; train: results/train.h5; compare: results/compare.h5)"},
+    {"--model", V_STRING, AT(model), FOR_TRAINING, 0, 0,
+     "network: mlp (784-256-128-10) or mlp:H1,H2,... (default mlp)"},
+    {"--pca", V_PCA, AT(pca), FOR_TRAINING, 1, 784,
+     "train: K principal components as inputs (1..784); compare: list like 0,50,100 (0 = raw)"},
+    {"--epochs", V_INT, AT(epochs), FOR_TRAINING, 1, 100000, "epochs (default 20)"},
+    {"--batch", V_INT, AT(batch), FOR_TRAINING, 1, 1 << 20, "GLOBAL batch size, shared by the ranks (default 128)"},
+    {"--optimizer", V_STRING, AT(optimizer), FOR_TRAINING, 0, 0, "sgd or adam (default adam)"},
+    {"--lr", V_DOUBLE, AT(lr), FOR_TRAINING, 1e-12, 10, "peak learning rate (default 0.001 adam, 0.05 sgd)"},
+    {"--momentum", V_DOUBLE, AT(momentum), FOR_TRAINING, 0, 0.999999, "SGD momentum (default 0.9)"},
+    {"--weight-decay", V_DOUBLE, AT(weight_decay), FOR_TRAINING, 0, 1,
+     "decoupled weight decay on weights, not biases (default 0.0001)"},
+    {"--schedule", V_STRING, AT(schedule), FOR_TRAINING, 0, 0,
+     "learning-rate decay after warm-up: cosine, step or constant (default cosine)"},
+    {"--warmup", V_DOUBLE, AT(warmup), FOR_TRAINING, 0, 1000, "epochs of linear warm-up (default 1)"},
+    {"--label-smoothing", V_DOUBLE, AT(label_smoothing), FOR_TRAINING, 0, 0.5,
+     "label smoothing of the cross-entropy target (default 0)"},
+    {"--dropout", V_DOUBLE, AT(dropout), FOR_TRAINING, 0, 0.95,
+     "dropout after each hidden layer of the MLP (default 0.2)"},
+    {"--seed", V_SEED, AT(seed), FOR_TRAINING, 0, 0, "random seed (default 1)"},
+    {"--threads", V_INT, AT(threads), FOR_TRAINING, 1, 256, "BLAS threads per rank (default 1)"},
+    {"--augment", V_FLAG, AT(augment), FOR_TRAINING, 0, 0, "random flips and shifts of training images"},
+    {"--validation", V_INT, AT(validation), FOR_TRAINING, 0, INT_MAX,
+     "hold out N training images; keep the epoch with the best validation accuracy (default 0)"},
+    {"--name", V_STRING, AT(name), FOR_TRAIN, 0, 0, "name of the run in the results file (default raw or pcaK)"},
+    {"--quiet", V_FLAG, AT(quiet), FOR_TRAINING, 0, 0, "print only the final summary"},
+};
+
+static const struct {
+    const char *name;
+    enum command command;
+    const char *summary;
+} commands[] = {
+    {"convert", CMD_CONVERT, "convert the IDX files into the HDF5 data file"},
+    {"train", CMD_TRAIN, "train one network (run under mpirun for several ranks)"},
+    {"compare", CMD_COMPARE, "train once per --pca entry with the same settings and compare"},
+};
+
+const char *cli_command_name(enum command command)
+{
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (commands[i].command == command)
+            return commands[i].name;
+    return "dptrain";
+}
+
+static void set_defaults(struct options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->source = "/usr/share/datasets/fashion-mnist";
+    o->data = "data/fashion-mnist.h5";
+    o->model = "mlp";
+    o->epochs = 20;
+    o->batch = 128;
+    o->optimizer = "adam";
+    o->lr = -1; /* chosen by optimizer below */
+    o->momentum = 0.9;
+    o->weight_decay = 1e-4;
+    o->schedule = "cosine";
+    o->warmup = 1;
+    o->dropout = 0.2;
+    o->seed = 1;
+    o->threads = 1;
+}
+
+static int parse_int(const char *flag, const char *text, double min, double max, int *out, char *err)
+{
+    char *end;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    if (text[0] == '\0' || *end != '\0' || errno != 0)
+        FAIL("%s: expected a whole number, got '%s'", flag, text);
+    if (value < min || value > max)
+        FAIL("%s: %ld is out of range %.0f..%.0f", flag, value, min, max);
+    *out = (int)value;
+    return 0;
+fail:
+    return -1;
+}
+
+static int parse_double(const char *flag, const char *text, double min, double max, double *out,
+                        char *err)
+{
+    char *end;
+    errno = 0;
+    double value = strtod(text, &end);
+    if (text[0] == '\0' || *end != '\0' || errno != 0 || !isfinite(value))
+        FAIL("%s: expected a number, got '%s'", flag, text);
+    if (value < min || value > max)
+        FAIL("%s: %g is out of range %g..%g", flag, value, min, max);
+    *out = value;
+    return 0;
+fail:
+    return -1;
+}
+
+static int parse_seed(const char *flag, const char *text, uint64_t *out, char *err)
+{
+    char *end;
+    errno = 0;
+    if (text[0] == '-' || text[0] == '\0')
+        FAIL("%s: expected a non-negative whole number, got '%s'", flag, text);
+    unsigned long long value = strtoull(text, &end, 10);
+    if (*end != '\0' || errno != 0)
+        FAIL("%s: expected a non-negative whole number, got '%s'", flag, text);
+    *out = value;
+    return 0;
+fail:
+    return -1;
+}
+
+/* train: one K in 1..784. compare: a comma list of K in 0..784 (0 = raw pixels). */
+static int parse_pca(const char *flag, const char *text, struct options *o, char *err)
+{
+    if (o->command == CMD_TRAIN)
+        return parse_int(flag, text, 1, 784, &o->pca, err);
+    if (text[0] == '\0')
+        FAIL("%s: empty list (expected something like 0,50,100)", flag);
+    o->pca_runs = 0;
+    const char *p = text;
+    while (1) {
+        char item[32];
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= sizeof item)
+            FAIL("%s: malformed list '%s' (expected something like 0,50,100)", flag, text);
+        memcpy(item, p, len);
+        item[len] = '\0';
+        if (o->pca_runs == CLI_MAX_PCA_RUNS)
+            FAIL("%s: at most %d entries", flag, CLI_MAX_PCA_RUNS);
+        int k;
+        if (parse_int(flag, item, 0, 784, &k, err) != 0)
+            goto fail;
+        for (int i = 0; i < o->pca_runs; i++)
+            if (o->pca_list[i] == k)
+                FAIL("%s: %d appears twice in the list", flag, k);
+        o->pca_list[o->pca_runs++] = k;
+        p += len;
+        if (*p == '\0')
+            break;
+        p++;
+    }
+    return 0;
+fail:
+    return -1;
+}
+
+static const struct flag *find_flag(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+        if (strlen(flags[i].name) == len && strncmp(flags[i].name, name, len) == 0)
+            return &flags[i];
+    return NULL;
+}
+
+static int apply_flag(const struct flag *f, const char *value, struct options *o, char *err)
+{
+    char *base = (char *)o;
+    switch (f->kind) {
+    case V_STRING:
+        if (value[0] == '\0')
+            FAIL("%s: empty value", f->name);
+        *(const char **)(base + f->offset) = value;
+        return 0;
+    case V_INT:
+        return parse_int(f->name, value, f->min, f->max, (int *)(base + f->offset), err);
+    case V_DOUBLE:
+        return parse_double(f->name, value, f->min, f->max, (double *)(base + f->offset), err);
+    case V_SEED:
+        return parse_seed(f->name, value, (uint64_t *)(base + f->offset), err);
+    case V_PCA:
+        return parse_pca(f->name, value, o, err);
+    case V_FLAG:
+        *(int *)(base + f->offset) = 1;
+        return 0;
+    }
+fail:
+    return -1;
+}
+
+static int check_choices(const struct options *o, char *err)
+{
+    if (strcmp(o->optimizer, "sgd") != 0 && strcmp(o->optimizer, "adam") != 0)
+        FAIL("--optimizer: unknown optimizer '%s' (expected sgd or adam)", o->optimizer);
+    if (strcmp(o->schedule, "cosine") != 0 && strcmp(o->schedule, "step") != 0 &&
+        strcmp(o->schedule, "constant") != 0)
+        FAIL("--schedule: unknown schedule '%s' (expected cosine, step or constant)", o->schedule);
+    if (o->command == CMD_COMPARE && o->pca_runs == 0)
+        FAIL("compare: --pca LIST is required (for example --pca 0,50,100)");
+    return 0;
+fail:
+    return -1;
+}
+
+static void set_output_default(struct options *o)
+{
+    if (o->out)
+        return;
+    if (o->command == CMD_CONVERT)
+        o->out = "data/fashion-mnist.h5";
+    else if (o->command == CMD_COMPARE)
+        o->out = "results/compare.h5";
+    else
+        o->out = "results/train.h5";
+}
+
+int cli_parse(int argc, char **argv, struct options *o, char *err)
+{
+    set_defaults(o);
+    if (argc < 2)
+        FAIL("no command given (try 'dptrain --help')");
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        o->want_help = 1;
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        o->want_version = 1;
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            o->command = commands[i].command;
+    if (o->command == CMD_NONE)
+        FAIL("unknown command '%s' (expected convert, train or compare)", argv[1]);
+    for (int i = 2; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            o->want_help = 1;
+            return 0;
+        }
+        if (strncmp(arg, "--", 2) != 0)
+            FAIL("unexpected argument '%s' (flags start with --)", arg);
+        const char *equals = strchr(arg, '=');
+        size_t name_len = equals ? (size_t)(equals - arg) : strlen(arg);
+        const struct flag *f = find_flag(arg, name_len);
+        if (!f)
+            FAIL("%.*s: unknown flag for '%s' (see 'dptrain %s --help')", (int)name_len, arg,
+                 argv[1], argv[1]);
+        if (!(f->commands & (1u << o->command)))
+            FAIL("%s: not a flag of '%s' (see 'dptrain %s --help')", f->name, argv[1], argv[1]);
+        const char *value = NULL;
+        if (f->kind == V_FLAG) {
+            if (equals)
+                FAIL("%s takes no value", f->name);
+        } else if (equals) {
+            value = equals + 1;
+        } else {
+            if (i + 1 >= argc)
+                FAIL("%s needs a value", f->name);
+            value = argv[++i];
+        }
+        if (apply_flag(f, value ? value : "", o, err) != 0)
+            goto fail;
+    }
+    if (o->lr < 0)
+        o->lr = strcmp(o->optimizer, "sgd") == 0 ? 0.05 : 1e-3;
+    set_output_default(o);
+    return check_choices(o, err);
+fail:
+    return -1;
+}
+
+void cli_print_help(FILE *out, enum command command)
+{
+    if (command == CMD_NONE) {
+        fprintf(out, "dptrain %s: data-parallel neural-network training on MPI, OpenBLAS and HDF5\n\n"
+                     "usage: dptrain COMMAND [flags]     (mpirun -np N dptrain train ... for N ranks)\n\n"
+                     "commands:\n", DPTRAIN_VERSION);
+        for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+            fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
+        fprintf(out, "\n'dptrain COMMAND --help' lists the flags of a command; --version prints the version.\n");
+        return;
+    }
+    fprintf(out, "usage: dptrain %s [flags]\n\nflags:\n", cli_command_name(command));
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        if (!(flags[i].commands & (1u << command)))
+            continue;
+        const char *value = flags[i].kind == V_FLAG ? "" : flags[i].kind == V_STRING ? " VALUE" : " N";
+        char left[40];
+        snprintf(left, sizeof left, "%s%s", flags[i].name, value);
+        fprintf(out, "  %-22s %s\n", left, flags[i].help);
+    }
+}

@@ -1,0 +1,110 @@
+#include "dptrain/features.h"
+
+#include "dptrain/check.h"
+#include "dptrain/dataset.h"
+#include "dptrain/tensor.h"
+
+#include <math.h>
+#include <string.h>
+
+#define AUGMENT_SHIFT 2
+
+int normaliser_fit(const struct comm *comm, const uint8_t *pixels, size_t count,
+                   struct normaliser *norm, char *err)
+{
+    /* Integer sums are exact and order-independent, so every rank count gives the same answer. */
+    uint64_t sum = 0, sum_squares = 0;
+    size_t n = count * DATASET_PIXELS;
+    for (size_t i = 0; i < n; i++) {
+        sum += pixels[i];
+        sum_squares += (uint64_t)pixels[i] * pixels[i];
+    }
+    double totals[3] = {(double)sum, (double)sum_squares, (double)n};
+    CHECK_DP(comm_allreduce_doubles(comm, totals, 3, err));
+    double mean = totals[0] / totals[2] / 255.0;
+    double variance = totals[1] / totals[2] / (255.0 * 255.0) - mean * mean;
+    norm->mean = (float)mean;
+    norm->std = (float)(variance > 1e-12 ? sqrt(variance) : 1.0);
+    return 0;
+fail:
+    return -1;
+}
+
+int features_create(struct features *f, const uint8_t *pixels, const uint8_t *labels,
+                    size_t count, const struct normaliser *norm, const struct pca *pca, char *err)
+{
+    memset(f, 0, sizeof *f);
+    f->count = count;
+    f->labels = labels;
+    f->norm = *norm;
+    if (!pca) {
+        f->dim = DATASET_PIXELS;
+        f->pixels = pixels;
+        return 0;
+    }
+    f->dim = pca->components;
+    CHECK_PTR(f->projected = tensor_alloc(count * (size_t)f->dim), "cannot allocate projected inputs");
+    CHECK_DP(pca_project(pca, pixels, count, 1.0f / norm->std, f->projected, err));
+    return 0;
+fail:
+    features_free(f);
+    return -1;
+}
+
+void features_free(struct features *f)
+{
+    tensor_free(f->projected);
+    memset(f, 0, sizeof *f);
+}
+
+/* Standardise one image, optionally mirrored and shifted by (dy, dx) with zero (background)
+ * fill. Background is pixel 0, which standardises to `offset`. */
+static void standardise_image(const uint8_t *src, float *dst, float scale, float offset,
+                              int flip, int dy, int dx)
+{
+    if (!flip && dy == 0 && dx == 0) {
+        for (int i = 0; i < DATASET_PIXELS; i++)
+            dst[i] = (float)src[i] * scale + offset;
+        return;
+    }
+    for (int r = 0; r < DATASET_ROWS; r++) {
+        int sr = r - dy;
+        float *row = dst + r * DATASET_COLS;
+        if (sr < 0 || sr >= DATASET_ROWS) {
+            for (int c = 0; c < DATASET_COLS; c++)
+                row[c] = offset;
+            continue;
+        }
+        const uint8_t *srow = src + sr * DATASET_COLS;
+        for (int c = 0; c < DATASET_COLS; c++) {
+            int sc = c - dx;
+            if (flip)
+                sc = DATASET_COLS - 1 - sc;
+            row[c] = sc < 0 || sc >= DATASET_COLS ? offset : (float)srow[sc] * scale + offset;
+        }
+    }
+}
+
+void features_gather(const struct features *f, const uint32_t *indices, int n, float *out,
+                     uint8_t *labels_out, int augment, struct rng *rng)
+{
+    size_t dim = (size_t)f->dim;
+    float scale = 1.0f / (255.0f * f->norm.std);
+    float offset = -f->norm.mean / f->norm.std;
+    for (int b = 0; b < n; b++) {
+        size_t i = indices[b];
+        labels_out[b] = f->labels[i];
+        float *dst = out + (size_t)b * dim;
+        if (f->projected) {
+            memcpy(dst, f->projected + i * dim, dim * sizeof(float));
+            continue;
+        }
+        int flip = 0, dy = 0, dx = 0;
+        if (augment) {
+            flip = (int)rng_below(rng, 2);
+            dy = (int)rng_below(rng, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
+            dx = (int)rng_below(rng, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
+        }
+        standardise_image(f->pixels + i * DATASET_PIXELS, dst, scale, offset, flip, dy, dx);
+    }
+}

@@ -1,0 +1,98 @@
+#include "dptrain/layers.h"
+
+#include "dptrain/tensor.h"
+
+#include <math.h>
+#include <string.h>
+
+void dense_forward(const float *x, const float *w, const float *bias, float *y, int batch,
+                   int in, int out)
+{
+    /* Start from the bias in every row, then accumulate the product on top (beta = 1). */
+    for (int b = 0; b < batch; b++)
+        memcpy(y + (size_t)b * out, bias, (size_t)out * sizeof(float));
+    tensor_gemm(0, 1, batch, out, in, 1.0f, x, in, w, in, 1.0f, y, out);
+}
+
+void dense_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                    float *dbias, int batch, int in, int out)
+{
+    tensor_gemm(1, 0, out, in, batch, 1.0f, dy, out, x, in, 0.0f, dw, in);
+    memset(dbias, 0, (size_t)out * sizeof(float));
+    for (int b = 0; b < batch; b++) {
+        const float *row = dy + (size_t)b * out;
+        for (int o = 0; o < out; o++)
+            dbias[o] += row[o];
+    }
+    if (dx)
+        tensor_gemm(0, 0, batch, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
+}
+
+void relu_forward(const float *x, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void relu_backward(const float *y, const float *dy, float *dx, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+void dropout_forward(const float *x, float *y, float *mask, size_t n, float rate, struct rng *rng)
+{
+    float keep_scale = 1.0f / (1.0f - rate);
+    for (size_t i = 0; i < n; i++)
+        mask[i] = rng_uniform(rng) >= rate ? keep_scale : 0.0f;
+    for (size_t i = 0; i < n; i++)
+        y[i] = x[i] * mask[i];
+}
+
+void dropout_backward(const float *mask, const float *dy, float *dx, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dx[i] = dy[i] * mask[i];
+}
+
+double softmax_cross_entropy(const float *logits, const uint8_t *labels, int batch, int classes,
+                             float smoothing, float scale, float *dlogits, long *correct,
+                             uint8_t *predicted, float *confidence)
+{
+    double loss = 0.0;
+    float off_target = smoothing / (float)classes;
+    for (int b = 0; b < batch; b++) {
+        const float *z = logits + (size_t)b * classes;
+        int best = 0;
+        for (int c = 1; c < classes; c++)
+            if (z[c] > z[best])
+                best = c;
+        float max = z[best];
+        double sum = 0.0;
+        for (int c = 0; c < classes; c++)
+            sum += exp((double)(z[c] - max));
+        double log_sum = log(sum);
+        int y = labels[b];
+        /* -log p_c = log Σ exp(z - max) - (z_c - max) */
+        double sample_loss = (1.0 - smoothing) * (log_sum - (double)(z[y] - max));
+        if (smoothing > 0.0f)
+            for (int c = 0; c < classes; c++)
+                sample_loss += off_target * (log_sum - (double)(z[c] - max));
+        loss += sample_loss;
+        if (best == y)
+            (*correct)++;
+        if (predicted)
+            predicted[b] = (uint8_t)best;
+        if (confidence)
+            confidence[b] = (float)(1.0 / sum);
+        if (dlogits) {
+            float *d = dlogits + (size_t)b * classes;
+            for (int c = 0; c < classes; c++) {
+                float p = (float)(exp((double)(z[c] - max)) / sum);
+                float target = off_target + (c == y ? 1.0f - smoothing : 0.0f);
+                d[c] = scale * (p - target);
+            }
+        }
+    }
+    return loss;
+}

@@ -1,0 +1,73 @@
+/* dptrain: the command line. Reads like a script: parse, start MPI where needed, run. */
+#include "dptrain/check.h"
+#include "dptrain/cli.h"
+#include "dptrain/comm.h"
+#include "dptrain/dataset.h"
+#include "dptrain/h5io.h"
+#include "dptrain/train.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int run_convert(const struct options *options)
+{
+    char err[DP_ERR_LEN] = "";
+    check_quiet_hdf5();
+    if (h5io_check_writable(options->out, "--out", err) != 0 ||
+        dataset_convert(options->source, options->out, err) != 0) {
+        fprintf(stderr, "dptrain: error: %s\n", err);
+        return DP_EXIT_ERROR;
+    }
+    printf("wrote %s\n", options->out);
+    return DP_EXIT_OK;
+}
+
+/* train, compare and eval run under MPI; every rank parses the same command line. */
+static int run_parallel(int argc, char **argv, const struct options *options)
+{
+    char err[DP_ERR_LEN] = "";
+    struct comm comm;
+    if (comm_init(&argc, &argv, &comm, err) != 0) {
+        fprintf(stderr, "dptrain: error: %s\n", err);
+        return DP_EXIT_ERROR;
+    }
+    check_quiet_hdf5();
+    int status = train_command(&comm, options, err);
+    if (status != DP_EXIT_OK && comm.rank == 0)
+        fprintf(stderr, "dptrain: error: %s\n", err);
+    fflush(stdout);
+    comm_finalize();
+    return status;
+}
+
+/* argv joined with spaces, for the results file's `command` attribute. */
+static void join_arguments(int argc, char **argv, char *out, size_t size)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; i < argc && used + 1 < size; i++)
+        used += (size_t)snprintf(out + used, size - used, "%s%s", i ? " " : "", argv[i]);
+}
+
+int main(int argc, char **argv)
+{
+    char err[DP_ERR_LEN] = "", command_line[4096];
+    struct options options;
+    join_arguments(argc, argv, command_line, sizeof command_line);
+    if (cli_parse(argc, argv, &options, err) != 0) {
+        fprintf(stderr, "dptrain: error: %s\n", err);
+        return DP_EXIT_USAGE;
+    }
+    options.command_line = command_line;
+    if (options.want_version) {
+        printf("dptrain %s\n", DPTRAIN_VERSION);
+        return DP_EXIT_OK;
+    }
+    if (options.want_help) {
+        cli_print_help(stdout, options.command);
+        return DP_EXIT_OK;
+    }
+    if (options.command == CMD_CONVERT)
+        return run_convert(&options);
+    return run_parallel(argc, argv, &options);
+}

@@ -1,0 +1,241 @@
+#include "dptrain/results.h"
+
+#include "dptrain/check.h"
+#include "dptrain/h5io.h"
+
+#include <hdf5.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void run_result_free(struct run_result *run)
+{
+    free(run->history);
+    free(run->labels);
+    free(run->predictions);
+    free(run->confidence);
+    pca_free(&run->pca);
+    memset(run, 0, sizeof *run);
+}
+
+static int write_doubles(hid_t parent, const char *name, const double *data, size_t n,
+                         const char *path, char *err)
+{
+    hsize_t dims[1] = {n};
+    return h5io_write_array(parent, name, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, dims, data, path, err);
+}
+
+static int write_history(hid_t run_group, const struct run_result *run, const char *path, char *err)
+{
+    hid_t group = -1;
+    double *column = NULL;
+    size_t n = (size_t)run->history_length;
+    static const struct {
+        const char *name;
+        size_t offset;
+        int validation_only;
+    } columns[] = {
+        {"epoch", offsetof(struct epoch_record, epoch), 0},
+        {"train_loss", offsetof(struct epoch_record, train_loss), 0},
+        {"train_accuracy", offsetof(struct epoch_record, train_accuracy), 0},
+        {"test_loss", offsetof(struct epoch_record, test_loss), 0},
+        {"test_accuracy", offsetof(struct epoch_record, test_accuracy), 0},
+        {"seconds", offsetof(struct epoch_record, seconds), 0},
+        {"samples_per_second", offsetof(struct epoch_record, samples_per_second), 0},
+        {"val_loss", offsetof(struct epoch_record, val_loss), 1},
+        {"val_accuracy", offsetof(struct epoch_record, val_accuracy), 1},
+    };
+    CHECK_H5(group = H5Gcreate2(run_group, "history", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+             "%s: cannot create history group", path);
+    CHECK_PTR(column = malloc((n + 1) * sizeof(double)), "cannot allocate history column");
+    for (size_t c = 0; c < sizeof columns / sizeof columns[0]; c++) {
+        if (columns[c].validation_only && !run->has_validation)
+            continue;
+        for (size_t e = 0; e < n; e++)
+            column[e] = *(const double *)((const char *)&run->history[e] + columns[c].offset);
+        CHECK_DP(write_doubles(group, columns[c].name, column, n, path, err));
+    }
+    free(column);
+    H5Gclose(group);
+    return 0;
+fail:
+    free(column);
+    if (group >= 0)
+        H5Gclose(group);
+    return -1;
+}
+
+static int write_metrics(hid_t group, const struct run_result *run, const char *path, char *err)
+{
+    const struct metrics *m = &run->metrics;
+    int classes = m->classes;
+    int32_t confusion[METRICS_MAX_CLASSES * METRICS_MAX_CLASSES];
+    for (int r = 0; r < classes; r++)
+        for (int c = 0; c < classes; c++)
+            confusion[r * classes + c] = m->confusion[r][c];
+    hsize_t square[2] = {(hsize_t)classes, (hsize_t)classes}, line[1] = {(hsize_t)classes};
+    CHECK_DP(h5io_write_array(group, "confusion", H5T_NATIVE_INT32, H5T_STD_I32LE, 2, square,
+                              confusion, path, err));
+    CHECK_DP(write_doubles(group, "precision", m->precision, (size_t)classes, path, err));
+    CHECK_DP(write_doubles(group, "recall", m->recall, (size_t)classes, path, err));
+    CHECK_DP(write_doubles(group, "f1", m->f1, (size_t)classes, path, err));
+    CHECK_DP(h5io_write_array(group, "support", H5T_NATIVE_INT32, H5T_STD_I32LE, 1, line,
+                              m->support, path, err));
+    return 0;
+fail:
+    return -1;
+}
+
+static int write_predictions(hid_t run_group, const struct run_result *run, const char *path, char *err)
+{
+    hid_t group = -1;
+    int32_t *index = NULL;
+    uint8_t *true_label = NULL, *predicted = NULL;
+    float *confidence = NULL;
+    size_t n = run->test_count, wrong = 0;
+    hsize_t dims[1] = {n};
+    CHECK_DP(h5io_write_array(run_group, "predictions", H5T_NATIVE_UINT8, H5T_STD_U8LE, 1, dims,
+                              run->predictions, path, err));
+    for (size_t i = 0; i < n; i++)
+        wrong += run->predictions[i] != run->labels[i];
+    CHECK_PTR(index = malloc((wrong + 1) * sizeof *index), "cannot allocate");
+    CHECK_PTR(true_label = malloc(wrong + 1), "cannot allocate");
+    CHECK_PTR(predicted = malloc(wrong + 1), "cannot allocate");
+    CHECK_PTR(confidence = malloc((wrong + 1) * sizeof *confidence), "cannot allocate");
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (run->predictions[i] != run->labels[i]) {
+            index[k] = (int32_t)i;
+            true_label[k] = run->labels[i];
+            predicted[k] = run->predictions[i];
+            confidence[k] = run->confidence[i];
+            k++;
+        }
+    CHECK_H5(group = H5Gcreate2(run_group, "misclassified", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+             "%s: cannot create misclassified group", path);
+    dims[0] = wrong;
+    CHECK_DP(h5io_write_array(group, "index", H5T_NATIVE_INT32, H5T_STD_I32LE, 1, dims, index, path, err));
+    CHECK_DP(h5io_write_array(group, "true_label", H5T_NATIVE_UINT8, H5T_STD_U8LE, 1, dims, true_label, path, err));
+    CHECK_DP(h5io_write_array(group, "predicted", H5T_NATIVE_UINT8, H5T_STD_U8LE, 1, dims, predicted, path, err));
+    CHECK_DP(h5io_write_array(group, "confidence", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 1, dims, confidence, path, err));
+    H5Gclose(group);
+    free(index);
+    free(true_label);
+    free(predicted);
+    free(confidence);
+    return 0;
+fail:
+    if (group >= 0)
+        H5Gclose(group);
+    free(index);
+    free(true_label);
+    free(predicted);
+    free(confidence);
+    return -1;
+}
+
+static int write_pca(hid_t run_group, const struct pca *pca, const char *path, char *err)
+{
+    hid_t group = -1;
+    hsize_t mean_dims[1] = {(hsize_t)pca->dim};
+    hsize_t basis_dims[2] = {(hsize_t)pca->components, (hsize_t)pca->dim};
+    CHECK_H5(group = H5Gcreate2(run_group, "pca", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+             "%s: cannot create pca group", path);
+    CHECK_DP(h5io_write_array(group, "mean", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, mean_dims, pca->mean, path, err));
+    CHECK_DP(h5io_write_array(group, "components", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, basis_dims,
+                              pca->basis, path, err));
+    CHECK_DP(write_doubles(group, "explained_variance", pca->explained_variance, (size_t)pca->components, path, err));
+    CHECK_DP(write_doubles(group, "explained_variance_ratio", pca->explained_ratio, (size_t)pca->components, path, err));
+    CHECK_DP(h5io_write_attr_double(group, "fit_seconds", pca->fit_seconds, path, err));
+    H5Gclose(group);
+    return 0;
+fail:
+    if (group >= 0)
+        H5Gclose(group);
+    return -1;
+}
+
+static int write_run_attrs(hid_t g, const struct run_result *run, const char *path, char *err)
+{
+    CHECK_DP(h5io_write_attr_string(g, "model", run->model, path, err));
+    CHECK_DP(h5io_write_attr_long(g, "pca_components", run->pca_components, path, err));
+    CHECK_DP(h5io_write_attr_long(g, "epochs", run->epochs, path, err));
+    CHECK_DP(h5io_write_attr_long(g, "global_batch", run->global_batch, path, err));
+    CHECK_DP(h5io_write_attr_string(g, "optimizer", run->optimizer, path, err));
+    CHECK_DP(h5io_write_attr_double(g, "lr", run->lr, path, err));
+    CHECK_DP(h5io_write_attr_long(g, "seed", (long long)run->seed, path, err));
+    CHECK_DP(h5io_write_attr_long(g, "ranks", run->ranks, path, err));
+    CHECK_DP(h5io_write_attr_long(g, "parameters", (long long)run->parameters, path, err));
+    CHECK_DP(h5io_write_attr_double(g, "train_seconds", run->train_seconds, path, err));
+    CHECK_DP(h5io_write_attr_double(g, "test_accuracy", run->test_accuracy, path, err));
+    CHECK_DP(h5io_write_attr_double(g, "test_loss", run->test_loss, path, err));
+    if (run->has_validation)
+        CHECK_DP(h5io_write_attr_long(g, "best_epoch", run->best_epoch, path, err));
+    return 0;
+fail:
+    return -1;
+}
+
+static int write_run(hid_t runs_group, const struct run_result *run, const char *path, char *err)
+{
+    hid_t g = -1;
+    CHECK_H5(g = H5Gcreate2(runs_group, run->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+             "%s: cannot create group /runs/%s", path, run->name);
+    CHECK_DP(write_run_attrs(g, run, path, err));
+    CHECK_DP(write_history(g, run, path, err));
+    CHECK_DP(write_metrics(g, run, path, err));
+    CHECK_DP(write_predictions(g, run, path, err));
+    if (run->pca_components > 0)
+        CHECK_DP(write_pca(g, &run->pca, path, err));
+    H5Gclose(g);
+    return 0;
+fail:
+    if (g >= 0)
+        H5Gclose(g);
+    return -1;
+}
+
+static int write_file(const char *tmp, const char *command, int ranks, const struct run_result *runs,
+                      int run_count, char *err)
+{
+    hid_t file = -1, group = -1;
+    char created[64];
+    time_t now = time(NULL);
+    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    CHECK_H5(file = H5Fcreate(tmp, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT), "%s: cannot create", tmp);
+    CHECK_DP(h5io_write_attr_string(file, "dptrain_version", DPTRAIN_VERSION, tmp, err));
+    CHECK_DP(h5io_write_attr_string(file, "created", created, tmp, err));
+    CHECK_DP(h5io_write_attr_long(file, "ranks", ranks, tmp, err));
+    CHECK_DP(h5io_write_attr_string(file, "command", command, tmp, err));
+    CHECK_H5(group = H5Gcreate2(file, "runs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+             "%s: cannot create /runs", tmp);
+    for (int r = 0; r < run_count; r++)
+        CHECK_DP(write_run(group, &runs[r], tmp, err));
+    H5Gclose(group);
+    group = -1;
+    hid_t closing = file;
+    file = -1;
+    CHECK_H5(H5Fclose(closing), "%s: cannot close", tmp);
+    return 0;
+fail:
+    if (group >= 0)
+        H5Gclose(group);
+    if (file >= 0)
+        H5Fclose(file);
+    return -1;
+}
+
+int results_write(const char *path, const char *command, int ranks, const struct run_result *runs,
+                  int run_count, char *err)
+{
+    char tmp[4096] = "";
+    CHECK_DP(h5io_temp_name(path, tmp, sizeof tmp, err));
+    CHECK_DP(write_file(tmp, command, ranks, runs, run_count, err));
+    CHECK_DP(h5io_commit(tmp, path, err));
+    return 0;
+fail:
+    if (tmp[0])
+        unlink(tmp);
+    return -1;
+}
