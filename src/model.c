@@ -38,6 +38,8 @@ static int parse_spec(const char *spec, int *hidden, int *hidden_count, char *er
         if (*end == ',' && *p == '\0')
             FAIL("--model: trailing comma in '%s'", spec);
     }
+    if (*hidden_count == 0)
+        FAIL("--model: '%s' names no hidden layers (expected mlp:H1,H2,...)", spec);
     return 0;
 fail:
     return -1;

@@ -1,0 +1,158 @@
+/* Metrics against hand-computed cases; optimizer steps and schedules against hand-computed
+ * values; the random generators' contracts. */
+#include "dptrain/metrics.h"
+#include "dptrain/model.h"
+#include "dptrain/optim.h"
+#include "dptrain/rng.h"
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+static void test_metrics_hand_case(void **state)
+{
+    (void)state;
+    uint8_t labels[5] = {0, 0, 1, 1, 2}, predicted[5] = {0, 1, 1, 1, 0};
+    struct metrics m;
+    metrics_compute(labels, predicted, 5, 3, &m);
+    int32_t expected[3][3] = {{1, 1, 0}, {0, 2, 0}, {1, 0, 0}};
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 3; c++)
+            assert_int_equal(m.confusion[r][c], expected[r][c]);
+    assert_float_equal(m.accuracy, 0.6, 1e-12);
+    assert_float_equal(m.precision[0], 0.5, 1e-12);
+    assert_float_equal(m.precision[1], 2.0 / 3, 1e-12);
+    assert_float_equal(m.precision[2], 0.0, 1e-12); /* never predicted: 0, as zero_division=0 */
+    assert_float_equal(m.recall[0], 0.5, 1e-12);
+    assert_float_equal(m.recall[1], 1.0, 1e-12);
+    assert_float_equal(m.f1[1], 0.8, 1e-12);
+    assert_int_equal(m.support[0], 2);
+    assert_int_equal(m.support[2], 1);
+    assert_float_equal(m.macro_f1, 1.3 / 3, 1e-12);
+    assert_float_equal(m.weighted_f1, 0.52, 1e-12);
+    assert_float_equal(m.weighted_recall, 0.6, 1e-12); /* weighted recall is accuracy */
+}
+
+static void test_report_layout(void **state)
+{
+    (void)state;
+    uint8_t labels[4] = {0, 1, 1, 0}, predicted[4] = {0, 1, 0, 0};
+    struct metrics m;
+    metrics_compute(labels, predicted, 4, 2, &m);
+    const char *names[2] = {"cat", "dog"};
+    char *text = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&text, &size);
+    metrics_print_report(out, &m, names);
+    fclose(out);
+    assert_non_null(strstr(text, "precision    recall  f1-score   support"));
+    assert_non_null(strstr(text, "           cat       0.67      1.00      0.80         2"));
+    assert_non_null(strstr(text, "      accuracy                           0.75         4"));
+    assert_non_null(strstr(text, "     macro avg"));
+    assert_non_null(strstr(text, "  weighted avg"));
+    free(text);
+}
+
+static void test_sgd_momentum_and_decay(void **state)
+{
+    (void)state;
+    char err[256];
+    struct optimizer *opt = optim_create(OPT_SGD, 2, 0.9, 0.1, err);
+    float p[2] = {1.0f, 1.0f}, g[2] = {0.5f, 0.5f};
+    struct param_range ranges[2] = {{0, 1, 1}, {1, 1, 0}}; /* a weight, then a bias */
+    optim_step(opt, p, g, ranges, 2, 0.1);
+    /* v = 0.5; weight: p -= 0.1 (0.5 + 0.1·1) = 0.94; bias: p -= 0.1·0.5 = 0.95 */
+    assert_float_equal(p[0], 0.94f, 1e-6);
+    assert_float_equal(p[1], 0.95f, 1e-6);
+    optim_step(opt, p, g, ranges, 2, 0.1);
+    /* v = 0.9·0.5 + 0.5 = 0.95; bias: 0.95 − 0.095 = 0.855 */
+    assert_float_equal(p[1], 0.855f, 1e-6);
+    optim_free(opt);
+}
+
+static void test_adam_first_steps(void **state)
+{
+    (void)state;
+    char err[256];
+    struct optimizer *opt = optim_create(OPT_ADAM, 1, 0, 0, err);
+    float p[1] = {0.0f}, g[1] = {-3.0f};
+    struct param_range ranges[1] = {{0, 1, 1}};
+    /* With bias correction the first step is lr · g/|g|, whatever the gradient's size. */
+    optim_step(opt, p, g, ranges, 1, 0.01);
+    assert_float_equal(p[0], 0.01f, 1e-6);
+    optim_step(opt, p, g, ranges, 1, 0.01);
+    assert_float_equal(p[0], 0.02f, 1e-6);
+    optim_free(opt);
+}
+
+static void test_schedules(void **state)
+{
+    (void)state;
+    struct schedule s = {SCHEDULE_COSINE, 1.0, 10, 110};
+    assert_float_equal(schedule_lr(&s, 0), 0.1, 1e-12);
+    assert_float_equal(schedule_lr(&s, 9), 1.0, 1e-12);
+    assert_float_equal(schedule_lr(&s, 10), 1.0, 1e-12);
+    assert_float_equal(schedule_lr(&s, 60), 0.5, 1e-12);
+    assert_float_equal(schedule_lr(&s, 110), 0.0, 1e-12);
+    s.kind = SCHEDULE_STEP;
+    assert_float_equal(schedule_lr(&s, 59), 1.0, 1e-12);
+    assert_float_equal(schedule_lr(&s, 60), 0.1, 1e-12);
+    assert_float_equal(schedule_lr(&s, 100), 0.01, 1e-12);
+    s.kind = SCHEDULE_CONSTANT;
+    assert_float_equal(schedule_lr(&s, 100), 1.0, 1e-12);
+}
+
+static void test_rng_contracts(void **state)
+{
+    (void)state;
+    struct rng a, b, c;
+    rng_seed(&a, 42, RNG_SHUFFLE, 3, 1);
+    rng_seed(&b, 42, RNG_SHUFFLE, 3, 1);
+    rng_seed(&c, 42, RNG_SHUFFLE, 3, 2);
+    uint64_t x = rng_next(&a);
+    assert_int_equal(x, rng_next(&b));
+    assert_int_not_equal(x, rng_next(&c));
+    enum { N = 1000 };
+    uint32_t items[N];
+    int seen[N] = {0};
+    for (uint32_t i = 0; i < N; i++)
+        items[i] = i;
+    rng_shuffle(&a, items, N);
+    int moved = 0;
+    for (uint32_t i = 0; i < N; i++) {
+        seen[items[i]]++;
+        moved += items[i] != i;
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(seen[i], 1);
+    assert_true(moved > N / 2);
+    double sum = 0, squares = 0;
+    for (int i = 0; i < 20000; i++) {
+        float z = rng_normal(&a);
+        sum += z;
+        squares += z * z;
+    }
+    assert_float_equal(sum / 20000, 0.0, 0.05);
+    assert_float_equal(squares / 20000, 1.0, 0.05);
+    for (int i = 0; i < 1000; i++)
+        assert_true(rng_below(&a, 7) < 7);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_metrics_hand_case),
+        cmocka_unit_test(test_report_layout),
+        cmocka_unit_test(test_sgd_momentum_and_decay),
+        cmocka_unit_test(test_adam_first_steps),
+        cmocka_unit_test(test_schedules),
+        cmocka_unit_test(test_rng_contracts),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

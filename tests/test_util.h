@@ -1,0 +1,26 @@
+/* Helpers the tests share: temporary folders and synthetic IDX files, plain or gzip. */
+#ifndef DPTRAIN_TEST_UTIL_H
+#define DPTRAIN_TEST_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* mkdtemp under /tmp; returns a static-lifetime copy owned by the caller (free it). */
+char *test_make_dir(const char *tag);
+void test_remove_dir(const char *dir);
+
+/* Bytes of an IDX file with the given header and payload. */
+uint8_t *test_idx_bytes(uint8_t type, int ndims, const uint32_t *dims, const uint8_t *payload,
+                        size_t payload_len, size_t *out_len);
+/* gzip-compress bytes (one member). */
+uint8_t *test_gzip(const uint8_t *bytes, size_t len, size_t *out_len);
+void test_write_file(const char *path, const uint8_t *bytes, size_t len);
+int test_file_exists(const char *path);
+
+/* Write the four Fashion-MNIST IDX files (gzip when gz) into dir with deterministic content:
+ * pixel (i, p) = (i * 7 + p * 13) % 256, label i = (i * 3) % 10. */
+void test_write_dataset(const char *dir, size_t n_train, size_t n_test, int gz);
+uint8_t test_pixel(size_t i, size_t p);
+uint8_t test_label(size_t i);
+
+#endif
