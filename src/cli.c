@@ -52,7 +52,7 @@ static const struct flag flags[] = {
     {"--label-smoothing", V_DOUBLE, AT(label_smoothing), FOR_TRAINING, 0, 0.5,
      "label smoothing of the cross-entropy target (default 0)"},
     {"--dropout", V_DOUBLE, AT(dropout), FOR_TRAINING, 0, 0.95,
-     "dropout after each hidden layer of the MLP (default 0.2)"},
+     "dropout after each hidden layer of the MLP (default 0.1)"},
     {"--seed", V_SEED, AT(seed), FOR_TRAINING, 0, 0, "random seed (default 1)"},
     {"--threads", V_INT, AT(threads), FOR_TRAINING, 1, 256, "BLAS threads per rank (default 1)"},
     {"--augment", V_FLAG, AT(augment), FOR_TRAINING, 0, 0, "random flips and shifts of training images"},
@@ -94,7 +94,7 @@ static void set_defaults(struct options *o)
     o->weight_decay = 1e-4;
     o->schedule = "cosine";
     o->warmup = 1;
-    o->dropout = 0.2;
+    o->dropout = 0.1;
     o->seed = 1;
     o->threads = 1;
 }
@@ -280,7 +280,9 @@ int cli_parse(int argc, char **argv, struct options *o, char *err)
         } else if (equals) {
             value = equals + 1;
         } else {
-            if (i + 1 >= argc)
+            /* "--epochs --data x": a flag where the value should be is a missing value. */
+            if (i + 1 >= argc || (strncmp(argv[i + 1], "--", 2) == 0 &&
+                                  find_flag(argv[i + 1], strcspn(argv[i + 1], "=")) != NULL))
                 FAIL("%s needs a value", f->name);
             value = argv[++i];
         }

@@ -1,8 +1,7 @@
 /* What the network sees: one rank's samples as model inputs, and mini-batches of them.
  * Raw pixels are standardised on the fly with the training set's global mean and standard
  * deviation (one scalar each, agreed over all ranks); with PCA the samples are projected once
- * and divided by the same standard deviation, so that both kinds of input have a similar
- * scale. */
+ * and whitened (each component divided by its standard deviation). */
 #ifndef DPTRAIN_FEATURES_H
 #define DPTRAIN_FEATURES_H
 

@@ -1,0 +1,75 @@
+"""Bad input: one clear error line, a non-zero exit, no output file, existing files untouched."""
+from common import *
+
+dir = temp_dir()
+existing = f"{dir}/existing.h5"
+with open(existing, "wb") as f:
+    f.write(b"precious")
+not_hdf5 = f"{dir}/not.h5"
+with open(not_hdf5, "wb") as f:
+    f.write(b"this is not HDF5")
+empty = f"{dir}/empty.h5"
+open(empty, "wb").close()
+out = f"{dir}/out.h5"
+
+cases = [
+    # (ranks, args, exit code, fragment of the one error line)
+    (0, [], 2, "no command given"),
+    (0, ["fly"], 2, "unknown command 'fly'"),
+    (0, ["train", "--bogus"], 2, "--bogus: unknown flag"),
+    (0, ["train", "--epochs", "0"], 2, "--epochs: 0 is out of range"),
+    (0, ["train", "--epochs", "-3"], 2, "--epochs: -3 is out of range"),
+    (0, ["train", "--epochs", "ten"], 2, "--epochs: expected a whole number, got 'ten'"),
+    (0, ["train", "--batch", "0"], 2, "--batch: 0 is out of range"),
+    (0, ["train", "--lr", "-1"], 2, "--lr: -1 is out of range"),
+    (0, ["train", "--lr", "nan"], 2, "--lr: expected a number"),
+    (0, ["train", "--pca", "785"], 2, "--pca: 785 is out of range 1..784"),
+    (0, ["train", "--pca", "0"], 2, "--pca: 0 is out of range 1..784"),
+    (0, ["train", "--pca", "abc"], 2, "--pca: expected a whole number"),
+    (0, ["compare", "--pca", ""], 2, "--pca: empty list"),
+    (0, ["compare", "--pca", "0,,50"], 2, "--pca: malformed list"),
+    (0, ["compare", "--pca", "50,50"], 2, "--pca: 50 appears twice"),
+    (0, ["compare"], 2, "--pca LIST is required"),
+    (0, ["train", "--optimizer", "rmsprop"], 2, "--optimizer: unknown optimizer 'rmsprop'"),
+    (0, ["train", "--epochs"], 2, "--epochs needs a value"),
+    (0, ["convert", "--epochs", "3"], 2, "--epochs: not a flag of 'convert'"),
+    (0, ["train", "stray"], 2, "unexpected argument 'stray'"),
+    (2, ["train", "--model", "resnet"], 1, "--model: unknown model spec 'resnet'"),
+    (3, ["train", "--batch", "2"], 2, "--batch 2: the global batch must be at least the number of ranks (3)"),
+    (2, ["train", "--data", f"{dir}/missing.h5"], 1, "missing.h5: cannot read the data file"),
+    (2, ["train", "--data", not_hdf5], 1, "not.h5: not a readable HDF5 file"),
+    (2, ["train", "--data", empty], 1, "empty.h5: not a readable HDF5 file"),
+    (2, ["train", "--out", "/nonexistent-folder/r.h5"], 1, "folder /nonexistent-folder does not exist"),
+    (2, ["train", "--out", DATA], 1, "is the data file"),
+    (2, ["train", "--validation", "60000"], 1, "--validation 60000 leaves fewer training samples than ranks"),
+    (0, ["convert", "--source", f"{dir}/nowhere"], 1, "nowhere/train-images-idx3-ubyte: not found"),
+    (0, ["convert", "--out", "/nonexistent-folder/d.h5"], 1, "folder /nonexistent-folder does not exist"),
+]
+
+for ranks, args, code, fragment in cases:
+    full = list(args)
+    if args and args[0] in ("train", "compare") and "--data" not in args:
+        full += ["--data", DATA]
+    if args and args[0] in ("train", "compare", "convert") and "--out" not in args:
+        full += ["--out", out]
+    result = run(full, ranks=ranks, timeout=60)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("dptrain: error:")]
+    where = f"dptrain {' '.join(full)} (ranks {ranks})"
+    check(result.returncode != 0, f"{where}: exit 0")
+    if ranks == 0:
+        check(result.returncode == code, f"{where}: exit {result.returncode}, expected {code}")
+    check(len(errors) == 1, f"{where}: expected one error line, got {result.stderr!r}")
+    check(fragment in errors[0], f"{where}: {errors[0]!r} lacks {fragment!r}")
+    check(not os.path.exists(out), f"{where}: left an output file")
+    check(open(existing, "rb").read() == b"precious", "an existing file was touched")
+    leftovers = [n for n in os.listdir(dir) if ".tmp." in n]
+    check(not leftovers, f"{where}: left temporary files {leftovers}")
+
+# An existing results file survives a failed run that names it.
+result = run(["train", "--data", not_hdf5, "--out", existing], ranks=2)
+check(result.returncode != 0 and open(existing, "rb").read() == b"precious", "existing output intact")
+# --help and --version work and exit 0.
+for args in (["--help"], ["train", "--help"], ["--version"]):
+    result = run(args)
+    check(result.returncode == 0 and result.stdout, f"dptrain {' '.join(args)}")
+print(f"ok: {len(cases)} bad inputs")

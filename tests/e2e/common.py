@@ -1,0 +1,147 @@
+"""Shared helpers for the end-to-end tests: run the real dptrain binary (under mpiexec when
+asked), and check a results file against the contract in README.md."""
+import gzip
+import os
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+
+import h5py
+import numpy as np
+
+DPTRAIN = os.environ["DPTRAIN"]
+DATA = os.environ.get("DPTRAIN_DATA", "")
+MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
+IDX_SOURCE = "/usr/share/datasets/fashion-mnist"
+
+
+def run(args, ranks=0, timeout=900, env=None):
+    """Run dptrain; ranks=0 runs it directly, otherwise under mpiexec -n ranks."""
+    command = [DPTRAIN] + list(args)
+    if ranks:
+        command = [MPIEXEC, "-n", str(ranks), "--oversubscribe"] + command
+    full_env = dict(os.environ)
+    full_env.update({"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+                     "OPENBLAS_NUM_THREADS": "1"})
+    if env:
+        full_env.update(env)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=full_env)
+    return result
+
+
+def must_succeed(result):
+    if result.returncode != 0:
+        sys.stdout.write(result.stdout)
+        sys.stdout.write(result.stderr)
+        fail(f"dptrain exited {result.returncode}")
+    return result
+
+
+def fail(message):
+    print("FAIL:", message)
+    sys.exit(1)
+
+
+def check(condition, message):
+    if not condition:
+        fail(message)
+
+
+def temp_dir():
+    return tempfile.mkdtemp(prefix="dptrain-e2e-")
+
+
+EPOCH_LINE = re.compile(
+    r"^epoch +(\d+)/(\d+)  loss \d+\.\d{4}  train \d+\.\d\d%(  val \d+\.\d\d%)?  test \d+\.\d\d%  "
+    r"\d+\.\d s  \d+ samples/s$")
+
+
+def epoch_lines(stdout):
+    return [line for line in stdout.splitlines() if line.startswith("epoch")]
+
+
+def check_epoch_lines(stdout, epochs):
+    lines = epoch_lines(stdout)
+    check(len(lines) == epochs, f"expected {epochs} epoch lines, got {len(lines)}")
+    for line in lines:
+        check(EPOCH_LINE.match(line), f"epoch line does not match the contract: {line!r}")
+
+
+def read_idx(path):
+    with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
+        raw = f.read()
+    ndims = raw[3]
+    dims = struct.unpack(">" + "I" * ndims, raw[4:4 + 4 * ndims])
+    return np.frombuffer(raw[4 + 4 * ndims:], dtype=np.uint8).reshape(dims)
+
+
+def write_idx(path, array):
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 8, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    with (gzip.open(path, "wb") if path.endswith(".gz") else open(path, "wb")) as f:
+        f.write(header + array.tobytes())
+
+
+def check_results(path, test_labels, runs=None):
+    """Every dataset and attribute of the results contract, with shapes, types and consistency."""
+    n_test = len(test_labels)
+    with h5py.File(path, "r") as f:
+        for attr in ("dptrain_version", "created", "ranks", "command"):
+            check(attr in f.attrs, f"missing root attribute {attr}")
+        names = list(f["runs"].keys())
+        if runs is not None:
+            check(sorted(names) == sorted(runs), f"runs {names}, expected {runs}")
+        for name in names:
+            g = f["runs"][name]
+            for attr in ("model", "pca_components", "epochs", "global_batch", "optimizer", "lr",
+                         "seed", "ranks", "parameters", "train_seconds", "test_accuracy",
+                         "test_loss"):
+                check(attr in g.attrs, f"{name}: missing attribute {attr}")
+            epochs = int(g.attrs["epochs"])
+            history = g["history"]
+            for column in ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+                           "seconds", "samples_per_second"):
+                check(history[column].shape == (epochs,), f"{name}: history/{column} shape")
+                check(history[column].dtype == np.float64, f"{name}: history/{column} type")
+            check(list(history["epoch"][:]) == list(range(1, epochs + 1)), f"{name}: epochs")
+            acc = history["test_accuracy"][:]
+            check(np.all((acc >= 0) & (acc <= 1)), f"{name}: accuracies must be fractions")
+            confusion = g["confusion"][:]
+            check(confusion.shape == (10, 10) and g["confusion"].dtype == np.int32, "confusion")
+            check(confusion.sum() == n_test, f"{name}: confusion sums to {confusion.sum()}")
+            for key in ("precision", "recall", "f1"):
+                check(g[key].shape == (10,) and g[key].dtype == np.float64, f"{name}: {key}")
+            check(g["support"].dtype == np.int32, "support type")
+            check(np.array_equal(g["support"][:], np.bincount(test_labels, minlength=10)),
+                  f"{name}: support must count the test labels")
+            predictions = g["predictions"][:]
+            check(predictions.shape == (n_test,) and g["predictions"].dtype == np.uint8,
+                  "predictions")
+            wrong = np.nonzero(predictions != test_labels)[0]
+            m = g["misclassified"]
+            check(np.array_equal(m["index"][:], wrong), f"{name}: misclassified != predictions != labels")
+            check(m["index"].dtype == np.int32, "misclassified/index type")
+            check(np.array_equal(m["true_label"][:], test_labels[wrong]), "misclassified/true_label")
+            check(np.array_equal(m["predicted"][:], predictions[wrong]), "misclassified/predicted")
+            conf = m["confidence"][:]
+            check(m["confidence"].dtype == np.float32 and np.all((conf > 0.1) & (conf <= 1)),
+                  "misclassified/confidence must be probabilities of the predicted class")
+            accuracy = 1 - len(wrong) / n_test
+            check(abs(accuracy - g.attrs["test_accuracy"]) < 1e-9,
+                  f"{name}: test_accuracy {g.attrs['test_accuracy']} vs predictions {accuracy}")
+            check(np.trace(confusion) == n_test - len(wrong), "confusion diagonal")
+            k = int(g.attrs["pca_components"])
+            if k > 0:
+                p = g["pca"]
+                check(p["mean"].shape == (784,), "pca/mean")
+                check(p["components"].shape == (k, 784), "pca/components")
+                check(p["explained_variance"].shape == (k,), "pca/explained_variance")
+                ratio = p["explained_variance_ratio"][:]
+                check(ratio.shape == (k,) and np.all(np.diff(ratio) <= 1e-12), "pca ratios must fall")
+                basis = p["components"][:].astype(np.float64)
+                check(np.allclose(basis @ basis.T, np.eye(k), atol=1e-4), "pca components orthonormal")
+            else:
+                check("pca" not in g, f"{name}: a raw run has no pca group")
+    return names

@@ -1,0 +1,38 @@
+"""compare --pca 0,50 on 2 ranks: both runs in one file, the comparison table, and PCA ratios
+that agree with a double-precision reference to 1e-4 for the first 50 components."""
+from common import *
+
+dir = temp_dir()
+out = f"{dir}/compare.h5"
+result = must_succeed(run(["compare", "--pca", "0,50", "--data", DATA, "--out", out,
+                           "--epochs", "2"], ranks=2))
+check("variance" in result.stdout and "macro F1" in result.stdout, "comparison table header")
+rows = [line for line in result.stdout.splitlines() if line.startswith(("raw ", "pca "))]
+check(len(rows) == 2, f"two table rows, got {rows}")
+with h5py.File(DATA, "r") as f:
+    labels = f["test/labels"][:]
+    x = f["train/images"][:].reshape(-1, 784).astype(np.float64) / 255.0
+check_results(out, labels, runs=["raw", "pca50"])
+# Reference: covariance in double precision and numpy's symmetric eigensolver.
+mean = x.mean(axis=0)
+centered = x - mean
+cov = centered.T @ centered / (len(x) - 1)
+values, vectors = np.linalg.eigh(cov)
+values = values[::-1]
+vectors = vectors[:, ::-1]
+reference_ratio = values[:50] / values.sum()
+with h5py.File(out, "r") as f:
+    p = f["runs/pca50/pca"]
+    ratio = p["explained_variance_ratio"][:]
+    components = p["components"][:].astype(np.float64)
+    check(np.allclose(p["mean"][:], mean, atol=1e-9), "pca mean")
+    print("first ratios:", np.round(ratio[:5], 4), "reference:", np.round(reference_ratio[:5], 4))
+    worst = np.max(np.abs(ratio - reference_ratio))
+    check(worst < 1e-4, f"ratios differ from the reference by {worst}")
+    # Same directions up to sign; our sign makes the largest-magnitude entry positive.
+    for k in range(10):
+        check(abs(abs(components[k] @ vectors[:, k]) - 1) < 1e-3, f"component {k} direction")
+        check(components[k][np.argmax(np.abs(components[k]))] > 0, f"component {k} sign")
+    check(f["runs/pca50"].attrs["parameters"] == 50 * 256 + 256 + 256 * 128 + 128 + 1290, "parameters")
+    check(f["runs/pca50"].attrs["test_accuracy"] > 0.84, "PCA-50 trains")
+print("ok: max ratio difference", worst)
