@@ -14,6 +14,5 @@ mkdir -p results
 mpirun -np 2 build/dptrain train --data data/fashion-mnist.h5 --out results/train.h5 "$@"
 if [ -f scripts/report.py ]; then
   /usr/bin/python3 scripts/report.py results/train.h5 --data data/fashion-mnist.h5 --out results/report
-  echo "report: results/report/REPORT.md"
 fi
 echo "results: results/train.h5"

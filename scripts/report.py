@@ -1,0 +1,536 @@
+#!/usr/bin/python3
+"""Draw the report of a dptrain results file.
+
+usage: scripts/report.py RESULTS.h5 [--data FILE] [--out DIR] [--run NAME]
+
+Writes into DIR (default: RESULTS_report beside the results file), atomically (a temporary
+folder renamed into place):
+  misclassified.png  the most confident mistakes, covering the most confused class pairs
+  confusion.png      the confusion matrix as an annotated heat map
+  curves.png         loss and accuracy per epoch, one line per run
+  pairs.png          mean images of the most confused class pairs and their difference
+  pca.png            variance kept and accuracy against components, and the first components
+                     (only when a run used PCA)
+  REPORT.md          settings, accuracy, classification report, confusion matrix, the most
+                     confused pairs with an analysis, best and worst classes, the raw-versus-PCA
+                     table and the comparison with the published Fashion-MNIST benchmarks
+Needs Debian's python3-h5py, python3-numpy and python3-matplotlib (scripts/setup.sh).
+"""
+import argparse
+import csv
+import os
+import shutil
+import sys
+
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+RUN_MEMBERS = ["history/epoch", "history/train_loss", "history/train_accuracy",
+               "history/test_loss", "history/test_accuracy", "history/seconds",
+               "history/samples_per_second", "confusion", "precision", "recall", "f1", "support",
+               "predictions", "misclassified/index", "misclassified/true_label",
+               "misclassified/predicted", "misclassified/confidence"]
+RUN_ATTRS = ["model", "pca_components", "epochs", "global_batch", "optimizer", "lr", "seed",
+             "ranks", "parameters", "train_seconds", "test_accuracy", "test_loss"]
+BENCHMARKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "benchmarks.csv")
+GRID_ROWS, GRID_COLS = 6, 8     # 48 misclassified images
+
+
+class ReportError(Exception):
+    pass
+
+
+def fail(message):
+    print(f"report: error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def import_libraries():
+    global np, h5py, plt
+    try:
+        import numpy as np
+        import h5py
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        fail(f"{e.name} is missing (run scripts/setup.sh to install python3-h5py, "
+             f"python3-numpy and python3-matplotlib)")
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+def read_results(path):
+    if not os.path.exists(path):
+        raise ReportError(f"{path}: no such file")
+    if not h5py.is_hdf5(path):
+        raise ReportError(f"{path}: not an HDF5 file")
+    runs = {}
+    with h5py.File(path, "r") as f:
+        if "runs" not in f or len(f["runs"]) == 0:
+            raise ReportError(f"{path}: no /runs group (not a dptrain results file)")
+        meta = {k: decode(v) for k, v in f.attrs.items()}
+        for name, g in f["runs"].items():
+            for member in RUN_MEMBERS:
+                if member not in g:
+                    raise ReportError(f"{path}: run {name} lacks {member}")
+            for attr in RUN_ATTRS:
+                if attr not in g.attrs:
+                    raise ReportError(f"{path}: run {name} lacks the attribute {attr}")
+            run = {"name": name, "attrs": {k: decode(v) for k, v in g.attrs.items()}}
+            for member in RUN_MEMBERS:
+                run[member] = g[member][()]
+            for member in ("history/val_loss", "history/val_accuracy"):
+                if member in g:
+                    run[member] = g[member][()]
+            if run["attrs"]["pca_components"] > 0:
+                if "pca" not in g:
+                    raise ReportError(f"{path}: run {name} used PCA but lacks the pca group")
+                for member in ("mean", "components", "explained_variance_ratio"):
+                    if member not in g["pca"]:
+                        raise ReportError(f"{path}: run {name} lacks pca/{member}")
+                    run["pca/" + member] = g["pca"][member][()]
+            runs[name] = run
+    return meta, runs
+
+
+def decode(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        return value.item()
+    return value
+
+
+def read_data(path, n_test):
+    if not os.path.exists(path):
+        raise ReportError(f"{path}: no such data file (give it with --data)")
+    if not h5py.is_hdf5(path):
+        raise ReportError(f"{path}: not an HDF5 file")
+    with h5py.File(path, "r") as f:
+        for member in ("train/images", "train/labels", "test/images", "test/labels"):
+            if member not in f:
+                raise ReportError(f"{path}: missing dataset /{member}")
+        test_images, test_labels = f["test/images"][()], f["test/labels"][()]
+        train_images, train_labels = f["train/images"][()], f["train/labels"][()]
+    if len(test_labels) != n_test:
+        raise ReportError(f"{path}: {len(test_labels)} test images, but the results hold "
+                          f"{n_test} predictions (made with another data file?)")
+    return train_images, train_labels, test_images, test_labels
+
+
+# ---- analysis -----------------------------------------------------------------------------
+
+def confused_pairs(confusion, count=5):
+    """Unordered class pairs by the number of mistakes in both directions."""
+    pairs = []
+    for a in range(10):
+        for b in range(a + 1, 10):
+            pairs.append((int(confusion[a, b] + confusion[b, a]), a, b))
+    pairs.sort(reverse=True)
+    return [(a, b, n) for n, a, b in pairs[:count]]
+
+
+def pick_misclassified(run, pairs, total=GRID_ROWS * GRID_COLS):
+    """The most confident mistakes of each most-confused pair, then the most confident of the
+    rest, shown most confident first."""
+    index = run["misclassified/index"]
+    true = run["misclassified/true_label"]
+    pred = run["misclassified/predicted"]
+    conf = run["misclassified/confidence"]
+    order = np.argsort(-conf, kind="stable")
+    chosen = []
+    per_pair = max(1, total // (2 * len(pairs))) if pairs else 0
+    for a, b, _ in pairs:
+        in_pair = [k for k in order if {int(true[k]), int(pred[k])} == {a, b}]
+        chosen.extend(in_pair[:per_pair])
+    for k in order:
+        if len(chosen) >= total:
+            break
+        if k not in chosen:
+            chosen.append(k)
+    chosen = sorted(chosen[:total], key=lambda k: -conf[k])
+    return [(int(index[k]), int(true[k]), int(pred[k]), float(conf[k])) for k in chosen]
+
+
+REGIONS = [("top", slice(0, 9)), ("middle", slice(9, 19)), ("bottom", slice(19, 28))]
+SIDES = [("left", slice(0, 9)), ("centre", slice(9, 19)), ("right", slice(19, 28))]
+
+
+def pair_analysis(a, b, class_means, run):
+    diff = class_means[a] - class_means[b]
+    magnitude = np.abs(diff)
+    total = magnitude.sum()
+    shares = {}
+    for rname, rs in REGIONS:
+        for sname, ss in SIDES:
+            shares[f"{rname} {sname}"] = magnitude[rs, ss].sum() / total if total else 0
+    top = sorted(shares.items(), key=lambda kv: -kv[1])[:2]
+    brighter_a = float(diff[diff > 0].sum())
+    brighter_b = float(-diff[diff < 0].sum())
+    true = run["misclassified/true_label"]
+    pred = run["misclassified/predicted"]
+    conf = run["misclassified/confidence"]
+    mistakes = {}
+    for x, y in ((a, b), (b, a)):
+        mask = (true == x) & (pred == y)
+        c = conf[mask]
+        mistakes[(x, y)] = (int(mask.sum()), float(c.mean()) if len(c) else 0.0,
+                            float((c > 0.9).mean()) if len(c) else 0.0)
+    return {"mean_abs_diff": float(magnitude.mean()), "regions": top,
+            "brighter_a": brighter_a, "brighter_b": brighter_b, "mistakes": mistakes,
+            "correlation": float(np.corrcoef(class_means[a].ravel(), class_means[b].ravel())[0, 1])}
+
+
+def all_pair_median_diff(class_means):
+    values = [np.abs(class_means[a] - class_means[b]).mean()
+              for a in range(10) for b in range(a + 1, 10)]
+    return float(np.median(values))
+
+
+def samples_per_second(run):
+    history_samples = run["history/samples_per_second"] * run["history/seconds"]
+    seconds = run["attrs"]["train_seconds"]
+    return float(history_samples.sum() / seconds) if seconds > 0 else 0.0
+
+
+def variance_kept(run):
+    if run["attrs"]["pca_components"] > 0:
+        return float(run["pca/explained_variance_ratio"].sum())
+    return 1.0
+
+
+def macro_f1(run):
+    return float(np.mean(run["f1"]))
+
+
+# ---- figures ------------------------------------------------------------------------------
+
+def save(fig, path):
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def figure_misclassified(picks, test_images, path):
+    fig, axes = plt.subplots(GRID_ROWS, GRID_COLS, figsize=(16, 13.5))
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (index, true, pred, conf) in zip(axes.ravel(), picks):
+        ax.imshow(test_images[index], cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(f"{CLASS_NAMES[true]} → {CLASS_NAMES[pred]}\n({conf:.3f})  #{index}", fontsize=8)
+    fig.suptitle("Misclassified test images, most confident first: true → predicted (confidence)")
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, hspace=0.45, wspace=0.05)
+    save(fig, path)
+
+
+def figure_confusion(run, path):
+    confusion = run["confusion"]
+    fig, ax = plt.subplots(figsize=(10, 8.5))
+    image = ax.imshow(np.log1p(confusion), cmap="Blues")
+    for r in range(10):
+        for c in range(10):
+            value = confusion[r, c]
+            ax.text(c, r, str(value), ha="center", va="center", fontsize=8,
+                    color="white" if np.log1p(value) > 0.6 * np.log1p(confusion.max()) else "black")
+    ax.set_xticks(range(10), CLASS_NAMES, rotation=45, ha="right")
+    ax.set_yticks(range(10), CLASS_NAMES)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"Confusion matrix, run {run['name']} (test accuracy "
+                 f"{100 * run['attrs']['test_accuracy']:.2f}%; colour: log scale)")
+    fig.colorbar(image, ax=ax, label="log(1 + count)")
+    fig.subplots_adjust(left=0.17, right=0.97, bottom=0.17, top=0.94)
+    save(fig, path)
+
+
+def figure_curves(runs, path):
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(14, 5.5))
+    for i, run in enumerate(runs.values()):
+        colour = f"C{i % 10}"
+        epochs = run["history/epoch"]
+        ax_loss.plot(epochs, run["history/train_loss"], color=colour, label=f"{run['name']} train")
+        ax_loss.plot(epochs, run["history/test_loss"], color=colour, linestyle="--",
+                     label=f"{run['name']} test")
+        ax_acc.plot(epochs, 100 * run["history/train_accuracy"], color=colour, label=f"{run['name']} train")
+        ax_acc.plot(epochs, 100 * run["history/test_accuracy"], color=colour, linestyle="--",
+                    label=f"{run['name']} test")
+        if "history/val_accuracy" in run:
+            ax_acc.plot(epochs, 100 * run["history/val_accuracy"], color=colour, linestyle=":",
+                        label=f"{run['name']} validation")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.1, top=0.92, wspace=0.2)
+    save(fig, path)
+
+
+def figure_pairs(pairs, class_means, path):
+    fig, axes = plt.subplots(len(pairs), 3, figsize=(7.5, 2.5 * len(pairs)), squeeze=False)
+    for row, (a, b, n) in enumerate(pairs):
+        diff = class_means[a] - class_means[b]
+        limit = max(np.abs(diff).max(), 1)
+        axes[row, 0].imshow(class_means[a], cmap="gray_r", vmin=0, vmax=255)
+        axes[row, 0].set_title(f"mean {CLASS_NAMES[a]}", fontsize=9)
+        axes[row, 1].imshow(class_means[b], cmap="gray_r", vmin=0, vmax=255)
+        axes[row, 1].set_title(f"mean {CLASS_NAMES[b]}", fontsize=9)
+        axes[row, 2].imshow(diff, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        axes[row, 2].set_title(f"difference ({n} mistakes)", fontsize=9)
+        for ax in axes[row]:
+            ax.axis("off")
+    fig.suptitle("Most confused pairs: class means (training set) and their difference\n"
+                 "(red: brighter in the first class, blue: in the second)", fontsize=10)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9, hspace=0.35)
+    save(fig, path)
+
+
+def figure_pca(runs, path):
+    pca_runs = [r for r in runs.values() if r["attrs"]["pca_components"] > 0]
+    widest = max(pca_runs, key=lambda r: r["attrs"]["pca_components"])
+    ratios = widest["pca/explained_variance_ratio"]
+    fig = plt.figure(figsize=(15, 8))
+    grid = fig.add_gridspec(2, 8)
+    ax_var = fig.add_subplot(grid[0, 0:4])
+    ks = np.arange(1, len(ratios) + 1)
+    ax_var.plot(ks, 100 * np.cumsum(ratios), color="C0")
+    for r in pca_runs:
+        k = r["attrs"]["pca_components"]
+        ax_var.scatter([k], [100 * variance_kept(r)], color="C1", zorder=3)
+        ax_var.annotate(f"K={k}", (k, 100 * variance_kept(r)), textcoords="offset points",
+                        xytext=(-6, 6), ha="right")
+    ax_var.set(xlabel="components K", ylabel="variance kept (%)", title="Share of variance kept")
+    ax_var.grid(alpha=0.3)
+    ax_acc = fig.add_subplot(grid[0, 4:8])
+    points = sorted((r["attrs"]["pca_components"], 100 * r["attrs"]["test_accuracy"]) for r in pca_runs)
+    ax_acc.plot([p[0] for p in points], [p[1] for p in points], marker="o", label="PCA inputs")
+    for r in runs.values():
+        if r["attrs"]["pca_components"] == 0:
+            ax_acc.axhline(100 * r["attrs"]["test_accuracy"], color="C3", linestyle="--",
+                           label=f"raw pixels ({r['name']})")
+    ax_acc.margins(y=0.15)
+    ax_acc.set(xlabel="components K", ylabel="test accuracy (%)", title="Test accuracy")
+    ax_acc.grid(alpha=0.3)
+    ax_acc.legend()
+    components = widest["pca/components"]
+    for i in range(min(8, len(components))):
+        ax = fig.add_subplot(grid[1, i])
+        image = components[i].reshape(28, 28)
+        limit = np.abs(image).max()
+        ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(f"PC{i + 1} ({100 * ratios[i]:.1f}%)", fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"PCA of the training set (components from run {widest['name']})")
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.03, top=0.9, hspace=0.3, wspace=0.6)
+    save(fig, path)
+
+
+# ---- REPORT.md ----------------------------------------------------------------------------
+
+def classification_report(run):
+    lines = [f"{'':>14} {'precision':>10} {'recall':>9} {'f1-score':>9} {'support':>9}", ""]
+    total = int(run["support"].sum())
+    for c in range(10):
+        lines.append(f"{CLASS_NAMES[c]:>14} {run['precision'][c]:>10.2f} {run['recall'][c]:>9.2f} "
+                     f"{run['f1'][c]:>9.2f} {int(run['support'][c]):>9}")
+    weights = run["support"] / total
+    lines += ["",
+              f"{'accuracy':>14} {'':>10} {'':>9} {run['attrs']['test_accuracy']:>9.2f} {total:>9}",
+              f"{'macro avg':>14} {np.mean(run['precision']):>10.2f} {np.mean(run['recall']):>9.2f} "
+              f"{np.mean(run['f1']):>9.2f} {total:>9}",
+              f"{'weighted avg':>14} {np.sum(run['precision'] * weights):>10.2f} "
+              f"{np.sum(run['recall'] * weights):>9.2f} {np.sum(run['f1'] * weights):>9.2f} {total:>9}"]
+    return "\n".join(lines)
+
+
+def markdown_confusion(confusion):
+    header = "| true \\ predicted | " + " | ".join(CLASS_NAMES) + " |"
+    rule = "|---|" + "---:|" * 10
+    rows = [f"| **{CLASS_NAMES[r]}** | " + " | ".join(
+        f"**{v}**" if r == c else str(v) for c, v in enumerate(confusion[r])) + " |" for r in range(10)]
+    return "\n".join([header, rule] + rows)
+
+
+def read_benchmarks():
+    if not os.path.exists(BENCHMARKS):
+        raise ReportError(f"{BENCHMARKS}: the benchmark table is missing")
+    with open(BENCHMARKS, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["accuracy"] = float(row["fashion_test_accuracy"])
+    return rows
+
+
+def benchmark_section(runs, main):
+    rows = read_benchmarks()
+    entries = [(r["accuracy"], f"{r['classifier']}", r["preprocessing"], r["submitter"], False) for r in rows]
+    for run in runs.values():
+        k = run["attrs"]["pca_components"]
+        inputs = f"PCA {k} components" if k else "standardised pixels"
+        entries.append((run["attrs"]["test_accuracy"],
+                        f"dptrain {run['attrs']['model']} ({run['attrs']['parameters']} parameters), run {run['name']}",
+                        inputs, "this run", True))
+    entries.sort(key=lambda e: -e[0])
+    lines = ["| rank | classifier | preprocessing | Fashion test accuracy | submitter |",
+             "|---:|---|---|---:|---|"]
+    for i, (acc, name, prep, who, ours) in enumerate(entries, 1):
+        prep = prep.replace("|", "/")
+        if ours:
+            lines.append(f"| **{i}** | **{name} ← this run** | **{prep}** | **{acc:.4f}** | **{who}** |")
+        else:
+            lines.append(f"| {i} | {name} | {prep} | {acc:.4f} | {who} |")
+    sources = sorted({r["source"] for r in rows})
+    text = "\n".join(lines)
+    text += ("\n\nSource of every figure above except this run's: "
+             + "; ".join(sources) + " (file `data/benchmarks.csv` in this repository, copied "
+             "from that table with each row's submitter; the dataset authors note they have not "
+             "verified these submissions). The scikit-learn baselines of Table 3 of Xiao, Rasul "
+             "and Vollgraf (2017, arXiv:1708.07747) are not included: the paper's table was not "
+             "available on the machines this project was built on, and no figure is written here "
+             "without its source.")
+    return text
+
+
+def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks):
+    a = main["attrs"]
+    f1 = main["f1"]
+    order = np.argsort(-f1)
+    out = []
+    out.append(f"# dptrain report: run {main['name']}\n")
+    out.append(f"Results file written by dptrain {meta.get('dptrain_version', '?')} on "
+               f"{meta.get('created', '?')} with `{meta.get('command', '?')}`.\n")
+    out.append("## Settings and accuracy\n")
+    out.append("| setting | value |\n|---|---|")
+    for key in ("model", "pca_components", "epochs", "global_batch", "optimizer", "lr", "seed",
+                "ranks", "parameters"):
+        out.append(f"| {key} | {a[key]} |")
+    out.append(f"| training time | {a['train_seconds']:.1f} s ({samples_per_second(main):.0f} samples/s) |")
+    if "best_epoch" in a:
+        out.append(f"| parameters kept | epoch {a['best_epoch']} (best validation accuracy) |")
+    out.append("")
+    out.append(f"**Test accuracy: {100 * a['test_accuracy']:.2f}%** (test loss {a['test_loss']:.4f}, "
+               f"{len(main['predictions'])} test images, {len(main['misclassified/index'])} misclassified).\n")
+    out.append("## Classification report\n")
+    out.append("```\n" + classification_report(main) + "\n```\n")
+    out.append("## Confusion matrix\n")
+    out.append("Rows: true class; columns: predicted class. ![confusion](confusion.png)\n")
+    out.append(markdown_confusion(main["confusion"]) + "\n")
+    out.append("## Best and worst classes\n")
+    out.append(f"Best: **{CLASS_NAMES[order[0]]}** (F1 {f1[order[0]]:.3f}), {CLASS_NAMES[order[1]]} "
+               f"({f1[order[1]]:.3f}), {CLASS_NAMES[order[2]]} ({f1[order[2]]:.3f}). "
+               f"Worst: **{CLASS_NAMES[order[-1]]}** (F1 {f1[order[-1]]:.3f}), {CLASS_NAMES[order[-2]]} "
+               f"({f1[order[-2]]:.3f}), {CLASS_NAMES[order[-3]]} ({f1[order[-3]]:.3f}).\n")
+    out.append("## The five most confused pairs\n")
+    out.append("| pair | mistakes | A → B | B → A | mean confidence of the mistakes | "
+               "mean \\|difference\\| of class means | correlation of class means |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|")
+    for (x, y, n), an in zip(pairs, analyses):
+        ab, ba = an["mistakes"][(x, y)], an["mistakes"][(y, x)]
+        weighted = (ab[0] * ab[1] + ba[0] * ba[1]) / max(ab[0] + ba[0], 1)
+        out.append(f"| {CLASS_NAMES[x]} / {CLASS_NAMES[y]} | {n} | {ab[0]} | {ba[0]} | {weighted:.2f} | "
+                   f"{an['mean_abs_diff']:.1f} | {an['correlation']:.3f} |")
+    out.append("")
+    out.append(f"Why they are confused, from the data (class means over the training set, pixel "
+               f"values 0–255; the median mean |difference| over all 45 class pairs is "
+               f"{median_diff:.1f}). ![pairs](pairs.png)\n")
+    for (x, y, n), an in zip(pairs, analyses):
+        ab, ba = an["mistakes"][(x, y)], an["mistakes"][(y, x)]
+        regions = " and ".join(f"{name} ({100 * share:.0f}%)" for name, share in an["regions"])
+        closer = "closer than" if an["mean_abs_diff"] < median_diff else "not closer than"
+        out.append(f"- **{CLASS_NAMES[x]} / {CLASS_NAMES[y]}** ({n} mistakes): their mean images "
+                   f"differ by {an['mean_abs_diff']:.1f} per pixel on average, {closer} the typical "
+                   f"pair, and correlate at {an['correlation']:.3f}. Most of the difference lies in "
+                   f"the {regions} of the 3×3 grid of the image. {CLASS_NAMES[x]} is brighter by "
+                   f"{an['brighter_a']:.0f} summed grey levels where it is brighter, "
+                   f"{CLASS_NAMES[y]} by {an['brighter_b']:.0f}. The network called {ab[0]} "
+                   f"{CLASS_NAMES[x]} images {CLASS_NAMES[y]} (mean confidence {ab[1]:.2f}, "
+                   f"{100 * ab[2]:.0f}% above 0.9) and {ba[0]} the other way (mean confidence "
+                   f"{ba[1]:.2f}, {100 * ba[2]:.0f}% above 0.9).")
+    out.append("")
+    out.append("## Misclassified images\n")
+    out.append(f"{len(picks)} misclassified test images, the most confident mistakes of the most "
+               f"confused pairs and then the most confident of the rest, shown most confident "
+               f"first. ![misclassified](misclassified.png)\n")
+    out.append("## Training curves\n\n![curves](curves.png)\n")
+    if len(runs) > 1 or any(r["attrs"]["pca_components"] > 0 for r in runs.values()):
+        out.append("## Raw pixels versus PCA\n")
+        out.append("| run | input | components | variance kept | parameters | test accuracy | "
+                   "macro F1 | training s | samples/s |")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for r in sorted(runs.values(), key=lambda r: (r["attrs"]["pca_components"] or 10**6)):
+            k = r["attrs"]["pca_components"]
+            out.append(f"| {r['name']} | {'PCA' if k else 'raw'} | {k or 784} | "
+                       f"{100 * variance_kept(r):.2f}% | {r['attrs']['parameters']} | "
+                       f"{100 * r['attrs']['test_accuracy']:.2f}% | {macro_f1(r):.4f} | "
+                       f"{r['attrs']['train_seconds']:.1f} | {samples_per_second(r):.0f} |")
+        out.append("")
+        if any(r["attrs"]["pca_components"] > 0 for r in runs.values()):
+            out.append("![pca](pca.png)\n")
+    out.append("## Beside the published Fashion-MNIST benchmarks\n")
+    out.append(benchmark_section(runs, main) + "\n")
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
+# ---- main ---------------------------------------------------------------------------------
+
+def build(args):
+    meta, runs = read_results(args.results)
+    if args.run:
+        if args.run not in runs:
+            raise ReportError(f"--run {args.run}: the results hold {', '.join(runs)}")
+        main = runs[args.run]
+    else:
+        main = max(runs.values(), key=lambda r: r["attrs"]["test_accuracy"])
+    train_images, train_labels, test_images, test_labels = read_data(args.data, len(main["predictions"]))
+    index = main["misclassified/index"]
+    if not np.array_equal(main["misclassified/true_label"], test_labels[index]):
+        raise ReportError(f"{args.data}: test labels differ from the results' (made with another data file?)")
+    class_means = np.stack([train_images[train_labels == c].mean(axis=0) if np.any(train_labels == c)
+                            else np.zeros((28, 28)) for c in range(10)])
+    pairs = confused_pairs(main["confusion"])
+    analyses = [pair_analysis(a, b, class_means, main) for a, b, _ in pairs]
+    picks = pick_misclassified(main, pairs)
+
+    out = args.out or os.path.splitext(args.results)[0] + "_report"
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise ReportError(f"--out {out}: folder {parent} does not exist")
+    staging = f"{out}.tmp.{os.getpid()}"
+    os.makedirs(staging)
+    try:
+        figure_misclassified(picks, test_images, os.path.join(staging, "misclassified.png"))
+        figure_confusion(main, os.path.join(staging, "confusion.png"))
+        figure_curves(runs, os.path.join(staging, "curves.png"))
+        figure_pairs(pairs, class_means, os.path.join(staging, "pairs.png"))
+        if any(r["attrs"]["pca_components"] > 0 for r in runs.values()):
+            figure_pca(runs, os.path.join(staging, "pca.png"))
+        write_report(os.path.join(staging, "REPORT.md"), meta, runs, main, pairs, analyses,
+                     all_pair_median_diff(class_means), picks)
+        if os.path.isdir(out):
+            shutil.rmtree(out)
+        os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Draw the report of a dptrain results file.")
+    parser.add_argument("results", help="results file written by dptrain train or compare")
+    parser.add_argument("--data", default="data/fashion-mnist.h5", help="the data file (default %(default)s)")
+    parser.add_argument("--out", help="output folder (default: RESULTS_report beside the results file)")
+    parser.add_argument("--run", help="the run to analyse (default: the most accurate)")
+    args = parser.parse_args()
+    import_libraries()
+    try:
+        out = build(args)
+    except ReportError as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"{e.filename or args.results}: {e.strerror}")
+    print(f"report written to {out}/REPORT.md")
+
+
+if __name__ == "__main__":
+    main()
