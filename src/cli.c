@@ -15,6 +15,7 @@ enum value_kind { V_STRING, V_INT, V_DOUBLE, V_FLAG, V_SEED, V_PCA };
 #define FOR_CONVERT (1u << CMD_CONVERT)
 #define FOR_TRAIN (1u << CMD_TRAIN)
 #define FOR_COMPARE (1u << CMD_COMPARE)
+#define FOR_EVAL (1u << CMD_EVAL)
 #define FOR_TRAINING (FOR_TRAIN | FOR_COMPARE)
 
 struct flag {
@@ -31,10 +32,11 @@ struct flag {
 static const struct flag flags[] = {
     {"--source", V_STRING, AT(source), FOR_CONVERT, 0, 0,
      "folder of the four IDX files, plain or .gz (default /usr/share/datasets/fashion-mnist)"},
-    {"--data", V_STRING, AT(data), FOR_TRAINING, 0, 0,
+    {"--data", V_STRING, AT(data), FOR_TRAINING | FOR_EVAL, 0, 0,
      "HDF5 data file (default data/fashion-mnist.h5)"},
-    {"--out", V_STRING, AT(out), FOR_CONVERT | FOR_TRAINING, 0, 0,
-     "output file (convert: data/fashion-mnist.h5; train: results/train.h5; compare: results/compare.h5)"},
+    {"--out", V_STRING, AT(out), FOR_CONVERT | FOR_TRAINING | FOR_EVAL, 0, 0,
+     "output file (convert: data/fashion-mnist.h5; train: results/train.h5; compare: "
+     "results/compare.h5; eval: results/eval.h5)"},
     {"--model", V_STRING, AT(model), FOR_TRAINING, 0, 0,
      "network: mlp (784-256-128-10) or mlp:H1,H2,... (default mlp)"},
     {"--pca", V_PCA, AT(pca), FOR_TRAINING, 1, 784,
@@ -54,12 +56,17 @@ static const struct flag flags[] = {
     {"--dropout", V_DOUBLE, AT(dropout), FOR_TRAINING, 0, 0.95,
      "dropout after each hidden layer of the MLP (default 0.1)"},
     {"--seed", V_SEED, AT(seed), FOR_TRAINING, 0, 0, "random seed (default 1)"},
-    {"--threads", V_INT, AT(threads), FOR_TRAINING, 1, 256, "BLAS threads per rank (default 1)"},
+    {"--threads", V_INT, AT(threads), FOR_TRAINING | FOR_EVAL, 1, 256, "BLAS threads per rank (default 1)"},
     {"--augment", V_FLAG, AT(augment), FOR_TRAINING, 0, 0, "random flips and shifts of training images"},
     {"--validation", V_INT, AT(validation), FOR_TRAINING, 0, INT_MAX,
      "hold out N training images; keep the epoch with the best validation accuracy (default 0)"},
     {"--name", V_STRING, AT(name), FOR_TRAIN, 0, 0, "name of the run in the results file (default raw or pcaK)"},
     {"--quiet", V_FLAG, AT(quiet), FOR_TRAINING, 0, 0, "print only the final summary"},
+    {"--checkpoint", V_STRING, AT(checkpoint), FOR_TRAIN | FOR_EVAL, 0, 0,
+     "train: save the state here after every epoch (and on SIGTERM/SIGUSR1); eval: the checkpoint to evaluate"},
+    {"--checkpoint-every", V_INT, AT(checkpoint_every), FOR_TRAIN, 1, INT_MAX,
+     "also save every N steps within an epoch"},
+    {"--resume", V_FLAG, AT(resume), FOR_TRAIN, 0, 0, "continue from --checkpoint"},
 };
 
 static const struct {
@@ -70,6 +77,7 @@ static const struct {
     {"convert", CMD_CONVERT, "convert the IDX files into the HDF5 data file"},
     {"train", CMD_TRAIN, "train one network (run under mpirun for several ranks)"},
     {"compare", CMD_COMPARE, "train once per --pca entry with the same settings and compare"},
+    {"eval", CMD_EVAL, "evaluate a checkpoint on the test set"},
 };
 
 const char *cli_command_name(enum command command)
@@ -222,6 +230,12 @@ static int check_choices(const struct options *o, char *err)
         FAIL("--schedule: unknown schedule '%s' (expected cosine, step or constant)", o->schedule);
     if (o->command == CMD_COMPARE && o->pca_runs == 0)
         FAIL("compare: --pca LIST is required (for example --pca 0,50,100)");
+    if (o->resume && !o->checkpoint)
+        FAIL("--resume needs --checkpoint FILE");
+    if (o->checkpoint_every && !o->checkpoint)
+        FAIL("--checkpoint-every needs --checkpoint FILE");
+    if (o->command == CMD_EVAL && !o->checkpoint)
+        FAIL("eval: --checkpoint FILE is required");
     return 0;
 fail:
     return -1;
@@ -235,6 +249,8 @@ static void set_output_default(struct options *o)
         o->out = "data/fashion-mnist.h5";
     else if (o->command == CMD_COMPARE)
         o->out = "results/compare.h5";
+    else if (o->command == CMD_EVAL)
+        o->out = "results/eval.h5";
     else
         o->out = "results/train.h5";
 }
@@ -256,7 +272,7 @@ int cli_parse(int argc, char **argv, struct options *o, char *err)
         if (strcmp(argv[1], commands[i].name) == 0)
             o->command = commands[i].command;
     if (o->command == CMD_NONE)
-        FAIL("unknown command '%s' (expected convert, train or compare)", argv[1]);
+        FAIL("unknown command '%s' (expected convert, train, compare or eval)", argv[1]);
     for (int i = 2; i < argc; i++) {
         const char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {

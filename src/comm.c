@@ -33,6 +33,14 @@ int comm_agree(MPI_Comm comm, int ok, char *err)
               "rank %d: MPI failed while agreeing on an error", rank);
     if (lowest == INT_MAX)
         return 0;
+    int size;
+    MPI_Comm_size(comm, &size);
+    if (rank == lowest && size > 1) {
+        /* Name the rank, so that a failure of one shard is traceable. */
+        char named[DP_ERR_LEN];
+        snprintf(named, sizeof named, "rank %d: %s", rank, err);
+        memcpy(err, named, DP_ERR_LEN);
+    }
     CHECK_MPI(MPI_Bcast(err, DP_ERR_LEN, MPI_CHAR, lowest, comm),
               "rank %d: MPI failed while sharing an error", rank);
     err[DP_ERR_LEN - 1] = '\0';

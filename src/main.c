@@ -32,8 +32,9 @@ static int run_parallel(int argc, char **argv, const struct options *options)
         return DP_EXIT_ERROR;
     }
     check_quiet_hdf5();
-    int status = train_command(&comm, options, err);
-    if (status != DP_EXIT_OK && comm.rank == 0)
+    int status = options->command == CMD_EVAL ? eval_command(&comm, options, err)
+                                               : train_command(&comm, options, err);
+    if ((status == DP_EXIT_ERROR || status == DP_EXIT_USAGE) && comm.rank == 0)
         fprintf(stderr, "dptrain: error: %s\n", err);
     fflush(stdout);
     comm_finalize();

@@ -1,6 +1,9 @@
 #include "dptrain/train.h"
 
 #include "dptrain/check.h"
+#include "dptrain/checkpoint.h"
+#include "dptrain/fault.h"
+#include "dptrain/stop.h"
 #include "dptrain/features.h"
 #include "dptrain/h5io.h"
 #include "dptrain/layers.h"
@@ -16,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define EVAL_BATCH 1000
 
@@ -242,6 +246,16 @@ struct run_state {
     uint32_t *eval_indices;
     uint8_t *batch_labels;
     float *best_params;       /* rank 0, with --validation */
+    double best_val;
+    /* where the run stands: `epoch` epochs done and `step` steps of the next */
+    int start_epoch;
+    long start_step;
+    double resumed_epoch_seconds;
+    /* this rank's streams and sums of the epoch in progress */
+    struct rng dropout, augment;
+    double partial_loss;
+    long partial_correct;
+    struct fault fault;
 };
 
 static void run_state_free(struct run_state *s)
@@ -275,21 +289,20 @@ static int largest_share(const struct data *d, int ranks, long steps)
     return (int)biggest;
 }
 
-static int prepare_run(const struct comm *comm, const struct options *o, const struct data *d,
-                       int pca_k, struct run_state *s, struct run_result *result, char *err)
+static int allocate_run(const struct comm *comm, const struct options *o, const struct data *d,
+                        const struct pca *pca, struct run_state *s, char *err)
 {
-    int ok = 1;
-    const struct pca *pca = NULL;
-    if (pca_k > 0) {
-        CHECK_DP(pca_fit(comm, d->train.images, d->train.count, DATASET_PIXELS, pca_k, &result->pca, err));
-        pca = &result->pca;
-    }
     long steps = steps_per_epoch(d, o->batch);
     int capacity = largest_share(d, comm->size, steps);
     if (comm->rank == 0 && capacity < EVAL_BATCH)
         capacity = EVAL_BATCH;
-    int input = pca ? pca_k : DATASET_PIXELS;
-    ok = (s->model = model_create(o->model, input, DATASET_CLASSES, capacity, (float)o->dropout, err)) != NULL;
+    int input = pca ? pca->components : DATASET_PIXELS;
+    int ok = 1;
+    if (fault_strikes(&s->fault, FAULT_ALLOC, comm->rank, 0, 0)) {
+        err_set(err, "cannot allocate the model (injected allocation failure)");
+        ok = 0;
+    }
+    ok = ok && (s->model = model_create(o->model, input, DATASET_CLASSES, capacity, (float)o->dropout, err)) != NULL;
     ok = ok && features_create(&s->train, d->train.images, d->train.labels, d->train.count, &d->norm, pca, err) == 0;
     ok = ok && features_create(&s->test, d->test.images, d->test.labels, d->test.count, &d->norm, pca, err) == 0;
     ok = ok && features_create(&s->validation, d->validation.images, d->validation.labels,
@@ -304,7 +317,55 @@ static int prepare_run(const struct comm *comm, const struct options *o, const s
         ok = 0, err_set(err, "cannot allocate batch labels");
     if (ok && comm->rank == 0 && o->validation > 0 && !(s->best_params = tensor_alloc(s->model->param_count)))
         ok = 0, err_set(err, "cannot allocate the best parameters");
-    CHECK_DP(comm_agree(comm->world, ok, err));
+    return comm_agree(comm->world, ok, err);
+}
+
+/* Continue from a checkpoint: everything the uninterrupted run would hold at this point. */
+static void restore_state(const struct comm *comm, struct checkpoint *c, struct run_state *s,
+                          struct run_result *r)
+{
+    size_t bytes = s->model->param_count * sizeof(float);
+    memcpy(s->model->params, c->params, bytes);
+    memcpy(s->optimizer->first, c->opt_first, bytes);
+    if (s->optimizer->second)
+        memcpy(s->optimizer->second, c->opt_second, bytes);
+    s->optimizer->step = c->opt_step;
+    if (s->best_params && c->best_params)
+        memcpy(s->best_params, c->best_params, bytes);
+    s->best_val = c->best_val;
+    r->best_epoch = c->best_epoch;
+    memcpy(r->history, c->history, (size_t)c->history_length * sizeof *r->history);
+    r->history_length = c->history_length;
+    r->train_seconds = c->train_seconds;
+    s->start_epoch = c->epoch;
+    s->start_step = c->step;
+    s->resumed_epoch_seconds = c->epoch_seconds;
+    memcpy(s->dropout.s, c->dropout_rng[comm->rank].s, sizeof s->dropout.s);
+    memcpy(s->augment.s, c->augment_rng[comm->rank].s, sizeof s->augment.s);
+    s->partial_loss = c->partial_loss[comm->rank];
+    s->partial_correct = (long)c->partial_correct[comm->rank];
+}
+
+static int prepare_run(const struct comm *comm, const struct options *o, const struct data *d,
+                       int pca_k, struct checkpoint *resume, struct run_state *s,
+                       struct run_result *r, char *err)
+{
+    const struct pca *pca = NULL;
+    s->best_val = -1;
+    if (resume && pca_k > 0) {
+        /* The saved basis, not a new fit: the resumed run sees exactly the same inputs. */
+        r->pca = resume->pca;
+        memset(&resume->pca, 0, sizeof resume->pca);
+        pca = &r->pca;
+    } else if (pca_k > 0) {
+        CHECK_DP(pca_fit(comm, d->train.images, d->train.count, DATASET_PIXELS, pca_k, &r->pca, err));
+        pca = &r->pca;
+    }
+    CHECK_DP(allocate_run(comm, o, d, pca, s, err));
+    if (resume) {
+        restore_state(comm, resume, s, r);
+        return 0;
+    }
     /* Rank 0 initialises; everyone starts from its parameters. */
     if (comm->rank == 0) {
         struct rng init;
@@ -317,55 +378,158 @@ fail:
     return -1;
 }
 
-struct epoch_totals {
-    double loss_sum, correct, samples;
-};
+/* Collective: rank 0 writes the state at (epochs_done, step) with every rank's streams. */
+static int save_checkpoint(const struct comm *comm, const struct options *o, const struct data *d,
+                           struct run_state *s, struct run_result *r, int epochs_done, long step,
+                           double epoch_seconds, char *err)
+{
+    uint64_t mine[8];
+    double my_loss = s->partial_loss;
+    int64_t my_correct = s->partial_correct;
+    struct rng *dropout = NULL, *augment = NULL;
+    uint64_t *all = NULL;
+    double *losses = NULL;
+    int64_t *corrects = NULL;
+    int ok = 1;
+    memcpy(mine, s->dropout.s, 4 * sizeof(uint64_t));
+    memcpy(mine + 4, s->augment.s, 4 * sizeof(uint64_t));
+    if (comm->rank == 0) {
+        all = malloc(sizeof(uint64_t) * 8 * comm->size);
+        dropout = malloc(sizeof *dropout * comm->size);
+        augment = malloc(sizeof *augment * comm->size);
+        losses = malloc(sizeof(double) * comm->size);
+        corrects = malloc(sizeof(int64_t) * comm->size);
+        ok = all && dropout && augment && losses && corrects;
+        if (!ok)
+            err_set(err, "cannot allocate checkpoint buffers");
+    }
+    CHECK_DP(comm_agree(comm->world, ok, err));
+    CHECK_MPI(MPI_Gather(mine, 8, MPI_UINT64_T, all, 8, MPI_UINT64_T, 0, comm->world), "checkpoint gather failed");
+    CHECK_MPI(MPI_Gather(&my_loss, 1, MPI_DOUBLE, losses, 1, MPI_DOUBLE, 0, comm->world), "checkpoint gather failed");
+    CHECK_MPI(MPI_Gather(&my_correct, 1, MPI_INT64_T, corrects, 1, MPI_INT64_T, 0, comm->world), "checkpoint gather failed");
+    if (comm->rank == 0) {
+        for (int i = 0; i < comm->size; i++) {
+            memcpy(dropout[i].s, all + 8 * i, 4 * sizeof(uint64_t));
+            memcpy(augment[i].s, all + 8 * i + 4, 4 * sizeof(uint64_t));
+        }
+        struct checkpoint c = {
+            .pca_components = r->pca_components, .global_batch = o->batch, .ranks = comm->size,
+            .epochs = o->epochs, .validation = o->validation, .augment = o->augment, .seed = o->seed,
+            .lr = o->lr, .momentum = o->momentum, .weight_decay = o->weight_decay,
+            .warmup = o->warmup, .dropout = o->dropout, .label_smoothing = o->label_smoothing,
+            .epoch = epochs_done, .step = step, .train_seconds = r->train_seconds,
+            .epoch_seconds = epoch_seconds, .param_count = s->model->param_count,
+            .params = s->model->params, .opt_first = s->optimizer->first,
+            .opt_second = s->optimizer->second, .opt_step = s->optimizer->step,
+            .best_params = s->best_params, .best_val = s->best_val, .best_epoch = r->best_epoch,
+            .norm = d->norm, .pca = r->pca, .history_length = epochs_done, .history = r->history,
+            .dropout_rng = dropout, .augment_rng = augment, .partial_loss = losses,
+            .partial_correct = corrects,
+        };
+        snprintf(c.model, sizeof c.model, "%s", o->model);
+        snprintf(c.optimizer, sizeof c.optimizer, "%s", o->optimizer);
+        snprintf(c.schedule, sizeof c.schedule, "%s", o->schedule);
+        snprintf(c.name, sizeof c.name, "%s", r->name);
+        if (fault_strikes(&s->fault, FAULT_IO, 0, epochs_done, 0)) {
+            err_set(err, "%s: cannot write the checkpoint (injected I/O failure)", o->checkpoint);
+            ok = 0;
+        } else {
+            ok = checkpoint_write(o->checkpoint, &c, err) == 0;
+        }
+    }
+    goto done;
+fail:
+    ok = 0;
+done:
+    free(all);
+    free(dropout);
+    free(augment);
+    free(losses);
+    free(corrects);
+    return comm_agree(comm->world, ok, err);
+}
 
-static int train_epoch(const struct comm *comm, const struct options *o, const struct data *d,
-                       struct run_state *s, const struct schedule *schedule, int epoch,
-                       struct epoch_totals *totals, char *err)
+/* Which rank's own loss went bad? Only asked on the failure path. */
+static void name_bad_rank(const struct comm *comm, int locally_bad, int epoch, long step, char *err)
+{
+    int mine = locally_bad ? comm->rank : comm->size, first = comm->size;
+    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm->world);
+    if (first < comm->size)
+        err_set(err, "rank %d: the loss became NaN or Inf at epoch %d, step %ld (try a lower --lr)",
+                first, epoch, step + 1);
+    else
+        err_set(err, "the summed gradient became NaN or Inf at epoch %d, step %ld (try a lower --lr)",
+                epoch, step + 1);
+}
+
+enum epoch_outcome { EPOCH_DONE = 0, EPOCH_FAILED = -1, EPOCH_STOPPED = 1 };
+
+/* Steps first_step.. of one epoch. Returns EPOCH_STOPPED, with *stopped_at set, when any rank
+ * was asked to stop: the ranks agree on it at a step boundary, before the step's work. */
+static enum epoch_outcome train_epoch(const struct comm *comm, const struct options *o,
+                                      const struct data *d, struct run_state *s,
+                                      struct run_result *r, const struct schedule *schedule,
+                                      int epoch, long first_step, double *epoch_seconds,
+                                      long *stopped_at, char *err)
 {
     long steps = steps_per_epoch(d, o->batch);
     size_t count = s->train.count;
+    double start = MPI_Wtime() - *epoch_seconds;
     for (size_t i = 0; i < count; i++)
         s->order[i] = (uint32_t)i;
-    struct rng shuffle, dropout, augment;
+    struct rng shuffle;
     rng_seed(&shuffle, o->seed, RNG_SHUFFLE, (uint64_t)epoch, (uint64_t)comm->rank);
-    rng_seed(&dropout, o->seed, RNG_DROPOUT, (uint64_t)epoch, (uint64_t)comm->rank);
-    rng_seed(&augment, o->seed, RNG_AUGMENT, (uint64_t)epoch, (uint64_t)comm->rank);
     rng_shuffle(&shuffle, s->order, count);
-    double loss_sum = 0;
-    long correct = 0;
-    for (long step = 0; step < steps; step++) {
+    if (first_step == 0) {
+        rng_seed(&s->dropout, o->seed, RNG_DROPOUT, (uint64_t)epoch, (uint64_t)comm->rank);
+        rng_seed(&s->augment, o->seed, RNG_AUGMENT, (uint64_t)epoch, (uint64_t)comm->rank);
+        s->partial_loss = 0;
+        s->partial_correct = 0;
+    }
+    for (long step = first_step; step < steps; step++) {
+        int stop = stop_requested() != 0, any_stop = 0;
+        CHECK_MPI(MPI_Allreduce(&stop, &any_stop, 1, MPI_INT, MPI_MAX, comm->world),
+                  "rank %d: MPI failed while agreeing on a stop", comm->rank);
+        if (any_stop) {
+            *stopped_at = step;
+            *epoch_seconds = MPI_Wtime() - start;
+            return EPOCH_STOPPED;
+        }
+        if (fault_strikes(&s->fault, FAULT_EXIT, comm->rank, epoch, step + 1))
+            _exit(DP_EXIT_ERROR); /* a rank that dies without a word */
         size_t first;
         int n;
         train_local_share(count, steps, step, &first, &n);
         long global = 0;
-        for (int r = 0; r < comm->size; r++) {
+        for (int rr = 0; rr < comm->size; rr++) {
             size_t f_r;
             int n_r;
-            train_local_share(d->rank_counts[r], steps, step, &f_r, &n_r);
+            train_local_share(d->rank_counts[rr], steps, step, &f_r, &n_r);
             global += n_r;
         }
         features_gather(&s->train, s->order + first, n, model_input(s->model), s->batch_labels,
-                        o->augment, &augment);
+                        o->augment, &s->augment);
+        double loss_before = s->partial_loss;
+        if (fault_strikes(&s->fault, FAULT_NAN, comm->rank, epoch, step + 1))
+            model_input(s->model)[0] = NAN;
         CHECK_DP(train_batch_gradient(comm, s->model, s->batch_labels, n, global,
-                                      (float)o->label_smoothing, &dropout, &loss_sum, &correct, err));
+                                      (float)o->label_smoothing, &s->dropout, &s->partial_loss,
+                                      &s->partial_correct, err));
         /* The reduced gradient is identical on every rank, so every rank sees a NaN together. */
-        if (!all_finite(s->model->grads, s->model->param_count))
-            FAIL("the gradient became NaN or Inf at epoch %d, step %ld (try a lower --lr)", epoch, step + 1);
+        if (!all_finite(s->model->grads, s->model->param_count)) {
+            name_bad_rank(comm, !isfinite(s->partial_loss - loss_before), epoch, step, err);
+            return EPOCH_FAILED;
+        }
         double lr = schedule_lr(schedule, (long)(epoch - 1) * steps + step);
         optim_step(s->optimizer, s->model->params, s->model->grads, s->model->ranges,
                    s->model->range_count, lr);
+        if (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < steps)
+            CHECK_DP(save_checkpoint(comm, o, d, s, r, epoch - 1, step + 1, MPI_Wtime() - start, err));
     }
-    double sums[3] = {loss_sum, (double)correct, (double)count};
-    CHECK_DP(comm_allreduce_doubles(comm, sums, 3, err));
-    totals->loss_sum = sums[0];
-    totals->correct = sums[1];
-    totals->samples = sums[2];
-    return 0;
+    *epoch_seconds = MPI_Wtime() - start;
+    return EPOCH_DONE;
 fail:
-    return -1;
+    return EPOCH_FAILED;
 }
 
 static void print_epoch(const struct epoch_record *e, int epochs, int has_validation)
@@ -379,8 +543,8 @@ static void print_epoch(const struct epoch_record *e, int epochs, int has_valida
     fflush(stdout);
 }
 
-static int finish_run(const struct comm *comm, const struct options *o, struct run_state *s,
-                      struct run_result *r, char *err)
+/* Rank 0: predictions of the final model (the best validation epoch's, with --validation). */
+static int final_evaluation(const struct comm *comm, struct run_state *s, struct run_result *r, char *err)
 {
     int ok = 1;
     if (comm->rank == 0) {
@@ -393,7 +557,7 @@ static int finish_run(const struct comm *comm, const struct options *o, struct r
             err_set(err, "cannot allocate predictions");
             ok = 0;
         } else {
-            if (s->best_params)
+            if (s->best_params && r->best_epoch > 0)
                 memcpy(s->model->params, s->best_params, s->model->param_count * sizeof(float));
             memcpy(r->labels, s->test.labels, n);
             struct evaluation e = evaluate(s->model, &s->test, s->eval_indices, s->batch_labels,
@@ -403,40 +567,75 @@ static int finish_run(const struct comm *comm, const struct options *o, struct r
             metrics_compute(r->labels, r->predictions, n, DATASET_CLASSES, &r->metrics);
         }
     }
-    (void)o;
     return comm_agree(comm->world, ok, err);
 }
 
-static int run_training(const struct comm *comm, const struct options *o, const struct data *d,
-                        int pca_k, const char *name, struct run_result *r, char *err)
+static void describe_result(struct run_result *r, const struct options *o, int ranks, const char *name, int pca_k)
 {
-    struct run_state s;
-    memset(&s, 0, sizeof s);
-    memset(r, 0, sizeof *r);
     snprintf(r->name, sizeof r->name, "%s", name);
     snprintf(r->model, sizeof r->model, "%s", o->model);
     snprintf(r->optimizer, sizeof r->optimizer, "%s", o->optimizer);
     r->pca_components = pca_k;
     r->epochs = o->epochs;
     r->global_batch = o->batch;
-    r->ranks = comm->size;
+    r->ranks = ranks;
     r->lr = o->lr;
     r->seed = o->seed;
     r->has_validation = o->validation > 0;
-    int ok = (r->history = calloc((size_t)o->epochs, sizeof *r->history)) != NULL;
-    if (!ok)
-        err_set(err, "cannot allocate the history");
-    CHECK_DP(comm_agree(comm->world, ok, err));
-    CHECK_DP(prepare_run(comm, o, d, pca_k, &s, r, err));
-    r->parameters = s.model->param_count;
-    if (comm->rank == 0) {
-        printf("run %s: model %s (%zu parameters), inputs %s", name, o->model, r->parameters,
-               pca_k ? "PCA" : "raw pixels");
-        if (pca_k)
-            printf(" %d components keeping %.2f%% of the variance (fit %.2f s)", pca_k,
-                   100 * pca_variance_kept(&r->pca), r->pca.fit_seconds);
-        printf(", %d ranks, global batch %d, %zu training samples\n", comm->size, o->batch, d->train_total);
+}
+
+/* Rank 0, after each epoch: test and validation accuracy, best-epoch bookkeeping, the line. */
+static void close_epoch(const struct options *o, struct run_state *s, struct run_result *r,
+                        struct epoch_record *e, int epoch)
+{
+    struct evaluation test = evaluate(s->model, &s->test, s->eval_indices, s->batch_labels, NULL, NULL);
+    e->test_loss = test.loss;
+    e->test_accuracy = test.accuracy;
+    if (r->has_validation) {
+        struct evaluation val = evaluate(s->model, &s->validation, s->eval_indices, s->batch_labels, NULL, NULL);
+        e->val_loss = val.loss;
+        e->val_accuracy = val.accuracy;
+        /* Model selection looks at validation only, never at the test set. */
+        if (val.accuracy > s->best_val) {
+            s->best_val = val.accuracy;
+            r->best_epoch = epoch;
+            memcpy(s->best_params, s->model->params, s->model->param_count * sizeof(float));
+        }
     }
+    if (!o->quiet)
+        print_epoch(e, o->epochs, r->has_validation);
+}
+
+static void announce_run(const struct comm *comm, const struct options *o, const struct data *d,
+                         const struct run_result *r, const struct run_state *s)
+{
+    if (comm->rank != 0)
+        return;
+    printf("run %s: model %s (%zu parameters), inputs %s", r->name, o->model, r->parameters,
+           r->pca_components ? "PCA" : "raw pixels");
+    if (r->pca_components)
+        printf(" %d components keeping %.2f%% of the variance (fit %.2f s)", r->pca_components,
+               100 * pca_variance_kept(&r->pca), r->pca.fit_seconds);
+    printf(", %d ranks, global batch %d, %zu training samples\n", comm->size, o->batch, d->train_total);
+    if (s->start_epoch > 0 || s->start_step > 0)
+        printf("resumed from %s at epoch %d, step %ld\n", o->checkpoint, s->start_epoch + 1, s->start_step + 1);
+}
+
+static int run_training(const struct comm *comm, const struct options *o, const struct data *d,
+                        int pca_k, const char *name, struct checkpoint *resume, struct run_result *r,
+                        char *err)
+{
+    struct run_state s;
+    memset(&s, 0, sizeof s);
+    memset(r, 0, sizeof *r);
+    describe_result(r, o, comm->size, name, pca_k);
+    int ok = fault_from_environment(&s.fault, err) == 0;
+    if (ok && !(r->history = calloc((size_t)o->epochs, sizeof *r->history)))
+        ok = 0, err_set(err, "cannot allocate the history");
+    CHECK_DP(comm_agree(comm->world, ok, err));
+    CHECK_DP(prepare_run(comm, o, d, pca_k, resume, &s, r, err));
+    r->parameters = s.model->param_count;
+    announce_run(comm, o, d, r, &s);
     long steps = steps_per_epoch(d, o->batch);
     struct schedule schedule = {
         .kind = strcmp(o->schedule, "step") == 0       ? SCHEDULE_STEP
@@ -446,45 +645,46 @@ static int run_training(const struct comm *comm, const struct options *o, const 
         .warmup_steps = (long)llround(o->warmup * (double)steps),
         .total_steps = (long)o->epochs * steps,
     };
-    double best_val = -1;
-    for (int epoch = 1; epoch <= o->epochs; epoch++) {
-        struct epoch_totals totals;
-        double start = MPI_Wtime();
-        CHECK_DP(train_epoch(comm, o, d, &s, &schedule, epoch, &totals, err));
-        double seconds = MPI_Wtime() - start;
+    for (int epoch = s.start_epoch + 1; epoch <= o->epochs; epoch++) {
+        long first_step = epoch == s.start_epoch + 1 ? s.start_step : 0, stopped_at = 0;
+        double seconds = epoch == s.start_epoch + 1 ? s.resumed_epoch_seconds : 0;
+        double before = seconds;
+        enum epoch_outcome outcome = train_epoch(comm, o, d, &s, r, &schedule, epoch, first_step,
+                                                 &seconds, &stopped_at, err);
+        if (outcome == EPOCH_FAILED)
+            goto fail;
+        r->train_seconds += seconds - before;
+        if (outcome == EPOCH_STOPPED) {
+            if (o->checkpoint)
+                CHECK_DP(save_checkpoint(comm, o, d, &s, r, epoch - 1, stopped_at, seconds, err));
+            if (comm->rank == 0)
+                fprintf(stderr, "dptrain: stopped by signal %d at epoch %d, step %ld; %s%s\n",
+                        stop_requested() ? stop_requested() : 0, epoch, stopped_at + 1,
+                        o->checkpoint ? "checkpoint written to " : "no --checkpoint given, nothing saved",
+                        o->checkpoint ? o->checkpoint : "");
+            run_state_free(&s);
+            return DP_EXIT_STOPPED;
+        }
+        double sums[3] = {s.partial_loss, (double)s.partial_correct, (double)s.train.count};
+        CHECK_DP(comm_allreduce_doubles(comm, sums, 3, err));
         struct epoch_record *e = &r->history[epoch - 1];
         e->epoch = epoch;
-        e->train_loss = totals.loss_sum / totals.samples;
-        e->train_accuracy = totals.correct / totals.samples;
+        e->train_loss = sums[0] / sums[2];
+        e->train_accuracy = sums[1] / sums[2];
         e->seconds = seconds;
-        e->samples_per_second = totals.samples / seconds;
-        r->train_seconds += seconds;
+        e->samples_per_second = sums[2] / seconds;
         r->history_length = epoch;
-        if (comm->rank == 0) {
-            struct evaluation test = evaluate(s.model, &s.test, s.eval_indices, s.batch_labels, NULL, NULL);
-            e->test_loss = test.loss;
-            e->test_accuracy = test.accuracy;
-            if (r->has_validation) {
-                struct evaluation val = evaluate(s.model, &s.validation, s.eval_indices, s.batch_labels, NULL, NULL);
-                e->val_loss = val.loss;
-                e->val_accuracy = val.accuracy;
-                /* Model selection looks at validation only, never at the test set. */
-                if (val.accuracy > best_val) {
-                    best_val = val.accuracy;
-                    r->best_epoch = epoch;
-                    memcpy(s.best_params, s.model->params, s.model->param_count * sizeof(float));
-                }
-            }
-            if (!o->quiet)
-                print_epoch(e, o->epochs, r->has_validation);
-        }
+        if (comm->rank == 0)
+            close_epoch(o, &s, r, e, epoch);
+        if (o->checkpoint)
+            CHECK_DP(save_checkpoint(comm, o, d, &s, r, epoch, 0, 0, err));
     }
-    CHECK_DP(finish_run(comm, o, &s, r, err));
+    CHECK_DP(final_evaluation(comm, &s, r, err));
     run_state_free(&s);
-    return 0;
+    return DP_EXIT_OK;
 fail:
     run_state_free(&s);
-    return -1;
+    return DP_EXIT_ERROR;
 }
 
 /* ---- commands ------------------------------------------------------------------------ */
@@ -520,57 +720,178 @@ static void print_comparison(const struct run_result *runs, int count)
     fflush(stdout);
 }
 
+/* Every rank reads the checkpoint (a few MB) and checks it against the command line. */
+static int load_resume(const struct comm *comm, const struct options *o, struct checkpoint *c, char *err)
+{
+    int ok = checkpoint_read(o->checkpoint, c, err) == 0;
+    ok = ok && checkpoint_check_config(c, o, comm->size, o->checkpoint, err) == 0;
+    if (ok && o->name && strcmp(o->name, c->name) != 0) {
+        err_set(err, "--resume: %s holds run %s, this run is named %s", o->checkpoint, c->name, o->name);
+        ok = 0;
+    }
+    if (comm_agree(comm->world, ok, err) != 0) {
+        checkpoint_free(c);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_checkpoint_path(const struct comm *comm, const struct options *o, char *err)
+{
+    int ok = 1;
+    if (comm->rank == 0 && o->checkpoint) {
+        ok = h5io_check_writable(o->checkpoint, "--checkpoint", err) == 0;
+        if (ok && (same_file(o->checkpoint, o->data) || same_file(o->checkpoint, o->out) ||
+                   strcmp(o->checkpoint, o->out) == 0)) {
+            err_set(err, "--checkpoint %s: must differ from --data and --out", o->checkpoint);
+            ok = 0;
+        }
+    }
+    return comm_agree(comm->world, ok, err);
+}
+
+static void run_name(const struct options *o, int k, char *name, size_t size)
+{
+    if (o->name && o->command == CMD_TRAIN)
+        snprintf(name, size, "%s", o->name);
+    else if (k > 0)
+        snprintf(name, size, "pca%d", k);
+    else
+        snprintf(name, size, "raw");
+}
+
+static int train_runs(const struct comm *comm, const struct options *o, struct data *d,
+                      struct run_result *runs, int run_count, struct checkpoint *resume, char *err)
+{
+    for (int i = 0; i < run_count; i++) {
+        int k = o->command == CMD_COMPARE ? o->pca_list[i] : o->pca;
+        char name[64];
+        run_name(o, k, name, sizeof name);
+        int status = run_training(comm, o, d, k, name, resume, &runs[i], err);
+        if (status != DP_EXIT_OK)
+            return status;
+        int ok = 1;
+        if (comm->rank == 0) {
+            print_summary(&runs[i]);
+            /* Rewritten after every run, so a long comparison keeps what it has finished. */
+            ok = results_write(o->out, o->command_line, comm->size, runs, i + 1, err) == 0;
+        }
+        if (comm_agree(comm->world, ok, err) != 0)
+            return DP_EXIT_ERROR;
+    }
+    if (comm->rank == 0) {
+        if (o->command == CMD_COMPARE)
+            print_comparison(runs, run_count);
+        printf("\nresults written to %s\n", o->out);
+    }
+    return DP_EXIT_OK;
+}
+
 int train_command(const struct comm *comm, const struct options *o, char *err)
 {
     struct data d;
+    struct checkpoint resume;
     struct run_result *runs = NULL;
-    int run_count = o->command == CMD_COMPARE ? o->pca_runs : 1, done = 0;
+    int run_count = o->command == CMD_COMPARE ? o->pca_runs : 1, status = DP_EXIT_ERROR;
     memset(&d, 0, sizeof d);
+    memset(&resume, 0, sizeof resume);
     openblas_set_num_threads(o->threads);
     if ((size_t)o->batch < (size_t)comm->size) {
         err_set(err, "--batch %d: the global batch must be at least the number of ranks (%d)", o->batch, comm->size);
         return DP_EXIT_USAGE;
     }
+    if (stop_install() != 0) {
+        err_set(err, "cannot install the SIGTERM/SIGUSR1 handlers");
+        return DP_EXIT_ERROR;
+    }
     CHECK_DP(check_output(comm, o, err));
+    CHECK_DP(check_checkpoint_path(comm, o, err));
+    if (o->resume)
+        CHECK_DP(load_resume(comm, o, &resume, err));
     CHECK_DP(load_data(comm, o, &d, err));
     int ok = (runs = calloc((size_t)run_count, sizeof *runs)) != NULL;
     if (!ok)
         err_set(err, "cannot allocate results");
     CHECK_DP(comm_agree(comm->world, ok, err));
-    for (int i = 0; i < run_count; i++) {
-        int k = o->command == CMD_COMPARE ? o->pca_list[i] : o->pca;
-        char name[64];
-        if (o->name && o->command == CMD_TRAIN)
-            snprintf(name, sizeof name, "%s", o->name);
-        else if (k > 0)
-            snprintf(name, sizeof name, "pca%d", k);
-        else
-            snprintf(name, sizeof name, "raw");
-        CHECK_DP(run_training(comm, o, &d, k, name, &runs[i], err));
-        done = i + 1;
-        ok = 1;
-        if (comm->rank == 0) {
-            print_summary(&runs[i]);
-            /* Rewritten after every run, so a long comparison keeps what it has finished. */
-            ok = results_write(o->out, o->command_line, comm->size, runs, done, err) == 0;
-        }
-        CHECK_DP(comm_agree(comm->world, ok, err));
-    }
-    if (comm->rank == 0) {
-        if (o->command == CMD_COMPARE)
-            print_comparison(runs, done);
-        printf("\nresults written to %s\n", o->out);
-    }
-    for (int i = 0; i < run_count; i++)
-        run_result_free(&runs[i]);
-    free(runs);
-    data_free(&d);
-    return DP_EXIT_OK;
+    status = train_runs(comm, o, &d, runs, run_count, o->resume ? &resume : NULL, err);
 fail:
     if (runs)
         for (int i = 0; i < run_count; i++)
             run_result_free(&runs[i]);
     free(runs);
+    checkpoint_free(&resume);
     data_free(&d);
-    return DP_EXIT_ERROR;
+    return status;
+}
+
+/* ---- eval ---------------------------------------------------------------------------- */
+
+/* The checkpoint's settings as options, so the model and inputs are built as in training. */
+static void options_from_checkpoint(const struct checkpoint *c, const struct options *given, struct options *o)
+{
+    *o = *given;
+    o->model = c->model;
+    o->pca = c->pca_components;
+    o->optimizer = c->optimizer;
+    o->batch = c->global_batch;
+    o->epochs = c->epochs;
+    o->lr = c->lr;
+    o->seed = c->seed;
+    o->validation = 0; /* eval uses the whole training set only for the input normalisation */
+}
+
+int eval_command(const struct comm *comm, const struct options *given, char *err)
+{
+    struct checkpoint c;
+    struct options o;
+    struct data d;
+    struct run_state s;
+    struct run_result r;
+    int status = DP_EXIT_ERROR;
+    memset(&c, 0, sizeof c);
+    memset(&d, 0, sizeof d);
+    memset(&s, 0, sizeof s);
+    memset(&r, 0, sizeof r);
+    openblas_set_num_threads(given->threads);
+    int ok = checkpoint_read(given->checkpoint, &c, err) == 0;
+    CHECK_DP(comm_agree(comm->world, ok, err));
+    options_from_checkpoint(&c, given, &o);
+    CHECK_DP(check_output(comm, &o, err));
+    CHECK_DP(load_data(comm, &o, &d, err));
+    describe_result(&r, &o, comm->size, c.name, c.pca_components);
+    r.has_validation = 0;
+    ok = (r.history = calloc((size_t)c.history_length + 1, sizeof *r.history)) != NULL;
+    if (!ok)
+        err_set(err, "cannot allocate the history");
+    CHECK_DP(comm_agree(comm->world, ok, err));
+    if (c.pca_components > 0) {
+        r.pca = c.pca;
+        memset(&c.pca, 0, sizeof c.pca);
+    }
+    /* The saved normalisation, not this data file's: the model saw those inputs. */
+    d.norm = c.norm;
+    CHECK_DP(allocate_run(comm, &o, &d, c.pca_components > 0 ? &r.pca : NULL, &s, err));
+    r.parameters = s.model->param_count;
+    memcpy(s.model->params, c.best_params ? c.best_params : c.params, r.parameters * sizeof(float));
+    memcpy(r.history, c.history, (size_t)c.history_length * sizeof *r.history);
+    r.history_length = c.history_length;
+    r.train_seconds = c.train_seconds;
+    CHECK_DP(final_evaluation(comm, &s, &r, err));
+    ok = 1;
+    if (comm->rank == 0) {
+        printf("evaluated %s (run %s, %d of %d epochs%s)\n", given->checkpoint, c.name, c.epoch, c.epochs,
+               c.best_params ? ", best validation epoch" : "");
+        print_summary(&r);
+        ok = results_write(o.out, o.command_line, comm->size, &r, 1, err) == 0;
+        if (ok)
+            printf("\nresults written to %s\n", o.out);
+    }
+    CHECK_DP(comm_agree(comm->world, ok, err));
+    status = DP_EXIT_OK;
+fail:
+    run_state_free(&s);
+    run_result_free(&r);
+    checkpoint_free(&c);
+    data_free(&d);
+    return status;
 }

@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-enum command { CMD_NONE, CMD_CONVERT, CMD_TRAIN, CMD_COMPARE };
+enum command { CMD_NONE, CMD_CONVERT, CMD_TRAIN, CMD_COMPARE, CMD_EVAL };
 
 #define CLI_MAX_PCA_RUNS 16
 
@@ -36,6 +36,9 @@ struct options {
     int validation;
     const char *name;
     int quiet;
+    const char *checkpoint;
+    int checkpoint_every;
+    int resume;
     const char *command_line;         /* argv joined, for the results file */
 };
 

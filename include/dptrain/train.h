@@ -19,6 +19,9 @@
  * failure leaves the message (the same on every rank) in err. */
 int train_command(const struct comm *comm, const struct options *options, char *err);
 
+/* Evaluate a checkpoint on the test set and write a results file with one run. */
+int eval_command(const struct comm *comm, const struct options *options, char *err);
+
 /* The share of step `step` (of `steps`) that a rank with `count` samples takes: samples
  * [*first, *first + *n) of its shuffled order. Shares differ by at most one. */
 void train_local_share(size_t count, long steps, long step, size_t *first, int *n);

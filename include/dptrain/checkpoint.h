@@ -1,0 +1,57 @@
+/* Checkpoints: everything needed to continue a run bitwise as if it had never stopped — the
+ * configuration, the position (epoch and step), parameters, optimizer state, every rank's
+ * random streams and partial-epoch sums, the input normalisation and PCA basis, the history and
+ * the best validation parameters. HDF5 with a format name and version; written by rank 0 under
+ * a temporary name, synced and renamed, so the previous checkpoint survives any failure. */
+#ifndef DPTRAIN_CHECKPOINT_H
+#define DPTRAIN_CHECKPOINT_H
+
+#include "dptrain/cli.h"
+#include "dptrain/features.h"
+#include "dptrain/pca.h"
+#include "dptrain/results.h"
+#include "dptrain/rng.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CHECKPOINT_FORMAT "dptrain-checkpoint"
+#define CHECKPOINT_VERSION 1
+
+struct checkpoint {
+    /* configuration: what must match for a resume */
+    char model[64], optimizer[8], schedule[16], name[64];
+    int pca_components, global_batch, ranks, epochs, validation, augment;
+    uint64_t seed;
+    double lr, momentum, weight_decay, warmup, dropout, label_smoothing;
+    /* position: `epoch` epochs are complete, and `step` steps of the next one */
+    int epoch;
+    long step;
+    double train_seconds, epoch_seconds;
+    /* model and optimizer */
+    size_t param_count;
+    float *params, *opt_first, *opt_second;   /* opt_second only for adam */
+    long opt_step;
+    float *best_params;                       /* with --validation */
+    double best_val;
+    int best_epoch;
+    struct normaliser norm;
+    struct pca pca;                           /* when pca_components > 0 */
+    int history_length;
+    struct epoch_record *history;
+    /* one row per rank */
+    struct rng *dropout_rng, *augment_rng;
+    double *partial_loss;
+    int64_t *partial_correct;
+    int owned;                                /* 1 when checkpoint_read allocated the arrays */
+};
+
+int checkpoint_write(const char *path, const struct checkpoint *c, char *err);
+int checkpoint_read(const char *path, struct checkpoint *c, char *err);
+void checkpoint_free(struct checkpoint *c);
+/* Refuse a checkpoint whose configuration differs from this run's; the message names the
+ * first difference. */
+int checkpoint_check_config(const struct checkpoint *c, const struct options *o, int ranks,
+                            const char *path, char *err);
+
+#endif

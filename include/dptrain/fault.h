@@ -1,0 +1,22 @@
+/* Fault injection for the reliability tests: DPTRAIN_FAULT=KIND@RANK[:EPOCH[:STEP]] makes one
+ * rank fail in one way at one point, so that the tests can check that every rank stops with one
+ * clear message. KIND is nan (that rank's loss and gradient become NaN), exit (that rank dies
+ * without a word), alloc (its model allocation fails) or io (rank 0's checkpoint write fails).
+ * Unset, nothing is injected. */
+#ifndef DPTRAIN_FAULT_H
+#define DPTRAIN_FAULT_H
+
+enum fault_kind { FAULT_NONE, FAULT_NAN, FAULT_EXIT, FAULT_ALLOC, FAULT_IO };
+
+struct fault {
+    enum fault_kind kind;
+    int rank, epoch;
+    long step;
+};
+
+/* Parse the environment variable; a malformed value is an error naming it. */
+int fault_from_environment(struct fault *fault, char *err);
+/* Does the fault of this kind strike this rank at (epoch, step)? epoch/step 0 match any. */
+int fault_strikes(const struct fault *fault, enum fault_kind kind, int rank, int epoch, long step);
+
+#endif
