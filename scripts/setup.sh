@@ -8,7 +8,7 @@ packages=(
   libopenmpi-dev openmpi-bin libopenblas-dev liblapacke-dev
   libhdf5-openmpi-dev hdf5-tools zlib1g-dev libpng-dev libcmocka-dev
   dataset-fashion-mnist
-  python3-h5py python3-matplotlib python3-numpy
+  python3-h5py python3-matplotlib python3-numpy valgrind procps
 )
 
 missing=()

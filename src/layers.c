@@ -30,8 +30,9 @@ void dense_backward(const float *x, const float *w, const float *dy, float *dx, 
 
 void relu_forward(const float *x, float *y, size_t n)
 {
+    /* Written so that NaN passes through (NaN < 0 is false): a diverging rank shows in its loss. */
     for (size_t i = 0; i < n; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] < 0.0f ? 0.0f : x[i];
 }
 
 void relu_backward(const float *y, const float *dy, float *dx, size_t n)

@@ -11,6 +11,20 @@ with open(not_hdf5, "wb") as f:
 empty = f"{dir}/empty.h5"
 open(empty, "wb").close()
 out = f"{dir}/out.h5"
+truncated = f"{dir}/truncated.h5"
+with open(DATA, "rb") as f:
+    head = f.read(4096)
+with open(truncated, "wb") as f:
+    f.write(head)
+not_checkpoint = f"{dir}/results-like.h5"
+with h5py.File(not_checkpoint, "w") as f:
+    f.attrs["dptrain_version"] = "0.1.0"
+bad_shape = f"{dir}/badshape.h5"
+with h5py.File(bad_shape, "w") as f:
+    f["train/images"] = np.zeros((10, 28, 27), np.uint8)
+    f["train/labels"] = np.zeros(10, np.uint8)
+    f["test/images"] = np.zeros((5, 28, 28), np.uint8)
+    f["test/labels"] = np.zeros(5, np.uint8)
 
 cases = [
     # (ranks, args, exit code, fragment of the one error line)
@@ -46,14 +60,29 @@ cases = [
     (2, ["train", "--out", DATA], 1, "is the data file"),
     (2, ["train", "--validation", "60000"], 1, "--validation 60000 leaves fewer training samples than ranks"),
     (0, ["convert", "--source", f"{dir}/nowhere"], 1, "nowhere/train-images-idx3-ubyte: not found"),
+    (2, ["train", "--data", truncated], 1, "truncated.h5: not a readable HDF5 file"),
+    (2, ["train", "--data", bad_shape], 1, "/train/images has shape [10][28][27], expected [N][28][28]"),
+    (2, ["compare", "--pca", "0,50", "--data", bad_shape], 1, "expected [N][28][28]"),
+    (0, ["train", "--resume"], 2, "--resume needs --checkpoint FILE"),
+    (0, ["train", "--checkpoint-every", "10"], 2, "--checkpoint-every needs --checkpoint FILE"),
+    (0, ["train", "--checkpoint-every", "0", "--checkpoint", f"{dir}/c.h5"], 2, "--checkpoint-every: 0 is out of range"),
+    (2, ["train", "--checkpoint", f"{dir}/absent.ckpt", "--resume"], 1, "absent.ckpt: cannot read the checkpoint"),
+    (2, ["train", "--checkpoint", DATA], 1, "must differ from --data and --out"),
+    (2, ["train", "--checkpoint", "/nonexistent-folder/c.h5"], 1, "--checkpoint /nonexistent-folder/c.h5: folder"),
+    (0, ["eval"], 2, "eval: --checkpoint FILE is required"),
+    (0, ["eval", "--epochs", "3", "--checkpoint", f"{dir}/c.h5"], 2, "--epochs: not a flag of 'eval'"),
+    (1, ["eval", "--checkpoint", f"{dir}/absent.ckpt"], 1, "absent.ckpt: cannot read the checkpoint"),
+    (1, ["eval", "--checkpoint", not_hdf5], 1, "not.h5: not a readable HDF5 file"),
+    (1, ["eval", "--checkpoint", truncated], 1, "truncated.h5: not a readable HDF5 file"),
+    (1, ["eval", "--checkpoint", not_checkpoint], 1, "not a dptrain checkpoint (no attribute format)"),
     (0, ["convert", "--out", "/nonexistent-folder/d.h5"], 1, "folder /nonexistent-folder does not exist"),
 ]
 
 for ranks, args, code, fragment in cases:
     full = list(args)
-    if args and args[0] in ("train", "compare") and "--data" not in args:
+    if args and args[0] in ("train", "compare", "eval") and "--data" not in args:
         full += ["--data", DATA]
-    if args and args[0] in ("train", "compare", "convert") and "--out" not in args:
+    if args and args[0] in ("train", "compare", "convert", "eval") and "--out" not in args:
         full += ["--out", out]
     result = run(full, ranks=ranks, timeout=60)
     errors = [line for line in result.stderr.splitlines() if line.startswith("dptrain: error:")]
