@@ -32,7 +32,7 @@ static int write_config(hid_t f, const struct checkpoint *c, const char *path, c
         {"ranks", c->ranks}, {"epochs", c->epochs}, {"validation", c->validation},
         {"augment", c->augment}, {"seed", (long long)c->seed}, {"epoch", c->epoch},
         {"step", c->step}, {"opt_step", c->opt_step}, {"best_epoch", c->best_epoch},
-        {"param_count", (long long)c->param_count},
+        {"param_count", (long long)c->param_count}, {"buffer_count", (long long)c->buffer_count},
     };
     for (size_t i = 0; i < sizeof longs / sizeof longs[0]; i++)
         CHECK_DP(h5io_write_attr_long(f, longs[i].name, longs[i].value, path, err));
@@ -70,6 +70,9 @@ static int write_state(hid_t f, const struct checkpoint *c, const char *path, ch
                               c->partial_loss, path, err));
     CHECK_DP(h5io_write_array(f, "partial_correct", H5T_NATIVE_INT64, H5T_STD_I64LE, 1, rank_dims,
                               c->partial_correct, path, err));
+    hsize_t buffer_dims[2] = {ranks, (hsize_t)c->buffer_count};
+    CHECK_DP(h5io_write_array(f, "buffers", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, buffer_dims,
+                              c->buffers, path, err));
     if (c->pca_components > 0) {
         const struct pca *p = &c->pca;
         hsize_t dim[1] = {(hsize_t)p->dim}, k[1] = {(hsize_t)p->components};
@@ -185,7 +188,7 @@ fail:
 static int read_config(hid_t f, struct checkpoint *c, const char *path, char *err)
 {
     char format[64];
-    long long version, value[12];
+    long long version, value[13];
     CHECK_DP(read_string_attr(f, "format", format, sizeof format, path, err));
     if (strcmp(format, CHECKPOINT_FORMAT) != 0)
         FAIL("%s: not a dptrain checkpoint (format '%s')", path, format);
@@ -198,8 +201,9 @@ static int read_config(hid_t f, struct checkpoint *c, const char *path, char *er
     CHECK_DP(read_string_attr(f, "schedule", c->schedule, sizeof c->schedule, path, err));
     CHECK_DP(read_string_attr(f, "name", c->name, sizeof c->name, path, err));
     const char *long_names[] = {"pca_components", "global_batch", "ranks", "epochs", "validation",
-                                "augment", "seed", "epoch", "step", "opt_step", "best_epoch", "param_count"};
-    for (int i = 0; i < 12; i++)
+                                "augment", "seed", "epoch", "step", "opt_step", "best_epoch", "param_count",
+                                "buffer_count"};
+    for (int i = 0; i < 13; i++)
         CHECK_DP(read_long(f, long_names[i], &value[i], path, err));
     c->pca_components = (int)value[0];
     c->global_batch = (int)value[1];
@@ -213,8 +217,9 @@ static int read_config(hid_t f, struct checkpoint *c, const char *path, char *er
     c->opt_step = (long)value[9];
     c->best_epoch = (int)value[10];
     c->param_count = (size_t)value[11];
+    c->buffer_count = (size_t)value[12];
     if (c->ranks < 1 || c->ranks > 1 << 20 || c->epoch < 0 || c->epoch > c->epochs || c->step < 0 ||
-        value[11] < 1 || c->pca_components < 0 || c->pca_components > 784)
+        value[11] < 1 || value[12] < 0 || c->pca_components < 0 || c->pca_components > 784)
         FAIL("%s: corrupt checkpoint (inconsistent position or sizes)", path);
     double norm_mean, norm_std;
     CHECK_DP(read_double(f, "lr", &c->lr, path, err));
@@ -270,6 +275,8 @@ static int read_state(hid_t f, struct checkpoint *c, const char *path, char *err
     CHECK_DP((c->augment_rng = read_array(f, "rng_augment", H5T_NATIVE_UINT64, sizeof(uint64_t), ranks * 4, path, err)) == NULL);
     CHECK_DP((c->partial_loss = read_array(f, "partial_loss", H5T_NATIVE_DOUBLE, sizeof(double), ranks, path, err)) == NULL);
     CHECK_DP((c->partial_correct = read_array(f, "partial_correct", H5T_NATIVE_INT64, sizeof(int64_t), ranks, path, err)) == NULL);
+    CHECK_DP((c->buffers = read_array(f, "buffers", H5T_NATIVE_FLOAT, sizeof(float), ranks * c->buffer_count,
+                                      path, err)) == NULL);
     if (c->pca_components > 0)
         CHECK_DP(read_pca(f, c, path, err));
     return 0;
@@ -308,6 +315,7 @@ void checkpoint_free(struct checkpoint *c)
         free(c->augment_rng);
         free(c->partial_loss);
         free(c->partial_correct);
+        free(c->buffers);
         free(c->pca.mean);
         free(c->pca.basis);
         free(c->pca.explained_variance);

@@ -11,65 +11,179 @@
 #include <string.h>
 
 #define MAX_HIDDEN 8
+#define IMAGE_SIDE 28
 
-/* "mlp" or "mlp:H1,H2,..." → hidden sizes. */
-static int parse_spec(const char *spec, int *hidden, int *hidden_count, char *err)
-{
-    if (strcmp(spec, "mlp") == 0) {
-        hidden[0] = 256;
-        hidden[1] = 128;
-        *hidden_count = 2;
-        return 0;
-    }
-    if (strncmp(spec, "mlp:", 4) != 0)
-        FAIL("--model: unknown model spec '%s' (expected mlp or mlp:H1,H2,...)", spec);
-    *hidden_count = 0;
-    const char *p = spec + 4;
-    while (*p) {
-        char *end;
-        errno = 0;
-        long size = strtol(p, &end, 10);
-        if (end == p || errno != 0 || size < 1 || size > 65536 || (*end != ',' && *end != '\0'))
-            FAIL("--model: bad hidden size in '%s' (expected mlp:H1,H2,... with sizes 1..65536)", spec);
-        if (*hidden_count == MAX_HIDDEN)
-            FAIL("--model: at most %d hidden layers in '%s'", MAX_HIDDEN, spec);
-        hidden[(*hidden_count)++] = (int)size;
-        p = *end == ',' ? end + 1 : end;
-        if (*end == ',' && *p == '\0')
-            FAIL("--model: trailing comma in '%s'", spec);
-    }
-    if (*hidden_count == 0)
-        FAIL("--model: '%s' names no hidden layers (expected mlp:H1,H2,...)", spec);
-    return 0;
-fail:
-    return -1;
-}
+/* ---- building ------------------------------------------------------------------------ */
 
-static void add_layer(struct model *m, enum layer_kind kind, int in, int out, float rate)
+static struct layer *add_layer(struct model *m, enum layer_kind kind, int in, int out)
 {
     struct layer *l = &m->layers[m->layer_count++];
     memset(l, 0, sizeof *l);
     l->kind = kind;
     l->in_size = in;
     l->out_size = out;
-    l->rate = rate;
-    if (kind == LAYER_DENSE) {
-        l->param_offset = m->param_count;
-        m->ranges[m->range_count++] = (struct param_range){m->param_count, (size_t)in * out, 1};
-        m->ranges[m->range_count++] =
-            (struct param_range){m->param_count + (size_t)in * out, (size_t)out, 0};
-        m->param_count += (size_t)in * out + out;
-    }
+    return l;
 }
 
-/* Point every dense layer at its slice of the flat buffers. */
+/* Weights [out][in] (decayed) then biases (not decayed), appended to the flat buffer. */
+static void add_params(struct model *m, struct layer *l, size_t weights, size_t biases)
+{
+    l->param_offset = m->param_count;
+    m->ranges[m->range_count++] = (struct param_range){m->param_count, weights, 1};
+    if (biases)
+        m->ranges[m->range_count++] = (struct param_range){m->param_count + weights, biases, 0};
+    m->param_count += weights + biases;
+}
+
+static void add_dense(struct model *m, int in, int out)
+{
+    struct layer *l = add_layer(m, LAYER_DENSE, in, out);
+    add_params(m, l, (size_t)in * out, (size_t)out);
+}
+
+static void add_hidden_dense(struct model *m, int in, int out, float dropout)
+{
+    add_dense(m, in, out);
+    add_layer(m, LAYER_RELU, out, out);
+    if (dropout > 0)
+        add_layer(m, LAYER_DROPOUT, out, out)->rate = dropout;
+}
+
+static void set_shape(struct layer *l, int c, int h, int w)
+{
+    l->channels = c;
+    l->height = h;
+    l->width = w;
+}
+
+/* 3×3 convolution (no bias: the batch norm's shift replaces it) → batch norm → ReLU. */
+static void add_conv_block(struct model *m, int *c, int h, int w, int out_channels)
+{
+    int in = *c * h * w, out = out_channels * h * w;
+    struct layer *conv = add_layer(m, LAYER_CONV, in, out);
+    set_shape(conv, *c, h, w);
+    conv->conv = (struct conv_shape){*c, out_channels, h, w, 3};
+    add_params(m, conv, (size_t)out_channels * *c * 9, 0);
+    struct layer *bn = add_layer(m, LAYER_BATCHNORM, out, out);
+    set_shape(bn, out_channels, h, w);
+    /* gamma (not decayed either: it is a scale, like a bias), then beta */
+    bn->param_offset = m->param_count;
+    m->ranges[m->range_count++] = (struct param_range){m->param_count, 2 * (size_t)out_channels, 0};
+    m->param_count += 2 * (size_t)out_channels;
+    bn->running_mean = (float *)(uintptr_t)m->buffer_count; /* offsets until bound */
+    m->buffer_count += 2 * (size_t)out_channels;
+    struct layer *relu = add_layer(m, LAYER_RELU, out, out);
+    set_shape(relu, out_channels, h, w);
+    *c = out_channels;
+}
+
+static int parse_mlp(struct model *m, const char *spec, float dropout, char *err)
+{
+    int hidden[MAX_HIDDEN] = {256, 128}, hidden_count = 2;
+    if (strcmp(spec, "mlp") != 0) {
+        hidden_count = 0;
+        const char *p = spec + 4;
+        while (*p) {
+            char *end;
+            errno = 0;
+            long size = strtol(p, &end, 10);
+            if (end == p || errno != 0 || size < 1 || size > 65536 || (*end != ',' && *end != '\0'))
+                FAIL("--model: bad hidden size in '%s' (expected mlp:H1,H2,... with sizes 1..65536)", spec);
+            if (hidden_count == MAX_HIDDEN)
+                FAIL("--model: at most %d hidden layers in '%s'", MAX_HIDDEN, spec);
+            hidden[hidden_count++] = (int)size;
+            p = *end == ',' ? end + 1 : end;
+            if (*end == ',' && *p == '\0')
+                FAIL("--model: trailing comma in '%s'", spec);
+        }
+        if (hidden_count == 0)
+            FAIL("--model: '%s' names no hidden layers (expected mlp:H1,H2,...)", spec);
+    }
+    int width = m->input_size;
+    for (int h = 0; h < hidden_count; h++) {
+        add_hidden_dense(m, width, hidden[h], dropout);
+        width = hidden[h];
+    }
+    add_dense(m, width, m->classes);
+    return 0;
+fail:
+    return -1;
+}
+
+static int parse_cnn(struct model *m, const char *spec, float dropout, char *err)
+{
+    const char *tokens = strcmp(spec, "cnn") == 0 ? "32,32,p,64,64,p,f256" : spec + 4;
+    int c = 1, h = IMAGE_SIDE, w = IMAGE_SIDE, dense = 0, width = 0, convs = 0;
+    if (m->input_size != IMAGE_SIDE * IMAGE_SIDE)
+        FAIL("--model %s: a convolutional network needs raw 28x28 images (not --pca)", spec);
+    m->is_conv = 1;
+    const char *p = tokens;
+    while (*p) {
+        char *end;
+        errno = 0;
+        if (*p == 'p' && (p[1] == ',' || p[1] == '\0')) {
+            if (dense || h % 2 || w % 2)
+                FAIL("--model: pooling in '%s' needs an even image side before any dense layer", spec);
+            struct layer *l = add_layer(m, LAYER_MAXPOOL, c * h * w, c * (h / 2) * (w / 2));
+            set_shape(l, c, h, w);
+            h /= 2;
+            w /= 2;
+            end = (char *)p + 1;
+        } else if (*p == 'f') {
+            long size = strtol(p + 1, &end, 10);
+            if (end == p + 1 || errno || size < 1 || size > 65536)
+                FAIL("--model: bad dense size in '%s'", spec);
+            if (!dense) {
+                struct layer *l = add_layer(m, LAYER_TO_ROWS, c * h * w, c * h * w);
+                set_shape(l, c, h, w);
+                width = c * h * w;
+                dense = 1;
+            }
+            add_hidden_dense(m, width, (int)size, dropout);
+            width = (int)size;
+        } else {
+            long channels = strtol(p, &end, 10);
+            if (end == p || errno || channels < 1 || channels > 4096 || dense)
+                FAIL("--model: bad token in '%s' (expected cnn:C,...,p,...,fN with channels before dense layers)", spec);
+            add_conv_block(m, &c, h, w, (int)channels);
+            convs++;
+        }
+        if (*end != ',' && *end != '\0')
+            FAIL("--model: bad token in '%s'", spec);
+        if (m->layer_count > MODEL_MAX_LAYERS - 6)
+            FAIL("--model: '%s' has too many layers", spec);
+        p = *end == ',' ? end + 1 : end;
+    }
+    if (convs == 0)
+        FAIL("--model: '%s' has no convolution", spec);
+    if (!dense) {
+        struct layer *l = add_layer(m, LAYER_TO_ROWS, c * h * w, c * h * w);
+        set_shape(l, c, h, w);
+        width = c * h * w;
+    }
+    add_dense(m, width, m->classes);
+    return 0;
+fail:
+    return -1;
+}
+
+/* Point every layer at its slices of the flat buffers. */
 static void bind_views(struct model *m)
 {
     for (int i = 0; i < m->layer_count; i++) {
         struct layer *l = &m->layers[i];
-        if (l->kind != LAYER_DENSE)
+        size_t weights = 0;
+        if (l->kind == LAYER_DENSE)
+            weights = (size_t)l->in_size * l->out_size;
+        else if (l->kind == LAYER_CONV)
+            weights = (size_t)l->conv.channels_out * l->conv.channels_in * 9;
+        else if (l->kind == LAYER_BATCHNORM) {
+            weights = (size_t)l->channels;
+            size_t offset = (size_t)(uintptr_t)l->running_mean;
+            l->running_mean = m->buffers + offset;
+            l->running_var = m->buffers + offset + l->channels;
+        } else
             continue;
-        size_t weights = (size_t)l->in_size * l->out_size;
         l->weight = m->params + l->param_offset;
         l->bias = l->weight + weights;
         l->grad_weight = m->grads + l->param_offset;
@@ -79,18 +193,33 @@ static void bind_views(struct model *m)
 
 static int alloc_buffers(struct model *m, char *err)
 {
+    size_t rows = (size_t)m->max_batch, workspace = 0;
     CHECK_PTR(m->params = tensor_alloc(m->param_count), "cannot allocate %zu parameters", m->param_count);
     CHECK_PTR(m->grads = tensor_alloc(m->param_count), "cannot allocate %zu gradients", m->param_count);
-    size_t rows = (size_t)m->max_batch;
+    CHECK_PTR(m->buffers = tensor_alloc(m->buffer_count), "cannot allocate batch-norm statistics");
     CHECK_PTR(m->acts[0] = tensor_alloc(rows * m->input_size), "cannot allocate input batch");
     CHECK_PTR(m->grad_acts[0] = tensor_alloc(rows * m->input_size), "cannot allocate input gradient");
     for (int i = 0; i < m->layer_count; i++) {
-        size_t size = rows * (size_t)m->layers[i].out_size;
+        struct layer *l = &m->layers[i];
+        size_t size = rows * (size_t)l->out_size;
         CHECK_PTR(m->acts[i + 1] = tensor_alloc(size), "cannot allocate activations");
         CHECK_PTR(m->grad_acts[i + 1] = tensor_alloc(size), "cannot allocate activation gradients");
-        if (m->layers[i].kind == LAYER_DROPOUT)
-            CHECK_PTR(m->layers[i].mask = tensor_alloc(size), "cannot allocate dropout mask");
+        if (l->kind == LAYER_DROPOUT)
+            CHECK_PTR(l->mask = tensor_alloc(size), "cannot allocate dropout mask");
+        if (l->kind == LAYER_BATCHNORM) {
+            CHECK_PTR(l->xhat = tensor_alloc(size), "cannot allocate batch-norm state");
+            CHECK_PTR(l->inv_std = tensor_alloc((size_t)l->channels), "cannot allocate batch-norm state");
+        }
+        if (l->kind == LAYER_MAXPOOL)
+            CHECK_PTR(l->argmax = malloc(size + 1), "cannot allocate pooling state");
+        if (l->kind == LAYER_CONV) {
+            size_t need = (size_t)l->conv.channels_in * 9 * rows * l->height * l->width;
+            workspace = need > workspace ? need : workspace;
+        }
     }
+    if (workspace)
+        CHECK_PTR(m->workspace = tensor_alloc(workspace), "cannot allocate the im2col workspace (%zu MB)",
+                  workspace * sizeof(float) >> 20);
     bind_views(m);
     return 0;
 fail:
@@ -100,23 +229,18 @@ fail:
 struct model *model_create(const char *spec, int input_size, int classes, int max_batch,
                            float dropout, char *err)
 {
-    int hidden[MAX_HIDDEN], hidden_count = 0;
     struct model *m = NULL;
-    CHECK_DP(parse_spec(spec, hidden, &hidden_count, err));
     CHECK_PTR(m = calloc(1, sizeof *m), "cannot allocate the model");
     snprintf(m->spec, sizeof m->spec, "%s", spec);
     m->input_size = input_size;
     m->classes = classes;
     m->max_batch = max_batch;
-    int width = input_size;
-    for (int h = 0; h < hidden_count; h++) {
-        add_layer(m, LAYER_DENSE, width, hidden[h], 0);
-        add_layer(m, LAYER_RELU, hidden[h], hidden[h], 0);
-        if (dropout > 0)
-            add_layer(m, LAYER_DROPOUT, hidden[h], hidden[h], dropout);
-        width = hidden[h];
-    }
-    add_layer(m, LAYER_DENSE, width, classes, 0);
+    if (strcmp(spec, "mlp") == 0 || strncmp(spec, "mlp:", 4) == 0)
+        CHECK_DP(parse_mlp(m, spec, dropout, err));
+    else if (strcmp(spec, "cnn") == 0 || strncmp(spec, "cnn:", 4) == 0)
+        CHECK_DP(parse_cnn(m, spec, dropout, err));
+    else
+        FAIL("--model: unknown model spec '%s' (expected mlp, mlp:H1,H2,..., cnn or cnn:TOKENS)", spec);
     CHECK_DP(alloc_buffers(m, err));
     return m;
 fail:
@@ -130,11 +254,17 @@ void model_free(struct model *m)
         return;
     tensor_free(m->params);
     tensor_free(m->grads);
+    tensor_free(m->buffers);
+    tensor_free(m->workspace);
     for (int i = 0; i <= m->layer_count; i++) {
         tensor_free(m->acts[i]);
         tensor_free(m->grad_acts[i]);
-        if (i < m->layer_count)
+        if (i < m->layer_count) {
             tensor_free(m->layers[i].mask);
+            tensor_free(m->layers[i].xhat);
+            tensor_free(m->layers[i].inv_std);
+            free(m->layers[i].argmax);
+        }
     }
     free(m);
 }
@@ -143,15 +273,27 @@ void model_init_params(struct model *m, struct rng *rng)
 {
     for (int i = 0; i < m->layer_count; i++) {
         struct layer *l = &m->layers[i];
-        if (l->kind != LAYER_DENSE)
-            continue;
-        float std = sqrtf(2.0f / (float)l->in_size);
-        size_t weights = (size_t)l->in_size * l->out_size;
-        for (size_t j = 0; j < weights; j++)
-            l->weight[j] = std * rng_normal(rng);
-        memset(l->bias, 0, (size_t)l->out_size * sizeof(float));
+        if (l->kind == LAYER_DENSE || l->kind == LAYER_CONV) {
+            int fan_in = l->kind == LAYER_DENSE ? l->in_size : l->conv.channels_in * 9;
+            size_t weights = l->kind == LAYER_DENSE ? (size_t)l->in_size * l->out_size
+                                                    : (size_t)l->conv.channels_out * fan_in;
+            float std = sqrtf(2.0f / (float)fan_in);
+            for (size_t j = 0; j < weights; j++)
+                l->weight[j] = std * rng_normal(rng);
+            if (l->kind == LAYER_DENSE)
+                memset(l->bias, 0, (size_t)l->out_size * sizeof(float));
+        } else if (l->kind == LAYER_BATCHNORM) {
+            for (int c = 0; c < l->channels; c++) {
+                l->weight[c] = 1.0f;
+                l->bias[c] = 0.0f;
+                l->running_mean[c] = 0.0f;
+                l->running_var[c] = 1.0f;
+            }
+        }
     }
 }
+
+/* ---- running ------------------------------------------------------------------------- */
 
 const float *model_forward(struct model *m, int batch, int training, struct rng *rng)
 {
@@ -160,6 +302,7 @@ const float *model_forward(struct model *m, int batch, int training, struct rng 
         const float *x = m->acts[i];
         float *y = m->acts[i + 1];
         size_t n = (size_t)batch * l->out_size;
+        size_t per_channel = (size_t)batch * l->height * l->width;
         switch (l->kind) {
         case LAYER_DENSE:
             dense_forward(x, l->weight, l->bias, y, batch, l->in_size, l->out_size);
@@ -173,6 +316,23 @@ const float *model_forward(struct model *m, int batch, int training, struct rng 
             else
                 memcpy(y, x, n * sizeof(float));
             break;
+        case LAYER_CONV:
+            conv_forward(&l->conv, batch, x, l->weight, y, m->workspace);
+            break;
+        case LAYER_BATCHNORM:
+            if (training)
+                batchnorm_forward_train(x, y, l->xhat, l->inv_std, l->channels, per_channel, l->weight,
+                                        l->bias, l->running_mean, l->running_var);
+            else
+                batchnorm_forward_eval(x, y, l->channels, per_channel, l->weight, l->bias,
+                                       l->running_mean, l->running_var);
+            break;
+        case LAYER_MAXPOOL:
+            maxpool_forward(x, y, l->argmax, l->channels * batch, l->height, l->width);
+            break;
+        case LAYER_TO_ROWS:
+            channels_to_rows(x, y, l->channels, batch, l->height * l->width);
+            break;
         }
     }
     return m->acts[m->layer_count];
@@ -183,19 +343,32 @@ void model_backward(struct model *m, int batch)
     for (int i = m->layer_count - 1; i >= 0; i--) {
         struct layer *l = &m->layers[i];
         const float *dy = m->grad_acts[i + 1];
-        float *dx = m->grad_acts[i];
+        float *dx = i == 0 ? NULL : m->grad_acts[i]; /* the input's gradient is never used */
         size_t n = (size_t)batch * l->out_size;
+        size_t per_channel = (size_t)batch * l->height * l->width;
         switch (l->kind) {
         case LAYER_DENSE:
-            /* The input layer's dx is never used: skip that GEMM. */
-            dense_backward(m->acts[i], l->weight, dy, i == 0 ? NULL : dx, l->grad_weight,
-                           l->grad_bias, batch, l->in_size, l->out_size);
+            dense_backward(m->acts[i], l->weight, dy, dx, l->grad_weight, l->grad_bias, batch,
+                           l->in_size, l->out_size);
             break;
         case LAYER_RELU:
-            relu_backward(m->acts[i + 1], dy, dx, n);
+            relu_backward(m->acts[i + 1], dy, m->grad_acts[i], n);
             break;
         case LAYER_DROPOUT:
-            dropout_backward(l->mask, dy, dx, n);
+            dropout_backward(l->mask, dy, m->grad_acts[i], n);
+            break;
+        case LAYER_CONV:
+            conv_backward(&l->conv, batch, m->acts[i], l->weight, dy, dx, l->grad_weight, m->workspace);
+            break;
+        case LAYER_BATCHNORM:
+            batchnorm_backward(dy, l->xhat, l->inv_std, m->grad_acts[i], l->channels, per_channel,
+                               l->weight, l->grad_weight, l->grad_bias);
+            break;
+        case LAYER_MAXPOOL:
+            maxpool_backward(dy, l->argmax, m->grad_acts[i], l->channels * batch, l->height, l->width);
+            break;
+        case LAYER_TO_ROWS:
+            rows_to_channels(dy, m->grad_acts[i], l->channels, batch, l->height * l->width);
             break;
         }
     }

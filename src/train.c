@@ -21,7 +21,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define EVAL_BATCH 1000
+/* Evaluation batch: large for the MLP; small for the CNN, whose im2col workspace grows with it. */
+static int eval_batch(const char *model)
+{
+    return strncmp(model, "cnn", 3) == 0 ? 200 : 1000;
+}
 
 /* Everything loaded once and shared by all runs of a command. */
 struct data {
@@ -218,8 +222,9 @@ static struct evaluation evaluate(struct model *model, const struct features *f,
 {
     double loss = 0;
     long correct = 0;
-    for (size_t start = 0; start < f->count; start += EVAL_BATCH) {
-        int n = (int)(f->count - start < EVAL_BATCH ? f->count - start : EVAL_BATCH);
+    size_t chunk = (size_t)model->max_batch;
+    for (size_t start = 0; start < f->count; start += chunk) {
+        int n = (int)(f->count - start < chunk ? f->count - start : chunk);
         for (int i = 0; i < n; i++)
             indices[i] = (uint32_t)(start + (size_t)i);
         features_gather(f, indices, n, model_input(model), label_buffer, 0, NULL);
@@ -294,8 +299,8 @@ static int allocate_run(const struct comm *comm, const struct options *o, const 
 {
     long steps = steps_per_epoch(d, o->batch);
     int capacity = largest_share(d, comm->size, steps);
-    if (comm->rank == 0 && capacity < EVAL_BATCH)
-        capacity = EVAL_BATCH;
+    if (comm->rank == 0 && capacity < eval_batch(o->model))
+        capacity = eval_batch(o->model);
     int input = pca ? pca->components : DATASET_PIXELS;
     int ok = 1;
     if (fault_strikes(&s->fault, FAULT_ALLOC, comm->rank, 0, 0)) {
@@ -311,9 +316,9 @@ static int allocate_run(const struct comm *comm, const struct options *o, const 
     ok = ok && (s->optimizer = optim_create(kind, s->model->param_count, o->momentum, o->weight_decay, err));
     if (ok && !(s->order = malloc((d->train.count + 1) * sizeof(uint32_t))))
         ok = 0, err_set(err, "cannot allocate the shuffle order");
-    if (ok && !(s->eval_indices = malloc(EVAL_BATCH * sizeof(uint32_t))))
+    if (ok && !(s->eval_indices = malloc((size_t)capacity * sizeof(uint32_t))))
         ok = 0, err_set(err, "cannot allocate evaluation indices");
-    if (ok && !(s->batch_labels = malloc((size_t)capacity + EVAL_BATCH)))
+    if (ok && !(s->batch_labels = malloc((size_t)capacity + 1)))
         ok = 0, err_set(err, "cannot allocate batch labels");
     if (ok && comm->rank == 0 && o->validation > 0 && !(s->best_params = tensor_alloc(s->model->param_count)))
         ok = 0, err_set(err, "cannot allocate the best parameters");
@@ -343,6 +348,9 @@ static void restore_state(const struct comm *comm, struct checkpoint *c, struct 
     memcpy(s->dropout.s, c->dropout_rng[comm->rank].s, sizeof s->dropout.s);
     memcpy(s->augment.s, c->augment_rng[comm->rank].s, sizeof s->augment.s);
     s->partial_loss = c->partial_loss[comm->rank];
+    if (s->model->buffer_count)
+        memcpy(s->model->buffers, c->buffers + (size_t)comm->rank * c->buffer_count,
+               c->buffer_count * sizeof(float));
     s->partial_correct = (long)c->partial_correct[comm->rank];
 }
 
@@ -390,6 +398,8 @@ static int save_checkpoint(const struct comm *comm, const struct options *o, con
     uint64_t *all = NULL;
     double *losses = NULL;
     int64_t *corrects = NULL;
+    float *buffers = NULL;
+    size_t nb = s->model->buffer_count;
     int ok = 1;
     memcpy(mine, s->dropout.s, 4 * sizeof(uint64_t));
     memcpy(mine + 4, s->augment.s, 4 * sizeof(uint64_t));
@@ -399,7 +409,8 @@ static int save_checkpoint(const struct comm *comm, const struct options *o, con
         augment = malloc(sizeof *augment * comm->size);
         losses = malloc(sizeof(double) * comm->size);
         corrects = malloc(sizeof(int64_t) * comm->size);
-        ok = all && dropout && augment && losses && corrects;
+        buffers = malloc(sizeof(float) * (nb * comm->size + 1));
+        ok = all && dropout && augment && losses && corrects && buffers;
         if (!ok)
             err_set(err, "cannot allocate checkpoint buffers");
     }
@@ -407,6 +418,9 @@ static int save_checkpoint(const struct comm *comm, const struct options *o, con
     CHECK_MPI(MPI_Gather(mine, 8, MPI_UINT64_T, all, 8, MPI_UINT64_T, 0, comm->world), "checkpoint gather failed");
     CHECK_MPI(MPI_Gather(&my_loss, 1, MPI_DOUBLE, losses, 1, MPI_DOUBLE, 0, comm->world), "checkpoint gather failed");
     CHECK_MPI(MPI_Gather(&my_correct, 1, MPI_INT64_T, corrects, 1, MPI_INT64_T, 0, comm->world), "checkpoint gather failed");
+    if (nb > 0)
+        CHECK_MPI(MPI_Gather(s->model->buffers, (int)nb, MPI_FLOAT, buffers, (int)nb, MPI_FLOAT, 0, comm->world),
+                  "checkpoint gather failed");
     if (comm->rank == 0) {
         for (int i = 0; i < comm->size; i++) {
             memcpy(dropout[i].s, all + 8 * i, 4 * sizeof(uint64_t));
@@ -424,7 +438,7 @@ static int save_checkpoint(const struct comm *comm, const struct options *o, con
             .best_params = s->best_params, .best_val = s->best_val, .best_epoch = r->best_epoch,
             .norm = d->norm, .pca = r->pca, .history_length = epochs_done, .history = r->history,
             .dropout_rng = dropout, .augment_rng = augment, .partial_loss = losses,
-            .partial_correct = corrects,
+            .partial_correct = corrects, .buffer_count = nb, .buffers = buffers,
         };
         snprintf(c.model, sizeof c.model, "%s", o->model);
         snprintf(c.optimizer, sizeof c.optimizer, "%s", o->optimizer);
@@ -446,7 +460,22 @@ done:
     free(augment);
     free(losses);
     free(corrects);
+    free(buffers);
     return comm_agree(comm->world, ok, err);
+}
+
+/* Batch-norm running statistics are per rank (each sees its own batches); at the end of every
+ * epoch they are averaged over the ranks, so that evaluation and checkpoints use one set. */
+static int average_buffers(const struct comm *comm, struct model *m, char *err)
+{
+    if (m->buffer_count == 0 || comm->size == 1)
+        return 0;
+    CHECK_DP(comm_allreduce_floats(comm, m->buffers, m->buffer_count, err));
+    for (size_t i = 0; i < m->buffer_count; i++)
+        m->buffers[i] /= (float)comm->size;
+    return 0;
+fail:
+    return -1;
 }
 
 /* Which rank's own loss went bad? Only asked on the failure path. */
@@ -667,6 +696,7 @@ static int run_training(const struct comm *comm, const struct options *o, const 
         }
         double sums[3] = {s.partial_loss, (double)s.partial_correct, (double)s.train.count};
         CHECK_DP(comm_allreduce_doubles(comm, sums, 3, err));
+        CHECK_DP(average_buffers(comm, s.model, err));
         struct epoch_record *e = &r->history[epoch - 1];
         e->epoch = epoch;
         e->train_loss = sums[0] / sums[2];
@@ -873,6 +903,8 @@ int eval_command(const struct comm *comm, const struct options *given, char *err
     CHECK_DP(allocate_run(comm, &o, &d, c.pca_components > 0 ? &r.pca : NULL, &s, err));
     r.parameters = s.model->param_count;
     memcpy(s.model->params, c.best_params ? c.best_params : c.params, r.parameters * sizeof(float));
+    if (s.model->buffer_count) /* averaged over the ranks at every epoch end: row 0 is theirs */
+        memcpy(s.model->buffers, c.buffers, s.model->buffer_count * sizeof(float));
     memcpy(r.history, c.history, (size_t)c.history_length * sizeof *r.history);
     r.history_length = c.history_length;
     r.train_seconds = c.train_seconds;

@@ -43,6 +43,8 @@ struct checkpoint {
     struct rng *dropout_rng, *augment_rng;
     double *partial_loss;
     int64_t *partial_correct;
+    size_t buffer_count;                      /* batch-norm running statistics, per rank */
+    float *buffers;                           /* [ranks][buffer_count] */
     int owned;                                /* 1 when checkpoint_read allocated the arrays */
 };
 

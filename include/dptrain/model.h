@@ -3,10 +3,14 @@
  *
  * Specs: "mlp" = hidden layers 256,128; "mlp:H1,H2,..." any hidden sizes (up to 8).
  * Each hidden layer is dense → ReLU → dropout (when the rate is > 0); the last layer is dense
- * to the classes, followed by softmax cross-entropy. */
+ * to the classes, followed by softmax cross-entropy.
+ * "cnn" = "cnn:32,32,p,64,64,p,f256"; "cnn:TOKENS" with tokens C (3×3 convolution to C channels,
+ * batch normalisation, ReLU), p (2×2 max pooling) and fN (dense N, ReLU, dropout); convolutional
+ * activations are channel-major [C][N][H][W] (see conv.h). */
 #ifndef DPTRAIN_MODEL_H
 #define DPTRAIN_MODEL_H
 
+#include "dptrain/conv.h"
 #include "dptrain/rng.h"
 
 #include <stddef.h>
@@ -15,11 +19,18 @@
 #define MODEL_MAX_LAYERS 32
 #define MODEL_SPEC_LEN 64
 
-enum layer_kind { LAYER_DENSE, LAYER_RELU, LAYER_DROPOUT };
+enum layer_kind { LAYER_DENSE, LAYER_RELU, LAYER_DROPOUT, LAYER_CONV, LAYER_BATCHNORM,
+                  LAYER_MAXPOOL, LAYER_TO_ROWS };
 
 struct layer {
     enum layer_kind kind;
     int in_size, out_size;      /* features per sample */
+    int channels, height, width;            /* input shape of conv/bn/pool/to_rows */
+    struct conv_shape conv;
+    /* batch normalisation: gamma, beta are weight, bias; running statistics in model->buffers */
+    float *running_mean, *running_var;
+    float *xhat, *inv_std;                  /* saved for backward */
+    uint8_t *argmax;                        /* max pooling */
     /* dense: views into the model's flat buffers */
     float *weight, *bias;       /* [out][in], [out] */
     float *grad_weight, *grad_bias;
@@ -45,6 +56,10 @@ struct model {
     struct param_range ranges[MODEL_MAX_LAYERS];
     size_t param_count;
     float *params, *grads;      /* one allocation each */
+    size_t buffer_count;
+    float *buffers;             /* batch-norm running statistics: state, not trained */
+    float *workspace;           /* im2col, shared by every convolution */
+    int is_conv;
     /* acts[0] is the input batch [max_batch][input_size]; acts[i+1] is layer i's output.
      * grad_acts[i] is the gradient with respect to acts[i]. */
     float *acts[MODEL_MAX_LAYERS + 1];
@@ -56,7 +71,8 @@ struct model *model_create(const char *spec, int input_size, int classes, int ma
                            float dropout, char *err);
 void model_free(struct model *model);
 
-/* He initialisation (normal, std sqrt(2 / fan_in)) of weights, zero biases. */
+/* He initialisation (normal, std sqrt(2 / fan_in)) of weights, zero biases, batch-norm scale 1
+ * and shift 0, running mean 0 and variance 1. */
 void model_init_params(struct model *model, struct rng *rng);
 
 /* Forward from acts[0] for `batch` rows; returns the logits [batch][classes]. Dropout is

@@ -1,0 +1,46 @@
+/* Convolutional kernels on channel-major activations [C][N][H][W] (channel, sample, row,
+ * column). With that layout a convolution over a whole batch is one im2col and one GEMM, batch
+ * normalisation reduces over one contiguous block per channel, and no transposes are needed
+ * between convolutional layers; one transpose joins them to the dense head ([N][C·H·W]). */
+#ifndef DPTRAIN_CONV_H
+#define DPTRAIN_CONV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct conv_shape {
+    int channels_in, channels_out, height, width, kernel; /* stride 1, zero padding kernel/2 */
+};
+
+/* col[(ci·k + ky)·k + kx][n·H·W + y·W + x] = in[ci][n][y + ky − p][x + kx − p] (0 outside). */
+void im2col(const float *in, float *col, int channels, int batch, int height, int width, int kernel);
+/* The adjoint: dx[ci][n][..] += every col entry that was read from it. dx must be zeroed first. */
+void col2im_add(const float *col, float *dx, int channels, int batch, int height, int width, int kernel);
+
+/* y[co][N·H·W] = w[co][ci·k·k] · im2col(x); col is workspace of ci·k·k · N·H·W floats. */
+void conv_forward(const struct conv_shape *s, int batch, const float *x, const float *w, float *y,
+                  float *col);
+/* dw = dy · im2col(x)ᵀ, and dx = col2im(wᵀ · dy) unless dx is NULL. */
+void conv_backward(const struct conv_shape *s, int batch, const float *x, const float *w,
+                   const float *dy, float *dx, float *dw, float *col);
+
+/* 2×2 max pooling with stride 2 (H and W even); argmax holds 0..3 per output for backward. */
+void maxpool_forward(const float *x, float *y, uint8_t *argmax, int planes, int height, int width);
+void maxpool_backward(const float *dy, const uint8_t *argmax, float *dx, int planes, int height, int width);
+
+/* Batch normalisation per channel over `count` = N·H·W contiguous values. Training uses the
+ * batch's statistics and updates the running ones (momentum 0.1, unbiased variance); evaluation
+ * uses the running ones. xhat is saved for backward. */
+void batchnorm_forward_train(const float *x, float *y, float *xhat, float *inv_std, int channels,
+                             size_t count, const float *gamma, const float *beta,
+                             float *running_mean, float *running_var);
+void batchnorm_forward_eval(const float *x, float *y, int channels, size_t count, const float *gamma,
+                            const float *beta, const float *running_mean, const float *running_var);
+void batchnorm_backward(const float *dy, const float *xhat, const float *inv_std, float *dx,
+                        int channels, size_t count, const float *gamma, float *dgamma, float *dbeta);
+
+/* [C][N][P] ↔ [N][C][P] */
+void channels_to_rows(const float *in, float *out, int channels, int batch, int plane);
+void rows_to_channels(const float *in, float *out, int channels, int batch, int plane);
+
+#endif

@@ -1,0 +1,214 @@
+#include "dptrain/conv.h"
+
+#include "dptrain/tensor.h"
+
+#include <math.h>
+#include <string.h>
+
+#define BN_EPSILON 1e-5f
+#define BN_MOMENTUM 0.1f
+
+/* One output row of im2col: the input row shifted by dx with zeros outside. Split into the
+ * padded edges and one straight copy, so the inner work is a memcpy. */
+static void shifted_row(const float *src, float *dst, int width, int dx)
+{
+    int lo = dx < 0 ? -dx : 0;                 /* first x whose source is inside */
+    int hi = dx > 0 ? width - dx : width;      /* one past the last */
+    for (int x = 0; x < lo; x++)
+        dst[x] = 0.0f;
+    if (hi > lo)
+        memcpy(dst + lo, src + lo + dx, (size_t)(hi - lo) * sizeof(float));
+    for (int x = hi > lo ? hi : lo; x < width; x++)
+        dst[x] = 0.0f;
+}
+
+void im2col(const float *in, float *col, int channels, int batch, int height, int width, int kernel)
+{
+    int pad = kernel / 2;
+    size_t plane = (size_t)height * width, columns = (size_t)batch * plane;
+    for (int c = 0; c < channels; c++)
+        for (int ky = 0; ky < kernel; ky++)
+            for (int kx = 0; kx < kernel; kx++) {
+                float *dst = col + ((size_t)(c * kernel + ky) * kernel + kx) * columns;
+                int dy = ky - pad, dx = kx - pad;
+                for (int n = 0; n < batch; n++) {
+                    const float *src_plane = in + ((size_t)c * batch + n) * plane;
+                    float *dst_plane = dst + (size_t)n * plane;
+                    for (int y = 0; y < height; y++) {
+                        int sy = y + dy;
+                        float *d = dst_plane + (size_t)y * width;
+                        if (sy < 0 || sy >= height)
+                            memset(d, 0, (size_t)width * sizeof(float));
+                        else
+                            shifted_row(src_plane + (size_t)sy * width, d, width, dx);
+                    }
+                }
+            }
+}
+
+void col2im_add(const float *col, float *dx_out, int channels, int batch, int height, int width, int kernel)
+{
+    int pad = kernel / 2;
+    size_t plane = (size_t)height * width, columns = (size_t)batch * plane;
+    for (int c = 0; c < channels; c++)
+        for (int ky = 0; ky < kernel; ky++)
+            for (int kx = 0; kx < kernel; kx++) {
+                const float *src = col + ((size_t)(c * kernel + ky) * kernel + kx) * columns;
+                int dy = ky - pad, dx = kx - pad;
+                int lo = dx < 0 ? -dx : 0, hi = dx > 0 ? width - dx : width;
+                for (int n = 0; n < batch; n++) {
+                    float *dst_plane = dx_out + ((size_t)c * batch + n) * plane;
+                    const float *src_plane = src + (size_t)n * plane;
+                    for (int y = 0; y < height; y++) {
+                        int sy = y + dy;
+                        if (sy < 0 || sy >= height)
+                            continue;
+                        float *d = dst_plane + (size_t)sy * width + dx;
+                        const float *s = src_plane + (size_t)y * width;
+                        for (int x = lo; x < hi; x++)
+                            d[x] += s[x];
+                    }
+                }
+            }
+}
+
+void conv_forward(const struct conv_shape *s, int batch, const float *x, const float *w, float *y, float *col)
+{
+    int k = s->channels_in * s->kernel * s->kernel;
+    int columns = batch * s->height * s->width;
+    im2col(x, col, s->channels_in, batch, s->height, s->width, s->kernel);
+    tensor_gemm(0, 0, s->channels_out, columns, k, 1.0f, w, k, col, columns, 0.0f, y, columns);
+}
+
+void conv_backward(const struct conv_shape *s, int batch, const float *x, const float *w,
+                   const float *dy, float *dx, float *dw, float *col)
+{
+    int k = s->channels_in * s->kernel * s->kernel;
+    int columns = batch * s->height * s->width;
+    /* Recomputed rather than kept from forward: one workspace serves every layer. */
+    im2col(x, col, s->channels_in, batch, s->height, s->width, s->kernel);
+    tensor_gemm(0, 1, s->channels_out, k, columns, 1.0f, dy, columns, col, columns, 0.0f, dw, k);
+    if (!dx)
+        return;
+    tensor_gemm(1, 0, k, columns, s->channels_out, 1.0f, w, k, dy, columns, 0.0f, col, columns);
+    memset(dx, 0, (size_t)s->channels_in * columns * sizeof(float));
+    col2im_add(col, dx, s->channels_in, batch, s->height, s->width, s->kernel);
+}
+
+void maxpool_forward(const float *x, float *y, uint8_t *argmax, int planes, int height, int width)
+{
+    int oh = height / 2, ow = width / 2;
+    for (int p = 0; p < planes; p++) {
+        const float *in = x + (size_t)p * height * width;
+        float *out = y + (size_t)p * oh * ow;
+        uint8_t *arg = argmax + (size_t)p * oh * ow;
+        for (int oy = 0; oy < oh; oy++) {
+            const float *r0 = in + (size_t)(2 * oy) * width, *r1 = r0 + width;
+            for (int ox = 0; ox < ow; ox++) {
+                float a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];
+                float best = a;
+                uint8_t which = 0;
+                if (b > best) best = b, which = 1;
+                if (c > best) best = c, which = 2;
+                if (d > best) best = d, which = 3;
+                out[oy * ow + ox] = best;
+                arg[oy * ow + ox] = which;
+            }
+        }
+    }
+}
+
+void maxpool_backward(const float *dy, const uint8_t *argmax, float *dx, int planes, int height, int width)
+{
+    int oh = height / 2, ow = width / 2;
+    memset(dx, 0, (size_t)planes * height * width * sizeof(float));
+    for (int p = 0; p < planes; p++) {
+        float *g = dx + (size_t)p * height * width;
+        const float *d = dy + (size_t)p * oh * ow;
+        const uint8_t *arg = argmax + (size_t)p * oh * ow;
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++) {
+                int which = arg[oy * ow + ox];
+                g[(size_t)(2 * oy + (which >> 1)) * width + 2 * ox + (which & 1)] = d[oy * ow + ox];
+            }
+    }
+}
+
+void batchnorm_forward_train(const float *x, float *y, float *xhat, float *inv_std, int channels,
+                             size_t count, const float *gamma, const float *beta,
+                             float *running_mean, float *running_var)
+{
+    for (int c = 0; c < channels; c++) {
+        const float *in = x + (size_t)c * count;
+        double sum = 0, squares = 0;
+        for (size_t i = 0; i < count; i++)
+            sum += in[i];
+        double mean = sum / (double)count;
+        for (size_t i = 0; i < count; i++) {
+            double d = in[i] - mean;
+            squares += d * d;
+        }
+        double variance = squares / (double)count;
+        float istd = (float)(1.0 / sqrt(variance + BN_EPSILON)), m = (float)mean;
+        inv_std[c] = istd;
+        float *h = xhat + (size_t)c * count, *out = y + (size_t)c * count;
+        for (size_t i = 0; i < count; i++) {
+            h[i] = (in[i] - m) * istd;
+            out[i] = gamma[c] * h[i] + beta[c];
+        }
+        double unbiased = count > 1 ? variance * (double)count / (double)(count - 1) : variance;
+        running_mean[c] = (1 - BN_MOMENTUM) * running_mean[c] + BN_MOMENTUM * m;
+        running_var[c] = (1 - BN_MOMENTUM) * running_var[c] + BN_MOMENTUM * (float)unbiased;
+    }
+}
+
+void batchnorm_forward_eval(const float *x, float *y, int channels, size_t count, const float *gamma,
+                            const float *beta, const float *running_mean, const float *running_var)
+{
+    for (int c = 0; c < channels; c++) {
+        float scale = gamma[c] / sqrtf(running_var[c] + BN_EPSILON);
+        float shift = beta[c] - running_mean[c] * scale;
+        const float *in = x + (size_t)c * count;
+        float *out = y + (size_t)c * count;
+        for (size_t i = 0; i < count; i++)
+            out[i] = in[i] * scale + shift;
+    }
+}
+
+void batchnorm_backward(const float *dy, const float *xhat, const float *inv_std, float *dx,
+                        int channels, size_t count, const float *gamma, float *dgamma, float *dbeta)
+{
+    for (int c = 0; c < channels; c++) {
+        const float *g = dy + (size_t)c * count, *h = xhat + (size_t)c * count;
+        double sum_g = 0, sum_gh = 0;
+        for (size_t i = 0; i < count; i++) {
+            sum_g += g[i];
+            sum_gh += (double)g[i] * h[i];
+        }
+        dgamma[c] = (float)sum_gh;
+        dbeta[c] = (float)sum_g;
+        if (!dx)
+            continue;
+        float scale = gamma[c] * inv_std[c] / (float)count;
+        float mean_g = (float)sum_g, mean_gh = (float)sum_gh;
+        float *out = dx + (size_t)c * count;
+        for (size_t i = 0; i < count; i++)
+            out[i] = scale * ((float)count * g[i] - mean_g - h[i] * mean_gh);
+    }
+}
+
+void channels_to_rows(const float *in, float *out, int channels, int batch, int plane)
+{
+    for (int c = 0; c < channels; c++)
+        for (int n = 0; n < batch; n++)
+            memcpy(out + ((size_t)n * channels + c) * plane, in + ((size_t)c * batch + n) * plane,
+                   (size_t)plane * sizeof(float));
+}
+
+void rows_to_channels(const float *in, float *out, int channels, int batch, int plane)
+{
+    for (int c = 0; c < channels; c++)
+        for (int n = 0; n < batch; n++)
+            memcpy(out + ((size_t)c * batch + n) * plane, in + ((size_t)n * channels + c) * plane,
+                   (size_t)plane * sizeof(float));
+}
