@@ -112,7 +112,9 @@ fail:
 
 static int parse_cnn(struct model *m, const char *spec, float dropout, char *err)
 {
-    const char *tokens = strcmp(spec, "cnn") == 0 ? "32,32,p,64,64,p,f256" : spec + 4;
+    /* The preset: two convolutional blocks, sized for a 2-core machine (measured 3,150 samples/s
+     * on 2 ranks; "cnn:32,32,p,64,64,p,f256" costs 3.5x as much per sample). */
+    const char *tokens = strcmp(spec, "cnn") == 0 ? "32,p,64,p,f256" : spec + 4;
     int c = 1, h = IMAGE_SIDE, w = IMAGE_SIDE, dense = 0, width = 0, convs = 0;
     if (m->input_size != IMAGE_SIDE * IMAGE_SIDE)
         FAIL("--model %s: a convolutional network needs raw 28x28 images (not --pca)", spec);

@@ -4,7 +4,7 @@
  * Specs: "mlp" = hidden layers 256,128; "mlp:H1,H2,..." any hidden sizes (up to 8).
  * Each hidden layer is dense → ReLU → dropout (when the rate is > 0); the last layer is dense
  * to the classes, followed by softmax cross-entropy.
- * "cnn" = "cnn:32,32,p,64,64,p,f256"; "cnn:TOKENS" with tokens C (3×3 convolution to C channels,
+ * "cnn" = "cnn:32,p,64,p,f256"; "cnn:TOKENS" with tokens C (3×3 convolution to C channels,
  * batch normalisation, ReLU), p (2×2 max pooling) and fN (dense N, ReLU, dropout); convolutional
  * activations are channel-major [C][N][H][W] (see conv.h). */
 #ifndef DPTRAIN_MODEL_H

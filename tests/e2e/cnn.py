@@ -1,0 +1,51 @@
+"""The CNN end to end: one epoch of the default network on the real data on 2 ranks (results
+contract, accuracy), and an augmented CNN with batch normalisation interrupted in the middle of
+an epoch (a rank dies) that resumes to bitwise the same state as an uninterrupted run."""
+from common import *
+
+dir = temp_dir()
+with h5py.File(DATA, "r") as f:
+    labels = f["test/labels"][:]
+out = f"{dir}/cnn.h5"
+result = must_succeed(run(["train", "--model", "cnn", "--epochs", "1", "--data", DATA, "--out", out], ranks=2))
+check_epoch_lines(result.stdout, 1)
+check_results(out, labels, runs=["raw"])
+with h5py.File(out, "r") as f:
+    g = f["runs/raw"]
+    print("cnn, 1 epoch, 2 ranks:", g.attrs["test_accuracy"], g["history/samples_per_second"][0], "samples/s")
+    check(g.attrs["test_accuracy"] > 0.85, "one CNN epoch must reach 85%")
+    check(g.attrs["model"] == "cnn" and g.attrs["parameters"] == 824554, "the cnn preset")
+
+# A small data set for the exact-resume check.
+rng = np.random.default_rng(9)
+templates = rng.integers(0, 256, size=(10, 28, 28))
+small = temp_dir()
+for prefix, n in (("train", 1200), ("t10k", 300)):
+    y = rng.integers(0, 10, size=n).astype(np.uint8)
+    x = np.clip(templates[y] + rng.integers(-60, 61, size=(n, 28, 28)), 0, 255).astype(np.uint8)
+    write_idx(f"{small}/{prefix}-images-idx3-ubyte.gz", x)
+    write_idx(f"{small}/{prefix}-labels-idx1-ubyte.gz", y)
+data = f"{small}/small.h5"
+must_succeed(run(["convert", "--source", small, "--out", data]))
+with h5py.File(data, "r") as f:
+    small_labels = f["test/labels"][:]
+base = ["train", "--model", "cnn:8,p,16,p,f32", "--augment", "--epochs", "3", "--batch", "40",
+        "--data", data, "--quiet"]
+ref_ckpt, ref_out = f"{dir}/ref.ckpt.h5", f"{dir}/ref.h5"
+must_succeed(run(base + ["--checkpoint", ref_ckpt, "--out", ref_out], ranks=2))
+check_results(ref_out, small_labels, runs=["raw"])
+ckpt, part = f"{dir}/part.ckpt.h5", f"{dir}/part.h5"
+died = run(base + ["--checkpoint", ckpt, "--checkpoint-every", "4", "--out", part], ranks=2,
+           env={"DPTRAIN_FAULT": "exit@1:2:7"})
+check(died.returncode != 0, "the injected death must fail the run")
+with h5py.File(ckpt, "r") as f:
+    check((f.attrs["epoch"], f.attrs["step"]) == (1, 4), f"checkpoint at {f.attrs['epoch']}, {f.attrs['step']}")
+    check(f["buffers"].shape == (2, 2 * (8 + 16)), "every rank's batch-norm statistics are saved")
+must_succeed(run(base + ["--checkpoint", ckpt, "--resume", "--out", part], ranks=2))
+with h5py.File(ref_ckpt, "r") as a, h5py.File(ckpt, "r") as b:
+    for key in ("params", "opt_first", "opt_second", "buffers"):
+        check(np.array_equal(a[key][()], b[key][()]), f"{key} differ after the resume")
+with h5py.File(ref_out, "r") as a, h5py.File(part, "r") as b:
+    check(np.array_equal(a["runs/raw/predictions"][()], b["runs/raw/predictions"][()]), "predictions differ")
+    check(np.array_equal(a["runs/raw/history/train_loss"][()], b["runs/raw/history/train_loss"][()]), "history differs")
+print("ok")

@@ -1,0 +1,105 @@
+"""A real single-node Slurm cluster (scripts/slurm-up.sh): jobs/train.sbatch through
+`sbatch --wait`, then a job requeued with `scontrol requeue` in the middle of training, which
+must finish from its checkpoint with every epoch once. Exit 77 (reported as skipped by ctest)
+with the exact reason when the daemons cannot start here."""
+import re
+import time
+
+from common import *
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+SKIPPED = 77
+state = temp_dir()
+results = temp_dir()
+env = dict(os.environ, SLURM_CONF=f"{state}/slurm.conf", OMPI_ALLOW_RUN_AS_ROOT="1",
+           OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OPENBLAS_NUM_THREADS="1")
+
+
+def slurm(*args, timeout=60, check_ok=True):
+    r = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    if check_ok and r.returncode != 0:
+        fail(f"{' '.join(args)}: exit {r.returncode}: {r.stderr.strip()}")
+    return r
+
+
+def job_state(job):
+    r = slurm("scontrol", "show", "job", "-o", job, check_ok=False)
+    m = re.search(r"JobState=(\S+)", r.stdout)
+    return m.group(1) if m else "UNKNOWN"
+
+
+def wait_state(job, wanted, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s = job_state(job)
+        if s in wanted:
+            return s
+        if s in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"):
+            fail(f"job {job} ended {s}")
+        time.sleep(0.5)
+    fail(f"job {job} not in {wanted} after {timeout} s (state {job_state(job)})")
+
+
+def submit(args, wait=False):
+    extra = ["--wait"] if wait else []
+    exports = (f"ALL,DPTRAIN_ARGS={args},DPTRAIN_DATA={DATA},DPTRAIN_RESULTS={results},"
+               f"DPTRAIN_BIN={DPTRAIN}")
+    return slurm("sbatch", "--parsable", *extra, f"--export={exports}", f"--output={results}/slurm-%j.out",
+                 "--ntasks=2", "jobs/train.sbatch", timeout=600, check_ok=not wait)
+
+
+up = subprocess.run([f"{ROOT}/scripts/slurm-up.sh", state], capture_output=True, text=True, timeout=120, env=env)
+if up.returncode != 0:
+    print("SKIPPED: the Slurm daemons could not start here:", (up.stderr or up.stdout).strip()[-1500:])
+    sys.exit(SKIPPED)
+print(up.stdout.strip())
+try:
+    with h5py.File(DATA, "r") as f:
+        labels = f["test/labels"][:]
+
+    # 1. A short training through sbatch --wait.
+    start = time.time()
+    r = submit("--epochs 2 --quiet", wait=True)
+    job = r.stdout.strip().split(";")[0]
+    print(f"job {job}: sbatch --wait returned {r.returncode} after {time.time() - start:.0f} s")
+    check(r.returncode == 0, f"job {job} failed: {r.stderr}")
+    out = open(f"{results}/slurm-{job}.out").read()
+    check("2 ranks" in out and "status 0" in out, f"job output: {out[-2000:]}")
+    check_results(f"{results}/job-{job}/results.h5", labels, runs=["raw"])
+    with h5py.File(f"{results}/job-{job}/results.h5", "r") as f:
+        check(f.attrs["ranks"] == 2, "the job ran on $SLURM_NTASKS = 2 ranks")
+
+    # 2. Requeue in the middle: SIGTERM reaches the ranks, they checkpoint, the job comes back
+    #    with SLURM_RESTART_COUNT=1 and resumes.
+    epochs = 8
+    job = submit(f"--epochs {epochs} --quiet").stdout.strip().split(";")[0]
+    wait_state(job, ("RUNNING",), 120)
+    checkpoint = f"{results}/job-{job}/checkpoint.h5"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            with h5py.File(checkpoint, "r") as f:
+                if f.attrs["epoch"] >= 2:
+                    break
+        except (OSError, KeyError):
+            pass
+        time.sleep(0.2)
+    else:
+        fail("no checkpoint of epoch 2")
+    requeued_at = time.time()
+    slurm("scontrol", "requeue", job)
+    wait_state(job, ("COMPLETED",), 400)
+    print(f"job {job}: completed {time.time() - requeued_at:.0f} s after the requeue")
+    out = open(f"{results}/slurm-{job}.out").read()
+    check("restart 1" in out and "--resume" in out, f"the job did not restart with --resume: {out[-3000:]}")
+    check("stopped by signal 15" in out, f"the ranks did not checkpoint on SIGTERM: {out[-3000:]}")
+    check("resumed from" in out, "the second run did not resume")
+    path = f"{results}/job-{job}/results.h5"
+    check_results(path, labels, runs=["raw"])
+    with h5py.File(path, "r") as f:
+        history = f["runs/raw/history/epoch"][:]
+        check(list(history) == list(range(1, epochs + 1)), f"history epochs {history}: gaps or repeats")
+        check(f["runs/raw"].attrs["test_accuracy"] > 0.85, "the resumed job trained")
+    print("ok")
+finally:
+    subprocess.run([f"{ROOT}/scripts/slurm-down.sh", state], capture_output=True, text=True, timeout=60)
