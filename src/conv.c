@@ -104,15 +104,15 @@ void maxpool_forward(const float *x, float *y, uint8_t *argmax, int planes, int 
         uint8_t *arg = argmax + (size_t)p * oh * ow;
         for (int oy = 0; oy < oh; oy++) {
             const float *r0 = in + (size_t)(2 * oy) * width, *r1 = r0 + width;
+            /* Selects, not branches: which of four is largest is a coin toss, and the
+             * mispredicted branches made this loop 6% of a CNN step. */
             for (int ox = 0; ox < ow; ox++) {
                 float a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];
-                float best = a;
-                uint8_t which = 0;
-                if (b > best) best = b, which = 1;
-                if (c > best) best = c, which = 2;
-                if (d > best) best = d, which = 3;
-                out[oy * ow + ox] = best;
-                arg[oy * ow + ox] = which;
+                int top = b > a, bottom = d > c;
+                float top_best = top ? b : a, bottom_best = bottom ? d : c;
+                int lower = bottom_best > top_best;
+                out[oy * ow + ox] = lower ? bottom_best : top_best;
+                arg[oy * ow + ox] = (uint8_t)(lower ? 2 + bottom : top);
             }
         }
     }
@@ -134,27 +134,84 @@ void maxpool_backward(const float *dy, const uint8_t *argmax, float *dx, int pla
     }
 }
 
+/* Channel sums in eight float lanes, which the compiler keeps in one vector register, added
+ * into double every block so that a long channel (64 images x 784 pixels) keeps its precision.
+ * A plain double sum is a serial chain of adds: it made batch normalisation 17% of a CNN step. */
+enum { SUM_LANES = 8, SUM_BLOCK = 256 };
+
+/* Sum of x - shift and of (x - shift)^2. */
+static void shifted_sums(const float *x, size_t n, float shift, double *sum, double *squares)
+{
+    *sum = 0;
+    *squares = 0;
+    for (size_t start = 0; start < n; start += SUM_BLOCK) {
+        size_t end = n - start < SUM_BLOCK ? n : start + SUM_BLOCK;
+        float s[SUM_LANES] = {0}, q[SUM_LANES] = {0};
+        size_t i = start;
+        for (; i + SUM_LANES <= end; i += SUM_LANES)
+            for (int j = 0; j < SUM_LANES; j++) {
+                float d = x[i + j] - shift;
+                s[j] += d;
+                q[j] += d * d;
+            }
+        for (; i < end; i++) {
+            float d = x[i] - shift;
+            s[0] += d;
+            q[0] += d * d;
+        }
+        for (int j = 0; j < SUM_LANES; j++) {
+            *sum += s[j];
+            *squares += q[j];
+        }
+    }
+}
+
+/* Sum of g and of g * h. */
+static void sum_and_dot(const float *g, const float *h, size_t n, double *sum, double *dot)
+{
+    *sum = 0;
+    *dot = 0;
+    for (size_t start = 0; start < n; start += SUM_BLOCK) {
+        size_t end = n - start < SUM_BLOCK ? n : start + SUM_BLOCK;
+        float s[SUM_LANES] = {0}, d[SUM_LANES] = {0};
+        size_t i = start;
+        for (; i + SUM_LANES <= end; i += SUM_LANES)
+            for (int j = 0; j < SUM_LANES; j++) {
+                s[j] += g[i + j];
+                d[j] += g[i + j] * h[i + j];
+            }
+        for (; i < end; i++) {
+            s[0] += g[i];
+            d[0] += g[i] * h[i];
+        }
+        for (int j = 0; j < SUM_LANES; j++) {
+            *sum += s[j];
+            *dot += d[j];
+        }
+    }
+}
+
 void batchnorm_forward_train(const float *x, float *y, float *xhat, float *inv_std, int channels,
                              size_t count, const float *gamma, const float *beta,
                              float *running_mean, float *running_var)
 {
     for (int c = 0; c < channels; c++) {
         const float *in = x + (size_t)c * count;
-        double sum = 0, squares = 0;
-        for (size_t i = 0; i < count; i++)
-            sum += in[i];
-        double mean = sum / (double)count;
-        for (size_t i = 0; i < count; i++) {
-            double d = in[i] - mean;
-            squares += d * d;
-        }
-        double variance = squares / (double)count;
+        double sum, squares;
+        /* Shifted by the first value so the float lanes do not lose the variance of a channel
+         * whose mean is far from zero; then centred exactly on the mean. */
+        shifted_sums(in, count, in[0], &sum, &squares);
+        double mean = in[0] + sum / (double)count;
+        double variance = squares / (double)count - (sum / (double)count) * (sum / (double)count);
+        if (variance < 0)
+            variance = 0;
         float istd = (float)(1.0 / sqrt(variance + BN_EPSILON)), m = (float)mean;
+        float scale = gamma[c], shift = beta[c];
         inv_std[c] = istd;
         float *h = xhat + (size_t)c * count, *out = y + (size_t)c * count;
         for (size_t i = 0; i < count; i++) {
             h[i] = (in[i] - m) * istd;
-            out[i] = gamma[c] * h[i] + beta[c];
+            out[i] = scale * h[i] + shift;
         }
         double unbiased = count > 1 ? variance * (double)count / (double)(count - 1) : variance;
         running_mean[c] = (1 - BN_MOMENTUM) * running_mean[c] + BN_MOMENTUM * m;
@@ -180,20 +237,17 @@ void batchnorm_backward(const float *dy, const float *xhat, const float *inv_std
 {
     for (int c = 0; c < channels; c++) {
         const float *g = dy + (size_t)c * count, *h = xhat + (size_t)c * count;
-        double sum_g = 0, sum_gh = 0;
-        for (size_t i = 0; i < count; i++) {
-            sum_g += g[i];
-            sum_gh += (double)g[i] * h[i];
-        }
+        double sum_g, sum_gh;
+        sum_and_dot(g, h, count, &sum_g, &sum_gh);
         dgamma[c] = (float)sum_gh;
         dbeta[c] = (float)sum_g;
         if (!dx)
             continue;
         float scale = gamma[c] * inv_std[c] / (float)count;
-        float mean_g = (float)sum_g, mean_gh = (float)sum_gh;
+        float mean_g = (float)sum_g, mean_gh = (float)sum_gh, n = (float)count;
         float *out = dx + (size_t)c * count;
         for (size_t i = 0; i < count; i++)
-            out[i] = scale * ((float)count * g[i] - mean_g - h[i] * mean_gh);
+            out[i] = scale * (n * g[i] - mean_g - h[i] * mean_gh);
     }
 }
 
