@@ -59,6 +59,8 @@ static const struct flag flags[] = {
     {"--seed", V_SEED, AT(seed), FOR_TRAINING, 0, 0, "random seed (default 1)"},
     {"--threads", V_INT, AT(threads), FOR_TRAINING | FOR_EVAL, 1, 256, "BLAS threads per rank (default 1)"},
     {"--augment", V_FLAG, AT(augment), FOR_TRAINING, 0, 0, "random flips and shifts of training images"},
+    {"--tta", V_FLAG, AT(tta), FOR_TRAIN | FOR_EVAL, 0, 0,
+     "test-time augmentation: average the logits of each image and its mirror image (raw inputs)"},
     {"--validation", V_INT, AT(validation), FOR_TRAINING, 0, INT_MAX,
      "hold out N training images; keep the epoch with the best validation accuracy (default 0)"},
     {"--name", V_STRING, AT(name), FOR_TRAIN, 0, 0, "name of the run in the results file (default raw or pcaK)"},
@@ -232,6 +234,8 @@ static int check_choices(const struct options *o, char *err)
         FAIL("--schedule: unknown schedule '%s' (expected cosine, step or constant)", o->schedule);
     if (o->command == CMD_COMPARE && o->pca_runs == 0)
         FAIL("compare: --pca LIST is required (for example --pca 0,50,100)");
+    if (o->tta && o->pca > 0)
+        FAIL("--tta needs raw pixel inputs: it cannot be used with --pca");
     if (o->resume && !o->checkpoint)
         FAIL("--resume needs --checkpoint FILE");
     if (o->checkpoint_every && !o->checkpoint)

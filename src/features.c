@@ -93,6 +93,19 @@ static void standardise_image(const uint8_t *src, float *dst, float scale, float
     }
 }
 
+void features_mirror(float *batch, int n)
+{
+    for (int b = 0; b < n; b++)
+        for (int r = 0; r < DATASET_ROWS; r++) {
+            float *row = batch + (size_t)b * DATASET_PIXELS + (size_t)r * DATASET_COLS;
+            for (int c = 0; c < DATASET_COLS / 2; c++) {
+                float t = row[c];
+                row[c] = row[DATASET_COLS - 1 - c];
+                row[DATASET_COLS - 1 - c] = t;
+            }
+        }
+}
+
 void features_gather(const struct features *f, const uint32_t *indices, int n, float *out,
                      uint8_t *labels_out, int augment, struct rng *rng)
 {

@@ -216,9 +216,12 @@ struct evaluation {
 };
 
 /* Loss and accuracy of the model on all of f (rank 0's sets); predictions and confidences are
- * stored if asked. */
+ * stored if asked. With mirror_logits (--tta) each image is also seen mirrored and the two
+ * logits are averaged: the network was trained on mirrored images, so both views are fair
+ * evidence, and the average smooths its mistakes on the borderline ones. */
 static struct evaluation evaluate(struct model *model, const struct features *f, uint32_t *indices,
-                                  uint8_t *label_buffer, uint8_t *predictions, float *confidence)
+                                  uint8_t *label_buffer, uint8_t *predictions, float *confidence,
+                                  float *mirror_logits)
 {
     double loss = 0;
     long correct = 0;
@@ -229,6 +232,15 @@ static struct evaluation evaluate(struct model *model, const struct features *f,
             indices[i] = (uint32_t)(start + (size_t)i);
         features_gather(f, indices, n, model_input(model), label_buffer, 0, NULL);
         const float *logits = model_forward(model, n, 0, NULL);
+        if (mirror_logits) {
+            size_t values = (size_t)n * (size_t)model->classes;
+            memcpy(mirror_logits, logits, values * sizeof(float));
+            features_mirror(model_input(model), n);
+            logits = model_forward(model, n, 0, NULL);
+            for (size_t i = 0; i < values; i++)
+                mirror_logits[i] = 0.5f * (mirror_logits[i] + logits[i]);
+            logits = mirror_logits;
+        }
         loss += softmax_cross_entropy(logits, label_buffer, n, model->classes, 0.0f, 0.0f, NULL,
                                       &correct, predictions ? predictions + start : NULL,
                                       confidence ? confidence + start : NULL);
@@ -250,6 +262,7 @@ struct run_state {
     uint32_t *order;          /* shuffled local indices */
     uint32_t *eval_indices;
     uint8_t *batch_labels;
+    float *mirror_logits;     /* --tta: [capacity][classes] */
     float *best_params;       /* rank 0, with --validation */
     double best_val;
     /* where the run stands: `epoch` epochs done and `step` steps of the next */
@@ -274,6 +287,7 @@ static void run_state_free(struct run_state *s)
     free(s->eval_indices);
     free(s->batch_labels);
     tensor_free(s->best_params);
+    tensor_free(s->mirror_logits);
     memset(s, 0, sizeof *s);
 }
 
@@ -320,6 +334,8 @@ static int allocate_run(const struct comm *comm, const struct options *o, const 
         ok = 0, err_set(err, "cannot allocate evaluation indices");
     if (ok && !(s->batch_labels = malloc((size_t)capacity + 1)))
         ok = 0, err_set(err, "cannot allocate batch labels");
+    if (ok && o->tta && !(s->mirror_logits = tensor_alloc((size_t)capacity * DATASET_CLASSES)))
+        ok = 0, err_set(err, "cannot allocate the --tta logits");
     if (ok && comm->rank == 0 && o->validation > 0 && !(s->best_params = tensor_alloc(s->model->param_count)))
         ok = 0, err_set(err, "cannot allocate the best parameters");
     return comm_agree(comm->world, ok, err);
@@ -590,7 +606,7 @@ static int final_evaluation(const struct comm *comm, struct run_state *s, struct
                 memcpy(s->model->params, s->best_params, s->model->param_count * sizeof(float));
             memcpy(r->labels, s->test.labels, n);
             struct evaluation e = evaluate(s->model, &s->test, s->eval_indices, s->batch_labels,
-                                           r->predictions, r->confidence);
+                                           r->predictions, r->confidence, s->mirror_logits);
             r->test_accuracy = e.accuracy;
             r->test_loss = e.loss;
             metrics_compute(r->labels, r->predictions, n, DATASET_CLASSES, &r->metrics);
@@ -617,11 +633,13 @@ static void describe_result(struct run_result *r, const struct options *o, int r
 static void close_epoch(const struct options *o, struct run_state *s, struct run_result *r,
                         struct epoch_record *e, int epoch)
 {
-    struct evaluation test = evaluate(s->model, &s->test, s->eval_indices, s->batch_labels, NULL, NULL);
+    struct evaluation test = evaluate(s->model, &s->test, s->eval_indices, s->batch_labels, NULL, NULL,
+                                      s->mirror_logits);
     e->test_loss = test.loss;
     e->test_accuracy = test.accuracy;
     if (r->has_validation) {
-        struct evaluation val = evaluate(s->model, &s->validation, s->eval_indices, s->batch_labels, NULL, NULL);
+        struct evaluation val = evaluate(s->model, &s->validation, s->eval_indices, s->batch_labels, NULL,
+                                         NULL, s->mirror_logits);
         e->val_loss = val.loss;
         e->val_accuracy = val.accuracy;
         /* Model selection looks at validation only, never at the test set. */
@@ -886,6 +904,11 @@ int eval_command(const struct comm *comm, const struct options *given, char *err
     int ok = checkpoint_read(given->checkpoint, &c, err) == 0;
     CHECK_DP(comm_agree(comm->world, ok, err));
     options_from_checkpoint(&c, given, &o);
+    if (o.tta && c.pca_components > 0) { /* every rank read the same checkpoint */
+        err_set(err, "--tta needs raw pixel inputs: %s was trained on %d principal components",
+                given->checkpoint, c.pca_components);
+        goto fail;
+    }
     CHECK_DP(check_output(comm, &o, err));
     CHECK_DP(load_data(comm, &o, &d, err));
     describe_result(&r, &o, comm->size, c.name, c.pca_components);

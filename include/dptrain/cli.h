@@ -33,6 +33,7 @@ struct options {
     uint64_t seed;
     int threads;
     int augment;
+    int tta;          /* evaluate each image and its mirror image */
     int validation;
     const char *name;
     int quiet;

@@ -39,4 +39,7 @@ void features_free(struct features *f);
 void features_gather(const struct features *f, const uint32_t *indices, int n, float *out,
                      uint8_t *labels_out, int augment, struct rng *rng);
 
+/* Mirror a batch of raw images [n][28][28] left to right, in place. */
+void features_mirror(float *batch, int n);
+
 #endif

@@ -1,6 +1,9 @@
 """The CNN end to end: one epoch of the default network on the real data on 2 ranks (results
 contract, accuracy), and an augmented CNN with batch normalisation interrupted in the middle of
-an epoch (a rank dies) that resumes to bitwise the same state as an uninterrupted run."""
+an epoch (a rank dies) that resumes to bitwise the same state as an uninterrupted run; --tta
+predictions that do not change when every test image is mirrored."""
+import shutil
+
 from common import *
 
 dir = temp_dir()
@@ -48,4 +51,23 @@ with h5py.File(ref_ckpt, "r") as a, h5py.File(ckpt, "r") as b:
 with h5py.File(ref_out, "r") as a, h5py.File(part, "r") as b:
     check(np.array_equal(a["runs/raw/predictions"][()], b["runs/raw/predictions"][()]), "predictions differ")
     check(np.array_equal(a["runs/raw/history/train_loss"][()], b["runs/raw/history/train_loss"][()]), "history differs")
+
+# --tta averages the logits of each image and its mirror image, so mirroring the whole test set
+# must leave its predictions and confidences bitwise unchanged; without --tta they change.
+mirrored = f"{small}/mirrored.h5"
+shutil.copy(data, mirrored)
+with h5py.File(mirrored, "r+") as f:
+    f["test/images"][...] = f["test/images"][()][:, :, ::-1]
+views = {}
+for name, path, extra in (("tta", data, ["--tta"]), ("tta_mirrored", mirrored, ["--tta"]),
+                          ("plain", data, []), ("plain_mirrored", mirrored, [])):
+    must_succeed(run(["eval", "--checkpoint", ref_ckpt, "--data", path, "--out", f"{dir}/{name}.h5"] + extra))
+    with h5py.File(f"{dir}/{name}.h5", "r") as f:
+        views[name] = (f["runs/raw/predictions"][()], f["runs/raw/misclassified/confidence"][()],
+                       f["runs/raw"].attrs["test_accuracy"])
+check(np.array_equal(views["tta"][0], views["tta_mirrored"][0]) and
+      np.array_equal(views["tta"][1], views["tta_mirrored"][1]), "--tta depends on the orientation of the images")
+check(not np.array_equal(views["plain"][1], views["plain_mirrored"][1]), "mirroring changed nothing without --tta")
+check(not np.array_equal(views["tta"][1], views["plain"][1]), "--tta changed nothing")
+check(views["tta"][2] == np.mean(views["tta"][0] == small_labels), "--tta accuracy disagrees with its predictions")
 print("ok")
