@@ -30,7 +30,7 @@ static int write_config(hid_t f, const struct checkpoint *c, const char *path, c
     const struct { const char *name; long long value; } longs[] = {
         {"pca_components", c->pca_components}, {"global_batch", c->global_batch},
         {"ranks", c->ranks}, {"epochs", c->epochs}, {"validation", c->validation},
-        {"augment", c->augment}, {"seed", (long long)c->seed}, {"epoch", c->epoch},
+        {"augment", c->augment}, {"tta", c->tta}, {"seed", (long long)c->seed}, {"epoch", c->epoch},
         {"step", c->step}, {"opt_step", c->opt_step}, {"best_epoch", c->best_epoch},
         {"param_count", (long long)c->param_count}, {"buffer_count", (long long)c->buffer_count},
     };
@@ -188,7 +188,7 @@ fail:
 static int read_config(hid_t f, struct checkpoint *c, const char *path, char *err)
 {
     char format[64];
-    long long version, value[13];
+    long long version, value[14];
     CHECK_DP(read_string_attr(f, "format", format, sizeof format, path, err));
     if (strcmp(format, CHECKPOINT_FORMAT) != 0)
         FAIL("%s: not a dptrain checkpoint (format '%s')", path, format);
@@ -202,8 +202,8 @@ static int read_config(hid_t f, struct checkpoint *c, const char *path, char *er
     CHECK_DP(read_string_attr(f, "name", c->name, sizeof c->name, path, err));
     const char *long_names[] = {"pca_components", "global_batch", "ranks", "epochs", "validation",
                                 "augment", "seed", "epoch", "step", "opt_step", "best_epoch", "param_count",
-                                "buffer_count"};
-    for (int i = 0; i < 13; i++)
+                                "buffer_count", "tta"};
+    for (int i = 0; i < 14; i++)
         CHECK_DP(read_long(f, long_names[i], &value[i], path, err));
     c->pca_components = (int)value[0];
     c->global_batch = (int)value[1];
@@ -218,6 +218,7 @@ static int read_config(hid_t f, struct checkpoint *c, const char *path, char *er
     c->best_epoch = (int)value[10];
     c->param_count = (size_t)value[11];
     c->buffer_count = (size_t)value[12];
+    c->tta = value[13] != 0;
     if (c->ranks < 1 || c->ranks > 1 << 20 || c->epoch < 0 || c->epoch > c->epochs || c->step < 0 ||
         value[11] < 1 || value[12] < 0 || c->pca_components < 0 || c->pca_components > 784)
         FAIL("%s: corrupt checkpoint (inconsistent position or sizes)", path);
@@ -346,6 +347,7 @@ int checkpoint_check_config(const struct checkpoint *c, const struct options *o,
     DIFFERS(c->dropout != o->dropout, "--dropout", "%g", c->dropout, o->dropout);
     DIFFERS(c->label_smoothing != o->label_smoothing, "--label-smoothing", "%g", c->label_smoothing, o->label_smoothing);
     DIFFERS(c->augment != o->augment, "--augment", "%d", c->augment, o->augment);
+    DIFFERS(c->tta != o->tta, "--tta", "%d", c->tta, o->tta);
     DIFFERS(c->validation != o->validation, "--validation", "%d", c->validation, o->validation);
 #undef DIFFERS
     return 0;

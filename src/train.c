@@ -444,7 +444,7 @@ static int save_checkpoint(const struct comm *comm, const struct options *o, con
         }
         struct checkpoint c = {
             .pca_components = r->pca_components, .global_batch = o->batch, .ranks = comm->size,
-            .epochs = o->epochs, .validation = o->validation, .augment = o->augment, .seed = o->seed,
+            .epochs = o->epochs, .validation = o->validation, .augment = o->augment, .tta = o->tta, .seed = o->seed,
             .lr = o->lr, .momentum = o->momentum, .weight_decay = o->weight_decay,
             .warmup = o->warmup, .dropout = o->dropout, .label_smoothing = o->label_smoothing,
             .epoch = epochs_done, .step = step, .train_seconds = r->train_seconds,
@@ -886,6 +886,8 @@ static void options_from_checkpoint(const struct checkpoint *c, const struct opt
     o->lr = c->lr;
     o->seed = c->seed;
     o->validation = 0; /* eval uses the whole training set only for the input normalisation */
+    if (given->tta < 0) /* neither --tta nor --no-tta: evaluate as the training run did */
+        o->tta = c->tta;
 }
 
 int eval_command(const struct comm *comm, const struct options *given, char *err)

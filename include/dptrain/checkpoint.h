@@ -16,12 +16,12 @@
 #include <stdint.h>
 
 #define CHECKPOINT_FORMAT "dptrain-checkpoint"
-#define CHECKPOINT_VERSION 1
+#define CHECKPOINT_VERSION 2 /* 2: adds tta */
 
 struct checkpoint {
     /* configuration: what must match for a resume */
     char model[64], optimizer[8], schedule[16], name[64];
-    int pca_components, global_batch, ranks, epochs, validation, augment;
+    int pca_components, global_batch, ranks, epochs, validation, augment, tta;
     uint64_t seed;
     double lr, momentum, weight_decay, warmup, dropout, label_smoothing;
     /* position: `epoch` epochs are complete, and `step` steps of the next one */

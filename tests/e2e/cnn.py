@@ -10,7 +10,8 @@ dir = temp_dir()
 with h5py.File(DATA, "r") as f:
     labels = f["test/labels"][:]
 out = f"{dir}/cnn.h5"
-result = must_succeed(run(["train", "--model", "cnn", "--epochs", "1", "--data", DATA, "--out", out], ranks=2))
+result = must_succeed(run(["train", "--model", "cnn", "--epochs", "1", "--data", DATA, "--out", out,
+                          "--checkpoint", f"{dir}/cnn.ckpt.h5"], ranks=2))
 check_epoch_lines(result.stdout, 1)
 check_results(out, labels, runs=["raw"])
 with h5py.File(out, "r") as f:
@@ -18,6 +19,9 @@ with h5py.File(out, "r") as f:
     print("cnn, 1 epoch, 2 ranks:", g.attrs["test_accuracy"], g["history/samples_per_second"][0], "samples/s")
     check(g.attrs["test_accuracy"] > 0.85, "one CNN epoch must reach 85%")
     check(g.attrs["model"] == "cnn" and g.attrs["parameters"] == 824554, "the cnn preset")
+with h5py.File(f"{dir}/cnn.ckpt.h5", "r") as f:
+    check(f.attrs["dropout"] == 0.1 and f.attrs["label_smoothing"] == 0 and f.attrs["tta"] == 0 and
+          f.attrs["epochs"] == 1, "the defaults of a cnn without --augment: dropout 0.1, no smoothing, no --tta")
 
 # A small data set for the exact-resume check.
 rng = np.random.default_rng(9)
@@ -53,14 +57,16 @@ with h5py.File(ref_out, "r") as a, h5py.File(part, "r") as b:
     check(np.array_equal(a["runs/raw/history/train_loss"][()], b["runs/raw/history/train_loss"][()]), "history differs")
 
 # --tta averages the logits of each image and its mirror image, so mirroring the whole test set
-# must leave its predictions and confidences bitwise unchanged; without --tta they change.
+# must leave its predictions and confidences bitwise unchanged; without it they change. A CNN
+# trained with --augment uses it by default, and eval follows the checkpoint's setting.
 mirrored = f"{small}/mirrored.h5"
 shutil.copy(data, mirrored)
 with h5py.File(mirrored, "r+") as f:
     f["test/images"][...] = f["test/images"][()][:, :, ::-1]
 views = {}
 for name, path, extra in (("tta", data, ["--tta"]), ("tta_mirrored", mirrored, ["--tta"]),
-                          ("plain", data, []), ("plain_mirrored", mirrored, [])):
+                          ("plain", data, ["--no-tta"]), ("plain_mirrored", mirrored, ["--no-tta"]),
+                          ("default", data, [])):
     must_succeed(run(["eval", "--checkpoint", ref_ckpt, "--data", path, "--out", f"{dir}/{name}.h5"] + extra))
     with h5py.File(f"{dir}/{name}.h5", "r") as f:
         views[name] = (f["runs/raw/predictions"][()], f["runs/raw/misclassified/confidence"][()],
@@ -69,5 +75,9 @@ check(np.array_equal(views["tta"][0], views["tta_mirrored"][0]) and
       np.array_equal(views["tta"][1], views["tta_mirrored"][1]), "--tta depends on the orientation of the images")
 check(not np.array_equal(views["plain"][1], views["plain_mirrored"][1]), "mirroring changed nothing without --tta")
 check(not np.array_equal(views["tta"][1], views["plain"][1]), "--tta changed nothing")
+check(np.array_equal(views["default"][1], views["tta"][1]), "eval did not follow the checkpoint's --tta")
+with h5py.File(ref_ckpt, "r") as f:
+    check(f.attrs["tta"] == 1 and f.attrs["dropout"] == 0.1 and f.attrs["label_smoothing"] == 0,
+          "the defaults of a cnn with --augment: --tta, dropout 0.1, no label smoothing")
 check(views["tta"][2] == np.mean(views["tta"][0] == small_labels), "--tta accuracy disagrees with its predictions")
 print("ok")
