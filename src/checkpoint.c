@@ -188,7 +188,7 @@ fail:
 static int read_config(hid_t f, struct checkpoint *c, const char *path, char *err)
 {
     char format[64];
-    long long version, value[14];
+    long long version;
     CHECK_DP(read_string_attr(f, "format", format, sizeof format, path, err));
     if (strcmp(format, CHECKPOINT_FORMAT) != 0)
         FAIL("%s: not a dptrain checkpoint (format '%s')", path, format);
@@ -200,10 +200,12 @@ static int read_config(hid_t f, struct checkpoint *c, const char *path, char *er
     CHECK_DP(read_string_attr(f, "optimizer", c->optimizer, sizeof c->optimizer, path, err));
     CHECK_DP(read_string_attr(f, "schedule", c->schedule, sizeof c->schedule, path, err));
     CHECK_DP(read_string_attr(f, "name", c->name, sizeof c->name, path, err));
+    /* Read by position: value[i] is long_names[i], and both sizes follow the list. */
     const char *long_names[] = {"pca_components", "global_batch", "ranks", "epochs", "validation",
                                 "augment", "seed", "epoch", "step", "opt_step", "best_epoch", "param_count",
                                 "buffer_count", "tta"};
-    for (int i = 0; i < 14; i++)
+    long long value[sizeof long_names / sizeof long_names[0]];
+    for (size_t i = 0; i < sizeof long_names / sizeof long_names[0]; i++)
         CHECK_DP(read_long(f, long_names[i], &value[i], path, err));
     c->pca_components = (int)value[0];
     c->global_batch = (int)value[1];
