@@ -57,7 +57,13 @@ static const struct flag flags[] = {
     {"--dropout", V_DOUBLE, AT(dropout), FOR_TRAINING, 0, 0.95,
      "dropout after each hidden dense layer (default 0.1)"},
     {"--seed", V_SEED, AT(seed), FOR_TRAINING, 0, 0, "random seed (default 1)"},
-    {"--threads", V_INT, AT(threads), FOR_TRAINING | FOR_EVAL, 1, 256, "BLAS threads per rank (default 1)"},
+    {"--threads", V_INT, AT(threads), FOR_TRAINING | FOR_EVAL, 1, 256,
+     "BLAS threads per rank (default OPENBLAS_NUM_THREADS, else the node's cores shared among its ranks)"},
+    {"--bucket-mb", V_DOUBLE, AT(bucket_mb), FOR_TRAINING, 0, 1024,
+     "gradient allreduce buckets of at least this many MB, started during backward; 0 = one "
+     "blocking allreduce after backward (default 0.25)"},
+    {"--trace", V_STRING, AT(trace), FOR_TRAINING, 0, 0,
+     "write a Chrome trace-event JSON of every step's phases, all ranks in one file"},
     {"--augment", V_FLAG, AT(augment), FOR_TRAINING, 0, 0, "random flips and shifts of training images"},
     {"--tta", V_FLAG, AT(tta), FOR_TRAIN | FOR_EVAL, 0, 0,
      "test-time augmentation: average the logits of each image and its mirror image (raw inputs; "
@@ -110,7 +116,8 @@ static void set_defaults(struct options *o)
     o->dropout = 0.1;
     o->tta = -1;             /* chosen by model below */
     o->seed = 1;
-    o->threads = 1;
+    o->threads = 0;          /* chosen per node at start-up (train.c) */
+    o->bucket_mb = 0.25;
 }
 
 static int parse_int(const char *flag, const char *text, double min, double max, int *out, char *err)

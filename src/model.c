@@ -297,6 +297,29 @@ void model_init_params(struct model *m, struct rng *rng)
 
 /* ---- running ------------------------------------------------------------------------- */
 
+/* Names for the profile (string literals: the profile keeps the pointers). */
+static const char *const forward_names[] = {
+    [LAYER_DENSE] = "dense forward", [LAYER_RELU] = "relu forward", [LAYER_DROPOUT] = "dropout forward",
+    [LAYER_CONV] = "conv forward", [LAYER_BATCHNORM] = "batchnorm forward",
+    [LAYER_MAXPOOL] = "maxpool forward", [LAYER_TO_ROWS] = "to_rows forward",
+};
+static const char *const backward_names[] = {
+    [LAYER_DENSE] = "dense backward", [LAYER_RELU] = "relu backward", [LAYER_DROPOUT] = "dropout backward",
+    [LAYER_CONV] = "conv backward", [LAYER_BATCHNORM] = "batchnorm backward",
+    [LAYER_MAXPOOL] = "maxpool backward", [LAYER_TO_ROWS] = "to_rows backward",
+};
+
+static double layer_clock(const struct model *m)
+{
+    return m->profile ? profile_now(m->profile) : 0.0;
+}
+
+static void layer_done(const struct model *m, const char *name, double start)
+{
+    if (m->profile)
+        profile_end(m->profile, name, CATEGORY_LAYER, start);
+}
+
 const float *model_forward(struct model *m, int batch, int training, struct rng *rng)
 {
     for (int i = 0; i < m->layer_count; i++) {
@@ -305,6 +328,7 @@ const float *model_forward(struct model *m, int batch, int training, struct rng 
         float *y = m->acts[i + 1];
         size_t n = (size_t)batch * l->out_size;
         size_t per_channel = (size_t)batch * l->height * l->width;
+        double started = layer_clock(m);
         switch (l->kind) {
         case LAYER_DENSE:
             dense_forward(x, l->weight, l->bias, y, batch, l->in_size, l->out_size);
@@ -336,11 +360,12 @@ const float *model_forward(struct model *m, int batch, int training, struct rng 
             channels_to_rows(x, y, l->channels, batch, l->height * l->width);
             break;
         }
+        layer_done(m, forward_names[l->kind], started);
     }
     return m->acts[m->layer_count];
 }
 
-void model_backward(struct model *m, int batch)
+void model_backward(struct model *m, int batch, const struct backward_hook *hook)
 {
     for (int i = m->layer_count - 1; i >= 0; i--) {
         struct layer *l = &m->layers[i];
@@ -348,6 +373,7 @@ void model_backward(struct model *m, int batch)
         float *dx = i == 0 ? NULL : m->grad_acts[i]; /* the input's gradient is never used */
         size_t n = (size_t)batch * l->out_size;
         size_t per_channel = (size_t)batch * l->height * l->width;
+        double started = layer_clock(m);
         switch (l->kind) {
         case LAYER_DENSE:
             dense_backward(m->acts[i], l->weight, dy, dx, l->grad_weight, l->grad_bias, batch,
@@ -373,7 +399,28 @@ void model_backward(struct model *m, int batch)
             rows_to_channels(dy, m->grad_acts[i], l->channels, batch, l->height * l->width);
             break;
         }
+        layer_done(m, backward_names[l->kind], started);
+        if (hook && l->weight)
+            hook->grads_ready(hook->context, l->param_offset);
     }
+}
+
+double model_training_flops(const struct model *m)
+{
+    double flops = 0;
+    for (int i = 0; i < m->layer_count; i++) {
+        const struct layer *l = &m->layers[i];
+        double products = 0; /* multiply-adds of the forward pass */
+        if (l->kind == LAYER_DENSE)
+            products = (double)l->in_size * l->out_size;
+        else if (l->kind == LAYER_CONV)
+            products = (double)l->conv.channels_out * l->conv.channels_in * l->conv.kernel * l->conv.kernel *
+                       l->height * l->width;
+        else
+            continue;
+        flops += 2 * products * (i == 0 ? 2 : 3);
+    }
+    return flops;
 }
 
 float *model_input(struct model *m)

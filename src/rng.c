@@ -24,25 +24,6 @@ void rng_seed(struct rng *rng, uint64_t seed, uint64_t purpose, uint64_t a, uint
         rng->s[i] = splitmix64(&x);
 }
 
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-uint64_t rng_next(struct rng *rng)
-{
-    uint64_t *s = rng->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
 float rng_uniform(struct rng *rng)
 {
     return (float)(rng_next(rng) >> 40) * (1.0f / 16777216.0f);

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "dptrain/train.h"
 
 #include "dptrain/check.h"
@@ -10,14 +11,18 @@
 #include "dptrain/metrics.h"
 #include "dptrain/optim.h"
 #include "dptrain/pca.h"
+#include "dptrain/profile.h"
+#include "dptrain/reducer.h"
 #include "dptrain/results.h"
 #include "dptrain/tensor.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -192,21 +197,45 @@ static int all_finite(const float *x, size_t n)
     return finite;
 }
 
+/* Time since *clock into the profile (if any) under name, and move the clock on. */
+static void phase_done(struct profile *p, const char *name, double *clock)
+{
+    if (p)
+        *clock = profile_end(p, name, CATEGORY_STEP, *clock);
+}
+
+static double phase_start(const struct profile *p)
+{
+    return p ? profile_now(p) : 0.0;
+}
+
 int train_batch_gradient(const struct comm *comm, struct model *model, const uint8_t *labels,
                          int n, long global_batch, float smoothing, struct rng *dropout_rng,
-                         double *loss_sum, long *correct, char *err)
+                         struct reducer *reducer, double *loss_sum, long *correct, char *err)
 {
+    struct profile *p = model->profile;
+    double clock = phase_start(p);
+    if (reducer)
+        reducer_begin(reducer);
     if (n > 0) {
         const float *logits = model_forward(model, n, 1, dropout_rng);
         *loss_sum += softmax_cross_entropy(logits, labels, n, model->classes, smoothing,
                                            1.0f / (float)global_batch, model_grad_logits(model),
                                            correct, NULL, NULL);
-        model_backward(model, n);
+        phase_done(p, PHASE_FORWARD, &clock);
+        struct backward_hook hook = {reducer_ready, reducer};
+        model_backward(model, n, reducer ? &hook : NULL);
     } else {
         /* A rank with no samples in this step still contributes (zeros) to the sum. */
         memset(model->grads, 0, model->param_count * sizeof(float));
+        if (reducer) /* the same buckets as the other ranks start: all but the first */
+            reducer_ready(reducer, 1);
     }
-    return comm_allreduce_floats(comm, model->grads, model->param_count, err);
+    phase_done(p, PHASE_BACKWARD, &clock);
+    int status = reducer ? reducer_finish(reducer, err)
+                         : comm_allreduce_floats(comm, model->grads, model->param_count, err);
+    phase_done(p, PHASE_ALLREDUCE_WAIT, &clock);
+    return status;
 }
 
 /* ---- evaluation ---------------------------------------------------------------------- */
@@ -226,6 +255,9 @@ static struct evaluation evaluate(struct model *model, const struct features *f,
     double loss = 0;
     long correct = 0;
     size_t chunk = (size_t)model->max_batch;
+    /* Its layers are not step time: the profile sees the evaluation as one phase. */
+    struct profile *profile = model->profile;
+    model->profile = NULL;
     for (size_t start = 0; start < f->count; start += chunk) {
         int n = (int)(f->count - start < chunk ? f->count - start : chunk);
         for (int i = 0; i < n; i++)
@@ -245,6 +277,7 @@ static struct evaluation evaluate(struct model *model, const struct features *f,
                                       &correct, predictions ? predictions + start : NULL,
                                       confidence ? confidence + start : NULL);
     }
+    model->profile = profile;
     struct evaluation e = {0, 0};
     if (f->count > 0) {
         e.loss = loss / (double)f->count;
@@ -274,6 +307,8 @@ struct run_state {
     double partial_loss;
     long partial_correct;
     struct fault fault;
+    struct reducer reducer;
+    struct profile *profile;  /* the command's; NULL for eval */
 };
 
 static void run_state_free(struct run_state *s)
@@ -322,6 +357,10 @@ static int allocate_run(const struct comm *comm, const struct options *o, const 
         ok = 0;
     }
     ok = ok && (s->model = model_create(o->model, input, DATASET_CLASSES, capacity, (float)o->dropout, err)) != NULL;
+    if (ok) {
+        s->model->profile = s->profile;
+        reducer_init(&s->reducer, comm->world, s->model, (size_t)(o->bucket_mb * 1048576.0));
+    }
     ok = ok && features_create(&s->train, d->train.images, d->train.labels, d->train.count, &d->norm, pca, err) == 0;
     ok = ok && features_create(&s->test, d->test.images, d->test.labels, d->test.count, &d->norm, pca, err) == 0;
     ok = ok && features_create(&s->validation, d->validation.images, d->validation.labels,
@@ -531,10 +570,15 @@ static enum epoch_outcome train_epoch(const struct comm *comm, const struct opti
         s->partial_loss = 0;
         s->partial_correct = 0;
     }
+    struct profile *p = s->profile;
+    p->epoch = epoch;
     for (long step = first_step; step < steps; step++) {
+        p->step = step;
+        double clock = profile_now(p);
         int stop = stop_requested() != 0, any_stop = 0;
         CHECK_MPI(MPI_Allreduce(&stop, &any_stop, 1, MPI_INT, MPI_MAX, comm->world),
                   "rank %d: MPI failed while agreeing on a stop", comm->rank);
+        clock = profile_end(p, PHASE_STOP_CHECK, CATEGORY_STEP, clock);
         if (any_stop) {
             *stopped_at = step;
             *epoch_seconds = MPI_Wtime() - start;
@@ -557,9 +601,12 @@ static enum epoch_outcome train_epoch(const struct comm *comm, const struct opti
         double loss_before = s->partial_loss;
         if (fault_strikes(&s->fault, FAULT_NAN, comm->rank, epoch, step + 1))
             model_input(s->model)[0] = NAN;
-        CHECK_DP(train_batch_gradient(comm, s->model, s->batch_labels, n, global,
-                                      (float)o->label_smoothing, &s->dropout, &s->partial_loss,
-                                      &s->partial_correct, err));
+        profile_end(p, PHASE_DATA, CATEGORY_STEP, clock);
+        if (train_batch_gradient(comm, s->model, s->batch_labels, n, global, (float)o->label_smoothing,
+                                 &s->dropout, o->bucket_mb > 0 ? &s->reducer : NULL, &s->partial_loss,
+                                 &s->partial_correct, err) != 0)
+            comm_abort(comm, err); /* a collective failed: the ranks cannot meet again */
+        clock = profile_now(p);
         /* The reduced gradient is identical on every rank, so every rank sees a NaN together. */
         if (!all_finite(s->model->grads, s->model->param_count)) {
             name_bad_rank(comm, !isfinite(s->partial_loss - loss_before), epoch, step, err);
@@ -568,8 +615,11 @@ static enum epoch_outcome train_epoch(const struct comm *comm, const struct opti
         double lr = schedule_lr(schedule, (long)(epoch - 1) * steps + step);
         optim_step(s->optimizer, s->model->params, s->model->grads, s->model->ranges,
                    s->model->range_count, lr);
-        if (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < steps)
+        clock = profile_end(p, PHASE_OPTIMIZER, CATEGORY_STEP, clock);
+        if (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < steps) {
             CHECK_DP(save_checkpoint(comm, o, d, s, r, epoch - 1, step + 1, MPI_Wtime() - start, err));
+            profile_end(p, PHASE_CHECKPOINT, CATEGORY_EPOCH, clock);
+        }
     }
     *epoch_seconds = MPI_Wtime() - start;
     return EPOCH_DONE;
@@ -668,13 +718,58 @@ static void announce_run(const struct comm *comm, const struct options *o, const
         printf("resumed from %s at epoch %d, step %ld\n", o->checkpoint, s->start_epoch + 1, s->start_step + 1);
 }
 
+/* Where the run's time went, from the profile; collective (peak memory is the largest rank's). */
+static int print_profile(const struct comm *comm, const struct run_state *s, const struct run_result *r,
+                         char *err)
+{
+    static const char *const step_phases[] = {PHASE_STOP_CHECK, PHASE_DATA, PHASE_FORWARD, PHASE_BACKWARD,
+                                              PHASE_ALLREDUCE_WAIT, PHASE_OPTIMIZER};
+    static const char *const products[] = {"dense forward", "dense backward", "conv forward", "conv backward"};
+    const struct profile *p = s->profile;
+    struct rusage usage;
+    CHECK_SYS(getrusage(RUSAGE_SELF, &usage), "getrusage failed");
+    long peak_kb = usage.ru_maxrss, largest_kb = 0;
+    CHECK_MPI(MPI_Reduce(&peak_kb, &largest_kb, 1, MPI_LONG, MPI_MAX, 0, comm->world), "profile reduce failed");
+    if (comm->rank != 0)
+        return 0;
+    double step_seconds = 0, product_seconds = 0, samples = 0;
+    for (size_t i = 0; i < sizeof step_phases / sizeof *step_phases; i++)
+        step_seconds += profile_seconds(p, step_phases[i]);
+    for (size_t i = 0; i < sizeof products / sizeof *products; i++)
+        product_seconds += profile_seconds(p, products[i]);
+    long steps = 0;
+    for (int i = 0; i < p->total_count; i++)
+        if (strcmp(p->totals[i].name, PHASE_OPTIMIZER) == 0)
+            steps = p->totals[i].count;
+    for (int e = 0; e < r->history_length; e++)
+        samples += r->history[e].samples_per_second * r->history[e].seconds;
+    if (steps == 0 || step_seconds <= 0)
+        return 0;
+    printf("profile (rank 0): %.3f ms per step:", 1e3 * step_seconds / (double)steps);
+    for (size_t i = 0; i < sizeof step_phases / sizeof *step_phases; i++)
+        printf("%s %s %.1f%%", i ? "," : "", step_phases[i],
+               100 * profile_seconds(p, step_phases[i]) / step_seconds);
+    printf("; matrix-product layers (dense, conv) %.1f%% of the step\n", 100 * product_seconds / step_seconds);
+    double flops = model_training_flops(s->model);
+    printf("profile: %.2f MFLOP per training sample, %.1f GFLOP/s over all ranks; evaluation %.1f s, "
+           "checkpoints %.1f s; peak memory %.0f MB per rank (largest)\n",
+           1e-6 * flops, r->train_seconds > 0 ? 1e-9 * flops * samples / r->train_seconds : 0.0,
+           profile_seconds(p, PHASE_EVALUATION), profile_seconds(p, PHASE_CHECKPOINT), (double)largest_kb / 1024.0);
+    fflush(stdout);
+    return 0;
+fail:
+    return -1;
+}
+
 static int run_training(const struct comm *comm, const struct options *o, const struct data *d,
-                        int pca_k, const char *name, struct checkpoint *resume, struct run_result *r,
-                        char *err)
+                        int pca_k, const char *name, struct checkpoint *resume, struct profile *profile,
+                        struct run_result *r, char *err)
 {
     struct run_state s;
     memset(&s, 0, sizeof s);
     memset(r, 0, sizeof *r);
+    s.profile = profile;
+    profile_reset_totals(profile);
     describe_result(r, o, comm->size, name, pca_k);
     int ok = fault_from_environment(&s.fault, err) == 0;
     if (ok && !(r->history = calloc((size_t)o->epochs, sizeof *r->history)))
@@ -712,6 +807,7 @@ static int run_training(const struct comm *comm, const struct options *o, const 
             run_state_free(&s);
             return DP_EXIT_STOPPED;
         }
+        double clock = profile_now(profile);
         double sums[3] = {s.partial_loss, (double)s.partial_correct, (double)s.train.count};
         CHECK_DP(comm_allreduce_doubles(comm, sums, 3, err));
         CHECK_DP(average_buffers(comm, s.model, err));
@@ -724,10 +820,18 @@ static int run_training(const struct comm *comm, const struct options *o, const 
         r->history_length = epoch;
         if (comm->rank == 0)
             close_epoch(o, &s, r, e, epoch);
-        if (o->checkpoint)
+        /* The other ranks wait here for rank 0's evaluation, so that the wait shows as
+         * evaluation (not as the next collective's phase) in every rank's profile. */
+        CHECK_MPI(MPI_Barrier(comm->world), "rank %d: MPI failed after the evaluation", comm->rank);
+        clock = profile_end(profile, PHASE_EVALUATION, CATEGORY_EPOCH, clock);
+        if (o->checkpoint) {
             CHECK_DP(save_checkpoint(comm, o, d, &s, r, epoch, 0, 0, err));
+            profile_end(profile, PHASE_CHECKPOINT, CATEGORY_EPOCH, clock);
+        }
     }
     CHECK_DP(final_evaluation(comm, &s, r, err));
+    if (!o->quiet)
+        CHECK_DP(print_profile(comm, &s, r, err));
     run_state_free(&s);
     return DP_EXIT_OK;
 fail:
@@ -809,13 +913,14 @@ static void run_name(const struct options *o, int k, char *name, size_t size)
 }
 
 static int train_runs(const struct comm *comm, const struct options *o, struct data *d,
-                      struct run_result *runs, int run_count, struct checkpoint *resume, char *err)
+                      struct run_result *runs, int run_count, struct checkpoint *resume,
+                      struct profile *profile, char *err)
 {
     for (int i = 0; i < run_count; i++) {
         int k = o->command == CMD_COMPARE ? o->pca_list[i] : o->pca;
         char name[64];
         run_name(o, k, name, sizeof name);
-        int status = run_training(comm, o, d, k, name, resume, &runs[i], err);
+        int status = run_training(comm, o, d, k, name, resume, profile, &runs[i], err);
         if (status != DP_EXIT_OK)
             return status;
         int ok = 1;
@@ -835,15 +940,70 @@ static int train_runs(const struct comm *comm, const struct options *o, struct d
     return DP_EXIT_OK;
 }
 
+/* --threads, or by default: OPENBLAS_NUM_THREADS if the user set it, else this node's cores
+ * shared among the ranks on it, and never more than the cores this rank is bound to (mpirun
+ * binds each of a few ranks to one core). Collective. */
+static int blas_threads(const struct comm *comm, int requested, char *err)
+{
+    MPI_Comm node = MPI_COMM_NULL;
+    int node_ranks = 1;
+    CHECK_MPI(MPI_Comm_split_type(comm->world, MPI_COMM_TYPE_SHARED, comm->rank, MPI_INFO_NULL, &node),
+              "rank %d: cannot find the ranks that share this node", comm->rank);
+    CHECK_MPI(MPI_Comm_size(node, &node_ranks), "MPI_Comm_size failed");
+    CHECK_MPI(MPI_Comm_free(&node), "MPI_Comm_free failed");
+    if (requested > 0)
+        return requested;
+    const char *from_environment = getenv("OPENBLAS_NUM_THREADS");
+    if (from_environment && atoi(from_environment) > 0)
+        return atoi(from_environment);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int threads = cores > node_ranks ? (int)(cores / node_ranks) : 1;
+    cpu_set_t bound;
+    if (sched_getaffinity(0, sizeof bound, &bound) == 0 && CPU_COUNT(&bound) < threads)
+        threads = CPU_COUNT(&bound);
+    return threads > 0 ? threads : 1;
+fail:
+    return -1;
+}
+
+/* rank 0: --trace must be writable and must not overwrite the other outputs. */
+static int check_trace_path(const struct comm *comm, const struct options *o, char *err)
+{
+    int ok = 1;
+    if (comm->rank == 0 && o->trace) {
+        ok = h5io_check_writable(o->trace, "--trace", err) == 0;
+        if (ok && (same_file(o->trace, o->data) || strcmp(o->trace, o->out) == 0 ||
+                   (o->checkpoint && strcmp(o->trace, o->checkpoint) == 0))) {
+            err_set(err, "--trace %s: must differ from --data, --out and --checkpoint", o->trace);
+            ok = 0;
+        }
+    }
+    return comm_agree(comm->world, ok, err);
+}
+
+/* Room for every event of the command: per step its phases and two per layer. Beyond the cap
+ * (160 MB of events) the rest are counted as dropped rather than allocated per step. */
+static size_t trace_capacity(const struct options *o, const struct data *d, int run_count)
+{
+    size_t steps = (size_t)steps_per_epoch(d, o->batch), per_step = 6 + 2 * MODEL_MAX_LAYERS;
+    size_t events = (size_t)run_count * (size_t)o->epochs * (steps * per_step + 4) + 64;
+    return events < (size_t)4 << 20 ? events : (size_t)4 << 20;
+}
+
 int train_command(const struct comm *comm, const struct options *o, char *err)
 {
     struct data d;
     struct checkpoint resume;
     struct run_result *runs = NULL;
     int run_count = o->command == CMD_COMPARE ? o->pca_runs : 1, status = DP_EXIT_ERROR;
+    struct profile profile;
     memset(&d, 0, sizeof d);
     memset(&resume, 0, sizeof resume);
-    openblas_set_num_threads(o->threads);
+    memset(&profile, 0, sizeof profile);
+    int threads = blas_threads(comm, o->threads, err);
+    if (threads < 0)
+        return DP_EXIT_ERROR;
+    openblas_set_num_threads(threads);
     if ((size_t)o->batch < (size_t)comm->size) {
         err_set(err, "--batch %d: the global batch must be at least the number of ranks (%d)", o->batch, comm->size);
         return DP_EXIT_USAGE;
@@ -854,6 +1014,7 @@ int train_command(const struct comm *comm, const struct options *o, char *err)
     }
     CHECK_DP(check_output(comm, o, err));
     CHECK_DP(check_checkpoint_path(comm, o, err));
+    CHECK_DP(check_trace_path(comm, o, err));
     if (o->resume)
         CHECK_DP(load_resume(comm, o, &resume, err));
     CHECK_DP(load_data(comm, o, &d, err));
@@ -861,8 +1022,17 @@ int train_command(const struct comm *comm, const struct options *o, char *err)
     if (!ok)
         err_set(err, "cannot allocate results");
     CHECK_DP(comm_agree(comm->world, ok, err));
-    status = train_runs(comm, o, &d, runs, run_count, o->resume ? &resume : NULL, err);
+    CHECK_DP(profile_init(&profile, comm->world, o->trace ? trace_capacity(o, &d, run_count) : 0, err));
+    status = train_runs(comm, o, &d, runs, run_count, o->resume ? &resume : NULL, &profile, err);
+    if (o->trace && (status == DP_EXIT_OK || status == DP_EXIT_STOPPED)) {
+        if (profile_write_trace(&profile, comm->world, o->trace, err) != 0)
+            status = DP_EXIT_ERROR;
+        else if (comm->rank == 0)
+            printf("trace of %zu events per rank (rank 0) written to %s%s\n", profile.event_count, o->trace,
+                   profile.dropped ? "; later events dropped (the trace holds 4 M per rank)" : "");
+    }
 fail:
+    profile_free(&profile);
     if (runs)
         for (int i = 0; i < run_count; i++)
             run_result_free(&runs[i]);
@@ -902,7 +1072,10 @@ int eval_command(const struct comm *comm, const struct options *given, char *err
     memset(&d, 0, sizeof d);
     memset(&s, 0, sizeof s);
     memset(&r, 0, sizeof r);
-    openblas_set_num_threads(given->threads);
+    int threads = blas_threads(comm, given->threads, err);
+    if (threads < 0)
+        return DP_EXIT_ERROR;
+    openblas_set_num_threads(threads);
     int ok = checkpoint_read(given->checkpoint, &c, err) == 0;
     CHECK_DP(comm_agree(comm->world, ok, err));
     options_from_checkpoint(&c, given, &o);

@@ -216,7 +216,7 @@ static void test_cnn_model_gradient(void **state)
     memcpy(model_input(m), x, sizeof x);
     const float *z = model_forward(m, BATCH, 1, NULL);
     softmax_cross_entropy(z, labels, BATCH, 10, 0, 1.0f / BATCH, model_grad_logits(m), &correct, NULL, NULL);
-    model_backward(m, BATCH);
+    model_backward(m, BATCH, NULL);
     float *analytic = malloc(m->param_count * sizeof(float));
     memcpy(analytic, m->grads, m->param_count * sizeof(float));
     /* Every parameter of the convolutional blocks; a sample of the dense layer. A ReLU crossing

@@ -201,7 +201,7 @@ static void test_model_gradient(void **state)
     memcpy(model_input(m), x, sizeof x);
     const float *z = model_forward(m, B, 1, NULL);
     softmax_cross_entropy(z, labels, B, C, 0, 1.0f / B, model_grad_logits(m), &correct, NULL, NULL);
-    model_backward(m, B);
+    model_backward(m, B, NULL);
     for (size_t i = 0; i < m->param_count; i++) {
         float keep = m->params[i];
         m->params[i] = keep + STEP;

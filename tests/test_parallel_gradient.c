@@ -58,14 +58,14 @@ static void test_split_gradient_matches_single_rank(void **state)
     struct comm self = {MPI_COMM_SELF, 0, 1};
     struct model *reference = make_model(GLOBAL);
     load_rows(reference, labels, 0, GLOBAL);
-    assert_int_equal(train_batch_gradient(&self, reference, labels, GLOBAL, GLOBAL, 0.0f, NULL,
+    assert_int_equal(train_batch_gradient(&self, reference, labels, GLOBAL, GLOBAL, 0.0f, NULL, NULL,
                                           &loss, &correct, err), 0);
     /* Split: each rank its contiguous share. */
     size_t first, count;
     dataset_block(GLOBAL, world.size, world.rank, &first, &count);
     struct model *split = make_model(GLOBAL);
     load_rows(split, labels, first, count);
-    assert_int_equal(train_batch_gradient(&world, split, labels, (int)count, GLOBAL, 0.0f, NULL,
+    assert_int_equal(train_batch_gradient(&world, split, labels, (int)count, GLOBAL, 0.0f, NULL, NULL,
                                           &loss, &correct, err), 0);
     double worst = 0, scale = 0;
     for (size_t i = 0; i < split->param_count; i++) {

@@ -31,7 +31,9 @@ struct options {
     double label_smoothing;
     double dropout;
     uint64_t seed;
-    int threads;
+    int threads;                      /* 0: chosen from the node */
+    double bucket_mb;                 /* gradient allreduce buckets; 0 = one fused allreduce */
+    const char *trace;                /* Chrome trace-event JSON */
     int augment;
     int tta;          /* evaluate each image and its mirror image */
     int validation;

@@ -11,6 +11,7 @@
 #define DPTRAIN_MODEL_H
 
 #include "dptrain/conv.h"
+#include "dptrain/profile.h"
 #include "dptrain/rng.h"
 
 #include <stddef.h>
@@ -64,6 +65,14 @@ struct model {
      * grad_acts[i] is the gradient with respect to acts[i]. */
     float *acts[MODEL_MAX_LAYERS + 1];
     float *grad_acts[MODEL_MAX_LAYERS + 1];
+    struct profile *profile;    /* when set, every layer's forward and backward is timed */
+};
+
+/* Called by model_backward after each layer that has parameters: every gradient at offsets
+ * >= first_ready is final for this batch (the gradient allreduce starts on them). */
+struct backward_hook {
+    void (*grads_ready)(void *context, size_t first_ready);
+    void *context;
 };
 
 /* Parse spec and allocate everything for batches of up to max_batch samples. */
@@ -79,8 +88,12 @@ void model_init_params(struct model *model, struct rng *rng);
  * active only when training (rng then drives it). */
 const float *model_forward(struct model *model, int batch, int training, struct rng *rng);
 /* Backward from grad_acts[layer_count] (d loss / d logits) down to the first layer, writing
- * the gradients of this batch into model->grads (overwriting them). */
-void model_backward(struct model *model, int batch);
+ * the gradients of this batch into model->grads (overwriting them). hook may be NULL. */
+void model_backward(struct model *model, int batch, const struct backward_hook *hook);
+
+/* Floating-point operations of the matrix products (dense and convolution) for one training
+ * sample: forward, weight gradient and input gradient (none for the first layer). */
+double model_training_flops(const struct model *model);
 
 float *model_input(struct model *model);
 float *model_grad_logits(struct model *model);

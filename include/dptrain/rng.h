@@ -21,7 +21,26 @@ struct rng {
 };
 
 void rng_seed(struct rng *rng, uint64_t seed, uint64_t purpose, uint64_t a, uint64_t b);
-uint64_t rng_next(struct rng *rng);
+/* Inline: dropout draws one number per four activations, and a call per draw cost a third of
+ * the MLP's dropout time (measured). */
+static inline uint64_t rng_rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static inline uint64_t rng_next(struct rng *rng)
+{
+    uint64_t *s = rng->s;
+    uint64_t result = rng_rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rng_rotl(s[3], 45);
+    return result;
+}
 /* Uniform in [0, 1) with 24 random bits. */
 float rng_uniform(struct rng *rng);
 /* Unbiased integer in [0, n), n > 0. */

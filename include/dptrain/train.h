@@ -1,8 +1,9 @@
 /* The training loop, shared by `train` and `compare`.
  *
  * Every rank holds its shard of the training set and takes its share of each GLOBAL batch;
- * gradients are summed with one MPI_Allreduce over the flat gradient buffer, normalised by the
- * global batch size, and every rank applies the same optimizer step, so parameters stay
+ * gradients are summed over the ranks (in buckets overlapped with the backward pass, or one
+ * MPI_Allreduce over the flat gradient buffer), normalised by the global batch size, and every
+ * rank applies the same optimizer step, so parameters stay
  * bitwise identical. Rank 0 evaluates on the test (and validation) set and writes results. */
 #ifndef DPTRAIN_TRAIN_H
 #define DPTRAIN_TRAIN_H
@@ -11,6 +12,7 @@
 #include "dptrain/comm.h"
 #include "dptrain/dataset.h"
 #include "dptrain/model.h"
+#include "dptrain/reducer.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -28,10 +30,12 @@ void train_local_share(size_t count, long steps, long step, size_t *first, int *
 
 /* The gradient of one global batch: this rank computes the gradient of its `n` samples
  * (already in the model's input) with loss normalised by global_batch, and the allreduce sums
- * the ranks' contributions into model->grads. Returns the local summed loss; counts correct
- * predictions. Exposed for the tests, which compare 1, 2 and 3 ranks. */
+ * the ranks' contributions into model->grads: in buckets overlapped with backward through
+ * `reducer`, or with one blocking MPI_Allreduce after it when reducer is NULL. Adds the local
+ * summed loss to *loss_sum; counts correct predictions. Times its phases into model->profile
+ * if set. Exposed for the tests, which compare 1, 2 and 3 ranks. */
 int train_batch_gradient(const struct comm *comm, struct model *model, const uint8_t *labels,
                          int n, long global_batch, float smoothing, struct rng *dropout_rng,
-                         double *loss_sum, long *correct, char *err);
+                         struct reducer *reducer, double *loss_sum, long *correct, char *err);
 
 #endif

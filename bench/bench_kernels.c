@@ -1,0 +1,139 @@
+/* Kernel figures for scripts/bench.sh, measured on this machine in the same run as the training
+ * figures they are compared with.
+ *
+ *   bench_kernels sgemm                 single-core cblas_sgemm peak (GFLOP/s), square 1024..2048
+ *   mpiexec -n 2 bench_kernels allreduce|iallreduce|rsag N
+ *                                        median seconds of one sum of N floats over the ranks, by
+ *                                        MPI_Allreduce, MPI_Iallreduce + MPI_Wait, or
+ *                                        MPI_Reduce_scatter + MPI_Allgatherv
+ *
+ * Prints "name value" lines; exits non-zero with one line on stderr on any failure. */
+#include "dptrain/check.h"
+#include "dptrain/tensor.h"
+
+#include <cblas.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int compare_doubles(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Best of several repetitions per size: the peak the library reaches, not an average over noise. */
+static int sgemm_peak(void)
+{
+    openblas_set_num_threads(1);
+    double best = 0;
+    int best_n = 0;
+    for (int n = 1024; n <= 2048; n *= 2) {
+        size_t count = (size_t)n * n;
+        float *a = tensor_alloc(count), *b = tensor_alloc(count), *c = tensor_alloc(count);
+        if (!a || !b || !c) {
+            fprintf(stderr, "bench_kernels: cannot allocate %d x %d matrices\n", n, n);
+            return 1;
+        }
+        for (size_t i = 0; i < count; i++) {
+            a[i] = (float)(i % 7) * 0.25f;
+            b[i] = (float)(i % 5) * 0.5f;
+        }
+        for (int rep = 0; rep < 5; rep++) {
+            double start = MPI_Wtime();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+            double seconds = MPI_Wtime() - start;
+            double gflops = 2.0 * n * n * (double)n / seconds * 1e-9;
+            if (gflops > best) {
+                best = gflops;
+                best_n = n;
+            }
+        }
+        tensor_free(a);
+        tensor_free(b);
+        tensor_free(c);
+    }
+    printf("sgemm_peak_gflops %.2f\nsgemm_peak_size %d\n", best, best_n);
+    return 0;
+}
+
+/* One sum over the ranks by the chosen method: MPI_Allreduce, MPI_Iallreduce + MPI_Wait, or
+ * MPI_Reduce_scatter + MPI_Allgatherv (the ring's two halves, called directly). */
+static int sum_once(const char *method, float *data, long count, int *counts, int *displs)
+{
+    if (strcmp(method, "allreduce") == 0)
+        return MPI_Allreduce(MPI_IN_PLACE, data, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    if (strcmp(method, "iallreduce") == 0) {
+        MPI_Request request;
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, data, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &request);
+        return rc != MPI_SUCCESS ? rc : MPI_Wait(&request, MPI_STATUS_IGNORE);
+    }
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    int rc = MPI_Reduce_scatter(MPI_IN_PLACE, data, counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS)
+        return rc;
+    /* in place: this rank's block arrived at the start of data; move it to its offset */
+    memmove(data + displs[rank], data, (size_t)counts[rank] * sizeof(float));
+    return MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, counts, displs, MPI_FLOAT, MPI_COMM_WORLD);
+}
+
+static int allreduce_time(const char *method, long count)
+{
+    char err[DP_ERR_LEN];
+    int rank = 0, reps = 300;
+    double *times = malloc(sizeof(double) * (size_t)reps);
+    float *data = tensor_alloc((size_t)count);
+    CHECK_PTR(times, "cannot allocate");
+    CHECK_PTR(data, "cannot allocate %ld floats", count);
+    CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank), "MPI_Comm_rank failed");
+    int size = 1;
+    CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &size), "MPI_Comm_size failed");
+    int counts[256], displs[256];
+    if (size > 256)
+        FAIL("at most 256 ranks");
+    for (int r = 0; r < size; r++) {
+        displs[r] = (int)(count * r / size);
+        counts[r] = (int)(count * (r + 1) / size) - displs[r];
+    }
+    for (int rep = -20; rep < reps; rep++) {
+        CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD), "barrier failed");
+        double start = MPI_Wtime();
+        CHECK_MPI(sum_once(method, data, count, counts, displs), "%s failed", method);
+        double seconds = MPI_Wtime() - start, slowest = 0;
+        CHECK_MPI(MPI_Allreduce(&seconds, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD), "allreduce failed");
+        if (rep >= 0)
+            times[rep] = slowest;
+        memset(data, 0, (size_t)count * sizeof(float)); /* keep the sums finite */
+    }
+    qsort(times, (size_t)reps, sizeof *times, compare_doubles);
+    if (rank == 0)
+        printf("%s_floats %ld\n%s_median_seconds %.6f\n", method, count, method, times[reps / 2]);
+    free(times);
+    tensor_free(data);
+    return 0;
+fail:
+    fprintf(stderr, "bench_kernels: %s\n", err);
+    free(times);
+    tensor_free(data);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (MPI_Init(&argc, &argv) != MPI_SUCCESS) {
+        fprintf(stderr, "bench_kernels: cannot start MPI\n");
+        return 1;
+    }
+    int status = 2;
+    if (argc == 2 && strcmp(argv[1], "sgemm") == 0)
+        status = sgemm_peak();
+    else if (argc == 3 && (strcmp(argv[1], "allreduce") == 0 || strcmp(argv[1], "iallreduce") == 0 ||
+                           strcmp(argv[1], "rsag") == 0) && atol(argv[2]) > 0)
+        status = allreduce_time(argv[1], atol(argv[2]));
+    else
+        fprintf(stderr, "usage: bench_kernels sgemm | bench_kernels allreduce|iallreduce|rsag FLOATS\n");
+    MPI_Finalize();
+    return status;
+}

@@ -1,0 +1,48 @@
+/* The gradient allreduce, in buckets that start while the backward pass is still running.
+ *
+ * Backward produces gradients from the last layer to the first, i.e. from the end of the flat
+ * gradient buffer towards its start. The buffer is cut at layer boundaries into buckets of at
+ * least `bucket_bytes`, counted from the end; as soon as backward has finished every layer of a
+ * bucket, MPI_Iallreduce starts on it, and each later layer calls MPI_Testall to drive the
+ * reductions forward (Open MPI has no progress thread: without these calls the transfers would
+ * only move in the final wait). The buckets not yet started when backward ends are reduced by
+ * one blocking MPI_Allreduce, faster than a nonblocking one with nothing left to overlap.
+ * bucket_bytes 0 keeps the single blocking MPI_Allreduce over the
+ * whole buffer after backward, for comparison. The sums are the same either way: each element
+ * is reduced once, by the same collective over the same ranks. */
+#ifndef DPTRAIN_REDUCER_H
+#define DPTRAIN_REDUCER_H
+
+#include "dptrain/model.h"
+
+#include <mpi.h>
+#include <stddef.h>
+
+struct reducer {
+    MPI_Comm world;
+    int ranks;
+    float *grads;
+    size_t count;
+    int fused;                                   /* bucket_bytes was 0 */
+    int bucket_count;
+    size_t starts[MODEL_MAX_LAYERS + 1];         /* bucket b is [starts[b], starts[b + 1]) */
+    MPI_Request requests[MODEL_MAX_LAYERS];
+    int next;                                    /* buckets next.. have been started */
+    int mpi_error;                               /* first failure of the step, reported at the end */
+};
+
+/* Buckets over the model's gradient buffer, cut at its layers' parameter boundaries. */
+void reducer_init(struct reducer *r, MPI_Comm world, struct model *model, size_t bucket_bytes);
+
+/* Start of a step: no bucket started. */
+void reducer_begin(struct reducer *r);
+/* Backward has written every gradient at offsets >= first_ready: start the buckets that are now
+ * complete and drive the ones in flight. Matches the model's backward hook. The first bucket
+ * (offset 0) is never started here but in reducer_finish; a rank without samples calls this
+ * once with first_ready 1, so that it starts the same buckets in the same order as the others. */
+void reducer_ready(void *reducer, size_t first_ready);
+/* Reduce what is left (blocking) and wait for every bucket: the sum over the ranks is then in
+ * grads. */
+int reducer_finish(struct reducer *r, char *err);
+
+#endif
