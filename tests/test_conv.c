@@ -58,7 +58,13 @@ static void test_conv_gradients(void **state)
     fill(x, sizeof x / sizeof *x, &rng);
     fill(w, sizeof w / sizeof *w, &rng);
     fill(r, sizeof r / sizeof *r, &rng);
-    conv_backward(&s, B, x, w, r, dx, dw, col);
+    conv_backward(&s, B, x, w, r, dx, dw, col, 0);
+    /* Reusing forward's im2col (the workspace still holding it) gives the same gradients. */
+    float dx_reused[CI * B * H * W], dw_reused[CO * CI * 9];
+    conv_forward(&s, B, x, w, y, col);
+    conv_backward(&s, B, x, w, r, dx_reused, dw_reused, col, 1);
+    assert_memory_equal(dx, dx_reused, sizeof dx);
+    assert_memory_equal(dw, dw_reused, sizeof dw);
     float *targets[2] = {x, w}, *grads[2] = {dx, dw};
     size_t sizes[2] = {sizeof x / sizeof *x, sizeof w / sizeof *w};
     for (int t = 0; t < 2; t++)

@@ -6,6 +6,7 @@
 #include "dptrain/dataset.h"
 #include "dptrain/model.h"
 #include "dptrain/optim.h"
+#include "dptrain/reducer.h"
 #include "dptrain/train.h"
 
 #include <math.h>
@@ -89,6 +90,96 @@ static void test_split_gradient_matches_single_rank(void **state)
     model_free(split);
 }
 
+/* Buckets are cut at layer boundaries, counted from the end of the buffer. mlp:16,12 on 20
+ * inputs: layer parameters [0, 336), [336, 540), [540, 670). */
+static void test_bucket_layout(void **state)
+{
+    (void)state;
+    struct model *m = make_model(4);
+    struct reducer r;
+    reducer_init(&r, MPI_COMM_WORLD, m, 1); /* every layer its own bucket */
+    assert_int_equal(r.bucket_count, 3);
+    assert_int_equal(r.starts[0], 0);
+    assert_int_equal(r.starts[1], 336);
+    assert_int_equal(r.starts[2], 540);
+    assert_int_equal(r.starts[3], 670);
+    reducer_init(&r, MPI_COMM_WORLD, m, 600); /* the last layer (520 bytes) joins the middle one */
+    assert_int_equal(r.bucket_count, 2);
+    assert_int_equal(r.starts[1], 336);
+    reducer_init(&r, MPI_COMM_WORLD, m, 1 << 30);
+    assert_int_equal(r.bucket_count, 1);
+    reducer_init(&r, MPI_COMM_WORLD, m, 0);
+    assert_true(r.fused);
+    model_free(m);
+}
+
+/* Buckets reduced during backward give the same sums as one allreduce after it: bitwise on up
+ * to two ranks (a + b is exact either way round), to rounding on three. A rank without samples
+ * (four ranks would leave none empty; here the last rank of three gets none) keeps in step. */
+static void test_bucketed_matches_fused(void **state)
+{
+    (void)state;
+    char err[DP_ERR_LEN];
+    uint8_t labels[GLOBAL];
+    size_t first, count;
+    dataset_block(GLOBAL, world.size, world.rank, &first, &count);
+    struct model *fused = make_model(GLOBAL);
+    load_rows(fused, labels, first, count);
+    double loss = 0;
+    long correct = 0;
+    assert_int_equal(train_batch_gradient(&world, fused, labels, (int)count, GLOBAL, 0.0f, NULL, NULL,
+                                          &loss, &correct, err), 0);
+    size_t sizes[] = {1, 600, 1 << 30};
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++)
+        for (int empty_last = 0; empty_last < 2; empty_last++) {
+            struct model *bucketed = make_model(GLOBAL);
+            struct model *reference = fused;
+            int n = (int)count;
+            if (empty_last) { /* the last rank's samples move to rank 0 */
+                size_t f0, c0, fl, cl;
+                dataset_block(GLOBAL, world.size, 0, &f0, &c0);
+                dataset_block(GLOBAL, world.size, world.size - 1, &fl, &cl);
+                if (world.size == 1)
+                    continue;
+                if (world.rank == 0) {
+                    load_rows(bucketed, labels, f0, c0);
+                    /* append the last rank's rows after rank 0's own */
+                    float *x = model_input(bucketed);
+                    for (size_t i = 0; i < cl; i++)
+                        for (size_t f = 0; f < INPUT; f++)
+                            x[(c0 + i) * INPUT + f] = input_value(fl + i, f);
+                    for (size_t i = 0; i < cl; i++)
+                        labels[c0 + i] = (uint8_t)((fl + i) * 7 % CLASSES);
+                    n = (int)(c0 + cl);
+                } else if (world.rank == world.size - 1) {
+                    n = 0;
+                } else {
+                    load_rows(bucketed, labels, first, count);
+                }
+            } else {
+                load_rows(bucketed, labels, first, count);
+            }
+            struct reducer r;
+            reducer_init(&r, MPI_COMM_WORLD, bucketed, sizes[k]);
+            assert_int_equal(train_batch_gradient(&world, bucketed, labels, n, GLOBAL, 0.0f, NULL, &r,
+                                                  &loss, &correct, err), 0);
+            if (!empty_last && world.size <= 2) {
+                assert_memory_equal(bucketed->grads, reference->grads, bucketed->param_count * sizeof(float));
+            } else {
+                double worst = 0, scale = 0;
+                for (size_t i = 0; i < bucketed->param_count; i++) {
+                    worst = fmax(worst, fabs((double)bucketed->grads[i] - reference->grads[i]));
+                    scale = fmax(scale, fabs((double)reference->grads[i]));
+                }
+                assert_true(worst <= 1e-6 * scale + 1e-8);
+            }
+            if (!empty_last) /* restore this rank's labels for the next case */
+                load_rows(bucketed, labels, first, count);
+            model_free(bucketed);
+        }
+    model_free(fused);
+}
+
 static void test_local_shares(void **state)
 {
     (void)state;
@@ -118,6 +209,8 @@ int main(int argc, char **argv)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_split_gradient_matches_single_rank),
+        cmocka_unit_test(test_bucket_layout),
+        cmocka_unit_test(test_bucketed_matches_fused),
         cmocka_unit_test(test_local_shares),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

@@ -20,9 +20,10 @@ void col2im_add(const float *col, float *dx, int channels, int batch, int height
 /* y[co][N·H·W] = w[co][ci·k·k] · im2col(x); col is workspace of ci·k·k · N·H·W floats. */
 void conv_forward(const struct conv_shape *s, int batch, const float *x, const float *w, float *y,
                   float *col);
-/* dw = dy · im2col(x)ᵀ, and dx = col2im(wᵀ · dy) unless dx is NULL. */
+/* dw = dy · im2col(x)ᵀ, and dx = col2im(wᵀ · dy) unless dx is NULL. col_holds_x: col already
+ * holds im2col(x) from conv_forward, and is not recomputed. col is overwritten when dx is asked. */
 void conv_backward(const struct conv_shape *s, int batch, const float *x, const float *w,
-                   const float *dy, float *dx, float *dw, float *col);
+                   const float *dy, float *dx, float *dw, float *col, int col_holds_x);
 
 /* 2×2 max pooling with stride 2 (H and W even); argmax holds 0..3 per output for backward. */
 void maxpool_forward(const float *x, float *y, uint8_t *argmax, int planes, int height, int width);

@@ -60,6 +60,7 @@ struct model {
     size_t buffer_count;
     float *buffers;             /* batch-norm running statistics: state, not trained */
     float *workspace;           /* im2col, shared by every convolution */
+    int workspace_layer;        /* the layer whose im2col(input) the workspace holds, or -1 */
     int is_conv;
     /* acts[0] is the input batch [max_batch][input_size]; acts[i+1] is layer i's output.
      * grad_acts[i] is the gradient with respect to acts[i]. */

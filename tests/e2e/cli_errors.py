@@ -78,6 +78,15 @@ cases = [
     (1, ["eval", "--checkpoint", truncated], 1, "truncated.h5: not a readable HDF5 file"),
     (1, ["eval", "--checkpoint", not_checkpoint], 1, "not a dptrain checkpoint (no attribute format)"),
     (0, ["convert", "--out", "/nonexistent-folder/d.h5"], 1, "folder /nonexistent-folder does not exist"),
+    (0, ["train", "--bucket-mb", "-1"], 2, "--bucket-mb: -1 is out of range 0..1024"),
+    (0, ["train", "--bucket-mb", "lots"], 2, "--bucket-mb: expected a number, got 'lots'"),
+    (0, ["eval", "--bucket-mb", "1", "--checkpoint", f"{dir}/c.h5"], 2, "--bucket-mb: not a flag of 'eval'"),
+    (0, ["train", "--threads", "0"], 2, "--threads: 0 is out of range 1..256"),
+    (0, ["train", "--trace"], 2, "--trace needs a value"),
+    (2, ["train", "--trace", "/nonexistent-folder/t.json"], 1, "--trace /nonexistent-folder/t.json: folder /nonexistent-folder does not exist"),
+    (2, ["train", "--trace", DATA], 1, "must differ from --data, --out and --checkpoint"),
+    (2, ["train", "--trace", out], 1, "must differ from --data, --out and --checkpoint"),
+    (2, ["compare", "--pca", "0", "--trace", dir], 1, f"--trace {dir}: is a folder"),
 ]
 
 for ranks, args, code, fragment in cases:
