@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Throughput benchmark: dptrain's MLP and CNN at 1 rank, 2 ranks (1 BLAS thread each, fused and
+# bucketed allreduce) and 1 rank with 2 BLAS threads; the phase shares of a step from --trace; the
+# achieved GFLOP/s against the single-core cblas_sgemm peak measured in this same run; peak memory
+# per rank; the times of convert and of the PCA fit; and, if Debian's python3-torch is installed
+# (this script does not install it), PyTorch on the same networks, data, batch and threads.
+# Prints one table (scripts/bench_summary.py). Machines are shared and noisy: every ratio here
+# compares figures measured minutes apart in one run.
+#
+# usage: scripts/bench.sh [build-dir]
+#        (environment: BENCH_MLP_EPOCHS=3 BENCH_CNN_EPOCHS=1 BENCH_BUCKET_MB=0.25)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+dptrain=$build/dptrain
+[[ -x $dptrain && -x $build/bench_kernels ]] || scripts/build.sh "$build"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+unset OPENBLAS_NUM_THREADS # every run says --threads itself
+work=$(mktemp -d /tmp/dptrain-bench-XXXXXX)
+mlp_epochs=${BENCH_MLP_EPOCHS:-3}
+cnn_epochs=${BENCH_CNN_EPOCHS:-1}
+python=/usr/bin/python3
+log() { echo "bench: $*" >&2; }
+
+now() { date +%s.%N; }
+start=$(now)
+"$dptrain" convert --out "$work/data.h5" > "$work/convert.log"
+echo "convert_seconds $(awk "BEGIN { print $(now) - $start }")" > "$work/figures.txt"
+log "convert done"
+
+OPENBLAS_NUM_THREADS=1 "$build/bench_kernels" sgemm >> "$work/figures.txt"
+log "sgemm peak measured"
+
+# name ranks threads model epochs [extra flags...]
+train() {
+  local name=$1 ranks=$2 threads=$3 model=$4 epochs=$5
+  shift 5
+  mpirun -np "$ranks" --oversubscribe --bind-to "$([[ $threads == 1 ]] && echo core || echo none)" \
+    "$dptrain" train --data "$work/data.h5" --out "$work/$name.h5" --model "$model" --epochs "$epochs" \
+    --threads "$threads" --trace "$work/$name.json" "$@" > "$work/$name.log"
+  log "$name done"
+}
+for model in mlp cnn; do
+  epochs=$([[ $model == mlp ]] && echo "$mlp_epochs" || echo "$cnn_epochs")
+  train "${model}_1rank" 1 1 $model "$epochs"
+  train "${model}_2ranks" 2 1 $model "$epochs"
+  train "${model}_2ranks_bucketed" 2 1 $model "$epochs" --bucket-mb "${BENCH_BUCKET_MB:-0.25}"
+  train "${model}_1rank_2threads" 1 2 $model "$epochs"
+done
+mpirun -np 2 --bind-to core "$dptrain" train --data "$work/data.h5" --out "$work/pca.h5" --pca 50 --epochs 1 \
+  --threads 1 > "$work/pca.log"
+log "PCA fit done"
+
+if $python -c "import torch" 2>/dev/null; then
+  for threads in 1 2; do
+    $python scripts/bench_torch.py "$work/data.h5" mlp "$threads" $((469 * mlp_epochs)) | sed "s/^/t${threads}_/" >> "$work/figures.txt"
+    $python scripts/bench_torch.py "$work/data.h5" cnn "$threads" 100 | sed "s/^/t${threads}_/" >> "$work/figures.txt"
+    log "PyTorch with $threads thread(s) done"
+  done
+else
+  log "python3-torch is not installed: no PyTorch comparison (apt-get install python3-torch adds it)"
+fi
+$python scripts/bench_summary.py "$work"
