@@ -132,6 +132,41 @@ static void test_maxpool(void **state)
     }
 }
 
+/* Against a plain reference on values with many ties (three levels), for the CNN's widths and
+ * more planes than one pass holds: the same maxima, and the first maximum in row-major order. */
+static void test_maxpool_ties_and_widths(void **state)
+{
+    (void)state;
+    int shapes[][3] = {{300, 28, 28}, {700, 14, 14}, {5, 4, 6}, {1, 2, 2}};
+    struct rng rng;
+    rng_seed(&rng, 23, 0, 0, 0);
+    for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++) {
+        int planes = shapes[t][0], h = shapes[t][1], w = shapes[t][2];
+        size_t in = (size_t)planes * h * w, out = in / 4;
+        float *x = malloc(in * sizeof(float)), *y = malloc(out * sizeof(float));
+        uint8_t *arg = malloc(out);
+        for (size_t i = 0; i < in; i++)
+            x[i] = (float)rng_below(&rng, 3);
+        maxpool_forward(x, y, arg, planes, h, w);
+        for (int p = 0; p < planes; p++)
+            for (int oy = 0; oy < h / 2; oy++)
+                for (int ox = 0; ox < w / 2; ox++) {
+                    const float *window = x + ((size_t)p * h + 2 * oy) * w + 2 * ox;
+                    float v[4] = {window[0], window[1], window[w], window[w + 1]};
+                    int first = 0;
+                    for (int k = 1; k < 4; k++)
+                        if (v[k] > v[first])
+                            first = k;
+                    size_t o = ((size_t)p * (h / 2) + oy) * (w / 2) + ox;
+                    assert_true(y[o] == v[first]);
+                    assert_int_equal(arg[o], first);
+                }
+        free(x);
+        free(y);
+        free(arg);
+    }
+}
+
 static void test_batchnorm(void **state)
 {
     (void)state;
@@ -276,6 +311,7 @@ int main(void)
         cmocka_unit_test(test_conv_gradients),
         cmocka_unit_test(test_conv_matches_direct_sum),
         cmocka_unit_test(test_maxpool),
+        cmocka_unit_test(test_maxpool_ties_and_widths),
         cmocka_unit_test(test_batchnorm),
         cmocka_unit_test(test_layout_transposes),
         cmocka_unit_test(test_cnn_model_gradient),
