@@ -54,7 +54,8 @@ static int sgemm_peak(void)
         tensor_free(b);
         tensor_free(c);
     }
-    printf("sgemm_peak_gflops %.2f\nsgemm_peak_size %d\n", best, best_n);
+    /* The kernels OpenBLAS chose (OPENBLAS_CORETYPE can force others): figures depend on them. */
+    printf("sgemm_peak_gflops %.2f\nsgemm_peak_size %d\nopenblas_core %s\n", best, best_n, openblas_get_corename());
     return 0;
 }
 

@@ -4,7 +4,8 @@
 # achieved GFLOP/s against the single-core cblas_sgemm peak measured in this same run; peak memory
 # per rank; the times of convert and of the PCA fit; and, if Debian's python3-torch is installed
 # (this script does not install it), PyTorch on the same networks, data, batch and threads.
-# Prints one table (scripts/bench_summary.py). Machines are shared and noisy: every ratio here
+# Prints one table (scripts/bench_summary.py), headed by the OpenBLAS kernels in use (the
+# environment's OPENBLAS_CORETYPE, if set, chooses them for dptrain and PyTorch alike). Machines are shared and noisy: every ratio here
 # compares figures measured minutes apart in one run.
 #
 # usage: scripts/bench.sh [build-dir]

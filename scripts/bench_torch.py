@@ -4,13 +4,21 @@ which favours PyTorch slightly). Prints "name value" lines.
 
 usage: bench_torch.py DATA.h5 {mlp|cnn} THREADS STEPS
 """
+import os
 import sys
 import time
 
-import h5py
-import numpy as np
-import torch
-from torch import nn
+# PyTorch's float32 GEMMs go to the system OpenBLAS, which ignores torch.set_num_threads(): both
+# pools are sized here, before torch is imported, so that "1 thread" means one core for PyTorch
+# as it does for dptrain (measured: without this, "1 thread" ran its GEMMs on 2 cores).
+THREADS = sys.argv[3] if len(sys.argv) > 3 else "1"
+os.environ["OMP_NUM_THREADS"] = THREADS
+os.environ["OPENBLAS_NUM_THREADS"] = THREADS
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 
 def networks(kind):

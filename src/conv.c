@@ -23,18 +23,20 @@ static inline void shifted_row(const float *restrict src, float *restrict dst, i
         dst[x] = 0.0f;
 }
 
+/* Both loop over (channel, image) outermost, so that the one input (or gradient) plane they
+ * read (or add into) stays in L1 for all k·k shifts; with the shifts outermost every plane was
+ * fetched k·k times from L2 or memory. */
 void im2col(const float *in, float *col, int channels, int batch, int height, int width, int kernel)
 {
     int pad = kernel / 2;
     size_t plane = (size_t)height * width, columns = (size_t)batch * plane;
     for (int c = 0; c < channels; c++)
-        for (int ky = 0; ky < kernel; ky++)
-            for (int kx = 0; kx < kernel; kx++) {
-                float *dst = col + ((size_t)(c * kernel + ky) * kernel + kx) * columns;
-                int dy = ky - pad, dx = kx - pad;
-                for (int n = 0; n < batch; n++) {
-                    const float *src_plane = in + ((size_t)c * batch + n) * plane;
-                    float *dst_plane = dst + (size_t)n * plane;
+        for (int n = 0; n < batch; n++) {
+            const float *src_plane = in + ((size_t)c * batch + n) * plane;
+            for (int ky = 0; ky < kernel; ky++)
+                for (int kx = 0; kx < kernel; kx++) {
+                    float *dst_plane = col + ((size_t)(c * kernel + ky) * kernel + kx) * columns + (size_t)n * plane;
+                    int dy = ky - pad, dx = kx - pad;
                     for (int y = 0; y < height; y++) {
                         int sy = y + dy;
                         float *d = dst_plane + (size_t)y * width;
@@ -44,7 +46,7 @@ void im2col(const float *in, float *col, int channels, int batch, int height, in
                             shifted_row(src_plane + (size_t)sy * width, d, width, dx);
                     }
                 }
-            }
+        }
 }
 
 void col2im_add(const float *col, float *dx_out, int channels, int batch, int height, int width, int kernel)
@@ -52,25 +54,24 @@ void col2im_add(const float *col, float *dx_out, int channels, int batch, int he
     int pad = kernel / 2;
     size_t plane = (size_t)height * width, columns = (size_t)batch * plane;
     for (int c = 0; c < channels; c++)
-        for (int ky = 0; ky < kernel; ky++)
-            for (int kx = 0; kx < kernel; kx++) {
-                const float *src = col + ((size_t)(c * kernel + ky) * kernel + kx) * columns;
-                int dy = ky - pad, dx = kx - pad;
-                int lo = dx < 0 ? -dx : 0, hi = dx > 0 ? width - dx : width;
-                for (int n = 0; n < batch; n++) {
-                    float *dst_plane = dx_out + ((size_t)c * batch + n) * plane;
-                    const float *src_plane = src + (size_t)n * plane;
+        for (int n = 0; n < batch; n++) {
+            float *dst_plane = dx_out + ((size_t)c * batch + n) * plane;
+            for (int ky = 0; ky < kernel; ky++)
+                for (int kx = 0; kx < kernel; kx++) {
+                    const float *src_plane = col + ((size_t)(c * kernel + ky) * kernel + kx) * columns + (size_t)n * plane;
+                    int dy = ky - pad, dx = kx - pad;
+                    int lo = dx < 0 ? -dx : 0, hi = dx > 0 ? width - dx : width;
                     for (int y = 0; y < height; y++) {
                         int sy = y + dy;
                         if (sy < 0 || sy >= height)
                             continue;
-                        float *d = dst_plane + (size_t)sy * width + dx;
-                        const float *s = src_plane + (size_t)y * width;
+                        float *restrict d = dst_plane + (size_t)sy * width + dx;
+                        const float *restrict s = src_plane + (size_t)y * width;
                         for (int x = lo; x < hi; x++)
                             d[x] += s[x];
                     }
                 }
-            }
+        }
 }
 
 void conv_forward(const struct conv_shape *s, int batch, const float *x, const float *w, float *y, float *col)
