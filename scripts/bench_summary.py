@@ -80,12 +80,16 @@ fit = re.search(r"fit (\d+\.\d+) s", pca_log).group(1)
 print(f"convert {float(figures['convert_seconds']):.2f} s; PCA fit (50 components, 2 ranks) {fit} s")
 
 if "t1_torch_version" in figures:
-    print(f"\nPyTorch {figures['t1_torch_version']} on the same networks, data, batch 128 and AdamW:")
+    print(f"\nPyTorch {figures['t1_torch_version']} on the same networks, data, batch 128 and AdamW "
+          f"(threads: PyTorch's pool + OpenBLAS's; of the two splits of 2, the faster):")
     for model in ("mlp", "cnn"):
         for threads in (1, 2):
-            theirs = float(figures[f"t{threads}_torch_{model}_samples_per_second"])
+            tags = ["t1"] if threads == 1 else ["t2a", "t2b"]
+            tag = max(tags, key=lambda t: float(figures[f"{t}_torch_{model}_samples_per_second"]))
+            theirs = float(figures[f"{tag}_torch_{model}_samples_per_second"])
+            split = figures[f"{tag}_torch_{model}_threads"]
             ours = results[f"{model}_1rank" if threads == 1 else f"{model}_1rank_2threads"]["rate"]
-            line = (f"  {model} {threads} thread{'s' if threads > 1 else ' '}: PyTorch {theirs:8.0f} samples/s, "
+            line = (f"  {model} {threads} thread{'s' if threads > 1 else ' '}: PyTorch ({split}) {theirs:8.0f} samples/s, "
                     f"dptrain 1 rank x {threads} {ours:8.0f} ({ours / theirs:.2f}x)")
             if threads == 2:
                 two = results[f"{model}_2ranks"]["rate"]

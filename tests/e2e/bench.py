@@ -1,0 +1,43 @@
+"""scripts/bench.sh end to end on a small data set (its figures are not checked: benchmarks print
+figures, tests do not time): every run it makes succeeds and the table has every row and line,
+with positive rates, shares that add up, and the PyTorch lines when python3-torch is there."""
+import re
+import subprocess
+
+from common import *
+
+dir = temp_dir()
+rng = np.random.default_rng(5)
+labels = rng.integers(0, 10, 3000).astype(np.uint8)
+images = (rng.random((3000, 28, 28)) * 255 * (labels[:, None, None] / 9.0)).astype(np.uint8)
+write_idx(f"{dir}/train-images-idx3-ubyte", images[:2500])
+write_idx(f"{dir}/train-labels-idx1-ubyte", labels[:2500])
+write_idx(f"{dir}/t10k-images-idx3-ubyte", images[2500:])
+write_idx(f"{dir}/t10k-labels-idx1-ubyte", labels[2500:])
+
+root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+env = dict(os.environ, BENCH_SOURCE=dir, BENCH_MLP_EPOCHS="2", BENCH_CNN_EPOCHS="1")
+result = subprocess.run(["bash", f"{root}/scripts/bench.sh", os.path.dirname(DPTRAIN)], capture_output=True,
+                        text=True, env=env, timeout=900)
+if result.returncode != 0:
+    print(result.stdout, result.stderr)
+    fail(f"bench.sh exited {result.returncode}")
+out = result.stdout
+check(re.search(r"OpenBLAS kernels \S+, single-core cblas_sgemm peak \d+\.\d GFLOP/s", out), out[:400])
+rows = [l for l in out.splitlines() if re.match(r"^(mlp|cnn) +[12] x [12] ", l)]
+check(len(rows) == 8, f"8 rows, got {len(rows)}:\n{out}")
+for row in rows:
+    fields = row.split()
+    rate = float(fields[5])
+    shares = [float(x.rstrip("%")) for x in fields[7:12]]
+    check(rate > 0 and abs(sum(shares) - 100) < 1.0, f"row {row!r}: rate or shares")
+for model in ("mlp", "cnn"):
+    check(re.search(rf"^{model}: 2 ranks / 1 rank \d+\.\d\dx \(bucketed allreduce \d+\.\d\dx\); 1 rank x 2 threads",
+                    out, re.M), f"{model} summary line")
+check(re.search(r"^convert \d+\.\d\d s; PCA fit \(50 components, 2 ranks\) \d+\.\d\d s", out, re.M), "times line")
+has_torch = subprocess.run(["/usr/bin/python3", "-c", "import torch"], capture_output=True).returncode == 0
+check(("PyTorch 1" in out) == has_torch and ("not installed" in out) != has_torch, "PyTorch part")
+check(not [n for n in os.listdir("/tmp") if n.startswith("dptrain-bench-") and
+           os.path.getmtime(f"/tmp/{n}") > os.path.getmtime(f"{dir}/t10k-labels-idx1-ubyte")],
+      "bench.sh left its work folder")
+print("ok: bench.sh table on a small data set")
