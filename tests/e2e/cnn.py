@@ -80,4 +80,13 @@ with h5py.File(ref_ckpt, "r") as f:
     check(f.attrs["tta"] == 1 and f.attrs["dropout"] == 0.1 and f.attrs["label_smoothing"] == 0,
           "the defaults of a cnn with --augment: --tta, dropout 0.1, no label smoothing")
 check(views["tta"][2] == np.mean(views["tta"][0] == small_labels), "--tta accuracy disagrees with its predictions")
+# The default epochs: 60 for a CNN with --augment (with --tta), 20 without (small network, small set).
+for extra, epochs, tta in ((["--augment"], 60, 1), ([], 20, 0)):
+    ckpt = f"{small}/defaults-{epochs}.h5"
+    must_succeed(run(["train", "--model", "cnn:4,p,f8", "--data", data, "--out", f"{small}/defaults.h5", "--quiet",
+                      "--batch", "400", "--checkpoint", ckpt] + extra, ranks=2))
+    with h5py.File(ckpt, "r") as f:
+        check(f.attrs["epochs"] == epochs and f.attrs["epoch"] == epochs and f.attrs["tta"] == tta,
+              f"default epochs {f.attrs['epochs']} and tta {f.attrs['tta']} for cnn {extra}")
+
 print("ok")
