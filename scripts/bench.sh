@@ -48,7 +48,7 @@ for model in mlp cnn; do
   epochs=$([[ $model == mlp ]] && echo "$mlp_epochs" || echo "$cnn_epochs")
   train "${model}_1rank" 1 1 $model "$epochs"
   train "${model}_2ranks" 2 1 $model "$epochs"
-  train "${model}_2ranks_bucketed" 2 1 $model "$epochs" --bucket-mb "${BENCH_BUCKET_MB:-0.25}"
+  train "${model}_2ranks_bucketed" 2 1 $model "$epochs" --bucket-mb "${BENCH_BUCKET_MB:-0.1}"
   train "${model}_1rank_2threads" 1 2 $model "$epochs"
 done
 mpirun -np 2 --bind-to core "$dptrain" train --data "$work/data.h5" --out "$work/pca.h5" --pca 50 --epochs 1 \
