@@ -9,7 +9,8 @@
 # compares figures measured minutes apart in one run.
 #
 # usage: scripts/bench.sh [build-dir]
-#        (environment: BENCH_MLP_EPOCHS=3 BENCH_CNN_EPOCHS=1 BENCH_BUCKET_MB=0.25, and
+#        (environment: BENCH_MLP_EPOCHS=3 BENCH_CNN_EPOCHS=1 BENCH_BUCKET_MB=0.1, which gives both
+#        models two buckets, and
 #        BENCH_SOURCE=DIR for other IDX files than Fashion-MNIST's, as the tests use)
 set -euo pipefail
 cd "$(dirname "$0")/.."
