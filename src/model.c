@@ -310,17 +310,6 @@ static const char *const backward_names[] = {
     [LAYER_MAXPOOL] = "maxpool backward", [LAYER_TO_ROWS] = "to_rows backward",
 };
 
-static double layer_clock(const struct model *m)
-{
-    return m->profile ? profile_now(m->profile) : 0.0;
-}
-
-static void layer_done(const struct model *m, const char *name, double start)
-{
-    if (m->profile)
-        profile_end(m->profile, name, CATEGORY_LAYER, start);
-}
-
 const float *model_forward(struct model *m, int batch, int training, struct rng *rng)
 {
     for (int i = 0; i < m->layer_count; i++) {
@@ -329,7 +318,7 @@ const float *model_forward(struct model *m, int batch, int training, struct rng 
         float *y = m->acts[i + 1];
         size_t n = (size_t)batch * l->out_size;
         size_t per_channel = (size_t)batch * l->height * l->width;
-        double started = layer_clock(m);
+        double started = profile_now(m->profile);
         switch (l->kind) {
         case LAYER_DENSE:
             dense_forward(x, l->weight, l->bias, y, batch, l->in_size, l->out_size);
@@ -362,7 +351,7 @@ const float *model_forward(struct model *m, int batch, int training, struct rng 
             channels_to_rows(x, y, l->channels, batch, l->height * l->width);
             break;
         }
-        layer_done(m, forward_names[l->kind], started);
+        profile_end(m->profile, forward_names[l->kind], CATEGORY_LAYER, started);
     }
     return m->acts[m->layer_count];
 }
@@ -375,7 +364,7 @@ void model_backward(struct model *m, int batch, const struct backward_hook *hook
         float *dx = i == 0 ? NULL : m->grad_acts[i]; /* the input's gradient is never used */
         size_t n = (size_t)batch * l->out_size;
         size_t per_channel = (size_t)batch * l->height * l->width;
-        double started = layer_clock(m);
+        double started = profile_now(m->profile);
         switch (l->kind) {
         case LAYER_DENSE:
             dense_backward(m->acts[i], l->weight, dy, dx, l->grad_weight, l->grad_bias, batch,
@@ -403,7 +392,7 @@ void model_backward(struct model *m, int batch, const struct backward_hook *hook
             rows_to_channels(dy, m->grad_acts[i], l->channels, batch, l->height * l->width);
             break;
         }
-        layer_done(m, backward_names[l->kind], started);
+        profile_end(m->profile, backward_names[l->kind], CATEGORY_LAYER, started);
         if (hook && l->weight)
             hook->grads_ready(hook->context, l->param_offset);
     }

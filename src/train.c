@@ -248,24 +248,12 @@ static int all_finite(const float *x, size_t n)
     return finite;
 }
 
-/* Time since *clock into the profile (if any) under name, and move the clock on. */
-static void phase_done(struct profile *p, const char *name, double *clock)
-{
-    if (p)
-        *clock = profile_end(p, name, CATEGORY_STEP, *clock);
-}
-
-static double phase_start(const struct profile *p)
-{
-    return p ? profile_now(p) : 0.0;
-}
-
 int train_batch_gradient(const struct comm *comm, struct model *model, const uint8_t *labels,
                          int n, long global_batch, float smoothing, struct rng *dropout_rng,
                          struct reducer *reducer, double *loss_sum, long *correct, char *err)
 {
     struct profile *p = model->profile;
-    double clock = phase_start(p);
+    double clock = profile_now(p);
     if (reducer)
         reducer_begin(reducer);
     if (n > 0) {
@@ -273,7 +261,7 @@ int train_batch_gradient(const struct comm *comm, struct model *model, const uin
         *loss_sum += softmax_cross_entropy(logits, labels, n, model->classes, smoothing,
                                            1.0f / (float)global_batch, model_grad_logits(model),
                                            correct, NULL, NULL);
-        phase_done(p, PHASE_FORWARD, &clock);
+        clock = profile_end(p, PHASE_FORWARD, CATEGORY_STEP, clock);
         struct backward_hook hook = {reducer_ready, reducer};
         model_backward(model, n, reducer ? &hook : NULL);
     } else {
@@ -282,10 +270,10 @@ int train_batch_gradient(const struct comm *comm, struct model *model, const uin
         if (reducer) /* the same buckets as the other ranks start: all but the first */
             reducer_ready(reducer, 1);
     }
-    phase_done(p, PHASE_BACKWARD, &clock);
+    clock = profile_end(p, PHASE_BACKWARD, CATEGORY_STEP, clock);
     int status = reducer ? reducer_finish(reducer, err)
                          : comm_allreduce_floats(comm, model->grads, model->param_count, err);
-    phase_done(p, PHASE_ALLREDUCE_WAIT, &clock);
+    profile_end(p, PHASE_ALLREDUCE_WAIT, CATEGORY_STEP, clock);
     return status;
 }
 

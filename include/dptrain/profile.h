@@ -55,6 +55,8 @@ void profile_free(struct profile *p);
 /* Clear the totals (not the trace) for a new run of `compare`. */
 void profile_reset_totals(struct profile *p);
 
+/* Both accept NULL (no profile: 0 and nothing recorded), so that code timed in training runs
+ * unchanged without a profile (evaluation, the tests). */
 double profile_now(const struct profile *p);
 /* Account the interval [start, now] to name; returns now, so phases can be chained. */
 double profile_end(struct profile *p, const char *name, const char *category, double start);
