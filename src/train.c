@@ -133,14 +133,15 @@ done:
 }
 
 /* Collective: every rank receives its block (dataset_block) of a set that rank 0 holds. */
-static int share_eval_set(const struct comm *comm, const struct split *whole, struct split *part, char *err)
+static int share_eval_set(const struct comm *comm, const struct split *whole, const char *what, struct split *part,
+                          char *err)
 {
     unsigned long long total = comm->rank == 0 ? whole->count : 0;
     int *counts = NULL, *displs = NULL, ok = 1;
     memset(part, 0, sizeof *part);
-    CHECK_MPI(MPI_Bcast(&total, 1, MPI_UNSIGNED_LONG_LONG, 0, comm->world), "cannot share the test set size");
+    CHECK_MPI(MPI_Bcast(&total, 1, MPI_UNSIGNED_LONG_LONG, 0, comm->world), "cannot share the %s set size", what);
     if (total * DATASET_PIXELS > (unsigned long long)INT_MAX) {
-        err_set(err, "the test set (%llu images) is too large to share among the ranks", total);
+        err_set(err, "the %s set (%llu images) is too large to share among the ranks", what, total);
         return -1; /* the same on every rank */
     }
     dataset_block((size_t)total, comm->size, comm->rank, &part->first, &part->count);
@@ -149,7 +150,7 @@ static int share_eval_set(const struct comm *comm, const struct split *whole, st
     counts = malloc(sizeof(int) * (size_t)comm->size);
     displs = malloc(sizeof(int) * (size_t)comm->size);
     if (!part->images || !part->labels || !counts || !displs)
-        ok = 0, err_set(err, "cannot allocate this rank's share of the test set");
+        ok = 0, err_set(err, "cannot allocate this rank's share of the %s set", what);
     CHECK_DP(comm_agree(comm->world, ok, err));
     for (int r = 0; r < comm->size; r++) {
         size_t first, count;
@@ -158,13 +159,13 @@ static int share_eval_set(const struct comm *comm, const struct split *whole, st
         displs[r] = (int)first;
     }
     CHECK_MPI(MPI_Scatterv(whole->labels, counts, displs, MPI_UINT8_T, part->labels, counts[comm->rank],
-                           MPI_UINT8_T, 0, comm->world), "cannot share the test set");
+                           MPI_UINT8_T, 0, comm->world), "cannot share the %s set", what);
     for (int r = 0; r < comm->size; r++) {
         counts[r] *= DATASET_PIXELS;
         displs[r] *= DATASET_PIXELS;
     }
     CHECK_MPI(MPI_Scatterv(whole->images, counts, displs, MPI_UINT8_T, part->images, counts[comm->rank],
-                           MPI_UINT8_T, 0, comm->world), "cannot share the test set");
+                           MPI_UINT8_T, 0, comm->world), "cannot share the %s set", what);
     free(counts);
     free(displs);
     return 0;
@@ -210,8 +211,8 @@ static int load_data(const struct comm *comm, const struct options *o, struct da
         }
         CHECK_DP(hold_out_validation(comm, d, total, o->validation, o->seed, err));
     }
-    CHECK_DP(share_eval_set(comm, &d->test, &d->test_part, err));
-    CHECK_DP(share_eval_set(comm, &d->validation, &d->validation_part, err));
+    CHECK_DP(share_eval_set(comm, &d->test, "test", &d->test_part, err));
+    CHECK_DP(share_eval_set(comm, &d->validation, "validation", &d->validation_part, err));
     int ok = 1;
     if (!(d->rank_counts = calloc((size_t)comm->size, sizeof(size_t))))
         ok = 0, err_set(err, "cannot allocate rank counts");
