@@ -132,6 +132,8 @@ static void test_bucketed_matches_fused(void **state)
     size_t sizes[] = {1, 600, 1 << 30};
     for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++)
         for (int empty_last = 0; empty_last < 2; empty_last++) {
+            if (empty_last && world.size == 1) /* one rank cannot be left without samples */
+                continue;
             struct model *bucketed = make_model(GLOBAL);
             struct model *reference = fused;
             int n = (int)count;
@@ -139,8 +141,6 @@ static void test_bucketed_matches_fused(void **state)
                 size_t f0, c0, fl, cl;
                 dataset_block(GLOBAL, world.size, 0, &f0, &c0);
                 dataset_block(GLOBAL, world.size, world.size - 1, &fl, &cl);
-                if (world.size == 1)
-                    continue;
                 if (world.rank == 0) {
                     load_rows(bucketed, labels, f0, c0);
                     /* append the last rank's rows after rank 0's own */
