@@ -24,11 +24,6 @@ void rng_seed(struct rng *rng, uint64_t seed, uint64_t purpose, uint64_t a, uint
         rng->s[i] = splitmix64(&x);
 }
 
-float rng_uniform(struct rng *rng)
-{
-    return (float)(rng_next(rng) >> 40) * (1.0f / 16777216.0f);
-}
-
 uint64_t rng_below(struct rng *rng, uint64_t n)
 {
     /* Lemire's multiply-shift with rejection: unbiased. */

@@ -41,8 +41,7 @@ static inline uint64_t rng_next(struct rng *rng)
     s[3] = rng_rotl(s[3], 45);
     return result;
 }
-/* Uniform in [0, 1) with 24 random bits. */
-float rng_uniform(struct rng *rng);
+
 /* Unbiased integer in [0, n), n > 0. */
 uint64_t rng_below(struct rng *rng, uint64_t n);
 /* Standard normal (Box-Muller). */
