@@ -312,13 +312,15 @@ static const char *const backward_names[] = {
 
 const float *model_forward(struct model *m, int batch, int training, struct rng *rng)
 {
+    /* Only training's layers are step time: evaluation is timed as one phase by its caller. */
+    struct profile *profile = training ? m->profile : NULL;
     for (int i = 0; i < m->layer_count; i++) {
         struct layer *l = &m->layers[i];
         const float *x = m->acts[i];
         float *y = m->acts[i + 1];
         size_t n = (size_t)batch * l->out_size;
         size_t per_channel = (size_t)batch * l->height * l->width;
-        double started = profile_now(m->profile);
+        double started = profile_now(profile);
         switch (l->kind) {
         case LAYER_DENSE:
             dense_forward(x, l->weight, l->bias, y, batch, l->in_size, l->out_size);
@@ -351,7 +353,7 @@ const float *model_forward(struct model *m, int batch, int training, struct rng 
             channels_to_rows(x, y, l->channels, batch, l->height * l->width);
             break;
         }
-        profile_end(m->profile, forward_names[l->kind], CATEGORY_LAYER, started);
+        profile_end(profile, forward_names[l->kind], CATEGORY_LAYER, started);
     }
     return m->acts[m->layer_count];
 }

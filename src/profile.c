@@ -75,12 +75,24 @@ double profile_end(struct profile *p, const char *name, const char *category, do
     return now;
 }
 
-double profile_seconds(const struct profile *p, const char *name)
+static const struct profile_total *find_total(const struct profile *p, const char *name)
 {
     for (int i = 0; i < p->total_count; i++)
         if (strcmp(p->totals[i].name, name) == 0)
-            return p->totals[i].seconds;
-    return 0.0;
+            return &p->totals[i];
+    return NULL;
+}
+
+double profile_seconds(const struct profile *p, const char *name)
+{
+    const struct profile_total *t = find_total(p, name);
+    return t ? t->seconds : 0.0;
+}
+
+long profile_count(const struct profile *p, const char *name)
+{
+    const struct profile_total *t = find_total(p, name);
+    return t ? t->count : 0;
 }
 
 /* ---- writing -------------------------------------------------------------------------- */

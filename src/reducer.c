@@ -9,6 +9,7 @@ void reducer_init(struct reducer *r, MPI_Comm world, struct model *model, size_t
 {
     memset(r, 0, sizeof *r);
     r->world = world;
+    MPI_Comm_rank(world, &r->rank);
     MPI_Comm_size(world, &r->ranks);
     r->grads = model->grads;
     r->count = model->param_count;
@@ -68,8 +69,7 @@ void reducer_ready(void *context, size_t first_ready)
 
 int reducer_finish(struct reducer *r, char *err)
 {
-    int rank = 0;
-    MPI_Comm_rank(r->world, &rank);
+    int rank = r->rank; /* for the messages */
     if (r->count > (size_t)INT_MAX)
         FAIL("MPI message of %zu gradients is too large", r->count);
     if (r->ranks == 1)

@@ -132,6 +132,18 @@ done:
     return comm_agree(comm->world, ok, err);
 }
 
+/* MPI counts and displacements of every rank's dataset_block of total items, times `scale`
+ * elements per item (the callers checked that they fit an int). */
+static void block_counts(size_t total, int ranks, int scale, int *counts, int *displs)
+{
+    for (int r = 0; r < ranks; r++) {
+        size_t first, count;
+        dataset_block(total, ranks, r, &first, &count);
+        counts[r] = (int)count * scale;
+        displs[r] = (int)first * scale;
+    }
+}
+
 /* Collective: every rank receives its block (dataset_block) of a set that rank 0 holds. */
 static int share_eval_set(const struct comm *comm, const struct split *whole, const char *what, struct split *part,
                           char *err)
@@ -152,18 +164,10 @@ static int share_eval_set(const struct comm *comm, const struct split *whole, co
     if (!part->images || !part->labels || !counts || !displs)
         ok = 0, err_set(err, "cannot allocate this rank's share of the %s set", what);
     CHECK_DP(comm_agree(comm->world, ok, err));
-    for (int r = 0; r < comm->size; r++) {
-        size_t first, count;
-        dataset_block((size_t)total, comm->size, r, &first, &count);
-        counts[r] = (int)count;
-        displs[r] = (int)first;
-    }
+    block_counts((size_t)total, comm->size, 1, counts, displs);
     CHECK_MPI(MPI_Scatterv(whole->labels, counts, displs, MPI_UINT8_T, part->labels, counts[comm->rank],
                            MPI_UINT8_T, 0, comm->world), "cannot share the %s set", what);
-    for (int r = 0; r < comm->size; r++) {
-        counts[r] *= DATASET_PIXELS;
-        displs[r] *= DATASET_PIXELS;
-    }
+    block_counts((size_t)total, comm->size, DATASET_PIXELS, counts, displs);
     CHECK_MPI(MPI_Scatterv(whole->images, counts, displs, MPI_UINT8_T, part->images, counts[comm->rank],
                            MPI_UINT8_T, 0, comm->world), "cannot share the %s set", what);
     free(counts);
@@ -296,9 +300,6 @@ static int evaluate(const struct comm *comm, struct model *model, const struct f
     double loss = 0;
     long correct = 0;
     size_t chunk = (size_t)model->max_batch;
-    /* Its layers are not step time: the profile sees the evaluation as one phase. */
-    struct profile *profile = model->profile;
-    model->profile = NULL;
     for (size_t start = 0; start < f->count; start += chunk) {
         int n = (int)(f->count - start < chunk ? f->count - start : chunk);
         for (int i = 0; i < n; i++)
@@ -318,7 +319,6 @@ static int evaluate(const struct comm *comm, struct model *model, const struct f
                                       &correct, predictions ? predictions + start : NULL,
                                       confidence ? confidence + start : NULL);
     }
-    model->profile = profile;
     double sums[3] = {loss, (double)correct, (double)f->count};
     CHECK_DP(comm_allreduce_doubles(comm, sums, 3, err));
     result->loss = sums[2] > 0 ? sums[0] / sums[2] : 0.0;
@@ -713,12 +713,7 @@ static int final_evaluation(const struct comm *comm, const struct data *d, struc
     CHECK_DP(evaluate(comm, s->model, &s->test, s->eval_indices, s->batch_labels, predictions, confidence,
                       s->mirror_logits, &e, err));
     if (comm->rank == 0)
-        for (int rank = 0; rank < comm->size; rank++) {
-            size_t first, count;
-            dataset_block(total, comm->size, rank, &first, &count);
-            counts[rank] = (int)count;
-            displs[rank] = (int)first;
-        }
+        block_counts(total, comm->size, 1, counts, displs);
     CHECK_MPI(MPI_Gatherv(predictions, (int)mine, MPI_UINT8_T, r->predictions, counts, displs, MPI_UINT8_T, 0,
                           comm->world), "cannot gather the predictions");
     CHECK_MPI(MPI_Gatherv(confidence, (int)mine, MPI_FLOAT, r->confidence, counts, displs, MPI_FLOAT, 0,
@@ -822,10 +817,7 @@ static int print_profile(const struct comm *comm, const struct run_state *s, con
         step_seconds += profile_seconds(p, step_phases[i]);
     for (size_t i = 0; i < sizeof products / sizeof *products; i++)
         product_seconds += profile_seconds(p, products[i]);
-    long steps = 0;
-    for (int i = 0; i < p->total_count; i++)
-        if (strcmp(p->totals[i].name, PHASE_OPTIMIZER) == 0)
-            steps = p->totals[i].count;
+    long steps = profile_count(p, PHASE_OPTIMIZER);
     for (int e = 0; e < r->history_length; e++)
         samples += r->history[e].samples_per_second * r->history[e].seconds;
     if (steps == 0 || step_seconds <= 0)

@@ -66,7 +66,7 @@ struct model {
      * grad_acts[i] is the gradient with respect to acts[i]. */
     float *acts[MODEL_MAX_LAYERS + 1];
     float *grad_acts[MODEL_MAX_LAYERS + 1];
-    struct profile *profile;    /* when set, every layer's forward and backward is timed */
+    struct profile *profile;    /* when set, every layer's training forward and backward is timed */
 };
 
 /* Called by model_backward after each layer that has parameters: every gradient at offsets

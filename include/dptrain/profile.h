@@ -61,8 +61,9 @@ double profile_now(const struct profile *p);
 /* Account the interval [start, now] to name; returns now, so phases can be chained. */
 double profile_end(struct profile *p, const char *name, const char *category, double start);
 
-/* Seconds accounted to a name, 0 if never seen. */
+/* Seconds and number of intervals accounted to a name, 0 if never seen. */
 double profile_seconds(const struct profile *p, const char *name);
+long profile_count(const struct profile *p, const char *name);
 
 /* Collective: rank 0 writes every rank's events to path (through path.tmp and a rename), with
  * each rank's totals in otherData. */

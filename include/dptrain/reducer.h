@@ -20,7 +20,7 @@
 
 struct reducer {
     MPI_Comm world;
-    int ranks;
+    int rank, ranks;
     float *grads;
     size_t count;
     int fused;                                   /* bucket_bytes was 0 */
