@@ -1,21 +1,176 @@
 #include "dptrain/checkpoint.h"
 
 #include "dptrain/check.h"
+#include "dptrain/files.h"
 #include "dptrain/h5io.h"
 
 #include <hdf5.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include <zlib.h>
 
 #define HISTORY_COLUMNS (sizeof(struct epoch_record) / sizeof(double))
+#define CRC_PREFIX "crc32_"
+
+/* ---- the scalar attributes: one table for writing, reading and their checksum ----------- */
+
+enum field_type { F_STRING, F_INT, F_LONG, F_LLONG, F_U64, F_SIZE, F_U32, F_DOUBLE, F_FLOAT };
+
+struct field {
+    const char *name;
+    enum field_type type;
+    size_t offset, size; /* size: of a string's buffer */
+};
+
+#define FIELD(name, type, member) {name, type, offsetof(struct checkpoint, member), sizeof(((struct checkpoint *)0)->member)}
+
+static const struct field fields[] = {
+    FIELD("model", F_STRING, model),
+    FIELD("optimizer", F_STRING, optimizer),
+    FIELD("schedule", F_STRING, schedule),
+    FIELD("name", F_STRING, name),
+    FIELD("pca_components", F_INT, pca_components),
+    FIELD("global_batch", F_INT, global_batch),
+    FIELD("ranks", F_INT, ranks),
+    FIELD("epochs", F_INT, epochs),
+    FIELD("validation", F_INT, validation),
+    FIELD("augment", F_INT, augment),
+    FIELD("tta", F_INT, tta),
+    FIELD("seed", F_U64, seed),
+    FIELD("epoch", F_INT, epoch),
+    FIELD("step", F_LONG, step),
+    FIELD("opt_step", F_LONG, opt_step),
+    FIELD("best_epoch", F_INT, best_epoch),
+    FIELD("param_count", F_SIZE, param_count),
+    FIELD("buffer_count", F_SIZE, buffer_count),
+    FIELD("lr", F_DOUBLE, lr),
+    FIELD("momentum", F_DOUBLE, momentum),
+    FIELD("weight_decay", F_DOUBLE, weight_decay),
+    FIELD("warmup", F_DOUBLE, warmup),
+    FIELD("dropout", F_DOUBLE, dropout),
+    FIELD("label_smoothing", F_DOUBLE, label_smoothing),
+    FIELD("train_seconds", F_DOUBLE, train_seconds),
+    FIELD("epoch_seconds", F_DOUBLE, epoch_seconds),
+    FIELD("best_val", F_DOUBLE, best_val),
+    FIELD("norm_mean", F_FLOAT, norm.mean),
+    FIELD("norm_std", F_FLOAT, norm.std),
+    FIELD("data_train_samples", F_LLONG, data.train_samples),
+    FIELD("data_test_samples", F_LLONG, data.test_samples),
+    FIELD("data_crc32_train_images", F_U32, data.train_images),
+    FIELD("data_crc32_train_labels", F_U32, data.train_labels),
+    FIELD("data_crc32_test_images", F_U32, data.test_images),
+    FIELD("data_crc32_test_labels", F_U32, data.test_labels),
+};
+#define FIELD_COUNT (sizeof fields / sizeof fields[0])
+
+static int is_real(enum field_type type)
+{
+    return type == F_DOUBLE || type == F_FLOAT;
+}
+
+/* A whole-number field as long long (the attribute's type in the file). */
+static long long get_whole(const struct checkpoint *c, const struct field *f)
+{
+    const char *at = (const char *)c + f->offset;
+    switch (f->type) {
+    case F_INT: return *(const int *)at;
+    case F_LONG: return *(const long *)at;
+    case F_LLONG: return *(const long long *)at;
+    case F_U64: return (long long)*(const uint64_t *)at;
+    case F_SIZE: return (long long)*(const size_t *)at;
+    case F_U32: return *(const uint32_t *)at;
+    default: return 0;
+    }
+}
+
+/* Store a whole number read from the file; 0 when it does not fit the field. */
+static int set_whole(struct checkpoint *c, const struct field *f, long long value)
+{
+    char *at = (char *)c + f->offset;
+    switch (f->type) {
+    case F_INT:
+        if (value < INT_MIN || value > INT_MAX)
+            return 0;
+        *(int *)at = (int)value;
+        return 1;
+    case F_LONG: *(long *)at = (long)value; return 1;
+    case F_LLONG: *(long long *)at = value; return 1;
+    case F_U64: *(uint64_t *)at = (uint64_t)value; return 1;
+    case F_SIZE:
+        if (value < 0)
+            return 0;
+        *(size_t *)at = (size_t)value;
+        return 1;
+    case F_U32:
+        if (value < 0 || value > (long long)UINT32_MAX)
+            return 0;
+        *(uint32_t *)at = (uint32_t)value;
+        return 1;
+    default: return 0;
+    }
+}
+
+static double get_real(const struct checkpoint *c, const struct field *f)
+{
+    const char *at = (const char *)c + f->offset;
+    return f->type == F_FLOAT ? (double)*(const float *)at : *(const double *)at;
+}
+
+static void set_real(struct checkpoint *c, const struct field *f, double value)
+{
+    char *at = (char *)c + f->offset;
+    if (f->type == F_FLOAT)
+        *(float *)at = (float)value;
+    else
+        *(double *)at = value;
+}
+
+/* The attributes' checksum folds each name and its value as stored, in table order. */
+static uLong fold(uLong crc, const char *name, const void *value, size_t size)
+{
+    crc = crc32_z(crc, (const Bytef *)name, strlen(name) + 1);
+    return crc32_z(crc, (const Bytef *)value, size);
+}
+
+static uLong fold_field(uLong crc, const struct checkpoint *c, const struct field *f)
+{
+    if (f->type == F_STRING) {
+        const char *text = (const char *)c + f->offset;
+        return fold(crc, f->name, text, strlen(text) + 1);
+    }
+    if (is_real(f->type)) {
+        double value = get_real(c, f);
+        return fold(crc, f->name, &value, sizeof value);
+    }
+    long long value = get_whole(c, f);
+    return fold(crc, f->name, &value, sizeof value);
+}
+
+static uint32_t attributes_crc(const struct checkpoint *c)
+{
+    uLong crc = crc32_z(0, Z_NULL, 0);
+    for (size_t i = 0; i < FIELD_COUNT; i++)
+        crc = fold_field(crc, c, &fields[i]);
+    return (uint32_t)crc;
+}
+
+static uint32_t crc_of(const void *data, size_t bytes)
+{
+    return (uint32_t)crc32_z(crc32_z(0, Z_NULL, 0), (const Bytef *)data, bytes);
+}
 
 /* ---- writing ------------------------------------------------------------------------- */
 
-static int write_floats(hid_t g, const char *name, const float *data, size_t n, const char *path, char *err)
+static int write_field(hid_t f, const struct checkpoint *c, const struct field *field, const char *path, char *err)
 {
-    hsize_t dims[1] = {n};
-    return h5io_write_array(g, name, H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 1, dims, data, path, err);
+    if (field->type == F_STRING)
+        return h5io_write_attr_string(f, field->name, (const char *)c + field->offset, path, err);
+    if (is_real(field->type))
+        return h5io_write_attr_double(f, field->name, get_real(c, field), path, err);
+    return h5io_write_attr_long(f, field->name, get_whole(c, field), path, err);
 }
 
 static int write_config(hid_t f, const struct checkpoint *c, const char *path, char *err)
@@ -23,27 +178,52 @@ static int write_config(hid_t f, const struct checkpoint *c, const char *path, c
     CHECK_DP(h5io_write_attr_string(f, "format", CHECKPOINT_FORMAT, path, err));
     CHECK_DP(h5io_write_attr_long(f, "format_version", CHECKPOINT_VERSION, path, err));
     CHECK_DP(h5io_write_attr_string(f, "dptrain_version", DPTRAIN_VERSION, path, err));
-    CHECK_DP(h5io_write_attr_string(f, "model", c->model, path, err));
-    CHECK_DP(h5io_write_attr_string(f, "optimizer", c->optimizer, path, err));
-    CHECK_DP(h5io_write_attr_string(f, "schedule", c->schedule, path, err));
-    CHECK_DP(h5io_write_attr_string(f, "name", c->name, path, err));
-    const struct { const char *name; long long value; } longs[] = {
-        {"pca_components", c->pca_components}, {"global_batch", c->global_batch},
-        {"ranks", c->ranks}, {"epochs", c->epochs}, {"validation", c->validation},
-        {"augment", c->augment}, {"tta", c->tta}, {"seed", (long long)c->seed}, {"epoch", c->epoch},
-        {"step", c->step}, {"opt_step", c->opt_step}, {"best_epoch", c->best_epoch},
-        {"param_count", (long long)c->param_count}, {"buffer_count", (long long)c->buffer_count},
-    };
-    for (size_t i = 0; i < sizeof longs / sizeof longs[0]; i++)
-        CHECK_DP(h5io_write_attr_long(f, longs[i].name, longs[i].value, path, err));
-    const struct { const char *name; double value; } doubles[] = {
-        {"lr", c->lr}, {"momentum", c->momentum}, {"weight_decay", c->weight_decay},
-        {"warmup", c->warmup}, {"dropout", c->dropout}, {"label_smoothing", c->label_smoothing},
-        {"train_seconds", c->train_seconds}, {"epoch_seconds", c->epoch_seconds},
-        {"best_val", c->best_val}, {"norm_mean", c->norm.mean}, {"norm_std", c->norm.std},
-    };
-    for (size_t i = 0; i < sizeof doubles / sizeof doubles[0]; i++)
-        CHECK_DP(h5io_write_attr_double(f, doubles[i].name, doubles[i].value, path, err));
+    for (size_t i = 0; i < FIELD_COUNT; i++)
+        CHECK_DP(write_field(f, c, &fields[i], path, err));
+    CHECK_DP(h5io_write_attr_long(f, "attributes_crc32", attributes_crc(c), path, err));
+    return 0;
+fail:
+    return -1;
+}
+
+/* An array and its checksum (over the values as held in memory: little-endian, as in the file). */
+static int write_checked(hid_t f, const char *name, hid_t mem_type, hid_t file_type, int rank, const hsize_t *dims,
+                         const void *data, size_t element, const char *path, char *err)
+{
+    char crc_name[64];
+    size_t count = 1;
+    for (int d = 0; d < rank; d++)
+        count *= (size_t)dims[d];
+    snprintf(crc_name, sizeof crc_name, CRC_PREFIX "%s", name);
+    CHECK_DP(h5io_write_array(f, name, mem_type, file_type, rank, dims, data, path, err));
+    CHECK_DP(h5io_write_attr_long(f, crc_name, crc_of(data, count * element), path, err));
+    return 0;
+fail:
+    return -1;
+}
+
+static int write_floats(hid_t f, const char *name, const float *data, size_t n, const char *path, char *err)
+{
+    hsize_t dims[1] = {n};
+    return write_checked(f, name, H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 1, dims, data, sizeof(float), path, err);
+}
+
+static int write_doubles(hid_t f, const char *name, const double *data, size_t n, const char *path, char *err)
+{
+    hsize_t dims[1] = {n};
+    return write_checked(f, name, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, dims, data, sizeof(double), path, err);
+}
+
+static int write_pca(hid_t f, const struct pca *p, const char *path, char *err)
+{
+    hsize_t basis[2] = {(hsize_t)p->components, (hsize_t)p->dim};
+    CHECK_DP(write_doubles(f, "pca_mean", p->mean, (size_t)p->dim, path, err));
+    CHECK_DP(write_checked(f, "pca_basis", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, basis, p->basis, sizeof(float),
+                           path, err));
+    CHECK_DP(write_doubles(f, "pca_variance", p->explained_variance, (size_t)p->components, path, err));
+    CHECK_DP(write_doubles(f, "pca_ratio", p->explained_ratio, (size_t)p->components, path, err));
+    double totals[2] = {p->total_variance, (double)p->samples};
+    CHECK_DP(write_doubles(f, "pca_totals", totals, 2, path, err));
     return 0;
 fail:
     return -1;
@@ -53,39 +233,27 @@ static int write_state(hid_t f, const struct checkpoint *c, const char *path, ch
 {
     hsize_t ranks = (hsize_t)c->ranks;
     hsize_t rng_dims[2] = {ranks, 4}, history_dims[2] = {(hsize_t)c->history_length, HISTORY_COLUMNS};
-    hsize_t rank_dims[1] = {ranks};
+    hsize_t rank_dims[1] = {ranks}, buffer_dims[2] = {ranks, (hsize_t)c->buffer_count};
     CHECK_DP(write_floats(f, "params", c->params, c->param_count, path, err));
     CHECK_DP(write_floats(f, "opt_first", c->opt_first, c->param_count, path, err));
     if (c->opt_second)
         CHECK_DP(write_floats(f, "opt_second", c->opt_second, c->param_count, path, err));
     if (c->best_params)
         CHECK_DP(write_floats(f, "best_params", c->best_params, c->param_count, path, err));
-    CHECK_DP(h5io_write_array(f, "history", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 2, history_dims,
-                              c->history, path, err));
-    CHECK_DP(h5io_write_array(f, "rng_dropout", H5T_NATIVE_UINT64, H5T_STD_U64LE, 2, rng_dims,
-                              c->dropout_rng, path, err));
-    CHECK_DP(h5io_write_array(f, "rng_augment", H5T_NATIVE_UINT64, H5T_STD_U64LE, 2, rng_dims,
-                              c->augment_rng, path, err));
-    CHECK_DP(h5io_write_array(f, "partial_loss", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, rank_dims,
-                              c->partial_loss, path, err));
-    CHECK_DP(h5io_write_array(f, "partial_correct", H5T_NATIVE_INT64, H5T_STD_I64LE, 1, rank_dims,
-                              c->partial_correct, path, err));
-    hsize_t buffer_dims[2] = {ranks, (hsize_t)c->buffer_count};
-    CHECK_DP(h5io_write_array(f, "buffers", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, buffer_dims,
-                              c->buffers, path, err));
-    if (c->pca_components > 0) {
-        const struct pca *p = &c->pca;
-        hsize_t dim[1] = {(hsize_t)p->dim}, k[1] = {(hsize_t)p->components};
-        hsize_t basis[2] = {(hsize_t)p->components, (hsize_t)p->dim};
-        CHECK_DP(h5io_write_array(f, "pca_mean", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, dim, p->mean, path, err));
-        CHECK_DP(h5io_write_array(f, "pca_basis", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, basis, p->basis, path, err));
-        CHECK_DP(h5io_write_array(f, "pca_variance", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, k,
-                                  p->explained_variance, path, err));
-        CHECK_DP(h5io_write_array(f, "pca_ratio", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, k,
-                                  p->explained_ratio, path, err));
-        CHECK_DP(h5io_write_attr_double(f, "pca_total_variance", p->total_variance, path, err));
-        CHECK_DP(h5io_write_attr_long(f, "pca_samples", (long long)p->samples, path, err));
-    }
+    CHECK_DP(write_checked(f, "history", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 2, history_dims, c->history,
+                           sizeof(struct epoch_record) / HISTORY_COLUMNS, path, err));
+    CHECK_DP(write_checked(f, "rng_dropout", H5T_NATIVE_UINT64, H5T_STD_U64LE, 2, rng_dims, c->dropout_rng,
+                           sizeof(uint64_t), path, err));
+    CHECK_DP(write_checked(f, "rng_augment", H5T_NATIVE_UINT64, H5T_STD_U64LE, 2, rng_dims, c->augment_rng,
+                           sizeof(uint64_t), path, err));
+    CHECK_DP(write_checked(f, "partial_loss", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, rank_dims, c->partial_loss,
+                           sizeof(double), path, err));
+    CHECK_DP(write_checked(f, "partial_correct", H5T_NATIVE_INT64, H5T_STD_I64LE, 1, rank_dims,
+                           c->partial_correct, sizeof(int64_t), path, err));
+    CHECK_DP(write_checked(f, "buffers", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, buffer_dims, c->buffers,
+                           sizeof(float), path, err));
+    if (c->pca_components > 0)
+        CHECK_DP(write_pca(f, &c->pca, path, err));
     return 0;
 fail:
     return -1;
@@ -93,22 +261,17 @@ fail:
 
 int checkpoint_write(const char *path, const struct checkpoint *c, char *err)
 {
-    char tmp[4096] = "";
     hid_t file = -1;
-    CHECK_DP(h5io_temp_name(path, tmp, sizeof tmp, err));
-    CHECK_H5(file = H5Fcreate(tmp, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT), "%s: cannot create", tmp);
-    CHECK_DP(write_config(file, c, tmp, err));
-    CHECK_DP(write_state(file, c, tmp, err));
-    hid_t closing = file;
+    CHECK_DP((file = h5io_create_in_memory(path, err)) < 0);
+    CHECK_DP(write_config(file, c, path, err));
+    CHECK_DP(write_state(file, c, path, err));
+    hid_t finished = file;
     file = -1;
-    CHECK_H5(H5Fclose(closing), "%s: cannot close", tmp);
-    CHECK_DP(h5io_commit(tmp, path, err));
+    CHECK_DP(h5io_publish(finished, path, err));
     return 0;
 fail:
     if (file >= 0)
         H5Fclose(file);
-    if (tmp[0])
-        unlink(tmp);
     return -1;
 }
 
@@ -116,14 +279,20 @@ fail:
 
 static int read_attr(hid_t f, const char *name, hid_t type, void *out, const char *path, char *err)
 {
-    hid_t attr = -1;
+    hid_t attr = -1, space = -1;
     if (H5Aexists(f, name) <= 0)
         FAIL("%s: not a dptrain checkpoint (no attribute %s)", path, name);
     CHECK_H5(attr = H5Aopen(f, name, H5P_DEFAULT), "%s: cannot open attribute %s", path, name);
-    CHECK_H5(H5Aread(attr, type, out), "%s: cannot read attribute %s", path, name);
+    CHECK_H5(space = H5Aget_space(attr), "%s: cannot read the shape of attribute %s", path, name);
+    if (H5Sget_simple_extent_npoints(space) != 1)
+        FAIL("%s: corrupt checkpoint: attribute %s is not a single value", path, name);
+    CHECK_H5(H5Aread(attr, type, out), "%s: corrupt checkpoint: cannot read attribute %s", path, name);
+    H5Sclose(space);
     H5Aclose(attr);
     return 0;
 fail:
+    if (space >= 0)
+        H5Sclose(space);
     if (attr >= 0)
         H5Aclose(attr);
     return -1;
@@ -137,42 +306,75 @@ static int read_string_attr(hid_t f, const char *name, char *out, size_t size, c
     CHECK_H5(H5Tset_size(type, H5T_VARIABLE), "cannot size string type");
     CHECK_H5(H5Tset_cset(type, H5T_CSET_UTF8), "cannot set string encoding");
     CHECK_DP(read_attr(f, name, type, &value, path, err));
-    snprintf(out, size, "%s", value ? value : "");
+    if (!value || strlen(value) >= size)
+        FAIL("%s: corrupt checkpoint: attribute %s is missing or longer than %zu characters", path, name,
+             size - 1);
+    snprintf(out, size, "%s", value);
     H5free_memory(value);
     H5Tclose(type);
     return 0;
 fail:
+    H5free_memory(value);
     if (type >= 0)
         H5Tclose(type);
     return -1;
 }
 
-static int read_long(hid_t f, const char *name, long long *out, const char *path, char *err)
+static int read_field(hid_t f, struct checkpoint *c, const struct field *field, const char *path, char *err)
 {
-    return read_attr(f, name, H5T_NATIVE_LLONG, out, path, err);
+    if (field->type == F_STRING)
+        return read_string_attr(f, field->name, (char *)c + field->offset, field->size, path, err);
+    if (is_real(field->type)) {
+        double value;
+        CHECK_DP(read_attr(f, field->name, H5T_NATIVE_DOUBLE, &value, path, err));
+        set_real(c, field, value);
+        return 0;
+    }
+    long long value;
+    CHECK_DP(read_attr(f, field->name, H5T_NATIVE_LLONG, &value, path, err));
+    if (!set_whole(c, field, value))
+        FAIL("%s: corrupt checkpoint: %s = %lld is out of range", path, field->name, value);
+    return 0;
+fail:
+    return -1;
 }
 
-static int read_double(hid_t f, const char *name, double *out, const char *path, char *err)
+static int read_crc(hid_t f, const char *name, uint32_t *crc, const char *path, char *err)
 {
-    return read_attr(f, name, H5T_NATIVE_DOUBLE, out, path, err);
+    long long value;
+    CHECK_DP(read_attr(f, name, H5T_NATIVE_LLONG, &value, path, err));
+    if (value < 0 || value > (long long)UINT32_MAX)
+        FAIL("%s: corrupt checkpoint: %s is not a CRC-32", path, name);
+    *crc = (uint32_t)value;
+    return 0;
+fail:
+    return -1;
 }
 
-/* Read a whole dataset of `count` elements, checking its size. */
+/* Read a whole dataset of `count` elements, checking its size and its checksum. */
 static void *read_array(hid_t f, const char *name, hid_t type, size_t element, size_t count,
                         const char *path, char *err)
 {
     hid_t set = -1, space = -1;
     void *data = NULL;
+    char crc_name[64];
+    uint32_t expected;
+    snprintf(crc_name, sizeof crc_name, CRC_PREFIX "%s", name);
     if (H5Lexists(f, name, H5P_DEFAULT) <= 0)
-        FAIL("%s: checkpoint lacks %s", path, name);
+        FAIL("%s: corrupt checkpoint: it lacks %s", path, name);
+    CHECK_DP(read_crc(f, crc_name, &expected, path, err));
     CHECK_H5(set = H5Dopen2(f, name, H5P_DEFAULT), "%s: cannot open %s", path, name);
     CHECK_H5(space = H5Dget_space(set), "%s: cannot read shape of %s", path, name);
     if ((size_t)H5Sget_simple_extent_npoints(space) != count)
-        FAIL("%s: %s has %lld elements, expected %zu", path, name,
+        FAIL("%s: corrupt checkpoint: %s has %lld elements, expected %zu", path, name,
              (long long)H5Sget_simple_extent_npoints(space), count);
     CHECK_PTR(data = malloc(count * element + 64), "cannot allocate %s", name);
     if (count > 0)
-        CHECK_H5(H5Dread(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "%s: cannot read %s", path, name);
+        CHECK_H5(H5Dread(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "%s: corrupt checkpoint: cannot read %s",
+                 path, name);
+    if (crc_of(data, count * element) != expected)
+        FAIL("%s: corrupt checkpoint: %s fails its checksum (the file was damaged after it was written)", path,
+             name);
     H5Sclose(space);
     H5Dclose(set);
     return data;
@@ -185,78 +387,106 @@ fail:
     return NULL;
 }
 
-static int read_config(hid_t f, struct checkpoint *c, const char *path, char *err)
+/* Ranges that hold for every checkpoint, whatever the run resuming it. */
+static int check_scalars(const struct checkpoint *c, const char *path, char *err)
 {
-    char format[64];
-    long long version;
-    CHECK_DP(read_string_attr(f, "format", format, sizeof format, path, err));
-    if (strcmp(format, CHECKPOINT_FORMAT) != 0)
-        FAIL("%s: not a dptrain checkpoint (format '%s')", path, format);
-    CHECK_DP(read_long(f, "format_version", &version, path, err));
-    if (version != CHECKPOINT_VERSION)
-        FAIL("%s: checkpoint format version %lld, this dptrain reads version %d", path, version,
-             CHECKPOINT_VERSION);
-    CHECK_DP(read_string_attr(f, "model", c->model, sizeof c->model, path, err));
-    CHECK_DP(read_string_attr(f, "optimizer", c->optimizer, sizeof c->optimizer, path, err));
-    CHECK_DP(read_string_attr(f, "schedule", c->schedule, sizeof c->schedule, path, err));
-    CHECK_DP(read_string_attr(f, "name", c->name, sizeof c->name, path, err));
-    /* Read by position: value[i] is long_names[i], and both sizes follow the list. */
-    const char *long_names[] = {"pca_components", "global_batch", "ranks", "epochs", "validation",
-                                "augment", "seed", "epoch", "step", "opt_step", "best_epoch", "param_count",
-                                "buffer_count", "tta"};
-    long long value[sizeof long_names / sizeof long_names[0]];
-    for (size_t i = 0; i < sizeof long_names / sizeof long_names[0]; i++)
-        CHECK_DP(read_long(f, long_names[i], &value[i], path, err));
-    c->pca_components = (int)value[0];
-    c->global_batch = (int)value[1];
-    c->ranks = (int)value[2];
-    c->epochs = (int)value[3];
-    c->validation = (int)value[4];
-    c->augment = (int)value[5];
-    c->seed = (uint64_t)value[6];
-    c->epoch = (int)value[7];
-    c->step = (long)value[8];
-    c->opt_step = (long)value[9];
-    c->best_epoch = (int)value[10];
-    c->param_count = (size_t)value[11];
-    c->buffer_count = (size_t)value[12];
-    c->tta = value[13] != 0;
-    if (c->ranks < 1 || c->ranks > 1 << 20 || c->epoch < 0 || c->epoch > c->epochs || c->step < 0 ||
-        value[11] < 1 || value[12] < 0 || c->pca_components < 0 || c->pca_components > 784)
-        FAIL("%s: corrupt checkpoint (inconsistent position or sizes)", path);
-    double norm_mean, norm_std;
-    CHECK_DP(read_double(f, "lr", &c->lr, path, err));
-    CHECK_DP(read_double(f, "momentum", &c->momentum, path, err));
-    CHECK_DP(read_double(f, "weight_decay", &c->weight_decay, path, err));
-    CHECK_DP(read_double(f, "warmup", &c->warmup, path, err));
-    CHECK_DP(read_double(f, "dropout", &c->dropout, path, err));
-    CHECK_DP(read_double(f, "label_smoothing", &c->label_smoothing, path, err));
-    CHECK_DP(read_double(f, "train_seconds", &c->train_seconds, path, err));
-    CHECK_DP(read_double(f, "epoch_seconds", &c->epoch_seconds, path, err));
-    CHECK_DP(read_double(f, "best_val", &c->best_val, path, err));
-    CHECK_DP(read_double(f, "norm_mean", &norm_mean, path, err));
-    CHECK_DP(read_double(f, "norm_std", &norm_std, path, err));
-    c->norm.mean = (float)norm_mean;
-    c->norm.std = (float)norm_std;
+#define REQUIRE(cond, what, ...)                                                               \
+    if (!(cond))                                                                               \
+        FAIL("%s: corrupt checkpoint: " what, path, __VA_ARGS__)
+    REQUIRE(c->ranks >= 1 && c->ranks <= 1 << 20, "ranks = %d", c->ranks);
+    REQUIRE(c->epochs >= 1 && c->global_batch >= 1, "epochs = %d, global_batch = %d", c->epochs, c->global_batch);
+    REQUIRE(c->epoch >= 0 && c->epoch <= c->epochs, "epoch %d of %d", c->epoch, c->epochs);
+    REQUIRE(c->step >= 0 && c->opt_step >= 0, "step %ld, optimizer step %ld", c->step, c->opt_step);
+    REQUIRE(c->best_epoch >= 0 && c->best_epoch <= c->epoch, "best epoch %d after %d epochs", c->best_epoch,
+            c->epoch);
+    REQUIRE(c->param_count >= 1 && c->param_count <= (size_t)1 << 31, "param_count = %zu", c->param_count);
+    REQUIRE(c->buffer_count <= (size_t)1 << 28, "buffer_count = %zu", c->buffer_count);
+    REQUIRE(c->pca_components >= 0 && c->pca_components <= DATASET_PIXELS, "pca_components = %d",
+            c->pca_components);
+    REQUIRE(c->validation >= 0 && (c->augment == 0 || c->augment == 1) && (c->tta == 0 || c->tta == 1),
+            "validation %d, augment %d, tta %d", c->validation, c->augment, c->tta);
+    REQUIRE(isfinite(c->lr) && c->lr > 0 && c->momentum >= 0 && c->momentum < 1 && c->weight_decay >= 0 &&
+            c->weight_decay <= 1, "lr %g, momentum %g, weight decay %g", c->lr, c->momentum, c->weight_decay);
+    REQUIRE(c->warmup >= 0 && c->warmup <= 1000 && c->dropout >= 0 && c->dropout <= 0.95 &&
+            c->label_smoothing >= 0 && c->label_smoothing <= 0.5,
+            "warmup %g, dropout %g, label smoothing %g", c->warmup, c->dropout, c->label_smoothing);
+    REQUIRE(isfinite(c->train_seconds) && c->train_seconds >= 0 && isfinite(c->epoch_seconds) &&
+            c->epoch_seconds >= 0, "train_seconds %g, epoch_seconds %g", c->train_seconds, c->epoch_seconds);
+    REQUIRE(c->best_val == -1 || (c->best_val >= 0 && c->best_val <= 1), "best_val %g", c->best_val);
+    REQUIRE(isfinite(c->norm.mean) && isfinite(c->norm.std) && c->norm.std > 0,
+            "input normalisation mean %g, standard deviation %g", (double)c->norm.mean, (double)c->norm.std);
+    REQUIRE(c->data.train_samples >= 1 && c->data.test_samples >= 1, "data sizes %lld and %lld",
+            c->data.train_samples, c->data.test_samples);
+#undef REQUIRE
     return 0;
 fail:
     return -1;
 }
 
+static int read_config(hid_t f, struct checkpoint *c, const char *path, char *err)
+{
+    char format[64];
+    long long version;
+    uint32_t stored;
+    CHECK_DP(read_string_attr(f, "format", format, sizeof format, path, err));
+    if (strcmp(format, CHECKPOINT_FORMAT) != 0)
+        FAIL("%s: not a dptrain checkpoint (format '%s')", path, format);
+    CHECK_DP(read_attr(f, "format_version", H5T_NATIVE_LLONG, &version, path, err));
+    if (version != CHECKPOINT_VERSION)
+        FAIL("%s: checkpoint format version %lld, this dptrain reads version %d (%s): start the run afresh, "
+             "or finish it with the dptrain that wrote it", path, version, CHECKPOINT_VERSION,
+             version < CHECKPOINT_VERSION ? "the file is older" : "the file is newer");
+    for (size_t i = 0; i < FIELD_COUNT; i++)
+        CHECK_DP(read_field(f, c, &fields[i], path, err));
+    CHECK_DP(read_crc(f, "attributes_crc32", &stored, path, err));
+    if (attributes_crc(c) != stored)
+        FAIL("%s: corrupt checkpoint: its attributes fail their checksum (the file was changed after it was "
+             "written)", path);
+    return check_scalars(c, path, err);
+fail:
+    return -1;
+}
+
+static int all_finite(const void *values, int is_double, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        if (!isfinite(is_double ? ((const double *)values)[i] : (double)((const float *)values)[i]))
+            return 0;
+    return 1;
+}
+
 static int read_pca(hid_t f, struct checkpoint *c, const char *path, char *err)
 {
     struct pca *p = &c->pca;
-    long long samples;
-    p->dim = 784;
+    double *totals = NULL;
+    p->dim = DATASET_PIXELS;
     p->components = c->pca_components;
     size_t k = (size_t)p->components;
-    CHECK_DP((p->mean = read_array(f, "pca_mean", H5T_NATIVE_DOUBLE, sizeof(double), 784, path, err)) == NULL);
-    CHECK_DP((p->basis = read_array(f, "pca_basis", H5T_NATIVE_FLOAT, sizeof(float), k * 784, path, err)) == NULL);
+    CHECK_DP((p->mean = read_array(f, "pca_mean", H5T_NATIVE_DOUBLE, sizeof(double), DATASET_PIXELS, path, err)) == NULL);
+    CHECK_DP((p->basis = read_array(f, "pca_basis", H5T_NATIVE_FLOAT, sizeof(float), k * DATASET_PIXELS, path, err)) == NULL);
     CHECK_DP((p->explained_variance = read_array(f, "pca_variance", H5T_NATIVE_DOUBLE, sizeof(double), k, path, err)) == NULL);
     CHECK_DP((p->explained_ratio = read_array(f, "pca_ratio", H5T_NATIVE_DOUBLE, sizeof(double), k, path, err)) == NULL);
-    CHECK_DP(read_double(f, "pca_total_variance", &p->total_variance, path, err));
-    CHECK_DP(read_long(f, "pca_samples", &samples, path, err));
-    p->samples = (size_t)samples;
+    CHECK_DP((totals = read_array(f, "pca_totals", H5T_NATIVE_DOUBLE, sizeof(double), 2, path, err)) == NULL);
+    if (!all_finite(p->mean, 1, DATASET_PIXELS) || !all_finite(p->basis, 0, k * DATASET_PIXELS) ||
+        !all_finite(p->explained_variance, 1, k) || !(totals[0] > 0) || !(totals[1] >= 1))
+        FAIL("%s: corrupt checkpoint: the PCA basis holds values that are not finite", path);
+    p->total_variance = totals[0];
+    p->samples = (size_t)totals[1];
+    free(totals);
+    return 0;
+fail:
+    free(totals);
+    return -1;
+}
+
+/* The history's epoch column must count 1..epoch, every value finite. */
+static int check_history(const struct checkpoint *c, const char *path, char *err)
+{
+    for (int e = 0; e < c->history_length; e++) {
+        const struct epoch_record *r = &c->history[e];
+        if (r->epoch != e + 1 || !all_finite(r, 1, HISTORY_COLUMNS))
+            FAIL("%s: corrupt checkpoint: history row %d is not epoch %d with finite values", path, e, e + 1);
+    }
     return 0;
 fail:
     return -1;
@@ -280,6 +510,14 @@ static int read_state(hid_t f, struct checkpoint *c, const char *path, char *err
     CHECK_DP((c->partial_correct = read_array(f, "partial_correct", H5T_NATIVE_INT64, sizeof(int64_t), ranks, path, err)) == NULL);
     CHECK_DP((c->buffers = read_array(f, "buffers", H5T_NATIVE_FLOAT, sizeof(float), ranks * c->buffer_count,
                                       path, err)) == NULL);
+    if (!all_finite(c->params, 0, n) || (c->best_params && !all_finite(c->best_params, 0, n)) ||
+        !all_finite(c->buffers, 0, ranks * c->buffer_count))
+        FAIL("%s: corrupt checkpoint: the parameters hold values that are not finite", path);
+    for (size_t r = 0; r < ranks; r++)
+        if (!isfinite(c->partial_loss[r]) || c->partial_loss[r] < 0 || c->partial_correct[r] < 0 ||
+            c->partial_correct[r] > c->data.train_samples)
+            FAIL("%s: corrupt checkpoint: rank %zu's partial sums are impossible", path, r);
+    CHECK_DP(check_history(c, path, err));
     if (c->pca_components > 0)
         CHECK_DP(read_pca(f, c, path, err));
     return 0;
@@ -292,8 +530,7 @@ int checkpoint_read(const char *path, struct checkpoint *c, char *err)
     hid_t file = -1;
     memset(c, 0, sizeof *c);
     c->owned = 1;
-    if (access(path, R_OK) != 0)
-        FAIL("--checkpoint %s: cannot read the checkpoint", path);
+    CHECK_DP(files_check_input(path, "--checkpoint", err));
     CHECK_H5(file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), "%s: not a readable HDF5 file", path);
     CHECK_DP(read_config(file, c, path, err));
     CHECK_DP(read_state(file, c, path, err));
@@ -352,6 +589,46 @@ int checkpoint_check_config(const struct checkpoint *c, const struct options *o,
     DIFFERS(c->tta != o->tta, "--tta", "%d", c->tta, o->tta);
     DIFFERS(c->validation != o->validation, "--validation", "%d", c->validation, o->validation);
 #undef DIFFERS
+    return 0;
+fail:
+    return -1;
+}
+
+int checkpoint_check_data(const struct checkpoint *c, const struct data_identity *now, const char *data,
+                          const char *path, char *err)
+{
+    const struct data_identity *then = &c->data;
+    if (then->train_samples != now->train_samples || then->test_samples != now->test_samples)
+        FAIL("--resume: %s was trained on data with %lld training and %lld test images; --data %s has %lld and "
+             "%lld (resume with the data file the run began with)", path, then->train_samples, then->test_samples,
+             data, now->train_samples, now->test_samples);
+    const char *differs = then->train_images != now->train_images ? "training images"
+                          : then->train_labels != now->train_labels ? "training labels"
+                          : then->test_images != now->test_images   ? "test images"
+                          : then->test_labels != now->test_labels   ? "test labels"
+                                                                    : NULL;
+    if (differs)
+        FAIL("--resume: %s was trained on other data: the %s of --data %s differ from the run's (CRC-32 "
+             "mismatch; resume with the data file the run began with)", path, differs, data);
+    return 0;
+fail:
+    return -1;
+}
+
+int checkpoint_check_position(const struct checkpoint *c, long steps_per_epoch, size_t param_count,
+                              size_t buffer_count, const char *path, char *err)
+{
+    if (c->param_count != param_count || c->buffer_count != buffer_count)
+        FAIL("%s: corrupt checkpoint: %zu parameters and %zu statistics, the model %s has %zu and %zu", path,
+             c->param_count, c->buffer_count, c->model, param_count, buffer_count);
+    if (steps_per_epoch <= 0) /* eval: the sizes alone */
+        return 0;
+    if (c->step >= steps_per_epoch || (c->epoch == c->epochs && c->step != 0))
+        FAIL("%s: corrupt checkpoint: step %ld of epoch %d, but an epoch has %ld steps", path, c->step + 1,
+             c->epoch + 1, steps_per_epoch);
+    if (c->opt_step != (long)c->epoch * steps_per_epoch + c->step)
+        FAIL("%s: corrupt checkpoint: %ld optimizer steps at epoch %d, step %ld (expected %ld)", path, c->opt_step,
+             c->epoch + 1, c->step + 1, (long)c->epoch * steps_per_epoch + c->step);
     return 0;
 fail:
     return -1;

@@ -2,6 +2,7 @@
 
 #include "dptrain/check.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <float.h>
 #include <limits.h>
@@ -237,8 +238,27 @@ fail:
     return -1;
 }
 
+/* A run name becomes an HDF5 group (/runs/NAME) and is stored in checkpoints (63 bytes): letters,
+ * digits and . _ - + =, and not "." or "..", which HDF5 reads as paths. */
+static int check_name(const char *name, char *err)
+{
+    size_t length = strlen(name);
+    if (length > 63)
+        FAIL("--name: '%.20s...' has %zu characters (at most 63)", name, length);
+    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        FAIL("--name: '%s' is not a name (use letters, digits and . _ - + =)", name);
+    for (const char *p = name; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("._-+=", *p))
+            FAIL("--name: '%s' has the character '%c' (use letters, digits and . _ - + =)", name, *p);
+    return 0;
+fail:
+    return -1;
+}
+
 static int check_choices(const struct options *o, char *err)
 {
+    if (o->name && check_name(o->name, err) != 0)
+        goto fail;
     if (strcmp(o->optimizer, "sgd") != 0 && strcmp(o->optimizer, "adam") != 0)
         FAIL("--optimizer: unknown optimizer '%s' (expected sgd or adam)", o->optimizer);
     if (strcmp(o->schedule, "cosine") != 0 && strcmp(o->schedule, "step") != 0 &&
@@ -263,6 +283,7 @@ static void set_output_default(struct options *o)
 {
     if (o->out)
         return;
+    o->out_is_default = o->command != CMD_CONVERT;
     if (o->command == CMD_CONVERT)
         o->out = "data/fashion-mnist.h5";
     else if (o->command == CMD_COMPARE)

@@ -2,6 +2,7 @@
 
 #include "dptrain/check.h"
 #include "dptrain/comm.h"
+#include "dptrain/files.h"
 #include "dptrain/h5io.h"
 #include "dptrain/idx.h"
 
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 const char *const dataset_class_names[DATASET_CLASSES] = {
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -40,6 +42,10 @@ void split_free(struct split *s)
 static int locate(const char *dir, const char *name, char *path, size_t size, char *err)
 {
     struct stat info;
+    if (stat(dir, &info) != 0)
+        FAIL("--source %s: %s", dir, strerror(errno));
+    if (!S_ISDIR(info.st_mode))
+        FAIL("--source %s: is not a folder (give the folder of the four IDX files)", dir);
     snprintf(path, size, "%s/%s", dir, name);
     if (stat(path, &info) == 0)
         return 0;
@@ -47,15 +53,29 @@ static int locate(const char *dir, const char *name, char *path, size_t size, ch
     if (stat(path, &info) == 0)
         return 0;
     err_set(err, "%s/%s: not found (nor %s.gz)", dir, name, name);
+fail:
+    return -1;
+}
+
+/* An IDX source must be a regular file, and not the file convert is about to write. */
+static int check_source(const char *path, const char *out_path, char *err)
+{
+    CHECK_DP(files_check_input(path, "--source", err));
+    if (files_same(path, out_path))
+        FAIL("--out %s: is the source file %s (convert would overwrite its own input)", out_path, path);
+    return 0;
+fail:
     return -1;
 }
 
 static int read_pair(const char *dir, const char *images_name, const char *labels_name,
-                     struct idx_array *images, struct idx_array *labels, char *err)
+                     struct idx_array *images, struct idx_array *labels, const char *out_path, char *err)
 {
     char images_path[4096], labels_path[4096];
     CHECK_DP(locate(dir, images_name, images_path, sizeof images_path, err));
     CHECK_DP(locate(dir, labels_name, labels_path, sizeof labels_path, err));
+    CHECK_DP(check_source(images_path, out_path, err));
+    CHECK_DP(check_source(labels_path, out_path, err));
     CHECK_DP(idx_read(images_path, 3, images, err));
     CHECK_DP(idx_read(labels_path, 1, labels, err));
     if (images->dims[1] != DATASET_ROWS || images->dims[2] != DATASET_COLS)
@@ -95,23 +115,22 @@ fail:
     return -1;
 }
 
-static int write_data_file(const char *tmp_path, const char *source_dir,
+static int write_data_file(const char *out_path, const char *source_dir,
                            const struct idx_array *train_images, const struct idx_array *train_labels,
                            const struct idx_array *test_images, const struct idx_array *test_labels,
                            char *err)
 {
     hid_t file = -1;
-    CHECK_H5(file = H5Fcreate(tmp_path, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT),
-             "%s: cannot create", tmp_path);
-    CHECK_DP(write_group(file, "train", train_images, train_labels, tmp_path, err));
-    CHECK_DP(write_group(file, "test", test_images, test_labels, tmp_path, err));
+    CHECK_DP((file = h5io_create_in_memory(out_path, err)) < 0);
+    CHECK_DP(write_group(file, "train", train_images, train_labels, out_path, err));
+    CHECK_DP(write_group(file, "test", test_images, test_labels, out_path, err));
     CHECK_DP(h5io_write_strings_attr(file, "class_names", dataset_class_names, DATASET_CLASSES,
-                                       tmp_path, err));
+                                       out_path, err));
     const char *source[1] = {source_dir};
-    CHECK_DP(h5io_write_strings_attr(file, "source", source, 1, tmp_path, err));
-    hid_t closing = file;
+    CHECK_DP(h5io_write_strings_attr(file, "source", source, 1, out_path, err));
+    hid_t finished = file;
     file = -1;
-    CHECK_H5(H5Fclose(closing), "%s: cannot close", tmp_path);
+    CHECK_DP(h5io_publish(finished, out_path, err));
     return 0;
 fail:
     if (file >= 0)
@@ -122,20 +141,15 @@ fail:
 int dataset_convert(const char *source_dir, const char *out_path, char *err)
 {
     struct idx_array train_images = {0}, train_labels = {0}, test_images = {0}, test_labels = {0};
-    char tmp_path[4096] = "";
     int status = -1;
     CHECK_DP(read_pair(source_dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                       &train_images, &train_labels, err));
+                       &train_images, &train_labels, out_path, err));
     CHECK_DP(read_pair(source_dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
-                       &test_images, &test_labels, err));
-    CHECK_DP(h5io_temp_name(out_path, tmp_path, sizeof tmp_path, err));
-    CHECK_DP(write_data_file(tmp_path, source_dir, &train_images, &train_labels, &test_images,
+                       &test_images, &test_labels, out_path, err));
+    CHECK_DP(write_data_file(out_path, source_dir, &train_images, &train_labels, &test_images,
                              &test_labels, err));
-    CHECK_DP(h5io_commit(tmp_path, out_path, err));
     status = 0;
 fail:
-    if (status != 0 && tmp_path[0])
-        unlink(tmp_path);
     idx_free(&train_images);
     idx_free(&train_labels);
     idx_free(&test_images);
@@ -270,9 +284,6 @@ static int read_collective(MPI_Comm comm, const char *path, int test_reader, str
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &ranks);
 
-    if (access(path, R_OK) != 0)
-        FAIL("%s: cannot read the data file: %s (make it with 'dptrain convert')", path,
-             strerror(errno));
     CHECK_H5(file_access = H5Pcreate(H5P_FILE_ACCESS), "cannot create HDF5 property list");
     CHECK_H5(H5Pset_fapl_mpio(file_access, comm, MPI_INFO_NULL), "cannot set MPI-IO file access");
     CHECK_H5(file = H5Fopen(path, H5F_ACC_RDONLY, file_access), "%s: not a readable HDF5 file", path);
@@ -281,6 +292,10 @@ static int read_collective(MPI_Comm comm, const char *path, int test_reader, str
 
     CHECK_DP(open_pair(file, "train", &train_images, &train_labels, &n_train, path, err));
     CHECK_DP(open_pair(file, "test", &test_images, &test_labels, &n_test, path, err));
+    if (n_test == 0)
+        FAIL("%s: /test/images holds no images (nothing to evaluate on)", path);
+    if (n_train == 0)
+        FAIL("%s: /train/images holds no images (nothing to train on)", path);
     if (n_train < (hsize_t)ranks)
         FAIL("%s: %llu training samples cannot be shared among %d ranks", path,
              (unsigned long long)n_train, ranks);
@@ -320,7 +335,14 @@ int dataset_read(MPI_Comm comm, const char *path, int test_reader, struct split 
 {
     memset(train, 0, sizeof *train);
     memset(test, 0, sizeof *test);
-    int ok = read_collective(comm, path, test_reader, train, test, train_total, err) == 0;
+    /* Every rank checks the file before the collective open, which would otherwise leave the
+     * ranks that can read it waiting for one that cannot (a folder, a FIFO, a missing file). */
+    int ok = files_check_input(path, "--data", err) == 0;
+    if (!ok && access(path, F_OK) != 0)
+        err_append_hint(err, "make the data file with 'dptrain convert'");
+    if (comm_agree(comm, ok, err) != 0)
+        return -1;
+    ok = read_collective(comm, path, test_reader, train, test, train_total, err) == 0;
     if (ok)
         ok = check_labels(train, "train", path, err) == 0 &&
              check_labels(test, "test", path, err) == 0;
@@ -333,4 +355,49 @@ int dataset_read(MPI_Comm comm, const char *path, int test_reader, struct split 
         return -1;
     }
     return 0;
+}
+
+/* CRC-32 of one rank's block, and then of the whole array: the blocks combined in rank order,
+ * which is file order (dataset_block). */
+static int combine_blocks(MPI_Comm comm, uint32_t mine, unsigned long long bytes, uint32_t *whole, char *err)
+{
+    int ranks;
+    unsigned long long pair[2] = {mine, bytes}, *all = NULL;
+    CHECK_MPI(MPI_Comm_size(comm, &ranks), "MPI_Comm_size failed");
+    CHECK_PTR(all = malloc(sizeof pair * (size_t)ranks), "cannot allocate the data checksums");
+    CHECK_MPI(MPI_Allgather(pair, 2, MPI_UNSIGNED_LONG_LONG, all, 2, MPI_UNSIGNED_LONG_LONG, comm),
+              "cannot combine the data checksums");
+    uLong crc = (uLong)all[0];
+    for (int r = 1; r < ranks; r++)
+        crc = crc32_combine(crc, (uLong)all[2 * r], (z_off_t)all[2 * r + 1]);
+    *whole = (uint32_t)crc;
+    free(all);
+    return 0;
+fail:
+    free(all);
+    return -1;
+}
+
+static uint32_t crc_of(const uint8_t *bytes, size_t length)
+{
+    return (uint32_t)crc32_z(crc32_z(0, Z_NULL, 0), bytes, length);
+}
+
+int dataset_identify(MPI_Comm comm, const struct split *train, const struct split *test, int test_reader,
+                     struct data_identity *id, char *err)
+{
+    unsigned long long counts[2] = {train->count, test->count}, totals[2] = {0, 0};
+    uint32_t test_crcs[2] = {crc_of(test->images, test->count * DATASET_PIXELS), crc_of(test->labels, test->count)};
+    CHECK_MPI(MPI_Allreduce(counts, totals, 2, MPI_UNSIGNED_LONG_LONG, MPI_SUM, comm), "cannot count the data");
+    CHECK_DP(combine_blocks(comm, crc_of(train->images, train->count * DATASET_PIXELS),
+                            train->count * DATASET_PIXELS, &id->train_images, err));
+    CHECK_DP(combine_blocks(comm, crc_of(train->labels, train->count), train->count, &id->train_labels, err));
+    CHECK_MPI(MPI_Bcast(test_crcs, 2, MPI_UINT32_T, test_reader, comm), "cannot share the test-set checksums");
+    id->train_samples = (long long)totals[0];
+    id->test_samples = (long long)totals[1];
+    id->test_images = test_crcs[0];
+    id->test_labels = test_crcs[1];
+    return 0;
+fail:
+    return -1;
 }

@@ -1,14 +1,9 @@
 #include "dptrain/h5io.h"
 
 #include "dptrain/check.h"
+#include "dptrain/files.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
-#include <stdio.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include <stdlib.h>
 
 int h5io_write_array(hid_t parent, const char *name, hid_t mem_type, hid_t file_type, int rank,
                      const hsize_t *dims, const void *data, const char *path, char *err)
@@ -103,69 +98,49 @@ int h5io_write_attr_long(hid_t object, const char *name, long long value, const 
     return write_scalar_attr(object, name, H5T_NATIVE_LLONG, H5T_STD_I64LE, &value, path, err);
 }
 
-int h5io_temp_name(const char *final_path, char *tmp_path, size_t size, char *err)
+hid_t h5io_create_in_memory(const char *final_path, char *err)
 {
-    int n = snprintf(tmp_path, size, "%s.tmp.%ld", final_path, (long)getpid());
-    if (n < 0 || (size_t)n >= size) {
-        err_set(err, "%s: path too long", final_path);
-        tmp_path[0] = '\0';
-        return -1;
-    }
-    return 0;
-}
-
-static int fsync_path(const char *path, int flags, char *err)
-{
-    int fd = -1;
-    CHECK_SYS(fd = open(path, flags), "%s: cannot open to sync", path);
-    CHECK_SYS(fsync(fd), "%s: cannot sync to disk", path);
-    close(fd);
-    return 0;
+    hid_t access = -1, file = -1;
+    CHECK_H5(access = H5Pcreate(H5P_FILE_ACCESS), "%s: cannot create a file access list", final_path);
+    /* 1 MiB growth steps; no backing store: nothing touches the disk until h5io_publish. */
+    CHECK_H5(H5Pset_fapl_core(access, (size_t)1 << 20, 0), "%s: cannot select the in-memory driver",
+             final_path);
+    CHECK_H5(file = H5Fcreate(final_path, H5F_ACC_TRUNC, H5P_DEFAULT, access), "%s: cannot create in memory",
+             final_path);
+    H5Pclose(access);
+    return file;
 fail:
-    if (fd >= 0)
-        close(fd);
+    if (access >= 0)
+        H5Pclose(access);
     return -1;
 }
 
-static void folder_of(const char *path, char *folder, size_t size)
+/* The finished file's bytes. */
+static void *file_image(hid_t file, const char *final_path, size_t *size, char *err)
 {
-    snprintf(folder, size, "%s", path);
-    char *slash = strrchr(folder, '/');
-    if (!slash)
-        snprintf(folder, size, ".");
-    else if (slash == folder)
-        folder[1] = '\0';
-    else
-        *slash = '\0';
+    void *image = NULL;
+    ssize_t length;
+    CHECK_H5(H5Fflush(file, H5F_SCOPE_GLOBAL), "%s: cannot finish the file", final_path);
+    CHECK_H5(length = H5Fget_file_image(file, NULL, 0), "%s: cannot size the file image", final_path);
+    CHECK_PTR(image = malloc((size_t)length + 1), "%s: cannot allocate %zd bytes for the file", final_path,
+              length);
+    CHECK_H5(H5Fget_file_image(file, image, (size_t)length), "%s: cannot copy the file image", final_path);
+    *size = (size_t)length;
+    return image;
+fail:
+    free(image);
+    return NULL;
 }
 
-int h5io_commit(const char *tmp_path, const char *final_path, char *err)
+int h5io_publish(hid_t file, const char *final_path, char *err)
 {
-    char folder[4096];
-    CHECK_DP(fsync_path(tmp_path, O_RDONLY, err));
-    CHECK_SYS(rename(tmp_path, final_path), "%s: cannot move %s into place", final_path, tmp_path);
-    folder_of(final_path, folder, sizeof folder);
-    /* Make the rename itself durable. */
-    CHECK_DP(fsync_path(folder, O_RDONLY | O_DIRECTORY, err));
-    return 0;
-fail:
-    return -1;
-}
-
-int h5io_check_writable(const char *final_path, const char *flag, char *err)
-{
-    char folder[4096];
-    struct stat info;
-    folder_of(final_path, folder, sizeof folder);
-    if (final_path[0] == '\0')
-        FAIL("%s: empty path", flag);
-    if (stat(folder, &info) != 0 || !S_ISDIR(info.st_mode))
-        FAIL("%s %s: folder %s does not exist", flag, final_path, folder);
-    if (access(folder, W_OK) != 0)
-        FAIL("%s %s: folder %s is not writable: %s", flag, final_path, folder, strerror(errno));
-    if (stat(final_path, &info) == 0 && S_ISDIR(info.st_mode))
-        FAIL("%s %s: is a folder", flag, final_path);
-    return 0;
-fail:
-    return -1;
+    size_t size = 0;
+    void *image = file_image(file, final_path, &size, err);
+    /* Closing an in-memory file does no I/O: it cannot fail for lack of space. */
+    int closed = H5Fclose(file) >= 0;
+    if (image && !closed)
+        err_set(err, "%s: cannot close the in-memory file", final_path);
+    int status = image && closed ? files_write(final_path, image, size, err) : -1;
+    free(image);
+    return status;
 }

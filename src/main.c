@@ -3,18 +3,47 @@
 #include "dptrain/cli.h"
 #include "dptrain/comm.h"
 #include "dptrain/dataset.h"
-#include "dptrain/h5io.h"
+#include "dptrain/files.h"
+#include "dptrain/model.h"
 #include "dptrain/train.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <xmmintrin.h>
+
+/* Before MPI starts, the launcher's environment says which rank this process will be: errors
+ * in the command line (the same on every rank) and --help are printed by the first rank only. */
+static int first_rank_of_job(void)
+{
+    static const char *const names[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *value = getenv(names[i]);
+        if (value && *value)
+            return strcmp(value, "0") == 0;
+    }
+    return 1;
+}
+
+/* The model spec of every run, checked before MPI starts: a bad one is a command-line error. */
+static int check_model(const struct options *o, char *err)
+{
+    if (o->command != CMD_TRAIN && o->command != CMD_COMPARE)
+        return 0;
+    int runs = o->command == CMD_COMPARE ? o->pca_runs : 1;
+    for (int i = 0; i < runs; i++) {
+        int k = o->command == CMD_COMPARE ? o->pca_list[i] : o->pca;
+        if (model_check_spec(o->model, k > 0 ? k : DATASET_PIXELS, err) != 0)
+            return -1;
+    }
+    return 0;
+}
 
 static int run_convert(const struct options *options)
 {
     char err[DP_ERR_LEN] = "";
     check_quiet_hdf5();
-    if (h5io_check_writable(options->out, "--out", err) != 0 ||
+    if (files_check_output(options->out, "--out", err) != 0 ||
         dataset_convert(options->source, options->out, err) != 0) {
         fprintf(stderr, "dptrain: error: %s\n", err);
         return DP_EXIT_ERROR;
@@ -60,17 +89,20 @@ int main(int argc, char **argv)
     char err[DP_ERR_LEN] = "", command_line[4096];
     struct options options;
     join_arguments(argc, argv, command_line, sizeof command_line);
-    if (cli_parse(argc, argv, &options, err) != 0) {
-        fprintf(stderr, "dptrain: error: %s\n", err);
+    if (cli_parse(argc, argv, &options, err) != 0 || check_model(&options, err) != 0) {
+        if (first_rank_of_job())
+            fprintf(stderr, "dptrain: error: %s\n", err);
         return DP_EXIT_USAGE;
     }
     options.command_line = command_line;
     if (options.want_version) {
-        printf("dptrain %s\n", DPTRAIN_VERSION);
+        if (first_rank_of_job())
+            printf("dptrain %s\n", DPTRAIN_VERSION);
         return DP_EXIT_OK;
     }
     if (options.want_help) {
-        cli_print_help(stdout, options.command);
+        if (first_rank_of_job())
+            cli_print_help(stdout, options.command);
         return DP_EXIT_OK;
     }
     if (options.command == CMD_CONVERT)

@@ -228,6 +228,30 @@ fail:
     return -1;
 }
 
+static int parse_spec(struct model *m, const char *spec, float dropout, char *err)
+{
+    if (strcmp(spec, "mlp") == 0 || strncmp(spec, "mlp:", 4) == 0)
+        return parse_mlp(m, spec, dropout, err);
+    if (strcmp(spec, "cnn") == 0 || strncmp(spec, "cnn:", 4) == 0)
+        return parse_cnn(m, spec, dropout, err);
+    err_set(err, "--model: unknown model spec '%s' (expected mlp, mlp:H1,H2,..., cnn or cnn:TOKENS)", spec);
+    return -1;
+}
+
+int model_check_spec(const char *spec, int input_size, char *err)
+{
+    struct model *m = calloc(1, sizeof *m);
+    if (!m) {
+        err_set(err, "cannot allocate the model description");
+        return -1;
+    }
+    m->input_size = input_size;
+    m->classes = 10;
+    int status = parse_spec(m, spec, 0.5f, err);
+    free(m);
+    return status;
+}
+
 struct model *model_create(const char *spec, int input_size, int classes, int max_batch,
                            float dropout, char *err)
 {
@@ -238,12 +262,7 @@ struct model *model_create(const char *spec, int input_size, int classes, int ma
     m->classes = classes;
     m->max_batch = max_batch;
     m->workspace_layer = -1;
-    if (strcmp(spec, "mlp") == 0 || strncmp(spec, "mlp:", 4) == 0)
-        CHECK_DP(parse_mlp(m, spec, dropout, err));
-    else if (strcmp(spec, "cnn") == 0 || strncmp(spec, "cnn:", 4) == 0)
-        CHECK_DP(parse_cnn(m, spec, dropout, err));
-    else
-        FAIL("--model: unknown model spec '%s' (expected mlp, mlp:H1,H2,..., cnn or cnn:TOKENS)", spec);
+    CHECK_DP(parse_spec(m, spec, dropout, err));
     CHECK_DP(alloc_buffers(m, err));
     return m;
 fail:

@@ -1,6 +1,7 @@
 #include "dptrain/profile.h"
 
 #include "dptrain/check.h"
+#include "dptrain/files.h"
 #include "dptrain/comm.h"
 
 #include <limits.h>
@@ -209,14 +210,15 @@ fail:
     return -1;
 }
 
+/* The merged JSON is assembled in memory and published by files_write (atomic, and a full disk
+ * is one clear line). */
 static int write_merged(const char *path, int size, const char *events, const int *event_offsets,
                         const char *totals, const int *total_offsets, char *err)
 {
-    char temporary[4096];
+    char *text = NULL;
+    size_t length = 0;
     FILE *out = NULL;
-    if (snprintf(temporary, sizeof temporary, "%s.tmp", path) >= (int)sizeof temporary)
-        FAIL("--trace %s: path too long", path);
-    CHECK_PTR(out = fopen(temporary, "w"), "--trace %s: cannot create %s", path, temporary);
+    CHECK_PTR(out = open_memstream(&text, &length), "--trace %s: cannot assemble the trace", path);
     fputs("{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n", out);
     for (int r = 0; r < size; r++) {
         if (r > 0)
@@ -230,18 +232,18 @@ static int write_merged(const char *path, int size, const char *events, const in
         fwrite(totals + total_offsets[r], 1, (size_t)(total_offsets[r + 1] - total_offsets[r]), out);
     }
     fputs("\n]}}\n", out);
-    if (ferror(out) || fflush(out) != 0 || fsync(fileno(out)) != 0)
-        FAIL("--trace %s: cannot write %s", path, temporary);
+    int failed = ferror(out);
     FILE *closing = out;
     out = NULL;
-    if (fclose(closing) != 0)
-        FAIL("--trace %s: cannot write %s", path, temporary);
-    CHECK_SYS(rename(temporary, path), "--trace %s: cannot rename %s", path, temporary);
+    if (fclose(closing) != 0 || failed)
+        FAIL("--trace %s: cannot assemble the trace (out of memory)", path);
+    CHECK_DP(files_write(path, text, length, err));
+    free(text);
     return 0;
 fail:
     if (out)
         fclose(out);
-    unlink(temporary);
+    free(text);
     return -1;
 }
 

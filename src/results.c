@@ -196,46 +196,32 @@ fail:
     return -1;
 }
 
-static int write_file(const char *tmp, const char *command, int ranks, const struct run_result *runs,
-                      int run_count, char *err)
+int results_write(const char *path, const char *command, int ranks, const struct run_result *runs,
+                  int run_count, char *err)
 {
     hid_t file = -1, group = -1;
     char created[64];
     time_t now = time(NULL);
     strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    CHECK_H5(file = H5Fcreate(tmp, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT), "%s: cannot create", tmp);
-    CHECK_DP(h5io_write_attr_string(file, "dptrain_version", DPTRAIN_VERSION, tmp, err));
-    CHECK_DP(h5io_write_attr_string(file, "created", created, tmp, err));
-    CHECK_DP(h5io_write_attr_long(file, "ranks", ranks, tmp, err));
-    CHECK_DP(h5io_write_attr_string(file, "command", command, tmp, err));
+    CHECK_DP((file = h5io_create_in_memory(path, err)) < 0);
+    CHECK_DP(h5io_write_attr_string(file, "dptrain_version", DPTRAIN_VERSION, path, err));
+    CHECK_DP(h5io_write_attr_string(file, "created", created, path, err));
+    CHECK_DP(h5io_write_attr_long(file, "ranks", ranks, path, err));
+    CHECK_DP(h5io_write_attr_string(file, "command", command, path, err));
     CHECK_H5(group = H5Gcreate2(file, "runs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-             "%s: cannot create /runs", tmp);
+             "%s: cannot create /runs", path);
     for (int r = 0; r < run_count; r++)
-        CHECK_DP(write_run(group, &runs[r], tmp, err));
+        CHECK_DP(write_run(group, &runs[r], path, err));
     H5Gclose(group);
     group = -1;
-    hid_t closing = file;
+    hid_t finished = file;
     file = -1;
-    CHECK_H5(H5Fclose(closing), "%s: cannot close", tmp);
+    CHECK_DP(h5io_publish(finished, path, err));
     return 0;
 fail:
     if (group >= 0)
         H5Gclose(group);
     if (file >= 0)
         H5Fclose(file);
-    return -1;
-}
-
-int results_write(const char *path, const char *command, int ranks, const struct run_result *runs,
-                  int run_count, char *err)
-{
-    char tmp[4096] = "";
-    CHECK_DP(h5io_temp_name(path, tmp, sizeof tmp, err));
-    CHECK_DP(write_file(tmp, command, ranks, runs, run_count, err));
-    CHECK_DP(h5io_commit(tmp, path, err));
-    return 0;
-fail:
-    if (tmp[0])
-        unlink(tmp);
     return -1;
 }

@@ -6,6 +6,7 @@
 #include "dptrain/fault.h"
 #include "dptrain/stop.h"
 #include "dptrain/features.h"
+#include "dptrain/files.h"
 #include "dptrain/h5io.h"
 #include "dptrain/layers.h"
 #include "dptrain/metrics.h"
@@ -44,6 +45,7 @@ struct data {
     size_t train_total;        /* over all ranks, after the validation hold-out */
     size_t *rank_counts;       /* training samples per rank */
     struct normaliser norm;
+    struct data_identity identity; /* of the file's arrays, for checkpoints */
 };
 
 /* ---- data ---------------------------------------------------------------------------- */
@@ -180,25 +182,60 @@ fail:
     return -1;
 }
 
-static int same_file(const char *a, const char *b)
+/* One path a command reads or writes. */
+struct named_path {
+    const char *flag, *path;
+    int output;
+};
+
+/* No output may name an input or another output, however the paths are spelt. */
+static int check_aliases(const struct named_path *paths, int count, char *err)
 {
-    struct stat sa, sb;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    for (int i = 0; i < count; i++)
+        for (int j = 0; j < count; j++) {
+            if (i == j || !paths[i].path || !paths[j].path || !paths[i].output || (paths[j].output && j < i))
+                continue;
+            if (files_same(paths[i].path, paths[j].path))
+                FAIL("%s %s: names the same file as %s %s (%s)", paths[i].flag, paths[i].path, paths[j].flag,
+                     paths[j].path, paths[j].output ? "every output needs a file of its own"
+                                                    : "writing it would destroy that input");
+        }
+    return 0;
+fail:
+    return -1;
 }
 
-/* Checks that do not need the data: fail before loading anything. */
-static int check_output(const struct comm *comm, const struct options *o, char *err)
+/* Rank 0, before any data is read: every output can be written (its folder exists and takes
+ * files, the path is absent or a regular file) and names no input or other output. The
+ * default results/ folder is made here, and removed again if a check fails. */
+static int check_paths_here(const struct options *o, char *err)
 {
-    int ok = 1;
-    if (comm->rank == 0) {
-        if (strcmp(o->out, "results/train.h5") == 0 || strcmp(o->out, "results/compare.h5") == 0)
-            mkdir("results", 0777); /* the default folder; an error shows in the check below */
-        ok = h5io_check_writable(o->out, "--out", err) == 0;
-        if (ok && same_file(o->out, o->data)) {
-            err_set(err, "--out %s: is the data file --data %s", o->out, o->data);
-            ok = 0;
-        }
-    }
+    int train = o->command != CMD_EVAL, made_folder = 0;
+    struct named_path paths[] = {
+        {"--data", o->data, 0},
+        {"--out", o->out, 1},
+        {"--checkpoint", o->checkpoint, train},
+        {"--trace", o->trace, 1},
+    };
+    int count = (int)(sizeof paths / sizeof paths[0]);
+    if (o->out_is_default)
+        made_folder = mkdir("results", 0777) == 0;
+    if (o->checkpoint && (o->resume || !train))
+        CHECK_DP(files_check_input(o->checkpoint, "--checkpoint", err));
+    for (int i = 0; i < count; i++)
+        if (paths[i].output && paths[i].path)
+            CHECK_DP(files_check_output(paths[i].path, paths[i].flag, err));
+    CHECK_DP(check_aliases(paths, count, err));
+    return 0;
+fail:
+    if (made_folder)
+        rmdir("results");
+    return -1;
+}
+
+static int check_paths(const struct comm *comm, const struct options *o, char *err)
+{
+    int ok = comm->rank != 0 || check_paths_here(o, err) == 0;
     return comm_agree(comm->world, ok, err);
 }
 
@@ -207,6 +244,7 @@ static int load_data(const struct comm *comm, const struct options *o, struct da
     memset(d, 0, sizeof *d);
     size_t total = 0;
     CHECK_DP(dataset_read(comm->world, o->data, 0, &d->train, &d->test, &total, err));
+    CHECK_DP(dataset_identify(comm->world, &d->train, &d->test, 0, &d->identity, err));
     if (o->validation > 0) {
         if ((size_t)o->validation + (size_t)comm->size > total) {
             err_set(err, "--validation %d leaves fewer training samples than ranks (%zu samples)",
@@ -349,6 +387,7 @@ struct run_state {
     double partial_loss;
     long partial_correct;
     struct fault fault;
+    int stop_signal;          /* the signal the ranks agreed to stop for */
     struct reducer reducer;
     struct profile *profile;  /* the command's; NULL for eval */
 };
@@ -423,7 +462,8 @@ static int allocate_run(const struct comm *comm, const struct options *o, const 
     return comm_agree(comm->world, ok, err);
 }
 
-/* Continue from a checkpoint: everything the uninterrupted run would hold at this point. */
+/* Continue from a checkpoint: everything the uninterrupted run would hold at this point. The
+ * checkpoint's position and sizes were checked against this run (check_resume_position). */
 static void restore_state(const struct comm *comm, struct checkpoint *c, struct run_state *s,
                           struct run_result *r)
 {
@@ -469,6 +509,9 @@ static int prepare_run(const struct comm *comm, const struct options *o, const s
     }
     CHECK_DP(allocate_run(comm, o, d, pca, s, err));
     if (resume) {
+        /* the same checkpoint and data on every rank: the same verdict */
+        CHECK_DP(checkpoint_check_position(resume, steps_per_epoch(d, o->batch), s->model->param_count,
+                                           s->model->buffer_count, o->checkpoint, err));
         restore_state(comm, resume, s, r);
         return 0;
     }
@@ -534,7 +577,7 @@ static int save_checkpoint(const struct comm *comm, const struct options *o, con
             .params = s->model->params, .opt_first = s->optimizer->first,
             .opt_second = s->optimizer->second, .opt_step = s->optimizer->step,
             .best_params = s->best_params, .best_val = s->best_val, .best_epoch = r->best_epoch,
-            .norm = d->norm, .pca = r->pca, .history_length = epochs_done, .history = r->history,
+            .norm = d->norm, .data = d->identity, .pca = r->pca, .history_length = epochs_done, .history = r->history,
             .dropout_rng = dropout, .augment_rng = augment, .partial_loss = losses,
             .partial_correct = corrects, .buffer_count = nb, .buffers = buffers,
         };
@@ -618,11 +661,14 @@ static enum epoch_outcome train_epoch(const struct comm *comm, const struct opti
     for (long step = first_step; step < steps; step++) {
         p->step = step;
         double clock = profile_now(p);
-        int stop = stop_requested() != 0, any_stop = 0;
+        /* The largest signal number any rank received: every rank learns which signal it was,
+         * also when it reached only one rank. */
+        int stop = stop_requested(), any_stop = 0;
         CHECK_MPI(MPI_Allreduce(&stop, &any_stop, 1, MPI_INT, MPI_MAX, comm->world),
                   "rank %d: MPI failed while agreeing on a stop", comm->rank);
         clock = profile_end(p, PHASE_STOP_CHECK, CATEGORY_STEP, clock);
         if (any_stop) {
+            s->stop_signal = any_stop;
             *stopped_at = step;
             *epoch_seconds = MPI_Wtime() - start;
             return EPOCH_STOPPED;
@@ -794,7 +840,10 @@ static void announce_run(const struct comm *comm, const struct options *o, const
     int threads = openblas_get_num_threads();
     printf(", %d ranks (%d BLAS thread%s each), global batch %d, %zu training samples\n", comm->size, threads,
            threads == 1 ? "" : "s", o->batch, d->train_total);
-    if (s->start_epoch > 0 || s->start_step > 0)
+    if (s->start_epoch == o->epochs)
+        printf("%s holds the finished run (%d of %d epochs): nothing to train; evaluating it and writing its "
+               "results\n", o->checkpoint, s->start_epoch, o->epochs);
+    else if (s->start_epoch > 0 || s->start_step > 0)
         printf("resumed from %s at epoch %d, step %ld\n", o->checkpoint, s->start_epoch + 1, s->start_step + 1);
 }
 
@@ -878,7 +927,7 @@ static int run_training(const struct comm *comm, const struct options *o, const 
                 CHECK_DP(save_checkpoint(comm, o, d, &s, r, epoch - 1, stopped_at, seconds, err));
             if (comm->rank == 0)
                 fprintf(stderr, "dptrain: stopped by signal %d at epoch %d, step %ld; %s%s\n",
-                        stop_requested() ? stop_requested() : 0, epoch, stopped_at + 1,
+                        s.stop_signal, epoch, stopped_at + 1,
                         o->checkpoint ? "checkpoint written to " : "no --checkpoint given, nothing saved",
                         o->checkpoint ? o->checkpoint : "");
             run_state_free(&s);
@@ -961,20 +1010,6 @@ static int load_resume(const struct comm *comm, const struct options *o, struct 
     return 0;
 }
 
-static int check_checkpoint_path(const struct comm *comm, const struct options *o, char *err)
-{
-    int ok = 1;
-    if (comm->rank == 0 && o->checkpoint) {
-        ok = h5io_check_writable(o->checkpoint, "--checkpoint", err) == 0;
-        if (ok && (same_file(o->checkpoint, o->data) || same_file(o->checkpoint, o->out) ||
-                   strcmp(o->checkpoint, o->out) == 0)) {
-            err_set(err, "--checkpoint %s: must differ from --data and --out", o->checkpoint);
-            ok = 0;
-        }
-    }
-    return comm_agree(comm->world, ok, err);
-}
-
 static void run_name(const struct options *o, int k, char *name, size_t size)
 {
     if (o->name && o->command == CMD_TRAIN)
@@ -1001,6 +1036,9 @@ static int train_runs(const struct comm *comm, const struct options *o, struct d
             print_summary(&runs[i]);
             /* Rewritten after every run, so a long comparison keeps what it has finished. */
             ok = results_write(o->out, o->command_line, comm->size, runs, i + 1, err) == 0;
+            if (!ok && o->checkpoint) /* its last save holds the finished run */
+                err_append_hint(err, "the trained state is kept in --checkpoint %s: write the results from it "
+                                "with 'dptrain eval --checkpoint %s --out FILE'", o->checkpoint, o->checkpoint);
         }
         if (comm_agree(comm->world, ok, err) != 0)
             return DP_EXIT_ERROR;
@@ -1039,21 +1077,6 @@ fail:
     return -1;
 }
 
-/* rank 0: --trace must be writable and must not overwrite the other outputs. */
-static int check_trace_path(const struct comm *comm, const struct options *o, char *err)
-{
-    int ok = 1;
-    if (comm->rank == 0 && o->trace) {
-        ok = h5io_check_writable(o->trace, "--trace", err) == 0;
-        if (ok && (same_file(o->trace, o->data) || strcmp(o->trace, o->out) == 0 ||
-                   (o->checkpoint && strcmp(o->trace, o->checkpoint) == 0))) {
-            err_set(err, "--trace %s: must differ from --data, --out and --checkpoint", o->trace);
-            ok = 0;
-        }
-    }
-    return comm_agree(comm->world, ok, err);
-}
-
 /* Room for every event of the command: per step its phases and two per layer. Beyond the cap
  * (160 MB of events) the rest are counted as dropped rather than allocated per step. */
 static size_t trace_capacity(const struct options *o, const struct data *d, int run_count)
@@ -1085,12 +1108,12 @@ int train_command(const struct comm *comm, const struct options *o, char *err)
         err_set(err, "cannot install the SIGTERM/SIGUSR1 handlers");
         return DP_EXIT_ERROR;
     }
-    CHECK_DP(check_output(comm, o, err));
-    CHECK_DP(check_checkpoint_path(comm, o, err));
-    CHECK_DP(check_trace_path(comm, o, err));
+    CHECK_DP(check_paths(comm, o, err));
     if (o->resume)
         CHECK_DP(load_resume(comm, o, &resume, err));
     CHECK_DP(load_data(comm, o, &d, err));
+    if (o->resume) /* every rank holds the same checkpoint and identity */
+        CHECK_DP(checkpoint_check_data(&resume, &d.identity, o->data, o->checkpoint, err));
     int ok = (runs = calloc((size_t)run_count, sizeof *runs)) != NULL;
     if (!ok)
         err_set(err, "cannot allocate results");
@@ -1149,6 +1172,7 @@ int eval_command(const struct comm *comm, const struct options *given, char *err
     if (threads < 0)
         return DP_EXIT_ERROR;
     openblas_set_num_threads(threads);
+    CHECK_DP(check_paths(comm, given, err));
     int ok = checkpoint_read(given->checkpoint, &c, err) == 0;
     CHECK_DP(comm_agree(comm->world, ok, err));
     options_from_checkpoint(&c, given, &o);
@@ -1157,7 +1181,6 @@ int eval_command(const struct comm *comm, const struct options *given, char *err
                 given->checkpoint, c.pca_components);
         goto fail;
     }
-    CHECK_DP(check_output(comm, &o, err));
     CHECK_DP(load_data(comm, &o, &d, err));
     describe_result(&r, &o, comm->size, c.name, c.pca_components);
     r.has_validation = 0;
@@ -1172,6 +1195,7 @@ int eval_command(const struct comm *comm, const struct options *given, char *err
     /* The saved normalisation, not this data file's: the model saw those inputs. */
     d.norm = c.norm;
     CHECK_DP(allocate_run(comm, &o, &d, c.pca_components > 0 ? &r.pca : NULL, &s, err));
+    CHECK_DP(checkpoint_check_position(&c, 0, s.model->param_count, s.model->buffer_count, given->checkpoint, err));
     r.parameters = s.model->param_count;
     memcpy(s.model->params, c.best_params ? c.best_params : c.params, r.parameters * sizeof(float));
     if (s.model->buffer_count) /* averaged over the ranks at every epoch end: row 0 is theirs */
@@ -1182,8 +1206,15 @@ int eval_command(const struct comm *comm, const struct options *given, char *err
     CHECK_DP(final_evaluation(comm, &d, &s, &r, err));
     ok = 1;
     if (comm->rank == 0) {
-        printf("evaluated %s (run %s, %d of %d epochs%s)\n", given->checkpoint, c.name, c.epoch, c.epochs,
-               c.best_params ? ", best validation epoch" : "");
+        /* Say exactly which parameters were evaluated: a checkpoint may be mid-epoch, and with
+         * --validation it holds the best epoch's parameters beside the latest. */
+        printf("evaluated %s: run %s saved after %d of %d epochs", given->checkpoint, c.name, c.epoch, c.epochs);
+        if (c.step > 0)
+            printf(" and %ld steps of epoch %d", c.step, c.epoch + 1);
+        if (c.best_params)
+            printf("; parameters of epoch %d, the best on validation\n", c.best_epoch);
+        else
+            printf("; its latest parameters\n");
         print_summary(&r);
         ok = results_write(o.out, o.command_line, comm->size, &r, 1, err) == 0;
         if (ok)

@@ -178,7 +178,7 @@ static void test_missing_and_wrong_type(void **state)
     write_custom(path, 10, 2, NULL, 0);
     expect_read_error(path, "/train/labels has the wrong type (expected uint8)");
     snprintf(path, sizeof path, "%s/absent.h5", dir);
-    expect_read_error(path, "absent.h5: cannot read the data file");
+    expect_read_error(path, "absent.h5: No such file or directory; make the data file with 'dptrain convert'");
     snprintf(path, sizeof path, "%s/train-labels-idx1-ubyte.gz", dir);
     expect_read_error(path, "not a readable HDF5 file");
 }

@@ -24,6 +24,8 @@ void err_set(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3
 void err_append(char *err, const char *reason);
 /* Append the innermost message of the current HDF5 error stack. */
 void err_append_hdf5(char *err);
+/* Append "; " and a formatted hint (what the user can do), keeping the message one line. */
+void err_append_hint(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Append MPI's description of an error code. */
 void err_append_mpi(char *err, int mpi_code);
 

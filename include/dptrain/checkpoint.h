@@ -1,12 +1,19 @@
 /* Checkpoints: everything needed to continue a run bitwise as if it had never stopped — the
  * configuration, the position (epoch and step), parameters, optimizer state, every rank's
  * random streams and partial-epoch sums, the input normalisation and PCA basis, the history and
- * the best validation parameters. HDF5 with a format name and version; written by rank 0 under
- * a temporary name, synced and renamed, so the previous checkpoint survives any failure. */
+ * the best validation parameters, and the identity of the data file. HDF5 with a format name and
+ * version; written by rank 0 in memory and published whole (files_write), so the previous
+ * checkpoint survives any failure.
+ *
+ * Integrity: every array carries its CRC-32 (root attribute crc32_NAME) and the scalar
+ * attributes one CRC-32 over all their names and values (attributes_crc32); checkpoint_read
+ * verifies them all and checks every scalar's range, so damage anywhere in the file is refused
+ * with a line naming what is damaged. */
 #ifndef DPTRAIN_CHECKPOINT_H
 #define DPTRAIN_CHECKPOINT_H
 
 #include "dptrain/cli.h"
+#include "dptrain/dataset.h"
 #include "dptrain/features.h"
 #include "dptrain/pca.h"
 #include "dptrain/results.h"
@@ -16,7 +23,7 @@
 #include <stdint.h>
 
 #define CHECKPOINT_FORMAT "dptrain-checkpoint"
-#define CHECKPOINT_VERSION 2 /* 2: adds tta */
+#define CHECKPOINT_VERSION 3 /* 2: adds tta; 3: checksums of every array and attribute, data identity */
 
 struct checkpoint {
     /* configuration: what must match for a resume */
@@ -36,6 +43,7 @@ struct checkpoint {
     double best_val;
     int best_epoch;
     struct normaliser norm;
+    struct data_identity data;                /* the data file it was trained on */
     struct pca pca;                           /* when pca_components > 0 */
     int history_length;
     struct epoch_record *history;
@@ -55,5 +63,13 @@ void checkpoint_free(struct checkpoint *c);
  * first difference. */
 int checkpoint_check_config(const struct checkpoint *c, const struct options *o, int ranks,
                             const char *path, char *err);
+/* Refuse a checkpoint made on other data than `data` names, saying which array differs. */
+int checkpoint_check_data(const struct checkpoint *c, const struct data_identity *now, const char *data,
+                          const char *path, char *err);
+/* Refuse a position that this run cannot be at: a step beyond the epoch (steps per epoch), an
+ * optimizer step count that does not match, arrays of another model's size (steps_per_epoch 0:
+ * the sizes alone, for eval). */
+int checkpoint_check_position(const struct checkpoint *c, long steps_per_epoch, size_t param_count,
+                              size_t buffer_count, const char *path, char *err);
 
 #endif

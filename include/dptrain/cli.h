@@ -17,6 +17,7 @@ struct options {
     /* all */
     const char *data;
     const char *out;
+    int out_is_default;               /* --out not given: results/ may be created */
     /* train / compare */
     const char *model;
     int pca;                          /* train: K, 0 = raw pixels */

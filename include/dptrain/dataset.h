@@ -24,6 +24,18 @@ struct split {
     uint8_t *labels;
 };
 
+/* What a checkpoint remembers of the data it was trained on: the sizes and CRC-32s of the four
+ * arrays of the data file, as stored (independent of the rank count). */
+struct data_identity {
+    long long train_samples, test_samples;
+    uint32_t train_images, train_labels, test_images, test_labels;
+};
+
+/* Collective: the identity of the data that dataset_read returned (before any hold-out). Each
+ * rank checksums its block; the blocks' CRCs are combined in file order. */
+int dataset_identify(MPI_Comm comm, const struct split *train, const struct split *test, int test_reader,
+                     struct data_identity *id, char *err);
+
 /* Convert the four IDX files in source_dir (each plain or .gz) into out_path, atomically:
  * the file appears complete under its name, or not at all. */
 int dataset_convert(const char *source_dir, const char *out_path, char *err);

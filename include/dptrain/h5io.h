@@ -1,4 +1,4 @@
-/* Small helpers for writing and reading HDF5 files, and for publishing a file atomically. */
+/* Small helpers for writing HDF5 files: arrays, attributes, and publishing a finished file. */
 #ifndef DPTRAIN_H5IO_H
 #define DPTRAIN_H5IO_H
 
@@ -16,11 +16,11 @@ int h5io_write_attr_double(hid_t object, const char *name, double value, const c
 int h5io_write_attr_long(hid_t object, const char *name, long long value, const char *path,
                          char *err);
 
-/* "FINAL.tmp.PID": a temporary name in the same folder, so that rename() is atomic. */
-int h5io_temp_name(const char *final_path, char *tmp_path, size_t size, char *err);
-/* fsync tmp_path, rename it to final_path, fsync the folder. */
-int h5io_commit(const char *tmp_path, const char *final_path, char *err);
-/* Refuse early an output whose folder cannot be written (before hours of training). */
-int h5io_check_writable(const char *final_path, const char *flag, char *err);
+/* Output files are built in memory (HDF5's core driver) and published whole by h5io_publish.
+ * A full disk is then a failed write() that is reported in one line, never an HDF5 file that
+ * cannot be closed (HDF5 crashed in MPI_Finalize closing such a file again). */
+hid_t h5io_create_in_memory(const char *final_path, char *err);
+/* Write the in-memory file to final_path atomically (files_write) and close it, also on failure. */
+int h5io_publish(hid_t file, const char *final_path, char *err);
 
 #endif

@@ -77,6 +77,8 @@ struct backward_hook {
 };
 
 /* Parse spec and allocate everything for batches of up to max_batch samples. */
+/* Parse a model spec without allocating it: the command line's check, before MPI starts. */
+int model_check_spec(const char *spec, int input_size, char *err);
 struct model *model_create(const char *spec, int input_size, int classes, int max_batch,
                            float dropout, char *err);
 void model_free(struct model *model);
