@@ -3,8 +3,11 @@
 
 usage: scripts/report.py RESULTS.h5 [--data FILE] [--out DIR] [--run NAME]
 
-Writes into DIR (default: RESULTS_report beside the results file), atomically (a temporary
-folder renamed into place):
+Writes into DIR (default: RESULTS_report beside the results file). A new DIR appears whole (a
+temporary folder renamed into place); an existing DIR is used only when it is empty or a report
+folder of this script (it holds .dptrain-report, the list of the files a report wrote), and then
+only those files are replaced, each atomically. Any other existing DIR is refused, untouched:
+the report never removes or replaces what it did not write.
   misclassified.png  the most confident mistakes, covering the most confused class pairs
   confusion.png      the confusion matrix as an annotated heat map
   curves.png         loss and accuracy per epoch, one line per run
@@ -21,14 +24,10 @@ import csv
 import os
 import shutil
 import sys
+import tempfile
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-RUN_MEMBERS = ["history/epoch", "history/train_loss", "history/train_accuracy",
-               "history/test_loss", "history/test_accuracy", "history/seconds",
-               "history/samples_per_second", "confusion", "precision", "recall", "f1", "support",
-               "predictions", "misclassified/index", "misclassified/true_label",
-               "misclassified/predicted", "misclassified/confidence"]
 RUN_ATTRS = ["model", "pca_components", "epochs", "global_batch", "optimizer", "lr", "seed",
              "ranks", "parameters", "train_seconds", "test_accuracy", "test_loss"]
 BENCHMARKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "benchmarks.csv")
@@ -57,65 +56,182 @@ def import_libraries():
              f"python3-numpy and python3-matplotlib)")
 
 
-# ---- reading ------------------------------------------------------------------------------
+# ---- reading and validating ---------------------------------------------------------------
 
-def read_results(path):
-    if not os.path.exists(path):
-        raise ReportError(f"{path}: no such file")
+def check_input_file(path, what, hint=""):
+    """A regular, readable file: a FIFO or a device would block h5py's open or feed it garbage."""
+    if not os.path.lexists(path):
+        raise ReportError(f"{path}: no such {what}{hint}")
+    if os.path.isdir(path):
+        raise ReportError(f"{path}: is a folder, not a {what}")
+    if not os.path.isfile(path):
+        raise ReportError(f"{path}: is not a regular file (a {what} must be one)")
+    if not os.access(path, os.R_OK):
+        raise ReportError(f"{path}: cannot be read (permission denied)")
     if not h5py.is_hdf5(path):
         raise ReportError(f"{path}: not an HDF5 file")
-    runs = {}
-    with h5py.File(path, "r") as f:
-        if "runs" not in f or len(f["runs"]) == 0:
-            raise ReportError(f"{path}: no /runs group (not a dptrain results file)")
-        meta = {k: decode(v) for k, v in f.attrs.items()}
-        for name, g in f["runs"].items():
-            for member in RUN_MEMBERS:
-                if member not in g:
-                    raise ReportError(f"{path}: run {name} lacks {member}")
-            for attr in RUN_ATTRS:
-                if attr not in g.attrs:
-                    raise ReportError(f"{path}: run {name} lacks the attribute {attr}")
-            run = {"name": name, "attrs": {k: decode(v) for k, v in g.attrs.items()}}
-            for member in RUN_MEMBERS:
-                run[member] = g[member][()]
-            for member in ("history/val_loss", "history/val_accuracy"):
-                if member in g:
-                    run[member] = g[member][()]
-            if run["attrs"]["pca_components"] > 0:
-                if "pca" not in g:
-                    raise ReportError(f"{path}: run {name} used PCA but lacks the pca group")
-                for member in ("mean", "components", "explained_variance_ratio"):
-                    if member not in g["pca"]:
-                        raise ReportError(f"{path}: run {name} lacks pca/{member}")
-                    run["pca/" + member] = g["pca"][member][()]
-            runs[name] = run
+
+
+def member(group, name, path, where, dtype_kind, shape=None, ndim=None):
+    """A dataset's values, checked for presence, kind ('i' integer, 'f' real) and shape."""
+    if name not in group or not isinstance(group[name], h5py.Dataset):
+        raise ReportError(f"{path}: {where} lacks {name}")
+    values = group[name][()]
+    kinds = {"i": "iu", "f": "f"}[dtype_kind]
+    if not isinstance(values, np.ndarray) or values.dtype.kind not in kinds:
+        raise ReportError(f"{path}: {where}/{name} has type {getattr(values, 'dtype', type(values).__name__)}, "
+                          f"expected {'integers' if dtype_kind == 'i' else 'real numbers'}")
+    if ndim is not None and values.ndim != ndim:
+        raise ReportError(f"{path}: {where}/{name} has {values.ndim} dimensions, expected {ndim}")
+    if shape is not None and values.shape != shape:
+        raise ReportError(f"{path}: {where}/{name} has shape {values.shape}, expected {shape}")
+    if dtype_kind == "f" and not np.all(np.isfinite(values)):
+        raise ReportError(f"{path}: {where}/{name} holds values that are not finite")
+    return values
+
+
+def attribute(attrs, name, path, where, kind, low=None, high=None):
+    """An attribute, checked for presence, type (str, int or float) and range."""
+    if name not in attrs:
+        raise ReportError(f"{path}: {where} lacks the attribute {name}")
+    value = decode(attrs[name])
+    ok = {str: isinstance(value, str),
+          int: isinstance(value, (int, np.integer)) and not isinstance(value, bool),
+          float: isinstance(value, (int, float, np.integer, np.floating))}[kind]
+    if not ok:
+        raise ReportError(f"{path}: {where} attribute {name} is {value!r}, expected {kind.__name__}")
+    if kind is not str:
+        value = kind(value)
+        if (low is not None and not value >= low) or (high is not None and not value <= high) or \
+                (kind is float and not np.isfinite(value)):
+            raise ReportError(f"{path}: {where} attribute {name} = {value} is out of range")
+    return value
+
+
+def in_classes(values, path, where):
+    if values.size and (values.min() < 0 or values.max() > 9):
+        raise ReportError(f"{path}: {where} holds class numbers outside 0..9")
+
+
+def read_history(g, path, where, run):
+    lengths = set()
+    for column in ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds",
+                   "samples_per_second", "val_loss", "val_accuracy"):
+        if column.startswith("val_") and f"history/{column}" not in g:
+            continue
+        values = member(g, f"history/{column}", path, where, "f", ndim=1)
+        lengths.add(len(values))
+        run[f"history/{column}"] = values
+    if len(lengths) != 1 or 0 in lengths:
+        raise ReportError(f"{path}: {where} history columns have lengths {sorted(lengths)}, expected one "
+                          f"length of at least 1")
+    if not np.array_equal(run["history/epoch"], np.arange(1, len(run["history/epoch"]) + 1)):
+        raise ReportError(f"{path}: {where}/history/epoch does not count 1, 2, 3, ...")
+
+
+def read_mistakes(g, path, where, run):
+    n = len(run["predictions"])
+    index = member(g, "misclassified/index", path, where, "i", ndim=1)
+    m = len(index)
+    for name, kind in (("true_label", "i"), ("predicted", "i"), ("confidence", "f")):
+        run[f"misclassified/{name}"] = member(g, f"misclassified/{name}", path, where, kind, shape=(m,))
+    if m and (index.min() < 0 or index.max() >= n or np.any(np.diff(index) <= 0)):
+        raise ReportError(f"{path}: {where}/misclassified/index must rise strictly within 0..{n - 1}")
+    in_classes(run["misclassified/true_label"], path, f"{where}/misclassified/true_label")
+    if m and not np.array_equal(run["misclassified/predicted"], run["predictions"][index]):
+        raise ReportError(f"{path}: {where}/misclassified/predicted disagrees with {where}/predictions")
+    if np.any(run["misclassified/true_label"] == run["misclassified/predicted"]):
+        raise ReportError(f"{path}: {where}/misclassified lists images whose prediction was right")
+    conf = run["misclassified/confidence"]
+    if conf.size and (conf.min() < 0 or conf.max() > 1):
+        raise ReportError(f"{path}: {where}/misclassified/confidence holds values outside 0..1")
+    run["misclassified/index"] = index
+
+
+def read_run(name, g, path):
+    where = f"run {name}"
+    run = {"name": name, "attrs": {}}
+    limits = {"pca_components": (int, 0, 784), "epochs": (int, 1, None), "global_batch": (int, 1, None),
+              "lr": (float, 0, None), "seed": (int, None, None), "ranks": (int, 1, None),
+              "parameters": (int, 1, None), "train_seconds": (float, 0, None),
+              "test_accuracy": (float, 0, 1), "test_loss": (float, 0, None)}
+    for attr in RUN_ATTRS:
+        kind, low, high = limits.get(attr, (str, None, None))
+        run["attrs"][attr] = attribute(g.attrs, attr, path, where, kind, low, high)
+    if "best_epoch" in g.attrs:
+        run["attrs"]["best_epoch"] = attribute(g.attrs, "best_epoch", path, where, int, 0, None)
+    read_history(g, path, where, run)
+    run["predictions"] = member(g, "predictions", path, where, "i", ndim=1)
+    n = len(run["predictions"])
+    if n == 0:
+        raise ReportError(f"{path}: {where} has no predictions")
+    in_classes(run["predictions"], path, f"{where}/predictions")
+    run["confusion"] = member(g, "confusion", path, where, "i", shape=(10, 10))
+    run["support"] = member(g, "support", path, where, "i", shape=(10,))
+    if run["confusion"].min() < 0 or run["confusion"].sum() != n or run["support"].sum() != n:
+        raise ReportError(f"{path}: {where} confusion and support must count the {n} predictions")
+    for metric in ("precision", "recall", "f1"):
+        run[metric] = member(g, metric, path, where, "f", shape=(10,))
+        if run[metric].min() < 0 or run[metric].max() > 1:
+            raise ReportError(f"{path}: {where}/{metric} holds values outside 0..1")
+    read_mistakes(g, path, where, run)
+    if run["attrs"]["pca_components"] > 0:
+        k = run["attrs"]["pca_components"]
+        if "pca" not in g:
+            raise ReportError(f"{path}: {where} used PCA but lacks the pca group")
+        run["pca/mean"] = member(g, "pca/mean", path, where, "f", shape=(784,))
+        run["pca/components"] = member(g, "pca/components", path, where, "f", shape=(k, 784))
+        run["pca/explained_variance_ratio"] = member(g, "pca/explained_variance_ratio", path, where, "f",
+                                                     shape=(k,))
+    return run
+
+
+def read_results(path):
+    check_input_file(path, "results file")
+    try:
+        with h5py.File(path, "r") as f:
+            if "runs" not in f or not isinstance(f["runs"], h5py.Group) or len(f["runs"]) == 0:
+                raise ReportError(f"{path}: no /runs group (not a dptrain results file)")
+            meta = {k: decode(v) for k, v in f.attrs.items()}
+            runs = {name: read_run(name, g, path) for name, g in f["runs"].items()}
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise ReportError(f"{path}: damaged or not a dptrain results file ({e})")
     return meta, runs
 
 
 def decode(value):
     if isinstance(value, bytes):
-        return value.decode()
+        return value.decode(errors="replace")
     if hasattr(value, "item") and getattr(value, "shape", None) == ():
         return value.item()
     return value
 
 
 def read_data(path, n_test):
-    if not os.path.exists(path):
-        raise ReportError(f"{path}: no such data file (give it with --data)")
-    if not h5py.is_hdf5(path):
-        raise ReportError(f"{path}: not an HDF5 file")
-    with h5py.File(path, "r") as f:
-        for member in ("train/images", "train/labels", "test/images", "test/labels"):
-            if member not in f:
-                raise ReportError(f"{path}: missing dataset /{member}")
-        test_images, test_labels = f["test/images"][()], f["test/labels"][()]
-        train_images, train_labels = f["train/images"][()], f["train/labels"][()]
-    if len(test_labels) != n_test:
-        raise ReportError(f"{path}: {len(test_labels)} test images, but the results hold "
+    check_input_file(path, "data file", " (give it with --data)")
+    try:
+        with h5py.File(path, "r") as f:
+            arrays = {}
+            for name, shape in (("train/images", (28, 28)), ("train/labels", ()),
+                                ("test/images", (28, 28)), ("test/labels", ())):
+                if name not in f or not isinstance(f[name], h5py.Dataset):
+                    raise ReportError(f"{path}: missing dataset /{name}")
+                values = f[name][()]
+                if values.dtype != np.uint8 or values.shape[1:] != shape:
+                    raise ReportError(f"{path}: /{name} has type {values.dtype} and shape {values.shape}, "
+                                      f"expected uint8 [N]{''.join(f'[{d}]' for d in shape)}")
+                arrays[name] = values
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise ReportError(f"{path}: damaged or not a dptrain data file ({e})")
+    for group in ("train", "test"):
+        if len(arrays[f"{group}/labels"]) != len(arrays[f"{group}/images"]):
+            raise ReportError(f"{path}: /{group} has {len(arrays[f'{group}/images'])} images and "
+                              f"{len(arrays[f'{group}/labels'])} labels")
+        in_classes(arrays[f"{group}/labels"], path, f"/{group}/labels")
+    if len(arrays["test/labels"]) != n_test:
+        raise ReportError(f"{path}: {len(arrays['test/labels'])} test images, but the results hold "
                           f"{n_test} predictions (made with another data file?)")
-    return train_images, train_labels, test_images, test_labels
+    return arrays["train/images"], arrays["train/labels"], arrays["test/images"], arrays["test/labels"]
 
 
 # ---- analysis -----------------------------------------------------------------------------
@@ -127,7 +243,7 @@ def confused_pairs(confusion, count=5):
         for b in range(a + 1, 10):
             pairs.append((int(confusion[a, b] + confusion[b, a]), a, b))
     pairs.sort(reverse=True)
-    return [(a, b, n) for n, a, b in pairs[:count]]
+    return [(a, b, n) for n, a, b in pairs[:count] if n > 0]
 
 
 def pick_misclassified(run, pairs, total=GRID_ROWS * GRID_COLS):
@@ -217,7 +333,10 @@ def figure_misclassified(picks, test_images, path):
     for ax, (index, true, pred, conf) in zip(axes.ravel(), picks):
         ax.imshow(test_images[index], cmap="gray_r", vmin=0, vmax=255)
         ax.set_title(f"{CLASS_NAMES[true]} → {CLASS_NAMES[pred]}\n({conf:.3f})  #{index}", fontsize=8)
-    fig.suptitle("Misclassified test images, most confident first: true → predicted (confidence)")
+    if picks:
+        fig.suptitle("Misclassified test images, most confident first: true → predicted (confidence)")
+    else:
+        fig.suptitle("No test image was misclassified")
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, hspace=0.45, wspace=0.05)
     save(fig, path)
 
@@ -421,19 +540,24 @@ def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks):
                f"({f1[order[1]]:.3f}), {CLASS_NAMES[order[2]]} ({f1[order[2]]:.3f}). "
                f"Worst: **{CLASS_NAMES[order[-1]]}** (F1 {f1[order[-1]]:.3f}), {CLASS_NAMES[order[-2]]} "
                f"({f1[order[-2]]:.3f}), {CLASS_NAMES[order[-3]]} ({f1[order[-3]]:.3f}).\n")
-    out.append("## The five most confused pairs\n")
-    out.append("| pair | mistakes | A → B | B → A | mean confidence of the mistakes | "
-               "mean \\|difference\\| of class means | correlation of class means |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|")
+    heading = "The five most confused pairs" if len(pairs) == 5 else f"The {len(pairs)} confused pairs"
+    out.append(f"## {heading}\n")
+    if not pairs:
+        out.append("No pair of classes was confused: every test image was classified correctly.\n")
+    if pairs:
+        out.append("| pair | mistakes | A → B | B → A | mean confidence of the mistakes | "
+                   "mean \\|difference\\| of class means | correlation of class means |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|")
     for (x, y, n), an in zip(pairs, analyses):
         ab, ba = an["mistakes"][(x, y)], an["mistakes"][(y, x)]
         weighted = (ab[0] * ab[1] + ba[0] * ba[1]) / max(ab[0] + ba[0], 1)
         out.append(f"| {CLASS_NAMES[x]} / {CLASS_NAMES[y]} | {n} | {ab[0]} | {ba[0]} | {weighted:.2f} | "
                    f"{an['mean_abs_diff']:.1f} | {an['correlation']:.3f} |")
     out.append("")
-    out.append(f"Why they are confused, from the data (class means over the training set, pixel "
-               f"values 0–255; the median mean |difference| over all 45 class pairs is "
-               f"{median_diff:.1f}). ![pairs](pairs.png)\n")
+    if pairs:
+        out.append(f"Why they are confused, from the data (class means over the training set, pixel "
+                   f"values 0–255; the median mean |difference| over all 45 class pairs is "
+                   f"{median_diff:.1f}). ![pairs](pairs.png)\n")
     for (x, y, n), an in zip(pairs, analyses):
         ab, ba = an["mistakes"][(x, y)], an["mistakes"][(y, x)]
         regions = " and ".join(f"{name} ({100 * share:.0f}%)" for name, share in an["regions"])
@@ -449,9 +573,12 @@ def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks):
                    f"{ba[1]:.2f}, {100 * ba[2]:.0f}% above 0.9).")
     out.append("")
     out.append("## Misclassified images\n")
-    out.append(f"{len(picks)} misclassified test images, the most confident mistakes of the most "
-               f"confused pairs and then the most confident of the rest, shown most confident "
-               f"first. ![misclassified](misclassified.png)\n")
+    if picks:
+        out.append(f"{len(picks)} misclassified test images, the most confident mistakes of the most "
+                   f"confused pairs and then the most confident of the rest, shown most confident "
+                   f"first. ![misclassified](misclassified.png)\n")
+    else:
+        out.append("None: every test image was classified correctly.\n")
     out.append("## Training curves\n\n![curves](curves.png)\n")
     if len(runs) > 1 or any(r["attrs"]["pca_components"] > 0 for r in runs.values()):
         out.append("## Raw pixels versus PCA\n")
@@ -475,7 +602,68 @@ def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks):
 
 # ---- main ---------------------------------------------------------------------------------
 
+MARKER = ".dptrain-report"   # in every report folder: the names of the files the report wrote
+# A folder holding only these is a report folder written before the marker existed.
+REPORT_FILES = {"REPORT.md", "misclassified.png", "confusion.png", "curves.png", "pairs.png", "pca.png"}
+
+
+def out_folder_mode(out):
+    """'new' when OUT does not exist; 'merge' when it is a report folder of ours (or empty).
+    Anything else is refused: the report never removes or replaces what it did not write."""
+    if os.path.islink(out):
+        raise ReportError(f"--out {out}: is a symbolic link (give the folder itself)")
+    if not os.path.lexists(out):
+        parent = os.path.dirname(os.path.abspath(out))
+        if not os.path.isdir(parent):
+            raise ReportError(f"--out {out}: folder {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ReportError(f"--out {out}: folder {parent} is not writable")
+        return "new"
+    if not os.path.isdir(out):
+        raise ReportError(f"--out {out}: exists and is not a folder")
+    entries = os.listdir(out)
+    if entries and MARKER not in entries and not set(entries) <= REPORT_FILES:
+        raise ReportError(f"--out {out}: the folder exists and is not a report folder (it holds {len(entries)} "
+                          f"{'entry' if len(entries) == 1 else 'entries'} and no {MARKER}): give a new or empty folder; nothing in {out} was touched")
+    return "merge"
+
+
+def previous_files(out):
+    if MARKER not in os.listdir(out):
+        return [name for name in os.listdir(out) if name in REPORT_FILES]
+    try:
+        with open(os.path.join(out, MARKER)) as f:
+            return [line.strip() for line in f if line.strip() and "/" not in line and line.strip() != MARKER]
+    except FileNotFoundError:
+        return []
+
+
+def merge_into(staging, out, inputs):
+    """Move the staged files into an existing report folder, one atomic rename each, after checking
+    that none would replace a folder, a link, a device, or an input; then drop the files an earlier
+    report wrote that this one did not."""
+    names = sorted(os.listdir(staging))
+    for name in names:
+        target = os.path.join(out, name)
+        if os.path.lexists(target) and (os.path.islink(target) or not os.path.isfile(target)):
+            raise ReportError(f"--out {out}: {name} there is not a regular file; nothing was changed")
+        for path in inputs:
+            if os.path.exists(target) and os.path.samefile(target, path):
+                raise ReportError(f"--out {out}: {name} there is the input {path}; nothing was changed")
+    stale = [n for n in previous_files(out) if n not in names]
+    for name in names:
+        os.replace(os.path.join(staging, name), os.path.join(out, name))
+    for name in stale:
+        target = os.path.join(out, name)
+        if os.path.isfile(target) and not os.path.islink(target) and \
+                not any(os.path.exists(p) and os.path.samefile(target, p) for p in inputs):
+            os.remove(target)
+    os.rmdir(staging)
+
+
 def build(args):
+    out = args.out or os.path.splitext(args.results)[0] + "_report"
+    mode = out_folder_mode(out)   # first: a refused folder costs no work
     meta, runs = read_results(args.results)
     if args.run:
         if args.run not in runs:
@@ -493,26 +681,26 @@ def build(args):
     analyses = [pair_analysis(a, b, class_means, main) for a, b, _ in pairs]
     picks = pick_misclassified(main, pairs)
 
-    out = args.out or os.path.splitext(args.results)[0] + "_report"
     parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise ReportError(f"--out {out}: folder {parent} does not exist")
-    staging = f"{out}.tmp.{os.getpid()}"
-    os.makedirs(staging)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.tmp.", dir=parent)
     try:
         figure_misclassified(picks, test_images, os.path.join(staging, "misclassified.png"))
         figure_confusion(main, os.path.join(staging, "confusion.png"))
         figure_curves(runs, os.path.join(staging, "curves.png"))
-        figure_pairs(pairs, class_means, os.path.join(staging, "pairs.png"))
+        if pairs:
+            figure_pairs(pairs, class_means, os.path.join(staging, "pairs.png"))
         if any(r["attrs"]["pca_components"] > 0 for r in runs.values()):
             figure_pca(runs, os.path.join(staging, "pca.png"))
         write_report(os.path.join(staging, "REPORT.md"), meta, runs, main, pairs, analyses,
                      all_pair_median_diff(class_means), picks)
-        if os.path.isdir(out):
-            shutil.rmtree(out)
-        os.rename(staging, out)
+        with open(os.path.join(staging, MARKER), "w") as f:
+            f.write("".join(name + "\n" for name in sorted(os.listdir(staging)) if name != MARKER))
+        if mode == "new":
+            os.rename(staging, out)   # fails, touching nothing, if a non-empty OUT appeared meanwhile
+        else:
+            merge_into(staging, out, [args.results, args.data])
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)   # only the folder this run made
         raise
     return out
 
@@ -530,7 +718,9 @@ def main():
     except ReportError as e:
         fail(str(e))
     except OSError as e:
-        fail(f"{e.filename or args.results}: {e.strerror}")
+        fail(f"{e.filename or args.results}: {e.strerror or e}")
+    except Exception as e:   # a bug of this script: still one line, never a traceback
+        fail(f"{args.results}: cannot draw the report ({type(e).__name__}: {e})")
     print(f"report written to {out}/REPORT.md")
 
 

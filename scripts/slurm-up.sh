@@ -22,7 +22,19 @@ if alive "$state/slurmctld.pid" slurmctld && alive "$state/slurmd.pid" slurmd &&
   exit 0
 fi
 
+# The state folder must be new, empty, or one this script made: it writes slurm.conf, keys and logs
+# there and changes the folder's mode, so any other folder is refused untouched.
+if [ -e "$state" ] || [ -L "$state" ]; then
+  if [ -L "$state" ] || [ ! -d "$state" ]; then
+    echo "slurm-up: $state exists and is not a folder" >&2; exit 1
+  fi
+  if [ -n "$(ls -A "$state")" ] && [ ! -e "$state/.dptrain-slurm" ]; then
+    echo "slurm-up: $state is not empty and not a state folder of slurm-up.sh (no .dptrain-slurm in it): give a new or empty folder; nothing in $state was touched" >&2
+    exit 1
+  fi
+fi
 mkdir -p "$state"/{munge,spool,ctld,log}
+touch "$state/.dptrain-slurm"
 chmod 0755 "$state" "$state/munge"   # munged refuses a socket folder others can write to
 host=$(hostname -s)
 

@@ -59,9 +59,51 @@ cases = [
     ([not_hdf5, "--data", DATA], "not.h5: not an HDF5 file"),
     ([broken, "--data", DATA], "broken.h5: run raw lacks confusion"),
     ([empty, "--data", DATA], "empty.h5: no /runs group"),
-    ([f"{dir}/absent.h5", "--data", DATA], "absent.h5: no such file"),
+    ([f"{dir}/absent.h5", "--data", DATA], "absent.h5: no such results file"),
     ([results, "--data", f"{dir}/absent-data.h5"], "absent-data.h5: no such data file"),
     ([results, "--data", DATA, "--run", "pca7"], "--run pca7: the results hold"),
+]
+fifo = f"{dir}/fifo"
+os.mkfifo(fifo)
+
+
+def damaged(name, change):
+    path = f"{dir}/{name}.h5"
+    shutil.copy(results, path)
+    with h5py.File(path, "a") as f:
+        change(f)
+    return path
+
+
+def replace(f, name, values):
+    del f[name]
+    f[name] = values
+
+
+truncated = f"{dir}/truncated.h5"
+with open(results, "rb") as f:
+    head = f.read(os.path.getsize(results) // 2)
+with open(truncated, "wb") as f:
+    f.write(head)
+cases += [
+    ([fifo, "--data", DATA], "fifo: is not a regular file"),
+    ([results, "--data", fifo], "fifo: is not a regular file"),
+    ([dir, "--data", DATA], "is a folder, not a results file"),
+    ([truncated, "--data", DATA], "truncated.h5: damaged or not a dptrain results file"),
+    ([damaged("index", lambda f: replace(f, "runs/raw/misclassified/index",
+                                         np.full(len(f["runs/raw/misclassified/index"]), 10**6, np.int32))),
+      "--data", DATA], "misclassified/index must rise strictly within 0..9999"),
+    ([damaged("history", lambda f: replace(f, "runs/raw/history/train_loss", np.zeros(7))), "--data", DATA],
+     "run raw history columns have lengths [2, 7]"),
+    ([damaged("attr", lambda f: f["runs/raw"].attrs.__setitem__("epochs", "two")), "--data", DATA],
+     "run raw attribute epochs is 'two', expected int"),
+    ([damaged("accuracy", lambda f: f["runs/raw"].attrs.__setitem__("test_accuracy", 7.0)), "--data", DATA],
+     "attribute test_accuracy = 7.0 is out of range"),
+    ([damaged("labels", lambda f: replace(f, "runs/raw/predictions",
+                                          np.full(len(f["runs/raw/predictions"]), 12, np.uint8))), "--data", DATA],
+     "run raw/predictions holds class numbers outside 0..9"),
+    ([damaged("shape", lambda f: replace(f, "runs/raw/confusion", np.zeros((3, 3), np.int32))), "--data", DATA],
+     "run raw/confusion has shape (3, 3), expected (10, 10)"),
 ]
 for args, fragment in cases:
     target = f"{dir}/bad-report"
@@ -71,4 +113,58 @@ for args, fragment in cases:
     check(len(lines) == 1 and fragment in lines[0] and lines[0].startswith("report: error:"),
           f"{args}: {r.stderr!r} lacks {fragment!r}")
     check(not os.path.exists(target), f"{args}: left an output folder")
+
+# The report never removes or replaces what it did not write.
+foreign = f"{dir}/foreign"
+os.makedirs(foreign)
+with open(f"{foreign}/notes.txt", "w") as f:
+    f.write("precious")
+os.symlink(results, f"{dir}/results-link")
+for target, where in ((foreign, dir), (".", foreign), (f"{dir}/results-link", dir), (results, dir)):
+    r = subprocess.run(["/usr/bin/python3", REPORT, results, "--data", DATA, "--out", target], capture_output=True,
+                       text=True, timeout=300, cwd=where)
+    check(r.returncode == 1 and r.stderr.startswith("report: error:") and len(r.stderr.splitlines()) == 1,
+          f"--out {target} in {where}: {r.returncode} {r.stderr!r}")
+check(sorted(os.listdir(foreign)) == ["notes.txt"] and open(f"{foreign}/notes.txt").read() == "precious",
+      "a refused folder was touched")
+check(h5py.is_hdf5(results), "the results file was touched")
+check(not [n for n in os.listdir(dir) if ".tmp." in n], "a staging folder was left behind")
+# An existing report folder of its own: the report's files are replaced, other files stay, and a
+# file the earlier report wrote but this one does not (pca.png: a run without PCA) goes.
+with open(f"{out}/mine.txt", "w") as f:
+    f.write("keep")
+raw_only = f"{dir}/raw-only.h5"
+must_succeed(run(["train", "--data", DATA, "--out", raw_only, "--epochs", "1", "--quiet"], ranks=2))
+r = report(raw_only, "--data", DATA, "--out", out)
+check(r.returncode == 0, f"report into its own folder: {r.stderr}")
+check(open(f"{out}/mine.txt").read() == "keep", "a file the report did not write was removed")
+check(not os.path.exists(f"{out}/pca.png"), "a stale report file was kept")
+with h5py.File(raw_only, "r") as f:
+    raw_accuracy = f["runs/raw"].attrs["test_accuracy"]
+check(f"**Test accuracy: {100 * raw_accuracy:.2f}%**" in open(f"{out}/REPORT.md").read() and
+      "## Raw pixels versus PCA" not in open(f"{out}/REPORT.md").read(), "the new report replaced the old one")
+# An empty existing folder is fine.
+os.makedirs(f"{dir}/empty-out")
+check(report(results, "--data", DATA, "--out", f"{dir}/empty-out").returncode == 0, "report into an empty folder")
+
+# A run without mistakes: the report says so instead of analysing mistakes that do not exist.
+perfect = f"{dir}/perfect.h5"
+shutil.copy(raw_only, perfect)
+with h5py.File(DATA, "r") as d, h5py.File(perfect, "a") as f:
+    g = f["runs/raw"]
+    labels = d["test/labels"][()]
+    replace(f, "runs/raw/predictions", labels)
+    for name, dtype in (("index", np.int32), ("true_label", np.uint8), ("predicted", np.uint8),
+                        ("confidence", np.float32)):
+        replace(f, f"runs/raw/misclassified/{name}", np.zeros(0, dtype))
+    replace(f, "runs/raw/confusion", np.diag(np.bincount(labels, minlength=10)).astype(np.int32))
+    for name in ("precision", "recall", "f1"):
+        replace(f, f"runs/raw/{name}", np.ones(10))
+    g.attrs["test_accuracy"] = 1.0
+r = report(perfect, "--data", DATA, "--out", f"{dir}/perfect-report")
+check(r.returncode == 0, f"perfect run: {r.stderr}")
+text = open(f"{dir}/perfect-report/REPORT.md").read()
+check("0 misclassified" in text and "No pair of classes was confused" in text and
+      "every test image was classified correctly" in text and "most confident mistakes" not in text,
+      "the report of a perfect run")
 print("ok")

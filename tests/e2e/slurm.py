@@ -48,6 +48,16 @@ def submit(args, wait=False):
                  "--ntasks=2", "jobs/train.sbatch", timeout=600, check_ok=not wait)
 
 
+# A folder that slurm-up.sh did not make is refused and left as it was (mode included).
+foreign = tempfile.mkdtemp(prefix="dptrain-foreign-")
+with open(f"{foreign}/slurm.conf", "w") as f:
+    f.write("mine")
+os.chmod(foreign, 0o700)
+refused = subprocess.run([f"{ROOT}/scripts/slurm-up.sh", foreign], capture_output=True, text=True, timeout=60, env=env)
+check(refused.returncode != 0 and "is not empty and not a state folder" in refused.stderr, f"foreign state: {refused}")
+check(os.listdir(foreign) == ["slurm.conf"] and open(f"{foreign}/slurm.conf").read() == "mine" and
+      os.stat(foreign).st_mode & 0o777 == 0o700, "slurm-up.sh touched a foreign folder")
+
 up = subprocess.run([f"{ROOT}/scripts/slurm-up.sh", state], capture_output=True, text=True, timeout=120, env=env)
 if up.returncode != 0:
     print("SKIPPED: the Slurm daemons could not start here:", (up.stderr or up.stdout).strip()[-1500:])
