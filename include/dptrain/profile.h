@@ -65,7 +65,7 @@ double profile_end(struct profile *p, const char *name, const char *category, do
 double profile_seconds(const struct profile *p, const char *name);
 long profile_count(const struct profile *p, const char *name);
 
-/* Collective: rank 0 writes every rank's events to path (through path.tmp and a rename), with
+/* Collective: rank 0 writes every rank's events to path (published whole by files_write), with
  * each rank's totals in otherData. */
 int profile_write_trace(const struct profile *p, MPI_Comm world, const char *path, char *err);
 
