@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libopenmpi-dev openmpi-bin libopenblas-dev liblapacke-dev
-  libhdf5-openmpi-dev hdf5-tools zlib1g-dev libpng-dev libcmocka-dev
+  libhdf5-openmpi-dev hdf5-tools zlib1g-dev libcmocka-dev
   dataset-fashion-mnist
   python3-h5py python3-matplotlib python3-numpy valgrind procps
   slurm-wlm munge

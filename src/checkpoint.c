@@ -12,7 +12,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#define HISTORY_COLUMNS (sizeof(struct epoch_record) / sizeof(double))
+#define HISTORY_COLUMNS RESULTS_HISTORY_COLUMNS
 #define CRC_PREFIX "crc32_"
 
 /* ---- the scalar attributes: one table for writing, reading and their checksum ----------- */
@@ -55,8 +55,8 @@ static const struct field fields[] = {
     FIELD("train_seconds", F_DOUBLE, train_seconds),
     FIELD("epoch_seconds", F_DOUBLE, epoch_seconds),
     FIELD("best_val", F_DOUBLE, best_val),
-    FIELD("norm_mean", F_FLOAT, norm.mean),
-    FIELD("norm_std", F_FLOAT, norm.std),
+    FIELD("norm_mean", F_FLOAT, norm_mean),
+    FIELD("norm_std", F_FLOAT, norm_std),
     FIELD("data_train_samples", F_LLONG, data.train_samples),
     FIELD("data_test_samples", F_LLONG, data.test_samples),
     FIELD("data_crc32_train_images", F_U32, data.train_images),
@@ -229,6 +229,23 @@ fail:
     return -1;
 }
 
+/* The history as rows of doubles (results_history_row). */
+static int write_history(hid_t f, const struct checkpoint *c, const hsize_t dims[2], const char *path, char *err)
+{
+    size_t n = (size_t)c->history_length;
+    double *rows = malloc((n * HISTORY_COLUMNS + 1) * sizeof(double));
+    if (!rows)
+        FAIL("%s: cannot allocate the history", path);
+    for (size_t e = 0; e < n; e++)
+        results_history_row(&c->history[e], rows + e * HISTORY_COLUMNS);
+    int status = write_checked(f, "history", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 2, dims, rows, sizeof(double), path,
+                               err);
+    free(rows);
+    return status;
+fail:
+    return -1;
+}
+
 static int write_state(hid_t f, const struct checkpoint *c, const char *path, char *err)
 {
     hsize_t ranks = (hsize_t)c->ranks;
@@ -240,8 +257,7 @@ static int write_state(hid_t f, const struct checkpoint *c, const char *path, ch
         CHECK_DP(write_floats(f, "opt_second", c->opt_second, c->param_count, path, err));
     if (c->best_params)
         CHECK_DP(write_floats(f, "best_params", c->best_params, c->param_count, path, err));
-    CHECK_DP(write_checked(f, "history", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 2, history_dims, c->history,
-                           sizeof(struct epoch_record) / HISTORY_COLUMNS, path, err));
+    CHECK_DP(write_history(f, c, history_dims, path, err));
     CHECK_DP(write_checked(f, "rng_dropout", H5T_NATIVE_UINT64, H5T_STD_U64LE, 2, rng_dims, c->dropout_rng,
                            sizeof(uint64_t), path, err));
     CHECK_DP(write_checked(f, "rng_augment", H5T_NATIVE_UINT64, H5T_STD_U64LE, 2, rng_dims, c->augment_rng,
@@ -413,8 +429,8 @@ static int check_scalars(const struct checkpoint *c, const char *path, char *err
     REQUIRE(isfinite(c->train_seconds) && c->train_seconds >= 0 && isfinite(c->epoch_seconds) &&
             c->epoch_seconds >= 0, "train_seconds %g, epoch_seconds %g", c->train_seconds, c->epoch_seconds);
     REQUIRE(c->best_val == -1 || (c->best_val >= 0 && c->best_val <= 1), "best_val %g", c->best_val);
-    REQUIRE(isfinite(c->norm.mean) && isfinite(c->norm.std) && c->norm.std > 0,
-            "input normalisation mean %g, standard deviation %g", (double)c->norm.mean, (double)c->norm.std);
+    REQUIRE(isfinite(c->norm_mean) && isfinite(c->norm_std) && c->norm_std > 0,
+            "input normalisation mean %g, standard deviation %g", (double)c->norm_mean, (double)c->norm_std);
     REQUIRE(c->data.train_samples >= 1 && c->data.test_samples >= 1, "data sizes %lld and %lld",
             c->data.train_samples, c->data.test_samples);
 #undef REQUIRE
@@ -479,16 +495,24 @@ fail:
     return -1;
 }
 
-/* The history's epoch column must count 1..epoch, every value finite. */
-static int check_history(const struct checkpoint *c, const char *path, char *err)
+/* The history's rows: the epoch column must count 1..epoch, every value finite. */
+static int read_history(hid_t f, struct checkpoint *c, const char *path, char *err)
 {
-    for (int e = 0; e < c->history_length; e++) {
-        const struct epoch_record *r = &c->history[e];
-        if (r->epoch != e + 1 || !all_finite(r, 1, HISTORY_COLUMNS))
-            FAIL("%s: corrupt checkpoint: history row %d is not epoch %d with finite values", path, e, e + 1);
+    size_t n = (size_t)c->epoch;
+    double *rows = read_array(f, "history", H5T_NATIVE_DOUBLE, sizeof(double), n * HISTORY_COLUMNS, path, err);
+    CHECK_DP(rows == NULL);
+    CHECK_PTR(c->history = calloc(n + 1, sizeof *c->history), "cannot allocate the history");
+    c->history_length = (int)n;
+    for (size_t e = 0; e < n; e++) {
+        const double *row = rows + e * HISTORY_COLUMNS;
+        if (row[0] != (double)(e + 1) || !all_finite(row, 1, HISTORY_COLUMNS))
+            FAIL("%s: corrupt checkpoint: history row %zu is not epoch %zu with finite values", path, e, e + 1);
+        results_history_record(row, &c->history[e]);
     }
+    free(rows);
     return 0;
 fail:
+    free(rows);
     return -1;
 }
 
@@ -501,9 +525,7 @@ static int read_state(hid_t f, struct checkpoint *c, const char *path, char *err
         CHECK_DP((c->opt_second = read_array(f, "opt_second", H5T_NATIVE_FLOAT, sizeof(float), n, path, err)) == NULL);
     if (c->validation > 0)
         CHECK_DP((c->best_params = read_array(f, "best_params", H5T_NATIVE_FLOAT, sizeof(float), n, path, err)) == NULL);
-    c->history_length = c->epoch;
-    CHECK_DP((c->history = read_array(f, "history", H5T_NATIVE_DOUBLE, sizeof(double),
-                                      (size_t)c->epoch * HISTORY_COLUMNS, path, err)) == NULL);
+    CHECK_DP(read_history(f, c, path, err));
     CHECK_DP((c->dropout_rng = read_array(f, "rng_dropout", H5T_NATIVE_UINT64, sizeof(uint64_t), ranks * 4, path, err)) == NULL);
     CHECK_DP((c->augment_rng = read_array(f, "rng_augment", H5T_NATIVE_UINT64, sizeof(uint64_t), ranks * 4, path, err)) == NULL);
     CHECK_DP((c->partial_loss = read_array(f, "partial_loss", H5T_NATIVE_DOUBLE, sizeof(double), ranks, path, err)) == NULL);
@@ -517,7 +539,6 @@ static int read_state(hid_t f, struct checkpoint *c, const char *path, char *err
         if (!isfinite(c->partial_loss[r]) || c->partial_loss[r] < 0 || c->partial_correct[r] < 0 ||
             c->partial_correct[r] > c->data.train_samples)
             FAIL("%s: corrupt checkpoint: rank %zu's partial sums are impossible", path, r);
-    CHECK_DP(check_history(c, path, err));
     if (c->pca_components > 0)
         CHECK_DP(read_pca(f, c, path, err));
     return 0;
@@ -562,36 +583,6 @@ void checkpoint_free(struct checkpoint *c)
         free(c->pca.explained_ratio);
     }
     memset(c, 0, sizeof *c);
-}
-
-int checkpoint_check_config(const struct checkpoint *c, const struct options *o, int ranks,
-                            const char *path, char *err)
-{
-#define DIFFERS(cond, flag, fmt, saved, now)                                                  \
-    if (cond)                                                                                 \
-        FAIL("--resume: %s was saved with %s " fmt ", this run has %s " fmt                  \
-             " (resume with the same settings)", path, flag, saved, flag, now)
-    DIFFERS(strcmp(c->model, o->model) != 0, "--model", "%s", c->model, o->model);
-    DIFFERS(c->pca_components != o->pca, "--pca", "%d", c->pca_components, o->pca);
-    DIFFERS(c->global_batch != o->batch, "--batch", "%d", c->global_batch, o->batch);
-    DIFFERS(c->ranks != ranks, "ranks", "%d", c->ranks, ranks);
-    DIFFERS(c->epochs != o->epochs, "--epochs", "%d", c->epochs, o->epochs);
-    DIFFERS(c->seed != o->seed, "--seed", "%llu", (unsigned long long)c->seed, (unsigned long long)o->seed);
-    DIFFERS(strcmp(c->optimizer, o->optimizer) != 0, "--optimizer", "%s", c->optimizer, o->optimizer);
-    DIFFERS(c->lr != o->lr, "--lr", "%g", c->lr, o->lr);
-    DIFFERS(c->momentum != o->momentum, "--momentum", "%g", c->momentum, o->momentum);
-    DIFFERS(c->weight_decay != o->weight_decay, "--weight-decay", "%g", c->weight_decay, o->weight_decay);
-    DIFFERS(strcmp(c->schedule, o->schedule) != 0, "--schedule", "%s", c->schedule, o->schedule);
-    DIFFERS(c->warmup != o->warmup, "--warmup", "%g", c->warmup, o->warmup);
-    DIFFERS(c->dropout != o->dropout, "--dropout", "%g", c->dropout, o->dropout);
-    DIFFERS(c->label_smoothing != o->label_smoothing, "--label-smoothing", "%g", c->label_smoothing, o->label_smoothing);
-    DIFFERS(c->augment != o->augment, "--augment", "%d", c->augment, o->augment);
-    DIFFERS(c->tta != o->tta, "--tta", "%d", c->tta, o->tta);
-    DIFFERS(c->validation != o->validation, "--validation", "%d", c->validation, o->validation);
-#undef DIFFERS
-    return 0;
-fail:
-    return -1;
 }
 
 int checkpoint_check_data(const struct checkpoint *c, const struct data_identity *now, const char *data,

@@ -1,6 +1,7 @@
 #include "dptrain/cli.h"
 
 #include "dptrain/check.h"
+#include "dptrain/dataset.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -11,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum value_kind { V_STRING, V_INT, V_DOUBLE, V_FLAG, V_FLAG_OFF, V_SEED, V_PCA };
+enum value_kind { V_STRING, V_INT, V_DOUBLE, V_FLAG, V_FLAG_OFF, V_SEED, V_PCA, V_MODEL, V_OPTIMIZER, V_SCHEDULE };
 
 #define FOR_CONVERT (1u << CMD_CONVERT)
 #define FOR_TRAIN (1u << CMD_TRAIN)
@@ -28,7 +29,7 @@ struct flag {
     const char *help;
 };
 
-#define AT(field) offsetof(struct options, field)
+#define AT(field) offsetof(struct config, field)
 
 static const struct flag flags[] = {
     {"--source", V_STRING, AT(source), FOR_CONVERT, 0, 0,
@@ -38,19 +39,19 @@ static const struct flag flags[] = {
     {"--out", V_STRING, AT(out), FOR_CONVERT | FOR_TRAINING | FOR_EVAL, 0, 0,
      "output file (convert: data/fashion-mnist.h5; train: results/train.h5; compare: "
      "results/compare.h5; eval: results/eval.h5)"},
-    {"--model", V_STRING, AT(model), FOR_TRAINING, 0, 0,
-     "network: mlp (784-256-128-10) or mlp:H1,H2,... (default mlp)"},
-    {"--pca", V_PCA, AT(pca), FOR_TRAINING, 1, 784,
+    {"--model", V_MODEL, AT(model), FOR_TRAINING, 0, 0,
+     "network: mlp (784-256-128-10), mlp:H1,H2,..., cnn (32,p,64,p,f256) or cnn:TOKENS (default mlp)"},
+    {"--pca", V_PCA, AT(pca), FOR_TRAINING, 1, DATASET_PIXELS,
      "train: K principal components as inputs (1..784); compare: list like 0,50,100 (0 = raw)"},
     {"--epochs", V_INT, AT(epochs), FOR_TRAINING, 1, 100000,
      "epochs (default 20; 60 for cnn with --augment)"},
     {"--batch", V_INT, AT(batch), FOR_TRAINING, 1, 1 << 20, "GLOBAL batch size, shared by the ranks (default 128)"},
-    {"--optimizer", V_STRING, AT(optimizer), FOR_TRAINING, 0, 0, "sgd or adam (default adam)"},
+    {"--optimizer", V_OPTIMIZER, AT(optimizer), FOR_TRAINING, 0, 0, "sgd or adam (default adam)"},
     {"--lr", V_DOUBLE, AT(lr), FOR_TRAINING, 1e-12, 10, "peak learning rate (default 0.001 adam, 0.05 sgd)"},
     {"--momentum", V_DOUBLE, AT(momentum), FOR_TRAINING, 0, 0.999999, "SGD momentum (default 0.9)"},
     {"--weight-decay", V_DOUBLE, AT(weight_decay), FOR_TRAINING, 0, 1,
      "decoupled weight decay on weights, not biases (default 0.0001)"},
-    {"--schedule", V_STRING, AT(schedule), FOR_TRAINING, 0, 0,
+    {"--schedule", V_SCHEDULE, AT(schedule), FOR_TRAINING, 0, 0,
      "learning-rate decay after warm-up: cosine, step or constant (default cosine)"},
     {"--warmup", V_DOUBLE, AT(warmup), FOR_TRAINING, 0, 1000, "epochs of linear warm-up (default 1)"},
     {"--label-smoothing", V_DOUBLE, AT(label_smoothing), FOR_TRAINING, 0, 0.5,
@@ -100,19 +101,19 @@ const char *cli_command_name(enum command command)
     return "dptrain";
 }
 
-static void set_defaults(struct options *o)
+static void set_defaults(struct config *o)
 {
     memset(o, 0, sizeof *o);
     o->source = "/usr/share/datasets/fashion-mnist";
     o->data = "data/fashion-mnist.h5";
-    o->model = "mlp";
+    snprintf(o->model, sizeof o->model, "mlp");
     o->epochs = 0; /* chosen by model below */
     o->batch = 128;
-    o->optimizer = "adam";
+    o->optimizer = OPT_ADAM;
     o->lr = -1; /* chosen by optimizer below */
     o->momentum = 0.9;
     o->weight_decay = 1e-4;
-    o->schedule = "cosine";
+    o->schedule = SCHEDULE_COSINE;
     o->warmup = 1;
     o->dropout = 0.1;
     o->tta = -1;             /* chosen by model below */
@@ -168,10 +169,10 @@ fail:
 }
 
 /* train: one K in 1..784. compare: a comma list of K in 0..784 (0 = raw pixels). */
-static int parse_pca(const char *flag, const char *text, struct options *o, char *err)
+static int parse_pca(const char *flag, const char *text, struct config *o, char *err)
 {
     if (o->command == CMD_TRAIN)
-        return parse_int(flag, text, 1, 784, &o->pca, err);
+        return parse_int(flag, text, 1, DATASET_PIXELS, &o->pca, err);
     if (text[0] == '\0')
         FAIL("%s: empty list (expected something like 0,50,100)", flag);
     o->pca_runs = 0;
@@ -183,10 +184,10 @@ static int parse_pca(const char *flag, const char *text, struct options *o, char
             FAIL("%s: malformed list '%s' (expected something like 0,50,100)", flag, text);
         memcpy(item, p, len);
         item[len] = '\0';
-        if (o->pca_runs == CLI_MAX_PCA_RUNS)
-            FAIL("%s: at most %d entries", flag, CLI_MAX_PCA_RUNS);
+        if (o->pca_runs == CONFIG_MAX_PCA_RUNS)
+            FAIL("%s: at most %d entries", flag, CONFIG_MAX_PCA_RUNS);
         int k;
-        if (parse_int(flag, item, 0, 784, &k, err) != 0)
+        if (parse_int(flag, item, 0, DATASET_PIXELS, &k, err) != 0)
             goto fail;
         for (int i = 0; i < o->pca_runs; i++)
             if (o->pca_list[i] == k)
@@ -210,7 +211,7 @@ static const struct flag *find_flag(const char *name, size_t len)
     return NULL;
 }
 
-static int apply_flag(const struct flag *f, const char *value, struct options *o, char *err)
+static int apply_flag(const struct flag *f, const char *value, struct config *o, char *err)
 {
     char *base = (char *)o;
     switch (f->kind) {
@@ -227,6 +228,19 @@ static int apply_flag(const struct flag *f, const char *value, struct options *o
         return parse_seed(f->name, value, (uint64_t *)(base + f->offset), err);
     case V_PCA:
         return parse_pca(f->name, value, o, err);
+    case V_MODEL:
+        if (value[0] == '\0' || strlen(value) >= CONFIG_MODEL_LENGTH)
+            FAIL("%s: the spec must have 1 to %d characters", f->name, CONFIG_MODEL_LENGTH - 1);
+        snprintf(o->model, sizeof o->model, "%s", value);
+        return 0;
+    case V_OPTIMIZER:
+        if (config_optimizer_parse(value, &o->optimizer) != 0)
+            FAIL("%s: unknown optimizer '%s' (expected sgd or adam)", f->name, value);
+        return 0;
+    case V_SCHEDULE:
+        if (config_schedule_parse(value, &o->schedule) != 0)
+            FAIL("%s: unknown schedule '%s' (expected cosine, step or constant)", f->name, value);
+        return 0;
     case V_FLAG:
         *(int *)(base + f->offset) = 1;
         return 0;
@@ -255,15 +269,10 @@ fail:
     return -1;
 }
 
-static int check_choices(const struct options *o, char *err)
+static int check_choices(const struct config *o, char *err)
 {
     if (o->name && check_name(o->name, err) != 0)
         goto fail;
-    if (strcmp(o->optimizer, "sgd") != 0 && strcmp(o->optimizer, "adam") != 0)
-        FAIL("--optimizer: unknown optimizer '%s' (expected sgd or adam)", o->optimizer);
-    if (strcmp(o->schedule, "cosine") != 0 && strcmp(o->schedule, "step") != 0 &&
-        strcmp(o->schedule, "constant") != 0)
-        FAIL("--schedule: unknown schedule '%s' (expected cosine, step or constant)", o->schedule);
     if (o->command == CMD_COMPARE && o->pca_runs == 0)
         FAIL("compare: --pca LIST is required (for example --pca 0,50,100)");
     if (o->tta > 0 && o->pca > 0)
@@ -279,7 +288,7 @@ fail:
     return -1;
 }
 
-static void set_output_default(struct options *o)
+static void set_output_default(struct config *o)
 {
     if (o->out)
         return;
@@ -294,7 +303,7 @@ static void set_output_default(struct options *o)
         o->out = "results/train.h5";
 }
 
-int cli_parse(int argc, char **argv, struct options *o, char *err)
+int cli_parse(int argc, char **argv, struct config *o, char *err)
 {
     set_defaults(o);
     if (argc < 2)
@@ -345,13 +354,12 @@ int cli_parse(int argc, char **argv, struct options *o, char *err)
             goto fail;
     }
     if (o->lr < 0)
-        o->lr = strcmp(o->optimizer, "sgd") == 0 ? 0.05 : 1e-3;
-    /* Measured choices (README, "The convolutional network"). An augmented CNN keeps improving
-     * well past 34 epochs (93.44%); 60 reached 93.81% in 14 min 12 s on 2 cores. It is evaluated
-     * on each image and its mirror image, as it was trained on both (+0.27 points). Stronger
-     * dropout (0.3) and label smoothing (0.1) did not help it: 92.92% against 93.18% without
-     * mirroring. */
-    int cnn = strncmp(o->model, "cnn", 3) == 0;
+        o->lr = o->optimizer == OPT_SGD ? 0.05 : 1e-3;
+    /* Defaults chosen by measurement (README, "The convolutional network", has the figures): an
+     * augmented CNN keeps improving for 60 epochs, and is evaluated on each image and its mirror
+     * image, as it was trained on both. */
+    o->model_kind = config_model_kind(o->model);
+    int cnn = o->model_kind == MODEL_CNN;
     if (o->tta < 0 && o->command != CMD_EVAL) /* eval: as the checkpoint's run */
         o->tta = cnn && o->augment && o->pca == 0;
     if (o->epochs == 0)
@@ -378,9 +386,24 @@ void cli_print_help(FILE *out, enum command command)
         if (!(flags[i].commands & (1u << command)))
             continue;
         enum value_kind kind = flags[i].kind;
-        const char *value = kind == V_FLAG || kind == V_FLAG_OFF ? "" : kind == V_STRING ? " VALUE" : " N";
+        int number = kind == V_INT || kind == V_DOUBLE || kind == V_SEED || kind == V_PCA;
+        const char *value = kind == V_FLAG || kind == V_FLAG_OFF ? "" : number ? " N" : " VALUE";
         char left[40];
         snprintf(left, sizeof left, "%s%s", flags[i].name, value);
         fprintf(out, "  %-22s %s\n", left, flags[i].help);
     }
+}
+
+const char *cli_setting_flag(enum setting s)
+{
+    static const char *const flags_of[] = {
+        [SETTING_MODEL] = "--model", [SETTING_PCA] = "--pca", [SETTING_BATCH] = "--batch",
+        [SETTING_RANKS] = "ranks", [SETTING_EPOCHS] = "--epochs", [SETTING_SEED] = "--seed",
+        [SETTING_OPTIMIZER] = "--optimizer", [SETTING_LR] = "--lr", [SETTING_MOMENTUM] = "--momentum",
+        [SETTING_WEIGHT_DECAY] = "--weight-decay", [SETTING_SCHEDULE] = "--schedule", [SETTING_WARMUP] = "--warmup",
+        [SETTING_DROPOUT] = "--dropout", [SETTING_LABEL_SMOOTHING] = "--label-smoothing",
+        [SETTING_AUGMENT] = "--augment", [SETTING_TTA] = "--tta", [SETTING_VALIDATION] = "--validation",
+        [SETTING_NONE] = "",
+    };
+    return flags_of[s];
 }

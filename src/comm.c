@@ -110,3 +110,206 @@ void comm_abort(const struct comm *comm, const char *message)
     MPI_Abort(comm->world, DP_EXIT_ERROR);
     exit(DP_EXIT_ERROR);
 }
+
+void comm_block(size_t n, int ranks, int r, size_t *first, size_t *count)
+{
+    size_t base = n / (size_t)ranks, extra = n % (size_t)ranks, rr = (size_t)r;
+    *first = rr * base + (rr < extra ? rr : extra);
+    *count = base + (rr < extra ? 1 : 0);
+}
+
+int comm_barrier(const struct comm *comm, char *err)
+{
+    CHECK_MPI(MPI_Barrier(comm->world), "rank %d: barrier failed", comm->rank);
+    return 0;
+fail:
+    return -1;
+}
+
+static int reduce_in_place(const struct comm *comm, void *value, MPI_Datatype type, MPI_Op op, char *err)
+{
+    CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, value, 1, type, op, comm->world), "rank %d: allreduce failed",
+              comm->rank);
+    return 0;
+fail:
+    return -1;
+}
+
+int comm_max_int(const struct comm *comm, int *value, char *err)
+{
+    return reduce_in_place(comm, value, MPI_INT, MPI_MAX, err);
+}
+
+int comm_min_int(const struct comm *comm, int *value, char *err)
+{
+    return reduce_in_place(comm, value, MPI_INT, MPI_MIN, err);
+}
+
+int comm_max_long(const struct comm *comm, long *value, char *err)
+{
+    return reduce_in_place(comm, value, MPI_LONG, MPI_MAX, err);
+}
+
+int comm_bcast_size(const struct comm *comm, size_t *value, int root, char *err)
+{
+    unsigned long long wide = *value;
+    CHECK_MPI(MPI_Bcast(&wide, 1, MPI_UNSIGNED_LONG_LONG, root, comm->world), "rank %d: broadcast failed",
+              comm->rank);
+    *value = (size_t)wide;
+    return 0;
+fail:
+    return -1;
+}
+
+int comm_allgather_size(const struct comm *comm, size_t mine, size_t *all, char *err)
+{
+    unsigned long long wide = mine, *gathered = NULL;
+    CHECK_PTR(gathered = malloc(sizeof *gathered * (size_t)comm->size), "cannot allocate");
+    CHECK_MPI(MPI_Allgather(&wide, 1, MPI_UNSIGNED_LONG_LONG, gathered, 1, MPI_UNSIGNED_LONG_LONG, comm->world),
+              "rank %d: allgather failed", comm->rank);
+    for (int r = 0; r < comm->size; r++)
+        all[r] = (size_t)gathered[r];
+    free(gathered);
+    return 0;
+fail:
+    free(gathered);
+    return -1;
+}
+
+/* MPI counts and displacements in bytes for per-rank item counts (rank 0 only needs them). */
+static int byte_layout(const struct comm *comm, const size_t *items, size_t item_bytes, int *counts, int *displs,
+                       char *err)
+{
+    size_t at = 0;
+    for (int r = 0; r < comm->size; r++) {
+        size_t bytes = items[r] * item_bytes;
+        if (bytes > (size_t)INT_MAX || at > (size_t)INT_MAX - bytes)
+            FAIL("rank %d: %zu bytes are too many for one MPI message", comm->rank, at + bytes);
+        counts[r] = (int)bytes;
+        displs[r] = (int)at;
+        at += bytes;
+    }
+    return 0;
+fail:
+    return -1;
+}
+
+/* counts and displs for every rank's block of total items (the same on every rank). */
+static int block_layout(const struct comm *comm, size_t total, size_t item_bytes, int **counts, int **displs,
+                        char *err)
+{
+    size_t *items = NULL;
+    CHECK_PTR(*counts = malloc(sizeof(int) * (size_t)comm->size), "cannot allocate");
+    CHECK_PTR(*displs = malloc(sizeof(int) * (size_t)comm->size), "cannot allocate");
+    CHECK_PTR(items = malloc(sizeof *items * (size_t)comm->size), "cannot allocate");
+    for (int r = 0; r < comm->size; r++) {
+        size_t first;
+        comm_block(total, comm->size, r, &first, &items[r]);
+    }
+    CHECK_DP(byte_layout(comm, items, item_bytes, *counts, *displs, err));
+    free(items);
+    return 0;
+fail:
+    free(items);
+    return -1;
+}
+
+int comm_gather_items(const struct comm *comm, const void *mine, size_t items, size_t item_bytes, void *all,
+                      char *err)
+{
+    size_t *sizes = NULL;
+    int *counts = NULL, *displs = NULL;
+    CHECK_PTR(sizes = malloc(sizeof *sizes * (size_t)comm->size), "cannot allocate");
+    CHECK_PTR(counts = malloc(sizeof(int) * (size_t)comm->size), "cannot allocate");
+    CHECK_PTR(displs = malloc(sizeof(int) * (size_t)comm->size), "cannot allocate");
+    CHECK_DP(comm_allgather_size(comm, items, sizes, err));
+    /* every rank computes the same layout from the same sizes: the same verdict everywhere */
+    CHECK_DP(byte_layout(comm, sizes, item_bytes, counts, displs, err));
+    CHECK_MPI(MPI_Gatherv(mine, counts[comm->rank], MPI_BYTE, all, counts, displs, MPI_BYTE, 0, comm->world),
+              "rank %d: gather failed", comm->rank);
+    free(sizes);
+    free(counts);
+    free(displs);
+    return 0;
+fail:
+    free(sizes);
+    free(counts);
+    free(displs);
+    return -1;
+}
+
+int comm_scatter_blocks(const struct comm *comm, const void *whole, size_t total, size_t item_bytes, void *part,
+                        char *err)
+{
+    int *counts = NULL, *displs = NULL;
+    CHECK_DP(block_layout(comm, total, item_bytes, &counts, &displs, err));
+    CHECK_MPI(MPI_Scatterv(whole, counts, displs, MPI_BYTE, part, counts[comm->rank], MPI_BYTE, 0, comm->world),
+              "rank %d: scatter failed", comm->rank);
+    free(counts);
+    free(displs);
+    return 0;
+fail:
+    free(counts);
+    free(displs);
+    return -1;
+}
+
+int comm_gather_blocks(const struct comm *comm, const void *part, size_t total, size_t item_bytes, void *whole,
+                       char *err)
+{
+    int *counts = NULL, *displs = NULL;
+    CHECK_DP(block_layout(comm, total, item_bytes, &counts, &displs, err));
+    CHECK_MPI(MPI_Gatherv(part, counts[comm->rank], MPI_BYTE, whole, counts, displs, MPI_BYTE, 0, comm->world),
+              "rank %d: gather failed", comm->rank);
+    free(counts);
+    free(displs);
+    return 0;
+fail:
+    free(counts);
+    free(displs);
+    return -1;
+}
+
+int comm_gather_text(const struct comm *comm, const char *mine, size_t length, char **all, size_t **offsets,
+                     char *err)
+{
+    size_t *sizes = NULL, total = 0;
+    int ok = 1;
+    *all = NULL;
+    *offsets = NULL;
+    CHECK_PTR(sizes = malloc(sizeof *sizes * (size_t)comm->size), "cannot allocate");
+    CHECK_DP(comm_allgather_size(comm, length, sizes, err));
+    for (int r = 0; r < comm->size; r++)
+        total += sizes[r];
+    if (comm->rank == 0 && (!(*all = malloc(total + 1)) || !(*offsets = malloc(sizeof **offsets * ((size_t)comm->size + 1))))) {
+        err_set(err, "cannot allocate %zu bytes to gather", total);
+        ok = 0;
+    }
+    CHECK_DP(comm_agree(comm->world, ok, err));
+    for (int r = 0; comm->rank == 0 && r <= comm->size; r++)
+        (*offsets)[r] = r == 0 ? 0 : (*offsets)[r - 1] + sizes[r - 1];
+    CHECK_DP(comm_gather_items(comm, mine, length, 1, *all, err));
+    free(sizes);
+    return 0;
+fail:
+    free(sizes);
+    free(*all);
+    free(*offsets);
+    *all = NULL;
+    *offsets = NULL;
+    return -1;
+}
+
+int comm_node_ranks(const struct comm *comm, int *ranks, char *err)
+{
+    MPI_Comm node = MPI_COMM_NULL;
+    CHECK_MPI(MPI_Comm_split_type(comm->world, MPI_COMM_TYPE_SHARED, comm->rank, MPI_INFO_NULL, &node),
+              "rank %d: cannot find the ranks that share this node", comm->rank);
+    CHECK_MPI(MPI_Comm_size(node, ranks), "rank %d: MPI_Comm_size failed", comm->rank);
+    CHECK_MPI(MPI_Comm_free(&node), "rank %d: MPI_Comm_free failed", comm->rank);
+    return 0;
+fail:
+    if (node != MPI_COMM_NULL)
+        MPI_Comm_free(&node);
+    return -1;
+}

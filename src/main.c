@@ -1,11 +1,11 @@
 /* dptrain: the command line. Reads like a script: parse, start MPI where needed, run. */
 #include "dptrain/check.h"
 #include "dptrain/cli.h"
+#include "dptrain/commands.h"
 #include "dptrain/comm.h"
 #include "dptrain/dataset.h"
 #include "dptrain/files.h"
 #include "dptrain/model.h"
-#include "dptrain/train.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +26,7 @@ static int first_rank_of_job(void)
 }
 
 /* The model spec of every run, checked before MPI starts: a bad one is a command-line error. */
-static int check_model(const struct options *o, char *err)
+static int check_model(const struct config *o, char *err)
 {
     if (o->command != CMD_TRAIN && o->command != CMD_COMPARE)
         return 0;
@@ -39,7 +39,7 @@ static int check_model(const struct options *o, char *err)
     return 0;
 }
 
-static int run_convert(const struct options *options)
+static int run_convert(const struct config *options)
 {
     char err[DP_ERR_LEN] = "";
     check_quiet_hdf5();
@@ -53,7 +53,7 @@ static int run_convert(const struct options *options)
 }
 
 /* train, compare and eval run under MPI; every rank parses the same command line. */
-static int run_parallel(int argc, char **argv, const struct options *options)
+static int run_parallel(int argc, char **argv, const struct config *options)
 {
     char err[DP_ERR_LEN] = "";
     struct comm comm;
@@ -87,7 +87,7 @@ static void join_arguments(int argc, char **argv, char *out, size_t size)
 int main(int argc, char **argv)
 {
     char err[DP_ERR_LEN] = "", command_line[4096];
-    struct options options;
+    struct config options;
     join_arguments(argc, argv, command_line, sizeof command_line);
     if (cli_parse(argc, argv, &options, err) != 0 || check_model(&options, err) != 0) {
         if (first_rank_of_job())

@@ -112,8 +112,8 @@ fail:
 
 static int parse_cnn(struct model *m, const char *spec, float dropout, char *err)
 {
-    /* The preset: two convolutional blocks, sized for a 2-core machine (measured 3,150 samples/s
-     * on 2 ranks; "cnn:32,32,p,64,64,p,f256" costs 3.5x as much per sample). */
+    /* The preset: two convolutional blocks, sized for a 2-core machine (README, "The
+     * convolutional network", compares it with deeper specs). */
     const char *tokens = strcmp(spec, "cnn") == 0 ? "32,p,64,p,f256" : spec + 4;
     int c = 1, h = IMAGE_SIDE, w = IMAGE_SIDE, dense = 0, width = 0, convs = 0;
     if (m->input_size != IMAGE_SIDE * IMAGE_SIDE)
@@ -236,6 +236,17 @@ static int parse_spec(struct model *m, const char *spec, float dropout, char *er
         return parse_cnn(m, spec, dropout, err);
     err_set(err, "--model: unknown model spec '%s' (expected mlp, mlp:H1,H2,..., cnn or cnn:TOKENS)", spec);
     return -1;
+}
+
+int model_param_boundaries(const struct model *m, size_t *offsets, int max)
+{
+    int count = 0;
+    for (int i = m->layer_count - 1; i >= 0 && count < max; i--) {
+        const struct layer *l = &m->layers[i];
+        if (l->weight != NULL && l->param_offset != 0)
+            offsets[count++] = l->param_offset;
+    }
+    return count;
 }
 
 int model_check_spec(const char *spec, int input_size, char *err)

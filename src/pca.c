@@ -1,6 +1,7 @@
 #include "dptrain/pca.h"
 
 #include "dptrain/check.h"
+#include "dptrain/timer.h"
 #include "dptrain/tensor.h"
 
 #include <cblas.h>
@@ -102,7 +103,7 @@ int pca_fit(const struct comm *comm, const uint8_t *pixels, size_t count, int di
 {
     double *stats = NULL;
     size_t stats_len = (size_t)dim * dim + dim + 1;
-    double start = MPI_Wtime();
+    double start = timer_now();
     memset(pca, 0, sizeof *pca);
     if (components < 1 || components > dim)
         FAIL("--pca: %d components is out of range 1..%d", components, dim);
@@ -126,7 +127,7 @@ int pca_fit(const struct comm *comm, const uint8_t *pixels, size_t count, int di
     CHECK_DP(comm_bcast_doubles(comm, pca->explained_ratio, (size_t)components, 0, err));
     CHECK_DP(comm_bcast_doubles(comm, &pca->total_variance, 1, 0, err));
     free(stats);
-    pca->fit_seconds = MPI_Wtime() - start;
+    pca->fit_seconds = timer_now() - start;
     return 0;
 fail:
     free(stats);

@@ -2,16 +2,14 @@
 
 #include "dptrain/check.h"
 #include "dptrain/files.h"
-#include "dptrain/comm.h"
+#include "dptrain/timer.h"
 
-#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-int profile_init(struct profile *p, MPI_Comm world, size_t event_capacity, char *err)
+int profile_init(struct profile *p, size_t event_capacity, char *err)
 {
     memset(p, 0, sizeof *p);
     if (event_capacity > 0) {
@@ -19,9 +17,7 @@ int profile_init(struct profile *p, MPI_Comm world, size_t event_capacity, char 
                   "--trace: cannot allocate room for %zu events", event_capacity);
         p->event_capacity = event_capacity;
     }
-    /* A common zero, so that the ranks' tracks line up in the viewer. */
-    CHECK_MPI(MPI_Barrier(world), "MPI failed while starting the profile");
-    p->origin = MPI_Wtime();
+    p->origin = timer_now();
     return 0;
 fail:
     free(p->events);
@@ -42,7 +38,7 @@ void profile_reset_totals(struct profile *p)
 
 double profile_now(const struct profile *p)
 {
-    return p ? MPI_Wtime() - p->origin : 0.0;
+    return p ? timer_now() - p->origin : 0.0;
 }
 
 static struct profile_total *total_of(struct profile *p, const char *name, const char *category)
@@ -164,72 +160,45 @@ static void totals_json(const struct profile *p, int rank, struct text *t)
     text_printf(t, "}}");
 }
 
-/* Gather every rank's text on rank 0, in rank order; *all and *offsets (size+1) on rank 0.
- * Collective, and every failure is agreed on before the next collective, so none can hang. */
-static int gather_text(MPI_Comm world, int rank, int size, const struct text *mine, char **all,
-                       int **offsets, char *err)
+int profile_rank_json(const struct profile *p, int rank, char **events, size_t *events_length, char **totals,
+                      size_t *totals_length, char *err)
 {
-    int length = (int)mine->length, ok = mine->length < (size_t)INT_MAX / 2;
-    int *counts = NULL;
-    *all = NULL;
-    *offsets = NULL;
-    if (!ok)
-        err_set(err, "--trace: rank %d has more than 1 GB of events; trace fewer epochs", rank);
-    if (ok && rank == 0) {
-        counts = malloc(sizeof(int) * (size_t)size);
-        *offsets = malloc(sizeof(int) * (size_t)(size + 1));
-        if (!counts || !*offsets)
-            ok = 0, err_set(err, "--trace: cannot allocate");
+    struct text e = {0}, t = {0};
+    events_json(p, rank, &e);
+    totals_json(p, rank, &t);
+    if (e.failed || t.failed) {
+        free(e.data);
+        free(t.data);
+        err_set(err, "--trace: rank %d cannot allocate the trace text", rank);
+        return -1;
     }
-    CHECK_DP(comm_agree(world, ok, err));
-    CHECK_MPI(MPI_Gather(&length, 1, MPI_INT, counts, 1, MPI_INT, 0, world), "--trace: gather failed");
-    if (rank == 0) {
-        long long total = 0;
-        for (int r = 0; r < size; r++) {
-            (*offsets)[r] = (int)total;
-            total += counts[r];
-        }
-        if (total > INT_MAX)
-            ok = 0, err_set(err, "--trace: the merged trace exceeds 2 GB; trace fewer epochs");
-        else if (!(*all = malloc((size_t)total + 1)))
-            ok = 0, err_set(err, "--trace: cannot allocate %lld bytes", total);
-        else
-            (*offsets)[size] = (int)total;
-    }
-    CHECK_DP(comm_agree(world, ok, err));
-    CHECK_MPI(MPI_Gatherv(mine->data, length, MPI_CHAR, *all, counts, *offsets, MPI_CHAR, 0, world),
-              "--trace: gather failed");
-    free(counts);
+    *events = e.data;
+    *events_length = e.length;
+    *totals = t.data;
+    *totals_length = t.length;
     return 0;
-fail:
-    free(counts);
-    free(*all);
-    free(*offsets);
-    *all = NULL;
-    *offsets = NULL;
-    return -1;
 }
 
 /* The merged JSON is assembled in memory and published by files_write (atomic, and a full disk
  * is one clear line). */
-static int write_merged(const char *path, int size, const char *events, const int *event_offsets,
-                        const char *totals, const int *total_offsets, char *err)
+int profile_write_merged(const char *path, int ranks, const char *events, const size_t *event_offsets,
+                         const char *totals, const size_t *total_offsets, char *err)
 {
     char *text = NULL;
     size_t length = 0;
     FILE *out = NULL;
     CHECK_PTR(out = open_memstream(&text, &length), "--trace %s: cannot assemble the trace", path);
     fputs("{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n", out);
-    for (int r = 0; r < size; r++) {
+    for (int r = 0; r < ranks; r++) {
         if (r > 0)
             fputs(",\n", out);
-        fwrite(events + event_offsets[r], 1, (size_t)(event_offsets[r + 1] - event_offsets[r]), out);
+        fwrite(events + event_offsets[r], 1, event_offsets[r + 1] - event_offsets[r], out);
     }
     fputs("\n],\n\"otherData\":{\"producer\":\"dptrain\",\"ranks\":[\n", out);
-    for (int r = 0; r < size; r++) {
+    for (int r = 0; r < ranks; r++) {
         if (r > 0)
             fputs(",\n", out);
-        fwrite(totals + total_offsets[r], 1, (size_t)(total_offsets[r + 1] - total_offsets[r]), out);
+        fwrite(totals + total_offsets[r], 1, total_offsets[r + 1] - total_offsets[r], out);
     }
     fputs("\n]}}\n", out);
     int failed = ferror(out);
@@ -247,35 +216,3 @@ fail:
     return -1;
 }
 
-int profile_write_trace(const struct profile *p, MPI_Comm world, const char *path, char *err)
-{
-    int rank, size, ok = 1;
-    struct text events = {0}, totals = {0};
-    char *all_events = NULL, *all_totals = NULL;
-    int *event_offsets = NULL, *total_offsets = NULL;
-    CHECK_MPI(MPI_Comm_rank(world, &rank), "MPI_Comm_rank failed");
-    CHECK_MPI(MPI_Comm_size(world, &size), "MPI_Comm_size failed");
-    events_json(p, rank, &events);
-    totals_json(p, rank, &totals);
-    if (events.failed || totals.failed) {
-        err_set(err, "--trace: rank %d cannot allocate the trace text", rank);
-        ok = 0;
-    }
-    CHECK_DP(comm_agree(world, ok, err));
-    CHECK_DP(gather_text(world, rank, size, &events, &all_events, &event_offsets, err));
-    CHECK_DP(gather_text(world, rank, size, &totals, &all_totals, &total_offsets, err));
-    if (rank == 0)
-        ok = write_merged(path, size, all_events, event_offsets, all_totals, total_offsets, err) == 0;
-    ok = comm_agree(world, ok, err) == 0;
-    goto done;
-fail: /* every way here was already agreed on by all ranks */
-    ok = 0;
-done:
-    free(events.data);
-    free(totals.data);
-    free(all_events);
-    free(all_totals);
-    free(event_offsets);
-    free(total_offsets);
-    return ok ? 0 : -1;
-}

@@ -5,28 +5,26 @@
 #include <limits.h>
 #include <string.h>
 
-void reducer_init(struct reducer *r, MPI_Comm world, struct model *model, size_t bucket_bytes)
+int reducer_init(struct reducer *r, const struct comm *comm, struct model *model, size_t bucket_bytes, char *err)
 {
+    size_t boundaries[MODEL_MAX_LAYERS], cuts[MODEL_MAX_LAYERS + 1];
     memset(r, 0, sizeof *r);
-    r->world = world;
-    MPI_Comm_rank(world, &r->rank);
-    MPI_Comm_size(world, &r->ranks);
+    r->world = comm->world;
+    r->rank = comm->rank;
+    r->ranks = comm->size;
     r->grads = model->grads;
     r->count = model->param_count;
     r->fused = bucket_bytes == 0;
+    if (r->count > (size_t)INT_MAX)
+        FAIL("MPI message of %zu gradients is too large", r->count);
     /* Layer boundaries in descending order, then greedy buckets from the end of the buffer. */
-    size_t cuts[MODEL_MAX_LAYERS + 1];
-    int cut_count = 0;
+    int boundary_count = model_param_boundaries(model, boundaries, MODEL_MAX_LAYERS), cut_count = 0;
     size_t end = r->count;
-    for (int i = model->layer_count - 1; i >= 0; i--) {
-        const struct layer *l = &model->layers[i];
-        if (l->weight == NULL || l->param_offset == 0)
-            continue;
-        if ((end - l->param_offset) * sizeof(float) >= bucket_bytes && !r->fused) {
-            cuts[cut_count++] = l->param_offset;
-            end = l->param_offset;
+    for (int i = 0; i < boundary_count && !r->fused; i++)
+        if ((end - boundaries[i]) * sizeof(float) >= bucket_bytes) {
+            cuts[cut_count++] = boundaries[i];
+            end = boundaries[i];
         }
-    }
     /* starts ascending: 0, then the cuts from the lowest */
     r->starts[0] = 0;
     for (int i = 0; i < cut_count; i++)
@@ -34,6 +32,9 @@ void reducer_init(struct reducer *r, MPI_Comm world, struct model *model, size_t
     r->bucket_count = cut_count + 1;
     r->starts[r->bucket_count] = r->count;
     r->next = r->bucket_count;
+    return 0;
+fail:
+    return -1;
 }
 
 void reducer_begin(struct reducer *r)
@@ -70,8 +71,6 @@ void reducer_ready(void *context, size_t first_ready)
 int reducer_finish(struct reducer *r, char *err)
 {
     int rank = r->rank; /* for the messages */
-    if (r->count > (size_t)INT_MAX)
-        FAIL("MPI message of %zu gradients is too large", r->count);
     if (r->ranks == 1)
         return 0;
     if (r->fused) {

@@ -26,38 +26,51 @@ static int write_doubles(hid_t parent, const char *name, const double *data, siz
     return h5io_write_array(parent, name, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, dims, data, path, err);
 }
 
+const char *const results_history_columns[RESULTS_HISTORY_COLUMNS] = {
+    "epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "val_loss", "val_accuracy", "seconds",
+    "samples_per_second",
+};
+
+void results_history_row(const struct epoch_record *e, double row[RESULTS_HISTORY_COLUMNS])
+{
+    const double values[RESULTS_HISTORY_COLUMNS] = {e->epoch, e->train_loss, e->train_accuracy, e->test_loss,
+                                                    e->test_accuracy, e->val_loss, e->val_accuracy, e->seconds,
+                                                    e->samples_per_second};
+    memcpy(row, values, sizeof values);
+}
+
+void results_history_record(const double row[RESULTS_HISTORY_COLUMNS], struct epoch_record *e)
+{
+    *e = (struct epoch_record){(int)row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8]};
+}
+
+static int is_validation_column(const char *name)
+{
+    return strncmp(name, "val_", 4) == 0;
+}
+
 static int write_history(hid_t run_group, const struct run_result *run, const char *path, char *err)
 {
     hid_t group = -1;
-    double *column = NULL;
+    double *column = NULL, row[RESULTS_HISTORY_COLUMNS];
     size_t n = (size_t)run->history_length;
-    static const struct {
-        const char *name;
-        size_t offset;
-        int validation_only;
-    } columns[] = {
-        {"epoch", offsetof(struct epoch_record, epoch), 0},
-        {"train_loss", offsetof(struct epoch_record, train_loss), 0},
-        {"train_accuracy", offsetof(struct epoch_record, train_accuracy), 0},
-        {"test_loss", offsetof(struct epoch_record, test_loss), 0},
-        {"test_accuracy", offsetof(struct epoch_record, test_accuracy), 0},
-        {"seconds", offsetof(struct epoch_record, seconds), 0},
-        {"samples_per_second", offsetof(struct epoch_record, samples_per_second), 0},
-        {"val_loss", offsetof(struct epoch_record, val_loss), 1},
-        {"val_accuracy", offsetof(struct epoch_record, val_accuracy), 1},
-    };
     CHECK_H5(group = H5Gcreate2(run_group, "history", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
              "%s: cannot create history group", path);
     CHECK_PTR(column = malloc((n + 1) * sizeof(double)), "cannot allocate history column");
-    for (size_t c = 0; c < sizeof columns / sizeof columns[0]; c++) {
-        if (columns[c].validation_only && !run->has_validation)
+    for (int c = 0; c < RESULTS_HISTORY_COLUMNS; c++) {
+        if (is_validation_column(results_history_columns[c]) && !run->has_validation)
             continue;
-        for (size_t e = 0; e < n; e++)
-            column[e] = *(const double *)((const char *)&run->history[e] + columns[c].offset);
-        CHECK_DP(write_doubles(group, columns[c].name, column, n, path, err));
+        for (size_t e = 0; e < n; e++) {
+            results_history_row(&run->history[e], row);
+            column[e] = row[c];
+        }
+        CHECK_DP(write_doubles(group, results_history_columns[c], column, n, path, err));
     }
     free(column);
-    H5Gclose(group);
+    column = NULL;
+    hid_t closing = group;
+    group = -1;
+    CHECK_H5(H5Gclose(closing), "%s: cannot close the history group", path);
     return 0;
 fail:
     free(column);

@@ -7,6 +7,7 @@
 #include "dptrain/model.h"
 #include "dptrain/optim.h"
 #include "dptrain/reducer.h"
+#include "dptrain/shards.h"
 #include "dptrain/train.h"
 
 #include <math.h>
@@ -48,26 +49,34 @@ static void load_rows(struct model *m, uint8_t *labels, size_t first, size_t cou
     }
 }
 
+/* One global batch through the production path: a reducer over comm (bucket_bytes 0: the fused
+ * allreduce that training uses by default) and train_batch_gradient. */
+static void gradient(const struct comm *comm, struct model *m, const uint8_t *labels, int n, size_t bucket_bytes)
+{
+    char err[DP_ERR_LEN];
+    struct reducer r;
+    struct batch b = {labels, n, GLOBAL, 0.0f, NULL};
+    struct batch_sums sums = {0, 0};
+    assert_int_equal(reducer_init(&r, comm, m, bucket_bytes, err), 0);
+    assert_int_equal(train_batch_gradient(m, &r, &b, &sums, err), 0);
+}
+
 static void test_split_gradient_matches_single_rank(void **state)
 {
     (void)state;
     char err[DP_ERR_LEN];
     uint8_t labels[GLOBAL];
-    double loss = 0;
-    long correct = 0;
     /* Reference: all samples on one rank (a communicator of one). */
     struct comm self = {MPI_COMM_SELF, 0, 1};
     struct model *reference = make_model(GLOBAL);
     load_rows(reference, labels, 0, GLOBAL);
-    assert_int_equal(train_batch_gradient(&self, reference, labels, GLOBAL, GLOBAL, 0.0f, NULL, NULL,
-                                          &loss, &correct, err), 0);
+    gradient(&self, reference, labels, GLOBAL, 0);
     /* Split: each rank its contiguous share. */
     size_t first, count;
-    dataset_block(GLOBAL, world.size, world.rank, &first, &count);
+    comm_block(GLOBAL, world.size, world.rank, &first, &count);
     struct model *split = make_model(GLOBAL);
     load_rows(split, labels, first, count);
-    assert_int_equal(train_batch_gradient(&world, split, labels, (int)count, GLOBAL, 0.0f, NULL, NULL,
-                                          &loss, &correct, err), 0);
+    gradient(&world, split, labels, (int)count, 0);
     double worst = 0, scale = 0;
     for (size_t i = 0; i < split->param_count; i++) {
         worst = fmax(worst, fabs((double)split->grads[i] - reference->grads[i]));
@@ -95,20 +104,21 @@ static void test_split_gradient_matches_single_rank(void **state)
 static void test_bucket_layout(void **state)
 {
     (void)state;
+    char err[DP_ERR_LEN];
     struct model *m = make_model(4);
     struct reducer r;
-    reducer_init(&r, MPI_COMM_WORLD, m, 1); /* every layer its own bucket */
+    assert_int_equal(reducer_init(&r, &world, m, 1, err), 0); /* every layer its own bucket */
     assert_int_equal(r.bucket_count, 3);
     assert_int_equal(r.starts[0], 0);
     assert_int_equal(r.starts[1], 336);
     assert_int_equal(r.starts[2], 540);
     assert_int_equal(r.starts[3], 670);
-    reducer_init(&r, MPI_COMM_WORLD, m, 600); /* the last layer (520 bytes) joins the middle one */
+    assert_int_equal(reducer_init(&r, &world, m, 600, err), 0); /* the last layer (520 bytes) joins the middle one */
     assert_int_equal(r.bucket_count, 2);
     assert_int_equal(r.starts[1], 336);
-    reducer_init(&r, MPI_COMM_WORLD, m, 1 << 30);
+    assert_int_equal(reducer_init(&r, &world, m, 1 << 30, err), 0);
     assert_int_equal(r.bucket_count, 1);
-    reducer_init(&r, MPI_COMM_WORLD, m, 0);
+    assert_int_equal(reducer_init(&r, &world, m, 0, err), 0);
     assert_true(r.fused);
     model_free(m);
 }
@@ -119,16 +129,12 @@ static void test_bucket_layout(void **state)
 static void test_bucketed_matches_fused(void **state)
 {
     (void)state;
-    char err[DP_ERR_LEN];
     uint8_t labels[GLOBAL];
     size_t first, count;
-    dataset_block(GLOBAL, world.size, world.rank, &first, &count);
+    comm_block(GLOBAL, world.size, world.rank, &first, &count);
     struct model *fused = make_model(GLOBAL);
     load_rows(fused, labels, first, count);
-    double loss = 0;
-    long correct = 0;
-    assert_int_equal(train_batch_gradient(&world, fused, labels, (int)count, GLOBAL, 0.0f, NULL, NULL,
-                                          &loss, &correct, err), 0);
+    gradient(&world, fused, labels, (int)count, 0);
     size_t sizes[] = {1, 600, 1 << 30};
     for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++)
         for (int empty_last = 0; empty_last < 2; empty_last++) {
@@ -139,8 +145,8 @@ static void test_bucketed_matches_fused(void **state)
             int n = (int)count;
             if (empty_last) { /* the last rank's samples move to rank 0 */
                 size_t f0, c0, fl, cl;
-                dataset_block(GLOBAL, world.size, 0, &f0, &c0);
-                dataset_block(GLOBAL, world.size, world.size - 1, &fl, &cl);
+                comm_block(GLOBAL, world.size, 0, &f0, &c0);
+                comm_block(GLOBAL, world.size, world.size - 1, &fl, &cl);
                 if (world.rank == 0) {
                     load_rows(bucketed, labels, f0, c0);
                     /* append the last rank's rows after rank 0's own */
@@ -159,10 +165,7 @@ static void test_bucketed_matches_fused(void **state)
             } else {
                 load_rows(bucketed, labels, first, count);
             }
-            struct reducer r;
-            reducer_init(&r, MPI_COMM_WORLD, bucketed, sizes[k]);
-            assert_int_equal(train_batch_gradient(&world, bucketed, labels, n, GLOBAL, 0.0f, NULL, &r,
-                                                  &loss, &correct, err), 0);
+            gradient(&world, bucketed, labels, n, sizes[k]);
             if (!empty_last && world.size <= 2) {
                 assert_memory_equal(bucketed->grads, reference->grads, bucketed->param_count * sizeof(float));
             } else {
@@ -191,7 +194,7 @@ static void test_local_shares(void **state)
             for (long s = 0; s < steps; s++) {
                 size_t first;
                 int n;
-                train_local_share(count, steps, s, &first, &n);
+                shards_step_share(count, steps, s, &first, &n);
                 assert_int_equal(first, next);
                 next += (size_t)n;
                 smallest = n < smallest ? n : smallest;

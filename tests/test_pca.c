@@ -41,7 +41,7 @@ static void test_known_components(void **state)
     char err[DP_ERR_LEN];
     uint8_t *x = two_factor_images();
     size_t first, count;
-    dataset_block(N, world.size, world.rank, &first, &count);
+    comm_block(N, world.size, world.rank, &first, &count);
     struct pca pca;
     assert_int_equal(pca_fit(&world, x + first * DIM, count, DIM, 3, &pca, err), 0);
     double unbiased = (double)N / (N - 1);
@@ -82,7 +82,7 @@ static void test_ranks_agree_with_one_rank(void **state)
     enum { M = 900, K = 20 };
     uint8_t *x = varied_images(M);
     size_t first, count;
-    dataset_block(M, world.size, world.rank, &first, &count);
+    comm_block(M, world.size, world.rank, &first, &count);
     struct pca split, whole;
     assert_int_equal(pca_fit(&world, x + first * DIM, count, DIM, K, &split, err), 0);
     struct comm self = {MPI_COMM_SELF, 0, 1};

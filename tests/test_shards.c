@@ -51,10 +51,11 @@ static void test_partition(void **state)
 {
     (void)state;
     char path[512], err[DP_ERR_LEN] = "";
-    struct split train, test;
-    size_t total = 0;
+    struct dataset_part part;
     snprintf(path, sizeof path, "%s/data.h5", dir);
-    assert_int_equal(dataset_read(MPI_COMM_WORLD, path, 0, &train, &test, &total, err), 0);
+    assert_int_equal(dataset_read(&world, path, &part, err), 0);
+    struct split train = part.train, test = part.test;
+    size_t total = part.train_total;
     assert_int_equal(total, 1001);
     /* Contiguous blocks in rank order, sizes differing by at most one. */
     unsigned long long mine[2] = {train.first, train.count}, all[3 * 2];
@@ -134,9 +135,8 @@ static void write_custom(const char *path, size_t n, int label_rank, const uint8
 static void expect_read_error(const char *path, const char *fragment)
 {
     char err[DP_ERR_LEN] = "";
-    struct split train, test;
-    size_t total;
-    assert_int_equal(dataset_read(MPI_COMM_WORLD, path, 0, &train, &test, &total, err), -1);
+    struct dataset_part part;
+    assert_int_equal(dataset_read(&world, path, &part, err), -1);
     if (!strstr(err, fragment))
         fail_msg("rank %d: message '%s' lacks '%s'", world.rank, err, fragment);
     /* Every rank holds the same message, so it can be printed once. */

@@ -12,9 +12,7 @@
 #ifndef DPTRAIN_CHECKPOINT_H
 #define DPTRAIN_CHECKPOINT_H
 
-#include "dptrain/cli.h"
 #include "dptrain/dataset.h"
-#include "dptrain/features.h"
 #include "dptrain/pca.h"
 #include "dptrain/results.h"
 #include "dptrain/rng.h"
@@ -42,7 +40,7 @@ struct checkpoint {
     float *best_params;                       /* with --validation */
     double best_val;
     int best_epoch;
-    struct normaliser norm;
+    float norm_mean, norm_std;                /* the input standardisation (features.h) */
     struct data_identity data;                /* the data file it was trained on */
     struct pca pca;                           /* when pca_components > 0 */
     int history_length;
@@ -59,10 +57,6 @@ struct checkpoint {
 int checkpoint_write(const char *path, const struct checkpoint *c, char *err);
 int checkpoint_read(const char *path, struct checkpoint *c, char *err);
 void checkpoint_free(struct checkpoint *c);
-/* Refuse a checkpoint whose configuration differs from this run's; the message names the
- * first difference. */
-int checkpoint_check_config(const struct checkpoint *c, const struct options *o, int ranks,
-                            const char *path, char *err);
 /* Refuse a checkpoint made on other data than `data` names, saying which array differs. */
 int checkpoint_check_data(const struct checkpoint *c, const struct data_identity *now, const char *data,
                           const char *path, char *err);

@@ -1,5 +1,6 @@
-/* The MPI world: start-up, agreement on errors, and the few collectives training needs.
- * This is the one place besides dataset.c (MPI-IO through HDF5) that calls MPI. */
+/* The MPI world: start-up, agreement on errors, and the typed collectives the rest of dptrain
+ * uses. With reducer (the gradient allreduce) and dataset (MPI-IO through HDF5) the only place
+ * that calls MPI. */
 #ifndef DPTRAIN_COMM_H
 #define DPTRAIN_COMM_H
 
@@ -25,6 +26,35 @@ int comm_bcast_doubles(const struct comm *comm, double *data, size_t count, int 
 /* In-place sums over all ranks. */
 int comm_allreduce_floats(const struct comm *comm, float *data, size_t count, char *err);
 int comm_allreduce_doubles(const struct comm *comm, double *data, size_t count, char *err);
+
+/* Block [first, first + count) of n items for rank r of `ranks`: contiguous, in rank order,
+ * sizes differing by at most one. The layout of the training shards and of the evaluation blocks. */
+void comm_block(size_t n, int ranks, int r, size_t *first, size_t *count);
+
+int comm_barrier(const struct comm *comm, char *err);
+/* In place, over all ranks. */
+int comm_max_int(const struct comm *comm, int *value, char *err);
+int comm_min_int(const struct comm *comm, int *value, char *err);
+int comm_max_long(const struct comm *comm, long *value, char *err);
+int comm_bcast_size(const struct comm *comm, size_t *value, int root, char *err);
+/* all[r] = rank r's `mine`, on every rank. */
+int comm_allgather_size(const struct comm *comm, size_t mine, size_t *all, char *err);
+/* Rank 0 receives every rank's `items` items of item_bytes each, in rank order, into `all`
+ * (room for the sum over the ranks; unused elsewhere). */
+int comm_gather_items(const struct comm *comm, const void *mine, size_t items, size_t item_bytes, void *all,
+                      char *err);
+/* Rank 0's `whole` (total items of item_bytes) cut into comm_block blocks: each rank receives
+ * its block in `part`; comm_gather_blocks is the inverse. */
+int comm_scatter_blocks(const struct comm *comm, const void *whole, size_t total, size_t item_bytes, void *part,
+                        char *err);
+int comm_gather_blocks(const struct comm *comm, const void *part, size_t total, size_t item_bytes, void *whole,
+                       char *err);
+/* Rank 0 receives every rank's `length` bytes concatenated in rank order in *all (malloc'd),
+ * rank r's at [(*offsets)[r], (*offsets)[r + 1]) (malloc'd, ranks + 1); NULL elsewhere. */
+int comm_gather_text(const struct comm *comm, const char *mine, size_t length, char **all, size_t **offsets,
+                     char *err);
+/* How many ranks share this rank's node (shared memory). */
+int comm_node_ranks(const struct comm *comm, int *ranks, char *err);
 
 /* Abort every rank: for failures after which ranks can no longer meet in a collective. */
 _Noreturn void comm_abort(const struct comm *comm, const char *message);

@@ -5,7 +5,6 @@
 #ifndef DPTRAIN_DATASET_H
 #define DPTRAIN_DATASET_H
 
-#include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,6 +23,15 @@ struct split {
     uint8_t *labels;
 };
 
+struct comm; /* comm.h: the readers are collective */
+
+/* What one rank reads of the data file: its block of the training set and, on rank 0, the whole
+ * test set (an empty split elsewhere); the training set's size over all ranks. */
+struct dataset_part {
+    struct split train, test;
+    size_t train_total;
+};
+
 /* What a checkpoint remembers of the data it was trained on: the sizes and CRC-32s of the four
  * arrays of the data file, as stored (independent of the rank count). */
 struct data_identity {
@@ -33,22 +41,16 @@ struct data_identity {
 
 /* Collective: the identity of the data that dataset_read returned (before any hold-out). Each
  * rank checksums its block; the blocks' CRCs are combined in file order. */
-int dataset_identify(MPI_Comm comm, const struct split *train, const struct split *test, int test_reader,
-                     struct data_identity *id, char *err);
+int dataset_identify(const struct comm *comm, const struct dataset_part *part, struct data_identity *id, char *err);
 
 /* Convert the four IDX files in source_dir (each plain or .gz) into out_path, atomically:
  * the file appears complete under its name, or not at all. */
 int dataset_convert(const char *source_dir, const char *out_path, char *err);
 
 /* Collective over comm. Every rank reads its contiguous block of /train (block sizes differ by
- * at most one); rank `test_reader` also reads the whole of /test, the others get an empty
- * test split. Labels are checked to be in 0..9. On error every rank returns -1, with the same
- * message; no rank is left waiting. */
-int dataset_read(MPI_Comm comm, const char *path, int test_reader, struct split *train,
-                 struct split *test, size_t *train_total, char *err);
-
-/* Block [first, first + count) of n items for rank r of size ranks. */
-void dataset_block(size_t n, int ranks, int r, size_t *first, size_t *count);
+ * at most one, comm_block); rank 0 also reads the whole of /test. Labels are checked to be in
+ * 0..9. On error every rank returns -1, with the same message; no rank is left waiting. */
+int dataset_read(const struct comm *comm, const char *path, struct dataset_part *part, char *err);
 
 void split_free(struct split *s);
 

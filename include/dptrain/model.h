@@ -77,6 +77,9 @@ struct backward_hook {
 };
 
 /* Parse spec and allocate everything for batches of up to max_batch samples. */
+/* The offsets in the flat parameter buffer where a layer's parameters begin, from the last layer
+ * to the first, leaving out 0 (the gradient reducer cuts its buckets there). Returns the count. */
+int model_param_boundaries(const struct model *m, size_t *offsets, int max);
 /* Parse a model spec without allocating it: the command line's check, before MPI starts. */
 int model_check_spec(const char *spec, int input_size, char *err);
 struct model *model_create(const char *spec, int input_size, int classes, int max_batch,

@@ -8,7 +8,6 @@
 #ifndef DPTRAIN_PROFILE_H
 #define DPTRAIN_PROFILE_H
 
-#include <mpi.h>
 #include <stddef.h>
 
 #define PROFILE_MAX_NAMES 32
@@ -40,7 +39,7 @@ struct trace_event {
 };
 
 struct profile {
-    double origin;               /* MPI_Wtime after a barrier: the ranks' common zero */
+    double origin;               /* timer_now() after a barrier (the caller's): the ranks' common zero */
     int epoch;                   /* stamped on events */
     long step;
     int total_count;
@@ -49,8 +48,9 @@ struct profile {
     size_t event_count, event_capacity, dropped;
 };
 
-/* Collective (one barrier). event_capacity 0: totals only, no trace. */
-int profile_init(struct profile *p, MPI_Comm world, size_t event_capacity, char *err);
+/* event_capacity 0: totals only, no trace. Call it on every rank right after a barrier, so that
+ * the ranks' tracks share their zero in the viewer. */
+int profile_init(struct profile *p, size_t event_capacity, char *err);
 void profile_free(struct profile *p);
 /* Clear the totals (not the trace) for a new run of `compare`. */
 void profile_reset_totals(struct profile *p);
@@ -65,8 +65,12 @@ double profile_end(struct profile *p, const char *name, const char *category, do
 double profile_seconds(const struct profile *p, const char *name);
 long profile_count(const struct profile *p, const char *name);
 
-/* Collective: rank 0 writes every rank's events to path (published whole by files_write), with
- * each rank's totals in otherData. */
-int profile_write_trace(const struct profile *p, MPI_Comm world, const char *path, char *err);
+/* This rank's trace events and totals as JSON fragments (malloc'd), for the merged trace. */
+int profile_rank_json(const struct profile *p, int rank, char **events, size_t *events_length, char **totals,
+                      size_t *totals_length, char *err);
+/* Rank 0: the merged trace of every rank's fragments (rank r's text at [offsets[r], offsets[r+1])),
+ * published whole by files_write. */
+int profile_write_merged(const char *path, int ranks, const char *events, const size_t *event_offsets,
+                         const char *totals, const size_t *total_offsets, char *err);
 
 #endif

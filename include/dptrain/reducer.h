@@ -13,6 +13,7 @@
 #ifndef DPTRAIN_REDUCER_H
 #define DPTRAIN_REDUCER_H
 
+#include "dptrain/comm.h"
 #include "dptrain/model.h"
 
 #include <mpi.h>
@@ -32,7 +33,7 @@ struct reducer {
 };
 
 /* Buckets over the model's gradient buffer, cut at its layers' parameter boundaries. */
-void reducer_init(struct reducer *r, MPI_Comm world, struct model *model, size_t bucket_bytes);
+int reducer_init(struct reducer *r, const struct comm *comm, struct model *model, size_t bucket_bytes, char *err);
 
 /* Start of a step: no bucket started. */
 void reducer_begin(struct reducer *r);

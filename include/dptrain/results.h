@@ -1,5 +1,4 @@
-/* The results file (layout in README.md), written by rank 0 atomically: a temporary file in
- * the same folder, fsync, rename. */
+/* The results file (layout in README.md), written by rank 0 and published whole (files_write). */
 #ifndef DPTRAIN_RESULTS_H
 #define DPTRAIN_RESULTS_H
 
@@ -10,9 +9,17 @@
 #include <stdint.h>
 
 struct epoch_record {
-    double epoch, train_loss, train_accuracy, test_loss, test_accuracy;
+    int epoch;
+    double train_loss, train_accuracy, test_loss, test_accuracy;
     double val_loss, val_accuracy, seconds, samples_per_second;
 };
+
+/* The history as files store it: one row of doubles per epoch, its columns named in this order
+ * (results files store each column as a dataset; checkpoints the rows as one array). */
+#define RESULTS_HISTORY_COLUMNS 9
+extern const char *const results_history_columns[RESULTS_HISTORY_COLUMNS];
+void results_history_row(const struct epoch_record *e, double row[RESULTS_HISTORY_COLUMNS]);
+void results_history_record(const double row[RESULTS_HISTORY_COLUMNS], struct epoch_record *e);
 
 struct run_result {
     char name[64];

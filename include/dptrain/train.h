@@ -1,41 +1,47 @@
 /* The training loop, shared by `train` and `compare`.
  *
  * Every rank holds its shard of the training set and takes its share of each GLOBAL batch;
- * gradients are summed over the ranks (in buckets overlapped with the backward pass, or one
- * MPI_Allreduce over the flat gradient buffer), normalised by the global batch size, and every
- * rank applies the same optimizer step, so parameters stay
- * bitwise identical. Rank 0 evaluates on the test (and validation) set and writes results. */
+ * gradients are summed over the ranks by the reducer (one allreduce after backward, or buckets
+ * overlapped with it), normalised by the global batch size, and every rank applies the same
+ * optimizer step, so parameters stay bitwise identical. After every epoch all ranks evaluate
+ * their blocks of the test (and validation) set; rank 0 prints and keeps the best epoch. */
 #ifndef DPTRAIN_TRAIN_H
 #define DPTRAIN_TRAIN_H
 
-#include "dptrain/cli.h"
-#include "dptrain/comm.h"
-#include "dptrain/dataset.h"
+#include "dptrain/checkpoint.h"
 #include "dptrain/model.h"
 #include "dptrain/reducer.h"
+#include "dptrain/rng.h"
+#include "dptrain/run.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
-/* Run the train or compare command; returns a DP_EXIT_* code, the same on every rank, and on
- * failure leaves the message (the same on every rank) in err. */
-int train_command(const struct comm *comm, const struct options *options, char *err);
+/* One rank's part of a global batch: its n samples are in the model's input already. */
+struct batch {
+    const uint8_t *labels;
+    int n;
+    long global;                 /* the global batch size, which normalises the loss */
+    float smoothing;
+    struct rng *dropout;
+};
 
-/* Evaluate a checkpoint on the test set and write a results file with one run. */
-int eval_command(const struct comm *comm, const struct options *options, char *err);
+/* This rank's running sums over an epoch. */
+struct batch_sums {
+    double loss;
+    long correct;
+};
 
-/* The share of step `step` (of `steps`) that a rank with `count` samples takes: samples
- * [*first, *first + *n) of its shuffled order. Shares differ by at most one. */
-void train_local_share(size_t count, long steps, long step, size_t *first, int *n);
+/* The gradient of one global batch: this rank computes the gradient of its samples with the
+ * loss normalised by the global batch, and the reducer sums the ranks' contributions into
+ * model->grads. Adds to sums; times its phases into model->profile if set. Exposed for the
+ * tests, which compare 1, 2 and 3 ranks. */
+int train_batch_gradient(struct model *model, struct reducer *reducer, const struct batch *batch,
+                         struct batch_sums *sums, char *err);
 
-/* The gradient of one global batch: this rank computes the gradient of its `n` samples
- * (already in the model's input) with loss normalised by global_batch, and the allreduce sums
- * the ranks' contributions into model->grads: in buckets overlapped with backward through
- * `reducer`, or with one blocking MPI_Allreduce after it when reducer is NULL. Adds the local
- * summed loss to *loss_sum; counts correct predictions. Times its phases into model->profile
- * if set. Exposed for the tests, which compare 1, 2 and 3 ranks. */
-int train_batch_gradient(const struct comm *comm, struct model *model, const uint8_t *labels,
-                         int n, long global_batch, float smoothing, struct rng *dropout_rng,
-                         struct reducer *reducer, double *loss_sum, long *correct, char *err);
+/* Collective: train one run (run's "given" fields set; pca_k components, 0 for raw pixels),
+ * from `resume` when not NULL, to the end of its epochs and the final evaluation. Returns a
+ * DP_EXIT_* code. */
+int train_run(struct run *run, int pca_k, struct checkpoint *resume, char *err);
 
 #endif

@@ -1,0 +1,67 @@
+/* The run configuration: what the command line asked for, typed (enums for the command, the
+ * model kind, the optimizer and the schedule; numbers; paths). The command line (cli) fills it
+ * and is the only module that knows flag names; everything else reads this. */
+#ifndef DPTRAIN_CONFIG_H
+#define DPTRAIN_CONFIG_H
+
+#include "dptrain/optim.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum command { CMD_NONE, CMD_CONVERT, CMD_TRAIN, CMD_COMPARE, CMD_EVAL };
+enum model_kind { MODEL_MLP, MODEL_CNN };
+
+#define CONFIG_MAX_PCA_RUNS 16
+#define CONFIG_MODEL_LENGTH 64
+
+struct config {
+    enum command command;
+    int want_help, want_version;
+    /* paths (borrowed from argv) */
+    const char *source;               /* convert */
+    const char *data, *out, *checkpoint, *trace;
+    int out_is_default;               /* --out not given: results/ may be created */
+    const char *name;                 /* train: the run's name, NULL for the default */
+    const char *command_line;         /* argv joined, for the results file */
+    /* the network and its inputs */
+    char model[CONFIG_MODEL_LENGTH];  /* the spec, e.g. mlp:256,128 or cnn */
+    enum model_kind model_kind;
+    int pca;                          /* train: K, 0 = raw pixels */
+    int pca_list[CONFIG_MAX_PCA_RUNS]; /* compare */
+    int pca_runs;
+    /* optimisation */
+    int epochs, batch;                /* batch: the global batch */
+    enum optimizer_kind optimizer;
+    double lr, momentum, weight_decay;
+    enum schedule_kind schedule;
+    double warmup;                    /* epochs of linear warm-up */
+    double label_smoothing, dropout;
+    uint64_t seed;
+    int augment, tta, validation;
+    /* execution */
+    int threads;                      /* 0: chosen from the node */
+    double bucket_mb;                 /* gradient allreduce buckets; 0 = one fused allreduce */
+    int quiet, checkpoint_every, resume;
+};
+
+const char *config_optimizer_name(enum optimizer_kind kind);
+/* 0 and *kind set for a known name, -1 otherwise. */
+int config_optimizer_parse(const char *name, enum optimizer_kind *kind);
+const char *config_schedule_name(enum schedule_kind kind);
+int config_schedule_parse(const char *name, enum schedule_kind *kind);
+enum model_kind config_model_kind(const char *spec);
+
+/* The settings a run must keep to be resumed from its checkpoint, in the order they are compared. */
+enum setting {
+    SETTING_MODEL, SETTING_PCA, SETTING_BATCH, SETTING_RANKS, SETTING_EPOCHS, SETTING_SEED, SETTING_OPTIMIZER,
+    SETTING_LR, SETTING_MOMENTUM, SETTING_WEIGHT_DECAY, SETTING_SCHEDULE, SETTING_WARMUP, SETTING_DROPOUT,
+    SETTING_LABEL_SMOOTHING, SETTING_AUGMENT, SETTING_TTA, SETTING_VALIDATION, SETTING_NONE
+};
+
+/* The first setting in which two runs differ (each with its rank count), or SETTING_NONE. */
+enum setting config_first_difference(const struct config *a, int ranks_a, const struct config *b, int ranks_b);
+/* A setting's value as text, for messages. */
+void config_setting_value(const struct config *c, int ranks, enum setting s, char *out, size_t size);
+
+#endif

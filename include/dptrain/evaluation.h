@@ -1,0 +1,43 @@
+/* Collective evaluation: every rank evaluates its block of a set (test or validation) and one
+ * allreduce adds the sums; for the final results each rank predicts its block and rank 0
+ * gathers the predictions and computes the metrics. With --tta each image is also seen
+ * mirrored and the two logits are averaged: a network trained on mirrored images takes both
+ * views as fair evidence, and the average smooths its mistakes on the borderline ones. */
+#ifndef DPTRAIN_EVALUATION_H
+#define DPTRAIN_EVALUATION_H
+
+#include "dptrain/comm.h"
+#include "dptrain/dataset.h"
+#include "dptrain/features.h"
+#include "dptrain/model.h"
+#include "dptrain/results.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A model (borrowed) and the buffers evaluating it needs, sized for its batch capacity. */
+struct evaluator {
+    struct model *model;
+    uint32_t *indices;
+    uint8_t *labels;
+    float *mirror_logits;        /* --tta: [capacity][classes], else NULL */
+};
+
+struct evaluation {
+    double loss, accuracy;
+};
+
+int evaluator_init(struct evaluator *ev, struct model *model, int tta, char *err);
+void evaluator_free(struct evaluator *ev);
+
+/* Loss and accuracy over a whole set whose blocks the ranks hold in `set`. */
+int evaluate(const struct comm *comm, const struct evaluator *ev, const struct features *set,
+             struct evaluation *result, char *err);
+
+/* The final predictions on the test set: `test` is this rank's block, `whole` rank 0's full
+ * test set (its labels); rank 0 fills r's labels, predictions, confidence and metrics, and every
+ * rank r's test accuracy and loss. */
+int evaluate_predictions(const struct comm *comm, const struct evaluator *ev, const struct features *test,
+                         const struct split *whole, struct run_result *r, char *err);
+
+#endif

@@ -1,0 +1,392 @@
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
+#include "dptrain/commands.h"
+
+#include "dptrain/check.h"
+#include "dptrain/checkpoint.h"
+#include "dptrain/config.h"
+#include "dptrain/console.h"
+#include "dptrain/files.h"
+#include "dptrain/snapshot.h"
+#include "dptrain/stop.h"
+#include "dptrain/train.h"
+
+#include <cblas.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- paths ----------------------------------------------------------------------------- */
+
+/* One path a command reads or writes. */
+struct named_path {
+    const char *flag, *path;
+    int output;
+};
+
+/* No output may name an input or another output, however the paths are spelt. */
+static int check_aliases(const struct named_path *paths, int count, char *err)
+{
+    for (int i = 0; i < count; i++)
+        for (int j = 0; j < count; j++) {
+            if (i == j || !paths[i].path || !paths[j].path || !paths[i].output || (paths[j].output && j < i))
+                continue;
+            if (files_same(paths[i].path, paths[j].path))
+                FAIL("%s %s: names the same file as %s %s (%s)", paths[i].flag, paths[i].path, paths[j].flag,
+                     paths[j].path, paths[j].output ? "every output needs a file of its own"
+                                                    : "writing it would destroy that input");
+        }
+    return 0;
+fail:
+    return -1;
+}
+
+/* Rank 0, before any data is read: every output can be written (its folder exists and takes
+ * files, the path is absent or a regular file) and names no input or other output. The
+ * default results/ folder is made here, and removed again if a check fails. */
+static int check_paths_here(const struct config *o, char *err)
+{
+    int train = o->command != CMD_EVAL, made_folder = 0;
+    struct named_path paths[] = {
+        {"--data", o->data, 0},
+        {"--out", o->out, 1},
+        {"--checkpoint", o->checkpoint, train},
+        {"--trace", o->trace, 1},
+    };
+    int count = (int)(sizeof paths / sizeof paths[0]);
+    if (o->out_is_default)
+        made_folder = mkdir("results", 0777) == 0;
+    if (o->checkpoint && (o->resume || !train))
+        CHECK_DP(files_check_input(o->checkpoint, "--checkpoint", err));
+    for (int i = 0; i < count; i++)
+        if (paths[i].output && paths[i].path)
+            CHECK_DP(files_check_output(paths[i].path, paths[i].flag, err));
+    CHECK_DP(check_aliases(paths, count, err));
+    return 0;
+fail:
+    if (made_folder)
+        rmdir("results");
+    return -1;
+}
+
+static int check_paths(const struct comm *comm, const struct config *o, char *err)
+{
+    int ok = comm->rank != 0 || check_paths_here(o, err) == 0;
+    return comm_agree(comm->world, ok, err);
+}
+
+/* ---- set-up ---------------------------------------------------------------------------- */
+
+/* --threads, or by default: OPENBLAS_NUM_THREADS if the user set it, else this node's cores
+ * shared among the ranks on it, and never more than the cores this rank is bound to (mpirun
+ * binds each of a few ranks to one core). Collective. */
+static int blas_threads(const struct comm *comm, int requested, char *err)
+{
+    int node_ranks = 1;
+    CHECK_DP(comm_node_ranks(comm, &node_ranks, err));
+    if (requested > 0)
+        return requested;
+    const char *from_environment = getenv("OPENBLAS_NUM_THREADS");
+    if (from_environment && atoi(from_environment) > 0)
+        return atoi(from_environment);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int threads = cores > node_ranks ? (int)(cores / node_ranks) : 1;
+    cpu_set_t bound;
+    if (sched_getaffinity(0, sizeof bound, &bound) == 0 && CPU_COUNT(&bound) < threads)
+        threads = CPU_COUNT(&bound);
+    return threads > 0 ? threads : 1;
+fail:
+    return -1;
+}
+
+static int set_blas_threads(const struct comm *comm, int requested, char *err)
+{
+    int threads = blas_threads(comm, requested, err);
+    if (threads < 0)
+        return -1;
+    openblas_set_num_threads(threads);
+    return 0;
+}
+
+/* Room for every event of the command: per step its phases and two per layer. Beyond the cap
+ * (160 MB of events) the rest are counted as dropped rather than allocated per step. */
+static size_t trace_capacity(const struct config *o, const struct shards *d, int run_count)
+{
+    size_t steps = (size_t)shards_steps_per_epoch(d, o->batch), per_step = 6 + 2 * MODEL_MAX_LAYERS;
+    size_t events = (size_t)run_count * (size_t)o->epochs * (steps * per_step + 4) + 64;
+    return events < (size_t)4 << 20 ? events : (size_t)4 << 20;
+}
+
+/* Collective: the profile, started right after a barrier so that the ranks share its zero. */
+static int start_profile(const struct comm *comm, struct profile *p, size_t capacity, char *err)
+{
+    CHECK_DP(comm_barrier(comm, err));
+    int ok = profile_init(p, capacity, err) == 0;
+    return comm_agree(comm->world, ok, err);
+fail:
+    return -1;
+}
+
+/* Collective: rank 0 writes every rank's events as one Chrome trace. */
+static int write_trace(const struct comm *comm, const struct profile *p, const char *path, char *err)
+{
+    char *events = NULL, *totals = NULL, *all_events = NULL, *all_totals = NULL;
+    size_t events_length = 0, totals_length = 0, *event_offsets = NULL, *total_offsets = NULL;
+    int ok = profile_rank_json(p, comm->rank, &events, &events_length, &totals, &totals_length, err) == 0;
+    CHECK_DP(comm_agree(comm->world, ok, err));
+    CHECK_DP(comm_gather_text(comm, events, events_length, &all_events, &event_offsets, err));
+    CHECK_DP(comm_gather_text(comm, totals, totals_length, &all_totals, &total_offsets, err));
+    if (comm->rank == 0)
+        ok = profile_write_merged(path, comm->size, all_events, event_offsets, all_totals, total_offsets, err) == 0;
+    ok = comm_agree(comm->world, ok, err) == 0;
+    goto done;
+fail:
+    ok = 0;
+done:
+    free(events);
+    free(totals);
+    free(all_events);
+    free(all_totals);
+    free(event_offsets);
+    free(total_offsets);
+    return ok ? 0 : -1;
+}
+
+/* ---- train and compare ----------------------------------------------------------------- */
+
+static void describe_result(struct run_result *r, const struct config *o, int ranks, const char *name, int pca_k)
+{
+    snprintf(r->name, sizeof r->name, "%s", name);
+    snprintf(r->model, sizeof r->model, "%s", o->model);
+    snprintf(r->optimizer, sizeof r->optimizer, "%s", config_optimizer_name(o->optimizer));
+    r->pca_components = pca_k;
+    r->epochs = o->epochs;
+    r->global_batch = o->batch;
+    r->ranks = ranks;
+    r->lr = o->lr;
+    r->seed = o->seed;
+    r->has_validation = o->validation > 0;
+}
+
+static void run_name(const struct config *o, int k, char *name, size_t size)
+{
+    if (o->name && o->command == CMD_TRAIN)
+        snprintf(name, size, "%s", o->name);
+    else if (k > 0)
+        snprintf(name, size, "pca%d", k);
+    else
+        snprintf(name, size, "raw");
+}
+
+/* Everything a command shares between its runs. */
+struct command_state {
+    const struct comm *comm;
+    const struct config *o;
+    struct shards d;
+    struct checkpoint resume;
+    struct profile profile;
+    struct run_result *runs;
+    int run_count;
+};
+
+/* Train run i and write the results of runs 0..i (rewritten after every run, so a long
+ * comparison keeps what it has finished). */
+static int train_one(struct command_state *cs, int i, char *err)
+{
+    const struct config *o = cs->o;
+    int k = o->command == CMD_COMPARE ? o->pca_list[i] : o->pca;
+    char name[64];
+    run_name(o, k, name, sizeof name);
+    describe_result(&cs->runs[i], o, cs->comm->size, name, k);
+    struct run run = {.comm = cs->comm, .o = o, .d = &cs->d, .profile = &cs->profile, .r = &cs->runs[i]};
+    int status = train_run(&run, k, o->resume ? &cs->resume : NULL, err);
+    if (status != DP_EXIT_OK)
+        return status;
+    int ok = 1;
+    if (cs->comm->rank == 0) {
+        console_summary(&cs->runs[i]);
+        ok = results_write(o->out, o->command_line, cs->comm->size, cs->runs, i + 1, err) == 0;
+        if (!ok && o->checkpoint) /* its last save holds the finished run */
+            err_append_hint(err, "the trained state is kept in --checkpoint %s: write the results from it with "
+                            "'dptrain eval --checkpoint %s --out FILE'", o->checkpoint, o->checkpoint);
+    }
+    return comm_agree(cs->comm->world, ok, err) == 0 ? DP_EXIT_OK : DP_EXIT_ERROR;
+}
+
+static int train_all(struct command_state *cs, char *err)
+{
+    for (int i = 0; i < cs->run_count; i++) {
+        int status = train_one(cs, i, err);
+        if (status != DP_EXIT_OK)
+            return status;
+    }
+    if (cs->comm->rank == 0) {
+        if (cs->o->command == CMD_COMPARE)
+            console_comparison(cs->runs, cs->run_count);
+        printf("\nresults written to %s\n", cs->o->out);
+    }
+    return DP_EXIT_OK;
+}
+
+/* Collective: paths, the checkpoint to resume, the data, the results and the profile. */
+static int prepare_command(struct command_state *cs, char *err)
+{
+    const struct config *o = cs->o;
+    CHECK_DP(check_paths(cs->comm, o, err));
+    if (o->resume)
+        CHECK_DP(snapshot_load(cs->comm, o, &cs->resume, err));
+    CHECK_DP(shards_load(cs->comm, o->data, o->validation, o->seed, &cs->d, err));
+    if (o->resume) /* every rank holds the same checkpoint and identity */
+        CHECK_DP(checkpoint_check_data(&cs->resume, &cs->d.identity, o->data, o->checkpoint, err));
+    int ok = (cs->runs = calloc((size_t)cs->run_count, sizeof *cs->runs)) != NULL;
+    if (!ok)
+        err_set(err, "cannot allocate results");
+    CHECK_DP(comm_agree(cs->comm->world, ok, err));
+    CHECK_DP(start_profile(cs->comm, &cs->profile, o->trace ? trace_capacity(o, &cs->d, cs->run_count) : 0, err));
+    return 0;
+fail:
+    return -1;
+}
+
+static int finish_trace(struct command_state *cs, int status, char *err)
+{
+    const struct config *o = cs->o;
+    if (!o->trace || (status != DP_EXIT_OK && status != DP_EXIT_STOPPED))
+        return status;
+    if (write_trace(cs->comm, &cs->profile, o->trace, err) != 0)
+        return DP_EXIT_ERROR;
+    if (cs->comm->rank == 0)
+        printf("trace of %zu events per rank (rank 0) written to %s%s\n", cs->profile.event_count, o->trace,
+               cs->profile.dropped ? "; later events dropped (the trace holds 4 M per rank)" : "");
+    return status;
+}
+
+int train_command(const struct comm *comm, const struct config *o, char *err)
+{
+    struct command_state cs = {.comm = comm, .o = o, .run_count = o->command == CMD_COMPARE ? o->pca_runs : 1};
+    int status = DP_EXIT_ERROR;
+    CHECK_DP(set_blas_threads(comm, o->threads, err));
+    if ((size_t)o->batch < (size_t)comm->size) {
+        err_set(err, "--batch %d: the global batch must be at least the number of ranks (%d)", o->batch, comm->size);
+        return DP_EXIT_USAGE;
+    }
+    if (stop_install() != 0)
+        FAIL("cannot install the SIGTERM/SIGUSR1 handlers");
+    CHECK_DP(prepare_command(&cs, err));
+    status = finish_trace(&cs, train_all(&cs, err), err);
+fail:
+    profile_free(&cs.profile);
+    for (int i = 0; cs.runs && i < cs.run_count; i++)
+        run_result_free(&cs.runs[i]);
+    free(cs.runs);
+    checkpoint_free(&cs.resume);
+    shards_free(&cs.d);
+    return status;
+}
+
+/* ---- eval ------------------------------------------------------------------------------ */
+
+/* The checkpoint's settings as the configuration, so the model and inputs are built as in
+ * training; the data, output and --tta from the command line. */
+static int config_from_checkpoint(const struct checkpoint *c, const struct config *given, struct config *o, char *err)
+{
+    if (snapshot_settings(c, given, o) != 0)
+        FAIL("%s: corrupt checkpoint: unknown optimizer '%s' or schedule '%s'", given->checkpoint, c->optimizer,
+             c->schedule);
+    o->validation = 0; /* eval uses the whole training set only for the input normalisation */
+    o->bucket_mb = 0;
+    o->tta = given->tta < 0 ? c->tta : given->tta; /* neither --tta nor --no-tta: as the training run did */
+    return 0;
+fail:
+    return -1;
+}
+
+/* The run as the checkpoint holds it: parameters (the best validation epoch's, if kept),
+ * statistics and history. */
+static int load_checkpointed(struct run *run, struct checkpoint *c, char *err)
+{
+    struct run_result *r = run->r;
+    CHECK_PTR(r->history = calloc((size_t)c->history_length + 1, sizeof *r->history), "cannot allocate the history");
+    CHECK_DP(checkpoint_check_position(c, 0, run->model->param_count, run->model->buffer_count, run->o->checkpoint,
+                                       err));
+    r->parameters = run->model->param_count;
+    memcpy(run->model->params, c->best_params ? c->best_params : c->params, r->parameters * sizeof(float));
+    if (run->model->buffer_count) /* averaged over the ranks at every epoch end: row 0 is theirs */
+        memcpy(run->model->buffers, c->buffers, run->model->buffer_count * sizeof(float));
+    memcpy(r->history, c->history, (size_t)c->history_length * sizeof *r->history);
+    r->history_length = c->history_length;
+    r->train_seconds = c->train_seconds;
+    return 0;
+fail:
+    return -1;
+}
+
+static void print_evaluated(const struct checkpoint *c, const char *path)
+{
+    /* Say exactly which parameters were evaluated: a checkpoint may be mid-epoch, and with
+     * --validation it holds the best epoch's parameters beside the latest. */
+    printf("evaluated %s: run %s saved after %d of %d epochs", path, c->name, c->epoch, c->epochs);
+    if (c->step > 0)
+        printf(" and %ld steps of epoch %d", c->step, c->epoch + 1);
+    if (c->best_params)
+        printf("; parameters of epoch %d, the best on validation\n", c->best_epoch);
+    else
+        printf("; its latest parameters\n");
+}
+
+/* Collective: the checkpoint's run on this data's test set, and rank 0 writes the results. */
+static int evaluate_checkpoint(struct run *run, struct checkpoint *c, struct shards *d, char *err)
+{
+    struct run_result *r = run->r;
+    int ok = 1;
+    if (c->pca_components > 0) {
+        r->pca = c->pca;
+        memset(&c->pca, 0, sizeof c->pca);
+    }
+    /* the saved normalisation, not this data file's: the model saw those inputs */
+    d->norm = (struct normaliser){c->norm_mean, c->norm_std};
+    CHECK_DP(run_allocate(run, c->pca_components > 0 ? &r->pca : NULL, err));
+    ok = load_checkpointed(run, c, err) == 0;
+    CHECK_DP(comm_agree(run->comm->world, ok, err));
+    CHECK_DP(evaluate_predictions(run->comm, &run->eval, &run->test, &d->test, r, err));
+    if (run->comm->rank == 0) {
+        print_evaluated(c, run->o->checkpoint);
+        console_summary(r);
+        ok = results_write(run->o->out, run->o->command_line, run->comm->size, r, 1, err) == 0;
+        if (ok)
+            printf("\nresults written to %s\n", run->o->out);
+    }
+    return comm_agree(run->comm->world, ok, err);
+fail:
+    return -1;
+}
+
+int eval_command(const struct comm *comm, const struct config *given, char *err)
+{
+    struct checkpoint c = {0};
+    struct config o;
+    struct shards d = {0};
+    struct run_result r = {0};
+    struct run run = {.comm = comm, .o = &o, .d = &d, .r = &r};
+    int status = DP_EXIT_ERROR;
+    CHECK_DP(set_blas_threads(comm, given->threads, err));
+    CHECK_DP(check_paths(comm, given, err));
+    int ok = checkpoint_read(given->checkpoint, &c, err) == 0 && config_from_checkpoint(&c, given, &o, err) == 0;
+    CHECK_DP(comm_agree(comm->world, ok, err));
+    if (o.tta && c.pca_components > 0) /* every rank read the same checkpoint */
+        FAIL("--tta needs raw pixel inputs: %s was trained on %d principal components", given->checkpoint,
+             c.pca_components);
+    CHECK_DP(shards_load(comm, o.data, 0, o.seed, &d, err));
+    describe_result(&r, &o, comm->size, c.name, c.pca_components);
+    r.has_validation = 0;
+    CHECK_DP(evaluate_checkpoint(&run, &c, &d, err));
+    status = DP_EXIT_OK;
+fail:
+    run_free(&run);
+    run_result_free(&r);
+    checkpoint_free(&c);
+    shards_free(&d);
+    return status;
+}

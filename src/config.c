@@ -1,0 +1,86 @@
+#include "dptrain/config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *const optimizer_names[] = {[OPT_SGD] = "sgd", [OPT_ADAM] = "adam"};
+static const char *const schedule_names[] = {[SCHEDULE_COSINE] = "cosine", [SCHEDULE_STEP] = "step",
+                                             [SCHEDULE_CONSTANT] = "constant"};
+
+const char *config_optimizer_name(enum optimizer_kind kind)
+{
+    return optimizer_names[kind];
+}
+
+int config_optimizer_parse(const char *name, enum optimizer_kind *kind)
+{
+    for (int k = 0; k < (int)(sizeof optimizer_names / sizeof *optimizer_names); k++)
+        if (strcmp(name, optimizer_names[k]) == 0) {
+            *kind = (enum optimizer_kind)k;
+            return 0;
+        }
+    return -1;
+}
+
+const char *config_schedule_name(enum schedule_kind kind)
+{
+    return schedule_names[kind];
+}
+
+int config_schedule_parse(const char *name, enum schedule_kind *kind)
+{
+    for (int k = 0; k < (int)(sizeof schedule_names / sizeof *schedule_names); k++)
+        if (strcmp(name, schedule_names[k]) == 0) {
+            *kind = (enum schedule_kind)k;
+            return 0;
+        }
+    return -1;
+}
+
+enum model_kind config_model_kind(const char *spec)
+{
+    return strncmp(spec, "cnn", 3) == 0 ? MODEL_CNN : MODEL_MLP;
+}
+
+/* Every compared setting as text; `real` formats the real numbers (%.17g is exact, so equal texts
+ * are equal settings; %g reads well in messages). */
+static void setting_text(const struct config *c, int ranks, enum setting s, const char *real, char *out, size_t size)
+{
+    switch (s) {
+    case SETTING_MODEL: snprintf(out, size, "%s", c->model); break;
+    case SETTING_PCA: snprintf(out, size, "%d", c->pca); break;
+    case SETTING_BATCH: snprintf(out, size, "%d", c->batch); break;
+    case SETTING_RANKS: snprintf(out, size, "%d", ranks); break;
+    case SETTING_EPOCHS: snprintf(out, size, "%d", c->epochs); break;
+    case SETTING_SEED: snprintf(out, size, "%llu", (unsigned long long)c->seed); break;
+    case SETTING_OPTIMIZER: snprintf(out, size, "%s", config_optimizer_name(c->optimizer)); break;
+    case SETTING_LR: snprintf(out, size, real, c->lr); break;
+    case SETTING_MOMENTUM: snprintf(out, size, real, c->momentum); break;
+    case SETTING_WEIGHT_DECAY: snprintf(out, size, real, c->weight_decay); break;
+    case SETTING_SCHEDULE: snprintf(out, size, "%s", config_schedule_name(c->schedule)); break;
+    case SETTING_WARMUP: snprintf(out, size, real, c->warmup); break;
+    case SETTING_DROPOUT: snprintf(out, size, real, c->dropout); break;
+    case SETTING_LABEL_SMOOTHING: snprintf(out, size, real, c->label_smoothing); break;
+    case SETTING_AUGMENT: snprintf(out, size, "%d", c->augment); break;
+    case SETTING_TTA: snprintf(out, size, "%d", c->tta); break;
+    case SETTING_VALIDATION: snprintf(out, size, "%d", c->validation); break;
+    case SETTING_NONE: snprintf(out, size, "-"); break;
+    }
+}
+
+void config_setting_value(const struct config *c, int ranks, enum setting s, char *out, size_t size)
+{
+    setting_text(c, ranks, s, "%g", out, size);
+}
+
+enum setting config_first_difference(const struct config *a, int ranks_a, const struct config *b, int ranks_b)
+{
+    char va[96], vb[96];
+    for (int s = 0; s < SETTING_NONE; s++) {
+        setting_text(a, ranks_a, (enum setting)s, "%.17g", va, sizeof va);
+        setting_text(b, ranks_b, (enum setting)s, "%.17g", vb, sizeof vb);
+        if (strcmp(va, vb) != 0)
+            return (enum setting)s;
+    }
+    return SETTING_NONE;
+}

@@ -1,0 +1,115 @@
+#include "dptrain/console.h"
+
+#include "dptrain/check.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <sys/resource.h>
+
+void console_announce(const struct run *run)
+{
+    const struct config *o = run->o;
+    const struct run_result *r = run->r;
+    if (run->comm->rank != 0)
+        return;
+    printf("run %s: model %s (%zu parameters), inputs %s", r->name, o->model, r->parameters,
+           r->pca_components ? "PCA" : "raw pixels");
+    if (r->pca_components)
+        printf(" %d components keeping %.2f%% of the variance (fit %.2f s)", r->pca_components,
+               100 * pca_variance_kept(&r->pca), r->pca.fit_seconds);
+    int threads = openblas_get_num_threads();
+    printf(", %d ranks (%d BLAS thread%s each), global batch %d, %zu training samples\n", run->comm->size, threads,
+           threads == 1 ? "" : "s", o->batch, run->d->train_total);
+    if (run->start_epoch == o->epochs)
+        printf("%s holds the finished run (%d of %d epochs): nothing to train; evaluating it and writing its "
+               "results\n", o->checkpoint, run->start_epoch, o->epochs);
+    else if (run->start_epoch > 0 || run->start_step > 0)
+        printf("resumed from %s at epoch %d, step %ld\n", o->checkpoint, run->start_epoch + 1, run->start_step + 1);
+}
+
+void console_epoch(const struct epoch_record *e, int epochs, int has_validation)
+{
+    printf("epoch %3d/%d  loss %.4f  train %.2f%%", e->epoch, epochs, e->train_loss, 100 * e->train_accuracy);
+    if (has_validation)
+        printf("  val %.2f%%", 100 * e->val_accuracy);
+    printf("  test %.2f%%  %.1f s  %.0f samples/s\n", 100 * e->test_accuracy, e->seconds, e->samples_per_second);
+    fflush(stdout);
+}
+
+void console_summary(const struct run_result *r)
+{
+    printf("\nrun %s: test accuracy %.2f%%, test loss %.4f, %.1f s of training", r->name, 100 * r->test_accuracy,
+           r->test_loss, r->train_seconds);
+    if (r->has_validation)
+        printf(", parameters of epoch %d (best validation accuracy)", r->best_epoch);
+    printf("\n\n");
+    metrics_print_report(stdout, &r->metrics, dataset_class_names);
+    printf("\n");
+    metrics_print_confusion(stdout, &r->metrics, dataset_class_names);
+    fflush(stdout);
+}
+
+void console_comparison(const struct run_result *runs, int count)
+{
+    printf("\n%-8s %10s %9s %11s %9s %9s %10s %10s\n", "input", "components", "variance", "parameters", "test acc",
+           "macro F1", "train s", "samples/s");
+    for (int i = 0; i < count; i++) {
+        const struct run_result *r = &runs[i];
+        double kept = r->pca_components ? pca_variance_kept(&r->pca) : 1.0;
+        double total_samples = 0;
+        for (int e = 0; e < r->history_length; e++)
+            total_samples += r->history[e].samples_per_second * r->history[e].seconds;
+        printf("%-8s %10d %8.2f%% %11zu %8.2f%% %9.4f %10.1f %10.0f\n", r->pca_components ? "pca" : "raw",
+               r->pca_components ? r->pca_components : DATASET_PIXELS, 100 * kept, r->parameters,
+               100 * r->test_accuracy, r->metrics.macro_f1, r->train_seconds, total_samples / r->train_seconds);
+    }
+    fflush(stdout);
+}
+
+static const char *const step_phases[] = {PHASE_STOP_CHECK, PHASE_DATA, PHASE_FORWARD, PHASE_BACKWARD,
+                                          PHASE_ALLREDUCE_WAIT, PHASE_OPTIMIZER};
+static const char *const products[] = {"dense forward", "dense backward", "conv forward", "conv backward"};
+
+static double sum_seconds(const struct profile *p, const char *const *names, size_t count)
+{
+    double seconds = 0;
+    for (size_t i = 0; i < count; i++)
+        seconds += profile_seconds(p, names[i]);
+    return seconds;
+}
+
+static void print_phases(const struct profile *p, double step_seconds, long steps)
+{
+    size_t phases = sizeof step_phases / sizeof *step_phases;
+    printf("profile (rank 0): %.3f ms per step:", 1e3 * step_seconds / (double)steps);
+    for (size_t i = 0; i < phases; i++)
+        printf("%s %s %.1f%%", i ? "," : "", step_phases[i], 100 * profile_seconds(p, step_phases[i]) / step_seconds);
+    printf("; matrix-product layers (dense, conv) %.1f%% of the step\n",
+           100 * sum_seconds(p, products, sizeof products / sizeof *products) / step_seconds);
+}
+
+int console_profile(const struct run *run, char *err)
+{
+    const struct profile *p = run->profile;
+    const struct run_result *r = run->r;
+    struct rusage usage;
+    CHECK_SYS(getrusage(RUSAGE_SELF, &usage), "getrusage failed");
+    long peak_kb = usage.ru_maxrss;
+    CHECK_DP(comm_max_long(run->comm, &peak_kb, err));
+    double step_seconds = sum_seconds(p, step_phases, sizeof step_phases / sizeof *step_phases), samples = 0;
+    long steps = profile_count(p, PHASE_OPTIMIZER);
+    if (run->comm->rank != 0 || steps == 0 || step_seconds <= 0)
+        return 0;
+    for (int e = 0; e < r->history_length; e++)
+        samples += r->history[e].samples_per_second * r->history[e].seconds;
+    print_phases(p, step_seconds, steps);
+    double flops = model_training_flops(run->model);
+    printf("profile: %.2f MFLOP per training sample, %.1f GFLOP/s over all ranks; evaluation %.1f s, "
+           "checkpoints %.1f s; peak memory %.0f MB per rank (largest)\n",
+           1e-6 * flops, r->train_seconds > 0 ? 1e-9 * flops * samples / r->train_seconds : 0.0,
+           profile_seconds(p, PHASE_EVALUATION), profile_seconds(p, PHASE_CHECKPOINT), (double)peak_kb / 1024.0);
+    fflush(stdout);
+    return 0;
+fail:
+    return -1;
+}

@@ -1,0 +1,120 @@
+#include "dptrain/evaluation.h"
+
+#include "dptrain/check.h"
+#include "dptrain/layers.h"
+#include "dptrain/tensor.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int evaluator_init(struct evaluator *ev, struct model *model, int tta, char *err)
+{
+    size_t capacity = (size_t)model->max_batch;
+    memset(ev, 0, sizeof *ev);
+    ev->model = model;
+    CHECK_PTR(ev->indices = malloc(capacity * sizeof(uint32_t)), "cannot allocate evaluation indices");
+    CHECK_PTR(ev->labels = malloc(capacity + 1), "cannot allocate evaluation labels");
+    if (tta)
+        CHECK_PTR(ev->mirror_logits = tensor_alloc(capacity * (size_t)model->classes),
+                  "cannot allocate the --tta logits");
+    return 0;
+fail:
+    evaluator_free(ev);
+    return -1;
+}
+
+void evaluator_free(struct evaluator *ev)
+{
+    free(ev->indices);
+    free(ev->labels);
+    tensor_free(ev->mirror_logits);
+    memset(ev, 0, sizeof *ev);
+}
+
+/* The logits of images [start, start + n) of the set, mirrored views averaged in with --tta. */
+static const float *batch_logits(const struct evaluator *ev, const struct features *set, size_t start, int n)
+{
+    struct model *m = ev->model;
+    for (int i = 0; i < n; i++)
+        ev->indices[i] = (uint32_t)(start + (size_t)i);
+    features_gather(set, ev->indices, n, model_input(m), ev->labels, 0, NULL);
+    const float *logits = model_forward(m, n, 0, NULL);
+    if (!ev->mirror_logits)
+        return logits;
+    size_t values = (size_t)n * (size_t)m->classes;
+    memcpy(ev->mirror_logits, logits, values * sizeof(float));
+    features_mirror(model_input(m), n);
+    logits = model_forward(m, n, 0, NULL);
+    for (size_t i = 0; i < values; i++)
+        ev->mirror_logits[i] = 0.5f * (ev->mirror_logits[i] + logits[i]);
+    return ev->mirror_logits;
+}
+
+/* Where this rank's predictions go (both NULL: not kept). */
+struct predictions {
+    uint8_t *classes;
+    float *confidence;
+};
+
+static int evaluate_set(const struct comm *comm, const struct evaluator *ev, const struct features *set,
+                        const struct predictions *out, struct evaluation *result, char *err)
+{
+    double loss = 0;
+    long correct = 0;
+    size_t chunk = (size_t)ev->model->max_batch;
+    for (size_t start = 0; start < set->count; start += chunk) {
+        int n = (int)(set->count - start < chunk ? set->count - start : chunk);
+        const float *logits = batch_logits(ev, set, start, n);
+        loss += softmax_cross_entropy(logits, ev->labels, n, ev->model->classes, 0.0f, 0.0f, NULL, &correct,
+                                      out->classes ? out->classes + start : NULL,
+                                      out->confidence ? out->confidence + start : NULL);
+    }
+    double sums[3] = {loss, (double)correct, (double)set->count};
+    CHECK_DP(comm_allreduce_doubles(comm, sums, 3, err));
+    result->loss = sums[2] > 0 ? sums[0] / sums[2] : 0.0;
+    result->accuracy = sums[2] > 0 ? sums[1] / sums[2] : 0.0;
+    return 0;
+fail:
+    return -1;
+}
+
+int evaluate(const struct comm *comm, const struct evaluator *ev, const struct features *set,
+             struct evaluation *result, char *err)
+{
+    const struct predictions none = {NULL, NULL};
+    return evaluate_set(comm, ev, set, &none, result, err);
+}
+
+int evaluate_predictions(const struct comm *comm, const struct evaluator *ev, const struct features *test,
+                         const struct split *whole, struct run_result *r, char *err)
+{
+    size_t total = comm->rank == 0 ? whole->count : 0;
+    struct predictions mine = {malloc(test->count + 1), malloc((test->count + 1) * sizeof(float))};
+    int ok = mine.classes && mine.confidence;
+    if (comm->rank == 0) {
+        r->test_count = total;
+        ok = ok && (r->labels = malloc(total + 1)) && (r->predictions = malloc(total + 1)) &&
+             (r->confidence = malloc((total + 1) * sizeof(float)));
+    }
+    if (!ok)
+        err_set(err, "cannot allocate predictions");
+    CHECK_DP(comm_agree(comm->world, ok, err));
+    struct evaluation e;
+    CHECK_DP(evaluate_set(comm, ev, test, &mine, &e, err));
+    CHECK_DP(comm_bcast_size(comm, &total, 0, err));
+    CHECK_DP(comm_gather_blocks(comm, mine.classes, total, 1, r->predictions, err));
+    CHECK_DP(comm_gather_blocks(comm, mine.confidence, total, sizeof(float), r->confidence, err));
+    r->test_accuracy = e.accuracy;
+    r->test_loss = e.loss;
+    if (comm->rank == 0) {
+        memcpy(r->labels, whole->labels, total);
+        metrics_compute(r->labels, r->predictions, total, DATASET_CLASSES, &r->metrics);
+    }
+    free(mine.classes);
+    free(mine.confidence);
+    return 0;
+fail:
+    free(mine.classes);
+    free(mine.confidence);
+    return -1;
+}

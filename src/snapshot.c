@@ -1,0 +1,183 @@
+#include "dptrain/snapshot.h"
+
+#include "dptrain/check.h"
+#include "dptrain/cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Every rank's streams, sums and statistics, gathered on rank 0. */
+struct gathered {
+    struct rng *dropout, *augment;
+    double *losses;
+    int64_t *corrects;
+    float *buffers;
+};
+
+static void gathered_free(struct gathered *g)
+{
+    free(g->dropout);
+    free(g->augment);
+    free(g->losses);
+    free(g->corrects);
+    free(g->buffers);
+}
+
+static int gather_ranks(const struct run *run, struct gathered *g, char *err)
+{
+    const struct comm *comm = run->comm;
+    size_t ranks = (size_t)comm->size, nb = run->model->buffer_count;
+    int64_t correct = run->partial_correct;
+    int ok = 1;
+    if (comm->rank == 0)
+        ok = (g->dropout = malloc(sizeof *g->dropout * ranks)) && (g->augment = malloc(sizeof *g->augment * ranks)) &&
+             (g->losses = malloc(sizeof(double) * ranks)) && (g->corrects = malloc(sizeof(int64_t) * ranks)) &&
+             (g->buffers = malloc(sizeof(float) * (nb * ranks + 1)));
+    if (!ok)
+        err_set(err, "cannot allocate checkpoint buffers");
+    CHECK_DP(comm_agree(comm->world, ok, err));
+    CHECK_DP(comm_gather_items(comm, &run->dropout, 1, sizeof run->dropout, g->dropout, err));
+    CHECK_DP(comm_gather_items(comm, &run->augment, 1, sizeof run->augment, g->augment, err));
+    CHECK_DP(comm_gather_items(comm, &run->partial_loss, 1, sizeof(double), g->losses, err));
+    CHECK_DP(comm_gather_items(comm, &correct, 1, sizeof correct, g->corrects, err));
+    CHECK_DP(comm_gather_items(comm, run->model->buffers, nb, sizeof(float), g->buffers, err));
+    return 0;
+fail:
+    return -1;
+}
+
+static void describe(const struct run *run, const struct gathered *g, int epochs_done, long step,
+                     double epoch_seconds, struct checkpoint *c)
+{
+    const struct config *o = run->o;
+    const struct run_result *r = run->r;
+    *c = (struct checkpoint){
+        .pca_components = r->pca_components, .global_batch = o->batch, .ranks = run->comm->size,
+        .epochs = o->epochs, .validation = o->validation, .augment = o->augment, .tta = o->tta, .seed = o->seed,
+        .lr = o->lr, .momentum = o->momentum, .weight_decay = o->weight_decay,
+        .warmup = o->warmup, .dropout = o->dropout, .label_smoothing = o->label_smoothing,
+        .epoch = epochs_done, .step = step, .train_seconds = r->train_seconds,
+        .epoch_seconds = epoch_seconds, .param_count = run->model->param_count,
+        .params = run->model->params, .opt_first = run->optimizer->first,
+        .opt_second = run->optimizer->second, .opt_step = run->optimizer->step,
+        .best_params = run->best_params, .best_val = run->best_val, .best_epoch = r->best_epoch,
+        .norm_mean = run->d->norm.mean, .norm_std = run->d->norm.std, .data = run->d->identity, .pca = r->pca, .history_length = epochs_done,
+        .history = r->history, .dropout_rng = g->dropout, .augment_rng = g->augment, .partial_loss = g->losses,
+        .partial_correct = g->corrects, .buffer_count = run->model->buffer_count, .buffers = g->buffers,
+    };
+    snprintf(c->model, sizeof c->model, "%s", o->model);
+    snprintf(c->optimizer, sizeof c->optimizer, "%s", config_optimizer_name(o->optimizer));
+    snprintf(c->schedule, sizeof c->schedule, "%s", config_schedule_name(o->schedule));
+    snprintf(c->name, sizeof c->name, "%s", r->name);
+}
+
+int snapshot_save(struct run *run, int epochs_done, long step, double epoch_seconds, char *err)
+{
+    struct gathered g = {0};
+    int ok = gather_ranks(run, &g, err) == 0;
+    if (ok && run->comm->rank == 0) {
+        struct checkpoint c;
+        describe(run, &g, epochs_done, step, epoch_seconds, &c);
+        if (fault_strikes(&run->fault, FAULT_IO, 0, epochs_done, 0)) {
+            err_set(err, "%s: cannot write the checkpoint (injected I/O failure)", run->o->checkpoint);
+            ok = 0;
+        } else {
+            ok = checkpoint_write(run->o->checkpoint, &c, err) == 0;
+        }
+    }
+    gathered_free(&g);
+    return comm_agree(run->comm->world, ok, err);
+}
+
+int snapshot_restore(struct run *run, const struct checkpoint *c, char *err)
+{
+    struct model *m = run->model;
+    int rank = run->comm->rank;
+    size_t bytes = m->param_count * sizeof(float);
+    /* the same checkpoint and data on every rank: the same verdict */
+    CHECK_DP(checkpoint_check_position(c, run->steps, m->param_count, m->buffer_count, run->o->checkpoint, err));
+    memcpy(m->params, c->params, bytes);
+    memcpy(run->optimizer->first, c->opt_first, bytes);
+    if (run->optimizer->second)
+        memcpy(run->optimizer->second, c->opt_second, bytes);
+    run->optimizer->step = c->opt_step;
+    if (run->best_params && c->best_params)
+        memcpy(run->best_params, c->best_params, bytes);
+    run->best_val = c->best_val;
+    run->r->best_epoch = c->best_epoch;
+    memcpy(run->r->history, c->history, (size_t)c->history_length * sizeof *run->r->history);
+    run->r->history_length = c->history_length;
+    run->r->train_seconds = c->train_seconds;
+    run->start_epoch = c->epoch;
+    run->start_step = c->step;
+    run->resumed_epoch_seconds = c->epoch_seconds;
+    run->dropout = c->dropout_rng[rank];
+    run->augment = c->augment_rng[rank];
+    run->partial_loss = c->partial_loss[rank];
+    run->partial_correct = (long)c->partial_correct[rank];
+    if (m->buffer_count)
+        memcpy(m->buffers, c->buffers + (size_t)rank * c->buffer_count, c->buffer_count * sizeof(float));
+    return 0;
+fail:
+    return -1;
+}
+
+int snapshot_settings(const struct checkpoint *c, const struct config *given, struct config *saved)
+{
+    *saved = *given;
+    snprintf(saved->model, sizeof saved->model, "%s", c->model);
+    saved->model_kind = config_model_kind(c->model);
+    saved->pca = c->pca_components;
+    saved->batch = c->global_batch;
+    saved->epochs = c->epochs;
+    saved->seed = c->seed;
+    saved->lr = c->lr;
+    saved->momentum = c->momentum;
+    saved->weight_decay = c->weight_decay;
+    saved->warmup = c->warmup;
+    saved->dropout = c->dropout;
+    saved->label_smoothing = c->label_smoothing;
+    saved->augment = c->augment;
+    saved->tta = c->tta;
+    saved->validation = c->validation;
+    if (config_optimizer_parse(c->optimizer, &saved->optimizer) != 0 ||
+        config_schedule_parse(c->schedule, &saved->schedule) != 0)
+        return -1;
+    return 0;
+}
+
+/* Refuse a checkpoint whose settings differ from this run's, naming the first difference by the
+ * flag users typed. */
+static int check_settings(const struct checkpoint *c, const struct config *o, int ranks, char *err)
+{
+    struct config saved;
+    char was[96], now[96];
+    if (snapshot_settings(c, o, &saved) != 0)
+        FAIL("%s: corrupt checkpoint: unknown optimizer '%s' or schedule '%s'", o->checkpoint, c->optimizer,
+             c->schedule);
+    enum setting s = config_first_difference(&saved, c->ranks, o, ranks);
+    if (s == SETTING_NONE)
+        return 0;
+    config_setting_value(&saved, c->ranks, s, was, sizeof was);
+    config_setting_value(o, ranks, s, now, sizeof now);
+    FAIL("--resume: %s was saved with %s %s, this run has %s %s (resume with the same settings)", o->checkpoint,
+         cli_setting_flag(s), was, cli_setting_flag(s), now);
+fail:
+    return -1;
+}
+
+int snapshot_load(const struct comm *comm, const struct config *o, struct checkpoint *c, char *err)
+{
+    int ok = checkpoint_read(o->checkpoint, c, err) == 0;
+    ok = ok && check_settings(c, o, comm->size, err) == 0;
+    if (ok && o->name && strcmp(o->name, c->name) != 0) {
+        err_set(err, "--resume: %s holds run %s, this run is named %s", o->checkpoint, c->name, o->name);
+        ok = 0;
+    }
+    if (comm_agree(comm->world, ok, err) != 0) {
+        checkpoint_free(c);
+        return -1;
+    }
+    return 0;
+}
