@@ -43,6 +43,13 @@ static void append(char *err, const char *sep, const char *tail)
     memcpy(err + used, reason, need + 1);
 }
 
+void err_prefix(char *err, const char *prefix)
+{
+    char joined[DP_ERR_LEN];
+    snprintf(joined, sizeof joined, "%s: %s", prefix, err);
+    memcpy(err, joined, DP_ERR_LEN);
+}
+
 void err_append(char *err, const char *reason)
 {
     append(err, ": ", reason);
@@ -101,7 +108,10 @@ static herr_t keep_last_message(unsigned n, const H5E_error2_t *entry, void *out
 void err_append_hdf5(char *err)
 {
     char reason[1024] = "";
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, keep_last_message, reason);
+    /* A failure to walk or clear the stack leaves the message without HDF5's reason: the one
+     * thing that may be lost here, never a reason to fail twice. */
+    if (H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, keep_last_message, reason) < 0)
+        reason[0] = '\0';
     /* The POSIX driver's reasons hold a time stamp, a buffer address and the system's text as
      * "error message = '...'": keep that text alone. */
     char *quoted = strstr(reason, "error message = '");
@@ -115,10 +125,10 @@ void err_append_hdf5(char *err)
     /* Walking upward visits the most specific entry first; the callback keeps it. */
     if (reason[0])
         err_append(err, reason);
-    H5Eclear2(H5E_DEFAULT);
+    (void)H5Eclear2(H5E_DEFAULT);
 }
 
-void check_quiet_hdf5(void)
+int check_quiet_hdf5(void)
 {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    return H5Eset_auto2(H5E_DEFAULT, NULL, NULL) < 0 ? -1 : 0;
 }

@@ -187,16 +187,13 @@ fail:
 }
 
 /* An array and its checksum (over the values as held in memory: little-endian, as in the file). */
-static int write_checked(hid_t f, const char *name, hid_t mem_type, hid_t file_type, int rank, const hsize_t *dims,
-                         const void *data, size_t element, const char *path, char *err)
+/* An array and its checksum (over the values as held in memory: little-endian, as in the file). */
+static int write_checked(hid_t f, const struct h5io_array *a, const void *data, const char *path, char *err)
 {
     char crc_name[64];
-    size_t count = 1;
-    for (int d = 0; d < rank; d++)
-        count *= (size_t)dims[d];
-    snprintf(crc_name, sizeof crc_name, CRC_PREFIX "%s", name);
-    CHECK_DP(h5io_write_array(f, name, mem_type, file_type, rank, dims, data, path, err));
-    CHECK_DP(h5io_write_attr_long(f, crc_name, crc_of(data, count * element), path, err));
+    snprintf(crc_name, sizeof crc_name, CRC_PREFIX "%s", a->name);
+    CHECK_DP(h5io_write_array(f, a, data, path, err));
+    CHECK_DP(h5io_write_attr_long(f, crc_name, crc_of(data, h5io_array_bytes(a)), path, err));
     return 0;
 fail:
     return -1;
@@ -205,21 +202,20 @@ fail:
 static int write_floats(hid_t f, const char *name, const float *data, size_t n, const char *path, char *err)
 {
     hsize_t dims[1] = {n};
-    return write_checked(f, name, H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 1, dims, data, sizeof(float), path, err);
+    return write_checked(f, &(struct h5io_array){name, H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 1, dims}, data, path, err);
 }
 
 static int write_doubles(hid_t f, const char *name, const double *data, size_t n, const char *path, char *err)
 {
     hsize_t dims[1] = {n};
-    return write_checked(f, name, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, dims, data, sizeof(double), path, err);
+    return write_checked(f, &(struct h5io_array){name, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, dims}, data, path, err);
 }
 
 static int write_pca(hid_t f, const struct pca *p, const char *path, char *err)
 {
     hsize_t basis[2] = {(hsize_t)p->components, (hsize_t)p->dim};
     CHECK_DP(write_doubles(f, "pca_mean", p->mean, (size_t)p->dim, path, err));
-    CHECK_DP(write_checked(f, "pca_basis", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, basis, p->basis, sizeof(float),
-                           path, err));
+    CHECK_DP(write_checked(f, &(struct h5io_array){"pca_basis", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, basis}, p->basis, path, err));
     CHECK_DP(write_doubles(f, "pca_variance", p->explained_variance, (size_t)p->components, path, err));
     CHECK_DP(write_doubles(f, "pca_ratio", p->explained_ratio, (size_t)p->components, path, err));
     double totals[2] = {p->total_variance, (double)p->samples};
@@ -238,8 +234,7 @@ static int write_history(hid_t f, const struct checkpoint *c, const hsize_t dims
         FAIL("%s: cannot allocate the history", path);
     for (size_t e = 0; e < n; e++)
         results_history_row(&c->history[e], rows + e * HISTORY_COLUMNS);
-    int status = write_checked(f, "history", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 2, dims, rows, sizeof(double), path,
-                               err);
+    int status = write_checked(f, &(struct h5io_array){"history", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 2, dims}, rows, path, err);
     free(rows);
     return status;
 fail:
@@ -258,16 +253,11 @@ static int write_state(hid_t f, const struct checkpoint *c, const char *path, ch
     if (c->best_params)
         CHECK_DP(write_floats(f, "best_params", c->best_params, c->param_count, path, err));
     CHECK_DP(write_history(f, c, history_dims, path, err));
-    CHECK_DP(write_checked(f, "rng_dropout", H5T_NATIVE_UINT64, H5T_STD_U64LE, 2, rng_dims, c->dropout_rng,
-                           sizeof(uint64_t), path, err));
-    CHECK_DP(write_checked(f, "rng_augment", H5T_NATIVE_UINT64, H5T_STD_U64LE, 2, rng_dims, c->augment_rng,
-                           sizeof(uint64_t), path, err));
-    CHECK_DP(write_checked(f, "partial_loss", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, rank_dims, c->partial_loss,
-                           sizeof(double), path, err));
-    CHECK_DP(write_checked(f, "partial_correct", H5T_NATIVE_INT64, H5T_STD_I64LE, 1, rank_dims,
-                           c->partial_correct, sizeof(int64_t), path, err));
-    CHECK_DP(write_checked(f, "buffers", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, buffer_dims, c->buffers,
-                           sizeof(float), path, err));
+    CHECK_DP(write_checked(f, &(struct h5io_array){"rng_dropout", H5T_NATIVE_UINT64, H5T_STD_U64LE, 2, rng_dims}, c->dropout_rng, path, err));
+    CHECK_DP(write_checked(f, &(struct h5io_array){"rng_augment", H5T_NATIVE_UINT64, H5T_STD_U64LE, 2, rng_dims}, c->augment_rng, path, err));
+    CHECK_DP(write_checked(f, &(struct h5io_array){"partial_loss", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, rank_dims}, c->partial_loss, path, err));
+    CHECK_DP(write_checked(f, &(struct h5io_array){"partial_correct", H5T_NATIVE_INT64, H5T_STD_I64LE, 1, rank_dims}, c->partial_correct, path, err));
+    CHECK_DP(write_checked(f, &(struct h5io_array){"buffers", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, buffer_dims}, c->buffers, path, err));
     if (c->pca_components > 0)
         CHECK_DP(write_pca(f, &c->pca, path, err));
     return 0;
@@ -293,61 +283,18 @@ fail:
 
 /* ---- reading ------------------------------------------------------------------------- */
 
-static int read_attr(hid_t f, const char *name, hid_t type, void *out, const char *path, char *err)
-{
-    hid_t attr = -1, space = -1;
-    if (H5Aexists(f, name) <= 0)
-        FAIL("%s: not a dptrain checkpoint (no attribute %s)", path, name);
-    CHECK_H5(attr = H5Aopen(f, name, H5P_DEFAULT), "%s: cannot open attribute %s", path, name);
-    CHECK_H5(space = H5Aget_space(attr), "%s: cannot read the shape of attribute %s", path, name);
-    if (H5Sget_simple_extent_npoints(space) != 1)
-        FAIL("%s: corrupt checkpoint: attribute %s is not a single value", path, name);
-    CHECK_H5(H5Aread(attr, type, out), "%s: corrupt checkpoint: cannot read attribute %s", path, name);
-    H5Sclose(space);
-    H5Aclose(attr);
-    return 0;
-fail:
-    if (space >= 0)
-        H5Sclose(space);
-    if (attr >= 0)
-        H5Aclose(attr);
-    return -1;
-}
-
-static int read_string_attr(hid_t f, const char *name, char *out, size_t size, const char *path, char *err)
-{
-    hid_t type = -1;
-    char *value = NULL;
-    CHECK_H5(type = H5Tcopy(H5T_C_S1), "cannot create string type");
-    CHECK_H5(H5Tset_size(type, H5T_VARIABLE), "cannot size string type");
-    CHECK_H5(H5Tset_cset(type, H5T_CSET_UTF8), "cannot set string encoding");
-    CHECK_DP(read_attr(f, name, type, &value, path, err));
-    if (!value || strlen(value) >= size)
-        FAIL("%s: corrupt checkpoint: attribute %s is missing or longer than %zu characters", path, name,
-             size - 1);
-    snprintf(out, size, "%s", value);
-    H5free_memory(value);
-    H5Tclose(type);
-    return 0;
-fail:
-    H5free_memory(value);
-    if (type >= 0)
-        H5Tclose(type);
-    return -1;
-}
-
 static int read_field(hid_t f, struct checkpoint *c, const struct field *field, const char *path, char *err)
 {
     if (field->type == F_STRING)
-        return read_string_attr(f, field->name, (char *)c + field->offset, field->size, path, err);
+        return h5io_read_string_attr(f, field->name, (char *)c + field->offset, field->size, path, err);
     if (is_real(field->type)) {
         double value;
-        CHECK_DP(read_attr(f, field->name, H5T_NATIVE_DOUBLE, &value, path, err));
+        CHECK_DP(h5io_read_attr(f, field->name, H5T_NATIVE_DOUBLE, &value, path, err));
         set_real(c, field, value);
         return 0;
     }
     long long value;
-    CHECK_DP(read_attr(f, field->name, H5T_NATIVE_LLONG, &value, path, err));
+    CHECK_DP(h5io_read_attr(f, field->name, H5T_NATIVE_LLONG, &value, path, err));
     if (!set_whole(c, field, value))
         FAIL("%s: corrupt checkpoint: %s = %lld is out of range", path, field->name, value);
     return 0;
@@ -358,7 +305,7 @@ fail:
 static int read_crc(hid_t f, const char *name, uint32_t *crc, const char *path, char *err)
 {
     long long value;
-    CHECK_DP(read_attr(f, name, H5T_NATIVE_LLONG, &value, path, err));
+    CHECK_DP(h5io_read_attr(f, name, H5T_NATIVE_LLONG, &value, path, err));
     if (value < 0 || value > (long long)UINT32_MAX)
         FAIL("%s: corrupt checkpoint: %s is not a CRC-32", path, name);
     *crc = (uint32_t)value;
@@ -368,38 +315,21 @@ fail:
 }
 
 /* Read a whole dataset of `count` elements, checking its size and its checksum. */
-static void *read_array(hid_t f, const char *name, hid_t type, size_t element, size_t count,
-                        const char *path, char *err)
+/* Read a whole dataset of `count` elements and verify its checksum. */
+static void *read_array(hid_t f, const struct h5io_array *a, const char *path, char *err)
 {
-    hid_t set = -1, space = -1;
-    void *data = NULL;
     char crc_name[64];
     uint32_t expected;
-    snprintf(crc_name, sizeof crc_name, CRC_PREFIX "%s", name);
-    if (H5Lexists(f, name, H5P_DEFAULT) <= 0)
-        FAIL("%s: corrupt checkpoint: it lacks %s", path, name);
+    void *data = NULL;
+    snprintf(crc_name, sizeof crc_name, CRC_PREFIX "%s", a->name);
     CHECK_DP(read_crc(f, crc_name, &expected, path, err));
-    CHECK_H5(set = H5Dopen2(f, name, H5P_DEFAULT), "%s: cannot open %s", path, name);
-    CHECK_H5(space = H5Dget_space(set), "%s: cannot read shape of %s", path, name);
-    if ((size_t)H5Sget_simple_extent_npoints(space) != count)
-        FAIL("%s: corrupt checkpoint: %s has %lld elements, expected %zu", path, name,
-             (long long)H5Sget_simple_extent_npoints(space), count);
-    CHECK_PTR(data = malloc(count * element + 64), "cannot allocate %s", name);
-    if (count > 0)
-        CHECK_H5(H5Dread(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "%s: corrupt checkpoint: cannot read %s",
-                 path, name);
-    if (crc_of(data, count * element) != expected)
+    CHECK_DP((data = h5io_read_array(f, a, path, err)) == NULL);
+    if (crc_of(data, h5io_array_bytes(a)) != expected)
         FAIL("%s: corrupt checkpoint: %s fails its checksum (the file was damaged after it was written)", path,
-             name);
-    H5Sclose(space);
-    H5Dclose(set);
+             a->name);
     return data;
 fail:
     free(data);
-    if (space >= 0)
-        H5Sclose(space);
-    if (set >= 0)
-        H5Dclose(set);
     return NULL;
 }
 
@@ -444,10 +374,12 @@ static int read_config(hid_t f, struct checkpoint *c, const char *path, char *er
     char format[64];
     long long version;
     uint32_t stored;
-    CHECK_DP(read_string_attr(f, "format", format, sizeof format, path, err));
+    if (H5Aexists(f, "format") <= 0)
+        FAIL("%s: not a dptrain checkpoint (no attribute format)", path);
+    CHECK_DP(h5io_read_string_attr(f, "format", format, sizeof format, path, err));
     if (strcmp(format, CHECKPOINT_FORMAT) != 0)
         FAIL("%s: not a dptrain checkpoint (format '%s')", path, format);
-    CHECK_DP(read_attr(f, "format_version", H5T_NATIVE_LLONG, &version, path, err));
+    CHECK_DP(h5io_read_attr(f, "format_version", H5T_NATIVE_LLONG, &version, path, err));
     if (version != CHECKPOINT_VERSION)
         FAIL("%s: checkpoint format version %lld, this dptrain reads version %d (%s): start the run afresh, "
              "or finish it with the dptrain that wrote it", path, version, CHECKPOINT_VERSION,
@@ -478,11 +410,11 @@ static int read_pca(hid_t f, struct checkpoint *c, const char *path, char *err)
     p->dim = DATASET_PIXELS;
     p->components = c->pca_components;
     size_t k = (size_t)p->components;
-    CHECK_DP((p->mean = read_array(f, "pca_mean", H5T_NATIVE_DOUBLE, sizeof(double), DATASET_PIXELS, path, err)) == NULL);
-    CHECK_DP((p->basis = read_array(f, "pca_basis", H5T_NATIVE_FLOAT, sizeof(float), k * DATASET_PIXELS, path, err)) == NULL);
-    CHECK_DP((p->explained_variance = read_array(f, "pca_variance", H5T_NATIVE_DOUBLE, sizeof(double), k, path, err)) == NULL);
-    CHECK_DP((p->explained_ratio = read_array(f, "pca_ratio", H5T_NATIVE_DOUBLE, sizeof(double), k, path, err)) == NULL);
-    CHECK_DP((totals = read_array(f, "pca_totals", H5T_NATIVE_DOUBLE, sizeof(double), 2, path, err)) == NULL);
+    CHECK_DP((p->mean = read_array(f, &(struct h5io_array){"pca_mean", H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE, 1, (hsize_t[]){DATASET_PIXELS}}, path, err)) == NULL);
+    CHECK_DP((p->basis = read_array(f, &(struct h5io_array){"pca_basis", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){k * DATASET_PIXELS}}, path, err)) == NULL);
+    CHECK_DP((p->explained_variance = read_array(f, &(struct h5io_array){"pca_variance", H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE, 1, (hsize_t[]){k}}, path, err)) == NULL);
+    CHECK_DP((p->explained_ratio = read_array(f, &(struct h5io_array){"pca_ratio", H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE, 1, (hsize_t[]){k}}, path, err)) == NULL);
+    CHECK_DP((totals = read_array(f, &(struct h5io_array){"pca_totals", H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE, 1, (hsize_t[]){2}}, path, err)) == NULL);
     if (!all_finite(p->mean, 1, DATASET_PIXELS) || !all_finite(p->basis, 0, k * DATASET_PIXELS) ||
         !all_finite(p->explained_variance, 1, k) || !(totals[0] > 0) || !(totals[1] >= 1))
         FAIL("%s: corrupt checkpoint: the PCA basis holds values that are not finite", path);
@@ -499,7 +431,7 @@ fail:
 static int read_history(hid_t f, struct checkpoint *c, const char *path, char *err)
 {
     size_t n = (size_t)c->epoch;
-    double *rows = read_array(f, "history", H5T_NATIVE_DOUBLE, sizeof(double), n * HISTORY_COLUMNS, path, err);
+    double *rows = read_array(f, &(struct h5io_array){"history", H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE, 1, (hsize_t[]){n * HISTORY_COLUMNS}}, path, err);
     CHECK_DP(rows == NULL);
     CHECK_PTR(c->history = calloc(n + 1, sizeof *c->history), "cannot allocate the history");
     c->history_length = (int)n;
@@ -519,19 +451,18 @@ fail:
 static int read_state(hid_t f, struct checkpoint *c, const char *path, char *err)
 {
     size_t n = c->param_count, ranks = (size_t)c->ranks;
-    CHECK_DP((c->params = read_array(f, "params", H5T_NATIVE_FLOAT, sizeof(float), n, path, err)) == NULL);
-    CHECK_DP((c->opt_first = read_array(f, "opt_first", H5T_NATIVE_FLOAT, sizeof(float), n, path, err)) == NULL);
+    CHECK_DP((c->params = read_array(f, &(struct h5io_array){"params", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){n}}, path, err)) == NULL);
+    CHECK_DP((c->opt_first = read_array(f, &(struct h5io_array){"opt_first", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){n}}, path, err)) == NULL);
     if (strcmp(c->optimizer, "adam") == 0)
-        CHECK_DP((c->opt_second = read_array(f, "opt_second", H5T_NATIVE_FLOAT, sizeof(float), n, path, err)) == NULL);
+        CHECK_DP((c->opt_second = read_array(f, &(struct h5io_array){"opt_second", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){n}}, path, err)) == NULL);
     if (c->validation > 0)
-        CHECK_DP((c->best_params = read_array(f, "best_params", H5T_NATIVE_FLOAT, sizeof(float), n, path, err)) == NULL);
+        CHECK_DP((c->best_params = read_array(f, &(struct h5io_array){"best_params", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){n}}, path, err)) == NULL);
     CHECK_DP(read_history(f, c, path, err));
-    CHECK_DP((c->dropout_rng = read_array(f, "rng_dropout", H5T_NATIVE_UINT64, sizeof(uint64_t), ranks * 4, path, err)) == NULL);
-    CHECK_DP((c->augment_rng = read_array(f, "rng_augment", H5T_NATIVE_UINT64, sizeof(uint64_t), ranks * 4, path, err)) == NULL);
-    CHECK_DP((c->partial_loss = read_array(f, "partial_loss", H5T_NATIVE_DOUBLE, sizeof(double), ranks, path, err)) == NULL);
-    CHECK_DP((c->partial_correct = read_array(f, "partial_correct", H5T_NATIVE_INT64, sizeof(int64_t), ranks, path, err)) == NULL);
-    CHECK_DP((c->buffers = read_array(f, "buffers", H5T_NATIVE_FLOAT, sizeof(float), ranks * c->buffer_count,
-                                      path, err)) == NULL);
+    CHECK_DP((c->dropout_rng = read_array(f, &(struct h5io_array){"rng_dropout", H5T_NATIVE_UINT64, H5T_NATIVE_UINT64, 1, (hsize_t[]){ranks * 4}}, path, err)) == NULL);
+    CHECK_DP((c->augment_rng = read_array(f, &(struct h5io_array){"rng_augment", H5T_NATIVE_UINT64, H5T_NATIVE_UINT64, 1, (hsize_t[]){ranks * 4}}, path, err)) == NULL);
+    CHECK_DP((c->partial_loss = read_array(f, &(struct h5io_array){"partial_loss", H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE, 1, (hsize_t[]){ranks}}, path, err)) == NULL);
+    CHECK_DP((c->partial_correct = read_array(f, &(struct h5io_array){"partial_correct", H5T_NATIVE_INT64, H5T_NATIVE_INT64, 1, (hsize_t[]){ranks}}, path, err)) == NULL);
+    CHECK_DP((c->buffers = read_array(f, &(struct h5io_array){"buffers", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){ranks * c->buffer_count}}, path, err)) == NULL);
     if (!all_finite(c->params, 0, n) || (c->best_params && !all_finite(c->best_params, 0, n)) ||
         !all_finite(c->buffers, 0, ranks * c->buffer_count))
         FAIL("%s: corrupt checkpoint: the parameters hold values that are not finite", path);
@@ -551,11 +482,13 @@ int checkpoint_read(const char *path, struct checkpoint *c, char *err)
     hid_t file = -1;
     memset(c, 0, sizeof *c);
     c->owned = 1;
-    CHECK_DP(files_check_input(path, "--checkpoint", err));
+    CHECK_DP(files_check_input(path, "checkpoint", err));
     CHECK_H5(file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), "%s: not a readable HDF5 file", path);
     CHECK_DP(read_config(file, c, path, err));
     CHECK_DP(read_state(file, c, path, err));
-    H5Fclose(file);
+    hid_t closing = file;
+    file = -1;
+    CHECK_H5(H5Fclose(closing), "%s: cannot close", path);
     return 0;
 fail:
     if (file >= 0)
@@ -590,7 +523,7 @@ int checkpoint_check_data(const struct checkpoint *c, const struct data_identity
 {
     const struct data_identity *then = &c->data;
     if (then->train_samples != now->train_samples || then->test_samples != now->test_samples)
-        FAIL("--resume: %s was trained on data with %lld training and %lld test images; --data %s has %lld and "
+        FAIL("%s was trained on data with %lld training and %lld test images; %s has %lld and "
              "%lld (resume with the data file the run began with)", path, then->train_samples, then->test_samples,
              data, now->train_samples, now->test_samples);
     const char *differs = then->train_images != now->train_images ? "training images"
@@ -599,7 +532,7 @@ int checkpoint_check_data(const struct checkpoint *c, const struct data_identity
                           : then->test_labels != now->test_labels   ? "test labels"
                                                                     : NULL;
     if (differs)
-        FAIL("--resume: %s was trained on other data: the %s of --data %s differ from the run's (CRC-32 "
+        FAIL("%s was trained on other data: the %s of %s differ from the run's (CRC-32 "
              "mismatch; resume with the data file the run began with)", path, differs, data);
     return 0;
 fail:

@@ -407,3 +407,13 @@ const char *cli_setting_flag(enum setting s)
     };
     return flags_of[s];
 }
+
+const char *cli_flag(enum option o)
+{
+    static const char *const flags_of[] = {
+        [OPTION_DATA] = "--data", [OPTION_OUT] = "--out", [OPTION_CHECKPOINT] = "--checkpoint",
+        [OPTION_TRACE] = "--trace", [OPTION_SOURCE] = "--source", [OPTION_MODEL] = "--model",
+        [OPTION_RESUME] = "--resume", [OPTION_BATCH] = "--batch", [OPTION_TTA] = "--tta",
+    };
+    return flags_of[o];
+}

@@ -19,22 +19,24 @@ fail:
     return -1;
 }
 
-void comm_finalize(void)
+int comm_finalize(char *err)
 {
-    MPI_Finalize();
+    CHECK_MPI(MPI_Finalize(), "MPI_Finalize failed");
+    return 0;
+fail:
+    return -1;
 }
 
 int comm_agree(MPI_Comm comm, int ok, char *err)
 {
-    int rank, lowest = INT_MAX;
-    MPI_Comm_rank(comm, &rank);
+    int rank = 0, size = 1, lowest = INT_MAX;
+    CHECK_MPI(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank failed while agreeing on an error");
+    CHECK_MPI(MPI_Comm_size(comm, &size), "MPI_Comm_size failed while agreeing on an error");
     int mine = ok ? INT_MAX : rank;
     CHECK_MPI(MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, comm),
               "rank %d: MPI failed while agreeing on an error", rank);
     if (lowest == INT_MAX)
         return 0;
-    int size;
-    MPI_Comm_size(comm, &size);
     if (rank == lowest && size > 1) {
         /* Name the rank, so that a failure of one shard is traceable. */
         char named[DP_ERR_LEN];
@@ -107,7 +109,9 @@ void comm_abort(const struct comm *comm, const char *message)
 {
     fprintf(stderr, "dptrain: error: rank %d: %s\n", comm->rank, message);
     fflush(stderr);
-    MPI_Abort(comm->world, DP_EXIT_ERROR);
+    /* MPI_Abort does not return when it works; if it fails, this rank still must not go on. */
+    if (MPI_Abort(comm->world, DP_EXIT_ERROR) != MPI_SUCCESS)
+        fprintf(stderr, "dptrain: error: rank %d: MPI_Abort failed\n", comm->rank);
     exit(DP_EXIT_ERROR);
 }
 
@@ -238,13 +242,25 @@ fail:
     return -1;
 }
 
-int comm_scatter_blocks(const struct comm *comm, const void *whole, size_t total, size_t item_bytes, void *part,
-                        char *err)
+/* Rank 0's whole set <-> every rank's block of it (comm_block), one direction or the other. */
+struct block_move {
+    const void *from;
+    void *to;
+    size_t total, item_bytes;
+    int gather;                  /* 0: scatter whole -> parts; 1: gather parts -> whole */
+};
+
+static int move_blocks(const struct comm *comm, const struct block_move *m, char *err)
 {
     int *counts = NULL, *displs = NULL;
-    CHECK_DP(block_layout(comm, total, item_bytes, &counts, &displs, err));
-    CHECK_MPI(MPI_Scatterv(whole, counts, displs, MPI_BYTE, part, counts[comm->rank], MPI_BYTE, 0, comm->world),
-              "rank %d: scatter failed", comm->rank);
+    CHECK_DP(block_layout(comm, m->total, m->item_bytes, &counts, &displs, err));
+    int mine = counts[comm->rank];
+    if (m->gather)
+        CHECK_MPI(MPI_Gatherv(m->from, mine, MPI_BYTE, m->to, counts, displs, MPI_BYTE, 0, comm->world),
+                  "rank %d: gather failed", comm->rank);
+    else
+        CHECK_MPI(MPI_Scatterv(m->from, counts, displs, MPI_BYTE, m->to, mine, MPI_BYTE, 0, comm->world),
+                  "rank %d: scatter failed", comm->rank);
     free(counts);
     free(displs);
     return 0;
@@ -254,20 +270,16 @@ fail:
     return -1;
 }
 
+int comm_scatter_blocks(const struct comm *comm, const void *whole, size_t total, size_t item_bytes, void *part,
+                        char *err)
+{
+    return move_blocks(comm, &(struct block_move){whole, part, total, item_bytes, 0}, err);
+}
+
 int comm_gather_blocks(const struct comm *comm, const void *part, size_t total, size_t item_bytes, void *whole,
                        char *err)
 {
-    int *counts = NULL, *displs = NULL;
-    CHECK_DP(block_layout(comm, total, item_bytes, &counts, &displs, err));
-    CHECK_MPI(MPI_Gatherv(part, counts[comm->rank], MPI_BYTE, whole, counts, displs, MPI_BYTE, 0, comm->world),
-              "rank %d: gather failed", comm->rank);
-    free(counts);
-    free(displs);
-    return 0;
-fail:
-    free(counts);
-    free(displs);
-    return -1;
+    return move_blocks(comm, &(struct block_move){part, whole, total, item_bytes, 1}, err);
 }
 
 int comm_gather_text(const struct comm *comm, const char *mine, size_t length, char **all, size_t **offsets,

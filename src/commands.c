@@ -3,6 +3,7 @@
 
 #include "dptrain/check.h"
 #include "dptrain/checkpoint.h"
+#include "dptrain/cli.h"
 #include "dptrain/config.h"
 #include "dptrain/console.h"
 #include "dptrain/files.h"
@@ -50,20 +51,27 @@ static int check_paths_here(const struct config *o, char *err)
 {
     int train = o->command != CMD_EVAL, made_folder = 0;
     struct named_path paths[] = {
-        {"--data", o->data, 0},
-        {"--out", o->out, 1},
-        {"--checkpoint", o->checkpoint, train},
-        {"--trace", o->trace, 1},
+        {cli_flag(OPTION_DATA), o->data, 0},
+        {cli_flag(OPTION_OUT), o->out, 1},
+        {cli_flag(OPTION_CHECKPOINT), o->checkpoint, train},
+        {cli_flag(OPTION_TRACE), o->trace, 1},
     };
     int count = (int)(sizeof paths / sizeof paths[0]);
     if (o->out_is_default)
         made_folder = mkdir("results", 0777) == 0;
     if (o->checkpoint && (o->resume || !train))
-        CHECK_DP(files_check_input(o->checkpoint, "--checkpoint", err));
+        CHECK_DP(files_check_input(o->checkpoint, cli_flag(OPTION_CHECKPOINT), err));
     for (int i = 0; i < count; i++)
         if (paths[i].output && paths[i].path)
             CHECK_DP(files_check_output(paths[i].path, paths[i].flag, err));
     CHECK_DP(check_aliases(paths, count, err));
+    /* Every rank checks the data file again before reading it (dataset_read): here rank 0 names
+     * the flag, before any rank starts. */
+    if (files_check_input(o->data, cli_flag(OPTION_DATA), err) != 0) {
+        if (access(o->data, F_OK) != 0)
+            err_append_hint(err, "make the data file with 'dptrain convert'");
+        goto fail;
+    }
     return 0;
 fail:
     if (made_folder)
@@ -132,25 +140,20 @@ fail:
 /* Collective: rank 0 writes every rank's events as one Chrome trace. */
 static int write_trace(const struct comm *comm, const struct profile *p, const char *path, char *err)
 {
-    char *events = NULL, *totals = NULL, *all_events = NULL, *all_totals = NULL;
-    size_t events_length = 0, totals_length = 0, *event_offsets = NULL, *total_offsets = NULL;
-    int ok = profile_rank_json(p, comm->rank, &events, &events_length, &totals, &totals_length, err) == 0;
+    struct trace_text mine = {0}, all = {0};
+    int ok = profile_rank_json(p, comm->rank, &mine, err) == 0;
     CHECK_DP(comm_agree(comm->world, ok, err));
-    CHECK_DP(comm_gather_text(comm, events, events_length, &all_events, &event_offsets, err));
-    CHECK_DP(comm_gather_text(comm, totals, totals_length, &all_totals, &total_offsets, err));
+    CHECK_DP(comm_gather_text(comm, mine.events, mine.events_length, &all.events, &all.event_offsets, err));
+    CHECK_DP(comm_gather_text(comm, mine.totals, mine.totals_length, &all.totals, &all.total_offsets, err));
     if (comm->rank == 0)
-        ok = profile_write_merged(path, comm->size, all_events, event_offsets, all_totals, total_offsets, err) == 0;
+        ok = profile_write_merged(path, comm->size, &all, err) == 0;
     ok = comm_agree(comm->world, ok, err) == 0;
     goto done;
 fail:
     ok = 0;
 done:
-    free(events);
-    free(totals);
-    free(all_events);
-    free(all_totals);
-    free(event_offsets);
-    free(total_offsets);
+    profile_trace_text_free(&mine);
+    profile_trace_text_free(&all);
     return ok ? 0 : -1;
 }
 
@@ -209,8 +212,9 @@ static int train_one(struct command_state *cs, int i, char *err)
         console_summary(&cs->runs[i]);
         ok = results_write(o->out, o->command_line, cs->comm->size, cs->runs, i + 1, err) == 0;
         if (!ok && o->checkpoint) /* its last save holds the finished run */
-            err_append_hint(err, "the trained state is kept in --checkpoint %s: write the results from it with "
-                            "'dptrain eval --checkpoint %s --out FILE'", o->checkpoint, o->checkpoint);
+            err_append_hint(err, "the trained state is kept in %s %s: write the results from it with "
+                            "'dptrain eval %s %s %s FILE'", cli_flag(OPTION_CHECKPOINT), o->checkpoint,
+                            cli_flag(OPTION_CHECKPOINT), o->checkpoint, cli_flag(OPTION_OUT));
     }
     return comm_agree(cs->comm->world, ok, err) == 0 ? DP_EXIT_OK : DP_EXIT_ERROR;
 }
@@ -238,8 +242,10 @@ static int prepare_command(struct command_state *cs, char *err)
     if (o->resume)
         CHECK_DP(snapshot_load(cs->comm, o, &cs->resume, err));
     CHECK_DP(shards_load(cs->comm, o->data, o->validation, o->seed, &cs->d, err));
-    if (o->resume) /* every rank holds the same checkpoint and identity */
-        CHECK_DP(checkpoint_check_data(&cs->resume, &cs->d.identity, o->data, o->checkpoint, err));
+    if (o->resume && checkpoint_check_data(&cs->resume, &cs->d.identity, o->data, o->checkpoint, err) != 0) {
+        err_prefix(err, cli_flag(OPTION_RESUME)); /* every rank holds the same checkpoint and identity */
+        goto fail;
+    }
     int ok = (cs->runs = calloc((size_t)cs->run_count, sizeof *cs->runs)) != NULL;
     if (!ok)
         err_set(err, "cannot allocate results");
@@ -269,7 +275,8 @@ int train_command(const struct comm *comm, const struct config *o, char *err)
     int status = DP_EXIT_ERROR;
     CHECK_DP(set_blas_threads(comm, o->threads, err));
     if ((size_t)o->batch < (size_t)comm->size) {
-        err_set(err, "--batch %d: the global batch must be at least the number of ranks (%d)", o->batch, comm->size);
+        err_set(err, "%s %d: the global batch must be at least the number of ranks (%d)", cli_flag(OPTION_BATCH),
+                o->batch, comm->size);
         return DP_EXIT_USAGE;
     }
     if (stop_install() != 0)
@@ -376,7 +383,7 @@ int eval_command(const struct comm *comm, const struct config *given, char *err)
     int ok = checkpoint_read(given->checkpoint, &c, err) == 0 && config_from_checkpoint(&c, given, &o, err) == 0;
     CHECK_DP(comm_agree(comm->world, ok, err));
     if (o.tta && c.pca_components > 0) /* every rank read the same checkpoint */
-        FAIL("--tta needs raw pixel inputs: %s was trained on %d principal components", given->checkpoint,
+        FAIL("%s needs raw pixel inputs: %s was trained on %d principal components", cli_flag(OPTION_TTA), given->checkpoint,
              c.pca_components);
     CHECK_DP(shards_load(comm, o.data, 0, o.seed, &d, err));
     describe_result(&r, &o, comm->size, c.name, c.pca_components);

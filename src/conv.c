@@ -26,8 +26,9 @@ static inline void shifted_row(const float *restrict src, float *restrict dst, i
 /* Both loop over (channel, image) outermost, so that the one input (or gradient) plane they
  * read (or add into) stays in L1 for all k·k shifts; with the shifts outermost every plane was
  * fetched k·k times from L2 or memory. */
-void im2col(const float *in, float *col, int channels, int batch, int height, int width, int kernel)
+void im2col(const float *in, float *col, const struct conv_shape *s, int batch)
 {
+    int channels = s->channels_in, height = s->height, width = s->width, kernel = s->kernel;
     int pad = kernel / 2;
     size_t plane = (size_t)height * width, columns = (size_t)batch * plane;
     for (int c = 0; c < channels; c++)
@@ -49,8 +50,9 @@ void im2col(const float *in, float *col, int channels, int batch, int height, in
         }
 }
 
-void col2im_add(const float *col, float *dx_out, int channels, int batch, int height, int width, int kernel)
+void col2im_add(const float *col, float *dx_out, const struct conv_shape *shape, int batch)
 {
+    int channels = shape->channels_in, height = shape->height, width = shape->width, kernel = shape->kernel;
     int pad = kernel / 2;
     size_t plane = (size_t)height * width, columns = (size_t)batch * plane;
     for (int c = 0; c < channels; c++)
@@ -78,25 +80,28 @@ void conv_forward(const struct conv_shape *s, int batch, const float *x, const f
 {
     int k = s->channels_in * s->kernel * s->kernel;
     int columns = batch * s->height * s->width;
-    im2col(x, col, s->channels_in, batch, s->height, s->width, s->kernel);
-    tensor_gemm(0, 0, s->channels_out, columns, k, 1.0f, w, k, col, columns, 0.0f, y, columns);
+    im2col(x, col, s, batch);
+    tensor_gemm(&(struct gemm){0, 0, s->channels_out, columns, k, 1.0f, w, k, col, columns, 0.0f, y, columns});
 }
 
-void conv_backward(const struct conv_shape *s, int batch, const float *x, const float *w,
-                   const float *dy, float *dx, float *dw, float *col, int col_holds_x)
+void conv_backward(const struct conv_shape *s, int batch, const struct conv_inputs *in, const float *dy,
+                   const struct conv_grads *grads)
 {
+    const float *x = in->x, *w = in->w;
+    float *col = in->col, *dx = grads->dx, *dw = grads->dw;
+    int col_holds_x = in->col_holds_x;
     int k = s->channels_in * s->kernel * s->kernel;
     int columns = batch * s->height * s->width;
     /* One workspace serves every layer, so im2col(x) is recomputed unless the workspace still
      * holds it (the last convolution of forward is the first of backward). */
     if (!col_holds_x)
-        im2col(x, col, s->channels_in, batch, s->height, s->width, s->kernel);
-    tensor_gemm(0, 1, s->channels_out, k, columns, 1.0f, dy, columns, col, columns, 0.0f, dw, k);
+        im2col(x, col, s, batch);
+    tensor_gemm(&(struct gemm){0, 1, s->channels_out, k, columns, 1.0f, dy, columns, col, columns, 0.0f, dw, k});
     if (!dx)
         return;
-    tensor_gemm(1, 0, k, columns, s->channels_out, 1.0f, w, k, dy, columns, 0.0f, col, columns);
+    tensor_gemm(&(struct gemm){1, 0, k, columns, s->channels_out, 1.0f, w, k, dy, columns, 0.0f, col, columns});
     memset(dx, 0, (size_t)s->channels_in * columns * sizeof(float));
-    col2im_add(col, dx, s->channels_in, batch, s->height, s->width, s->kernel);
+    col2im_add(col, dx, s, batch);
 }
 
 /* Row pairs per pass of max pooling: the vertical maxima of this many input row pairs stay in
@@ -195,10 +200,12 @@ static void paired_sums(const float *a, const float *b, size_t n, float shift, d
     }
 }
 
-void batchnorm_forward_train(const float *x, float *y, float *xhat, float *inv_std, int channels,
-                             size_t count, const float *gamma, const float *beta,
-                             float *running_mean, float *running_var)
+void batchnorm_forward_train(const struct batchnorm *bn, const float *x, float *y, float *xhat, float *inv_std)
 {
+    int channels = bn->channels;
+    size_t count = bn->count;
+    const float *gamma = bn->gamma, *beta = bn->beta;
+    float *running_mean = bn->running_mean, *running_var = bn->running_var;
     for (int c = 0; c < channels; c++) {
         const float *in = x + (size_t)c * count;
         double sum, squares;
@@ -223,9 +230,11 @@ void batchnorm_forward_train(const float *x, float *y, float *xhat, float *inv_s
     }
 }
 
-void batchnorm_forward_eval(const float *x, float *y, int channels, size_t count, const float *gamma,
-                            const float *beta, const float *running_mean, const float *running_var)
+void batchnorm_forward_eval(const struct batchnorm *bn, const float *x, float *y)
 {
+    int channels = bn->channels;
+    size_t count = bn->count;
+    const float *gamma = bn->gamma, *beta = bn->beta, *running_mean = bn->running_mean, *running_var = bn->running_var;
     for (int c = 0; c < channels; c++) {
         float scale = gamma[c] / sqrtf(running_var[c] + BN_EPSILON);
         float shift = beta[c] - running_mean[c] * scale;
@@ -236,9 +245,13 @@ void batchnorm_forward_eval(const float *x, float *y, int channels, size_t count
     }
 }
 
-void batchnorm_backward(const float *dy, const float *xhat, const float *inv_std, float *dx,
-                        int channels, size_t count, const float *gamma, float *dgamma, float *dbeta)
+void batchnorm_backward(const struct batchnorm *bn, const float *dy, const float *xhat, const float *inv_std,
+                        const struct batchnorm_grads *grads)
 {
+    int channels = bn->channels;
+    size_t count = bn->count;
+    const float *gamma = bn->gamma;
+    float *dx = grads->dx, *dgamma = grads->dgamma, *dbeta = grads->dbeta;
     for (int c = 0; c < channels; c++) {
         const float *g = dy + (size_t)c * count, *h = xhat + (size_t)c * count;
         double sum_g, sum_gh;

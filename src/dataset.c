@@ -35,9 +35,9 @@ static int locate(const char *dir, const char *name, char *path, size_t size, ch
 {
     struct stat info;
     if (stat(dir, &info) != 0)
-        FAIL("--source %s: %s", dir, strerror(errno));
+        FAIL("source folder %s: %s", dir, strerror(errno));
     if (!S_ISDIR(info.st_mode))
-        FAIL("--source %s: is not a folder (give the folder of the four IDX files)", dir);
+        FAIL("source folder %s: is not a folder (give the folder of the four IDX files)", dir);
     snprintf(path, size, "%s/%s", dir, name);
     if (stat(path, &info) == 0)
         return 0;
@@ -52,9 +52,9 @@ fail:
 /* An IDX source must be a regular file, and not the file convert is about to write. */
 static int check_source(const char *path, const char *out_path, char *err)
 {
-    CHECK_DP(files_check_input(path, "--source", err));
+    CHECK_DP(files_check_input(path, "IDX file", err));
     if (files_same(path, out_path))
-        FAIL("--out %s: is the source file %s (convert would overwrite its own input)", out_path, path);
+        FAIL("output %s: is the source file %s (convert would overwrite its own input)", out_path, path);
     return 0;
 fail:
     return -1;
@@ -106,10 +106,8 @@ static int write_group(hid_t file, const char *group_name, const struct idx_pair
     hsize_t label_dims[1] = {pair->labels.dims[0]};
     CHECK_H5(group = H5Gcreate2(file, group_name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
              "%s: cannot create group %s", path, group_name);
-    CHECK_DP(h5io_write_array(group, "images", H5T_NATIVE_UINT8, H5T_STD_U8LE, 3, image_dims, pair->images.data,
-                              path, err));
-    CHECK_DP(h5io_write_array(group, "labels", H5T_NATIVE_UINT8, H5T_STD_U8LE, 1, label_dims, pair->labels.data,
-                              path, err));
+    CHECK_DP(h5io_write_array(group, &(struct h5io_array){"images", H5T_NATIVE_UINT8, H5T_STD_U8LE, 3, image_dims}, pair->images.data, path, err));
+    CHECK_DP(h5io_write_array(group, &(struct h5io_array){"labels", H5T_NATIVE_UINT8, H5T_STD_U8LE, 1, label_dims}, pair->labels.data, path, err));
     hid_t closing = group;
     group = -1;
     CHECK_H5(H5Gclose(closing), "%s: cannot close group %s", path, group_name);
@@ -339,7 +337,7 @@ int dataset_read(const struct comm *comm, const char *path, struct dataset_part 
     memset(part, 0, sizeof *part);
     /* Every rank checks the file before the collective open, which would otherwise leave the
      * ranks that can read it waiting for one that cannot (a folder, a FIFO, a missing file). */
-    int ok = files_check_input(path, "--data", err) == 0;
+    int ok = files_check_input(path, "data file", err) == 0;
     if (!ok && access(path, F_OK) != 0)
         err_append_hint(err, "make the data file with 'dptrain convert'");
     if (comm_agree(comm->world, ok, err) != 0)

@@ -16,7 +16,7 @@ int evaluator_init(struct evaluator *ev, struct model *model, int tta, char *err
     CHECK_PTR(ev->labels = malloc(capacity + 1), "cannot allocate evaluation labels");
     if (tta)
         CHECK_PTR(ev->mirror_logits = tensor_alloc(capacity * (size_t)model->classes),
-                  "cannot allocate the --tta logits");
+                  "cannot allocate the mirrored images' logits");
     return 0;
 fail:
     evaluator_free(ev);
@@ -37,7 +37,7 @@ static const float *batch_logits(const struct evaluator *ev, const struct featur
     struct model *m = ev->model;
     for (int i = 0; i < n; i++)
         ev->indices[i] = (uint32_t)(start + (size_t)i);
-    features_gather(set, ev->indices, n, model_input(m), ev->labels, 0, NULL);
+    features_gather(set, ev->indices, n, model_input(m), ev->labels, NULL);
     const float *logits = model_forward(m, n, 0, NULL);
     if (!ev->mirror_logits)
         return logits;
@@ -65,9 +65,7 @@ static int evaluate_set(const struct comm *comm, const struct evaluator *ev, con
     for (size_t start = 0; start < set->count; start += chunk) {
         int n = (int)(set->count - start < chunk ? set->count - start : chunk);
         const float *logits = batch_logits(ev, set, start, n);
-        loss += softmax_cross_entropy(logits, ev->labels, n, ev->model->classes, 0.0f, 0.0f, NULL, &correct,
-                                      out->classes ? out->classes + start : NULL,
-                                      out->confidence ? out->confidence + start : NULL);
+        loss += softmax_cross_entropy(&(struct loss_input){logits, ev->labels, n, ev->model->classes, 0.0f}, &(struct loss_output){NULL, 0.0f, &correct, out->classes ? out->classes + start : NULL, out->confidence ? out->confidence + start : NULL});
     }
     double sums[3] = {loss, (double)correct, (double)set->count};
     CHECK_DP(comm_allreduce_doubles(comm, sums, 3, err));

@@ -7,7 +7,6 @@
 #include <math.h>
 #include <string.h>
 
-#define AUGMENT_SHIFT 2
 
 int normaliser_fit(const struct comm *comm, const uint8_t *pixels, size_t count,
                    struct normaliser *norm, char *err)
@@ -30,12 +29,14 @@ fail:
     return -1;
 }
 
-int features_create(struct features *f, const uint8_t *pixels, const uint8_t *labels,
-                    size_t count, const struct normaliser *norm, const struct pca *pca, char *err)
+int features_create(struct features *f, const struct split *samples, const struct normaliser *norm,
+                    const struct pca *pca, char *err)
 {
+    const uint8_t *pixels = samples->images;
+    size_t count = samples->count;
     memset(f, 0, sizeof *f);
     f->count = count;
-    f->labels = labels;
+    f->labels = samples->labels;
     f->norm = *norm;
     if (!pca) {
         f->dim = DATASET_PIXELS;
@@ -67,9 +68,20 @@ void features_free(struct features *f)
 
 /* Standardise one image, optionally mirrored and shifted by (dy, dx) with zero (background)
  * fill. Background is pixel 0, which standardises to `offset`. */
-static void standardise_image(const uint8_t *src, float *dst, float scale, float offset,
-                              int flip, int dy, int dx)
+/* Where an image lands: mirrored or not, shifted by (dy, dx). */
+struct placement {
+    int flip, dy, dx;
+};
+
+/* input = pixel * scale + offset: the standardisation as one multiply-add per pixel. */
+struct linear {
+    float scale, offset;
+};
+
+static void standardise_image(const uint8_t *src, float *dst, const struct linear *map, const struct placement *at)
 {
+    float scale = map->scale, offset = map->offset;
+    int flip = at->flip, dy = at->dy, dx = at->dx;
     if (!flip && dy == 0 && dx == 0) {
         for (int i = 0; i < DATASET_PIXELS; i++)
             dst[i] = (float)src[i] * scale + offset;
@@ -106,12 +118,11 @@ void features_mirror(float *batch, int n)
         }
 }
 
-void features_gather(const struct features *f, const uint32_t *indices, int n, float *out,
-                     uint8_t *labels_out, int augment, struct rng *rng)
+void features_gather(const struct features *f, const uint32_t *indices, int n, float *out, uint8_t *labels_out,
+                     struct rng *augment)
 {
     size_t dim = (size_t)f->dim;
-    float scale = 1.0f / (255.0f * f->norm.std);
-    float offset = -f->norm.mean / f->norm.std;
+    const struct linear map = {1.0f / (255.0f * f->norm.std), -f->norm.mean / f->norm.std};
     for (int b = 0; b < n; b++) {
         size_t i = indices[b];
         labels_out[b] = f->labels[i];
@@ -120,12 +131,12 @@ void features_gather(const struct features *f, const uint32_t *indices, int n, f
             memcpy(dst, f->projected + i * dim, dim * sizeof(float));
             continue;
         }
-        int flip = 0, dy = 0, dx = 0;
-        if (augment) {
-            flip = (int)rng_below(rng, 2);
-            dy = (int)rng_below(rng, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
-            dx = (int)rng_below(rng, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
+        struct placement at = {0, 0, 0};
+        if (augment) { /* in this order: the streams must draw as they always have */
+            at.flip = (int)rng_below(augment, 2);
+            at.dy = (int)rng_below(augment, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
+            at.dx = (int)rng_below(augment, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
         }
-        standardise_image(f->pixels + i * DATASET_PIXELS, dst, scale, offset, flip, dy, dx);
+        standardise_image(f->pixels + i * DATASET_PIXELS, dst, &map, &at);
     }
 }

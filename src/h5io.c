@@ -3,24 +3,35 @@
 #include "dptrain/check.h"
 #include "dptrain/files.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-int h5io_write_array(hid_t parent, const char *name, hid_t mem_type, hid_t file_type, int rank,
-                     const hsize_t *dims, const void *data, const char *path, char *err)
+static size_t element_count(const struct h5io_array *a)
+{
+    size_t count = 1;
+    for (int d = 0; d < a->rank; d++)
+        count *= (size_t)a->dims[d];
+    return count;
+}
+
+size_t h5io_array_bytes(const struct h5io_array *a)
+{
+    return element_count(a) * H5Tget_size(a->mem_type);
+}
+
+int h5io_write_array(hid_t parent, const struct h5io_array *a, const void *data, const char *path, char *err)
 {
     hid_t space = -1, set = -1;
-    hsize_t elements = 1;
-    for (int d = 0; d < rank; d++)
-        elements *= dims[d];
-    CHECK_H5(space = H5Screate_simple(rank, dims, NULL), "%s: cannot create dataspace for %s",
-             path, name);
-    CHECK_H5(set = H5Dcreate2(parent, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT,
-                              H5P_DEFAULT), "%s: cannot create dataset %s", path, name);
-    if (elements > 0)
-        CHECK_H5(H5Dwrite(set, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data),
-                 "%s: cannot write dataset %s", path, name);
-    H5Dclose(set);
-    H5Sclose(space);
+    CHECK_H5(space = H5Screate_simple(a->rank, a->dims, NULL), "%s: cannot create dataspace for %s", path, a->name);
+    CHECK_H5(set = H5Dcreate2(parent, a->name, a->file_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+             "%s: cannot create dataset %s", path, a->name);
+    if (element_count(a) > 0)
+        CHECK_H5(H5Dwrite(set, a->mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "%s: cannot write dataset %s", path,
+                 a->name);
+    CHECK_H5(H5Dclose(set), "%s: cannot close dataset %s", path, a->name);
+    set = -1;
+    CHECK_H5(H5Sclose(space), "%s: cannot close a dataspace", path);
     return 0;
 fail:
     if (set >= 0)
@@ -46,9 +57,11 @@ int h5io_write_strings_attr(hid_t object, const char *name, const char *const *v
     CHECK_H5(attr = H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT),
              "%s: cannot create attribute %s", path, name);
     CHECK_H5(H5Awrite(attr, type, values), "%s: cannot write attribute %s", path, name);
-    H5Aclose(attr);
-    H5Sclose(space);
-    H5Tclose(type);
+    CHECK_H5(H5Aclose(attr), "%s: cannot close attribute %s", path, name);
+    attr = -1;
+    CHECK_H5(H5Sclose(space), "%s: cannot close a dataspace", path);
+    space = -1;
+    CHECK_H5(H5Tclose(type), "%s: cannot close a string type", path);
     return 0;
 fail:
     if (attr >= 0)
@@ -67,16 +80,17 @@ int h5io_write_attr_string(hid_t object, const char *name, const char *value, co
     return h5io_write_strings_attr(object, name, values, 1, path, err);
 }
 
-static int write_scalar_attr(hid_t object, const char *name, hid_t mem_type, hid_t file_type,
-                             const void *value, const char *path, char *err)
+/* A scalar attribute: a's name and types (rank 0). */
+static int write_scalar_attr(hid_t object, const struct h5io_array *a, const void *value, const char *path, char *err)
 {
     hid_t space = -1, attr = -1;
     CHECK_H5(space = H5Screate(H5S_SCALAR), "%s: cannot create dataspace", path);
-    CHECK_H5(attr = H5Acreate2(object, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT),
-             "%s: cannot create attribute %s", path, name);
-    CHECK_H5(H5Awrite(attr, mem_type, value), "%s: cannot write attribute %s", path, name);
-    H5Aclose(attr);
-    H5Sclose(space);
+    CHECK_H5(attr = H5Acreate2(object, a->name, a->file_type, space, H5P_DEFAULT, H5P_DEFAULT),
+             "%s: cannot create attribute %s", path, a->name);
+    CHECK_H5(H5Awrite(attr, a->mem_type, value), "%s: cannot write attribute %s", path, a->name);
+    CHECK_H5(H5Aclose(attr), "%s: cannot close attribute %s", path, a->name);
+    attr = -1;
+    CHECK_H5(H5Sclose(space), "%s: cannot close a dataspace", path);
     return 0;
 fail:
     if (attr >= 0)
@@ -89,14 +103,93 @@ fail:
 int h5io_write_attr_double(hid_t object, const char *name, double value, const char *path,
                            char *err)
 {
-    return write_scalar_attr(object, name, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, &value, path, err);
+    return write_scalar_attr(object, &(struct h5io_array){name, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 0, NULL}, &value,
+                             path, err);
 }
 
 int h5io_write_attr_long(hid_t object, const char *name, long long value, const char *path,
                          char *err)
 {
-    return write_scalar_attr(object, name, H5T_NATIVE_LLONG, H5T_STD_I64LE, &value, path, err);
+    return write_scalar_attr(object, &(struct h5io_array){name, H5T_NATIVE_LLONG, H5T_STD_I64LE, 0, NULL}, &value,
+                             path, err);
 }
+
+/* ---- reading -------------------------------------------------------------------------- */
+
+int h5io_read_attr(hid_t object, const char *name, hid_t type, void *out, const char *path, char *err)
+{
+    hid_t attr = -1, space = -1;
+    if (H5Aexists(object, name) <= 0)
+        FAIL("%s: no attribute %s", path, name);
+    CHECK_H5(attr = H5Aopen(object, name, H5P_DEFAULT), "%s: cannot open attribute %s", path, name);
+    CHECK_H5(space = H5Aget_space(attr), "%s: cannot read the shape of attribute %s", path, name);
+    if (H5Sget_simple_extent_npoints(space) != 1)
+        FAIL("%s: attribute %s is not a single value", path, name);
+    CHECK_H5(H5Aread(attr, type, out), "%s: cannot read attribute %s", path, name);
+    CHECK_H5(H5Sclose(space), "%s: cannot close a dataspace", path);
+    space = -1;
+    CHECK_H5(H5Aclose(attr), "%s: cannot close attribute %s", path, name);
+    return 0;
+fail:
+    if (space >= 0)
+        H5Sclose(space);
+    if (attr >= 0)
+        H5Aclose(attr);
+    return -1;
+}
+
+int h5io_read_string_attr(hid_t object, const char *name, char *out, size_t size, const char *path, char *err)
+{
+    hid_t type = -1;
+    char *value = NULL;
+    CHECK_H5(type = H5Tcopy(H5T_C_S1), "cannot create string type");
+    CHECK_H5(H5Tset_size(type, H5T_VARIABLE), "cannot size string type");
+    CHECK_H5(H5Tset_cset(type, H5T_CSET_UTF8), "cannot set string encoding");
+    CHECK_DP(h5io_read_attr(object, name, type, &value, path, err));
+    if (!value || strlen(value) >= size)
+        FAIL("%s: attribute %s is empty or longer than %zu characters", path, name, size - 1);
+    snprintf(out, size, "%s", value);
+    char *freeing = value;
+    value = NULL;
+    CHECK_H5(H5free_memory(freeing), "%s: cannot free attribute %s", path, name);
+    CHECK_H5(H5Tclose(type), "cannot close a string type");
+    return 0;
+fail:
+    H5free_memory(value);
+    if (type >= 0)
+        H5Tclose(type);
+    return -1;
+}
+
+void *h5io_read_array(hid_t object, const struct h5io_array *a, const char *path, char *err)
+{
+    hid_t set = -1, space = -1;
+    void *data = NULL;
+    size_t count = element_count(a);
+    if (H5Lexists(object, a->name, H5P_DEFAULT) <= 0)
+        FAIL("%s: lacks the dataset %s", path, a->name);
+    CHECK_H5(set = H5Dopen2(object, a->name, H5P_DEFAULT), "%s: cannot open %s", path, a->name);
+    CHECK_H5(space = H5Dget_space(set), "%s: cannot read shape of %s", path, a->name);
+    long long found = (long long)H5Sget_simple_extent_npoints(space);
+    if (found < 0 || (size_t)found != count)
+        FAIL("%s: %s has %lld elements, expected %zu", path, a->name, found, count);
+    CHECK_PTR(data = malloc(h5io_array_bytes(a) + 64), "cannot allocate %s", a->name);
+    if (count > 0)
+        CHECK_H5(H5Dread(set, a->mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "%s: cannot read %s", path, a->name);
+    CHECK_H5(H5Sclose(space), "%s: cannot close a dataspace", path);
+    space = -1;
+    CHECK_H5(H5Dclose(set), "%s: cannot close %s", path, a->name);
+    return data;
+fail:
+    free(data);
+    if (space >= 0)
+        H5Sclose(space);
+    if (set >= 0)
+        H5Dclose(set);
+    return NULL;
+}
+
+/* ---- writing an in-memory file and publishing it ----------------------------------------- */
 
 hid_t h5io_create_in_memory(const char *final_path, char *err)
 {
@@ -107,7 +200,7 @@ hid_t h5io_create_in_memory(const char *final_path, char *err)
              final_path);
     CHECK_H5(file = H5Fcreate(final_path, H5F_ACC_TRUNC, H5P_DEFAULT, access), "%s: cannot create in memory",
              final_path);
-    H5Pclose(access);
+    CHECK_H5(H5Pclose(access), "%s: cannot close a file access list", final_path);
     return file;
 fail:
     if (access >= 0)

@@ -5,19 +5,21 @@
 #include <math.h>
 #include <string.h>
 
-void dense_forward(const float *x, const float *w, const float *bias, float *y, int batch,
-                   int in, int out)
+void dense_forward(const float *x, const float *w, const float *bias, float *y, const struct dense_shape *shape)
 {
+    int batch = shape->batch, in = shape->in, out = shape->out;
     /* Start from the bias in every row, then accumulate the product on top (beta = 1). */
     for (int b = 0; b < batch; b++)
         memcpy(y + (size_t)b * out, bias, (size_t)out * sizeof(float));
-    tensor_gemm(0, 1, batch, out, in, 1.0f, x, in, w, in, 1.0f, y, out);
+    tensor_gemm(&(struct gemm){0, 1, batch, out, in, 1.0f, x, in, w, in, 1.0f, y, out});
 }
 
-void dense_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
-                    float *dbias, int batch, int in, int out)
+void dense_backward(const float *x, const float *w, const float *dy, const struct dense_grads *grads,
+                    const struct dense_shape *shape)
 {
-    tensor_gemm(1, 0, out, in, batch, 1.0f, dy, out, x, in, 0.0f, dw, in);
+    int batch = shape->batch, in = shape->in, out = shape->out;
+    float *dx = grads->dx, *dw = grads->dw, *dbias = grads->dbias;
+    tensor_gemm(&(struct gemm){1, 0, out, in, batch, 1.0f, dy, out, x, in, 0.0f, dw, in});
     memset(dbias, 0, (size_t)out * sizeof(float));
     for (int b = 0; b < batch; b++) {
         const float *row = dy + (size_t)b * out;
@@ -25,7 +27,7 @@ void dense_backward(const float *x, const float *w, const float *dy, float *dx, 
             dbias[o] += row[o];
     }
     if (dx)
-        tensor_gemm(0, 0, batch, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
+        tensor_gemm(&(struct gemm){0, 0, batch, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in});
 }
 
 void relu_forward(const float *x, float *y, size_t n)
@@ -70,10 +72,14 @@ void dropout_backward(const float *mask, const float *dy, float *dx, size_t n)
         dx[i] = dy[i] * mask[i];
 }
 
-double softmax_cross_entropy(const float *logits, const uint8_t *labels, int batch, int classes,
-                             float smoothing, float scale, float *dlogits, long *correct,
-                             uint8_t *predicted, float *confidence)
+double softmax_cross_entropy(const struct loss_input *in, const struct loss_output *out)
 {
+    const float *logits = in->logits;
+    const uint8_t *labels = in->labels;
+    int batch = in->batch, classes = in->classes;
+    float smoothing = in->smoothing, scale = out->scale, *dlogits = out->dlogits, *confidence = out->confidence;
+    uint8_t *predicted = out->predicted;
+    long *correct = out->correct;
     double loss = 0.0;
     float off_target = smoothing / (float)classes;
     for (int b = 0; b < batch; b++) {

@@ -88,16 +88,16 @@ static int parse_mlp(struct model *m, const char *spec, float dropout, char *err
             errno = 0;
             long size = strtol(p, &end, 10);
             if (end == p || errno != 0 || size < 1 || size > 65536 || (*end != ',' && *end != '\0'))
-                FAIL("--model: bad hidden size in '%s' (expected mlp:H1,H2,... with sizes 1..65536)", spec);
+                FAIL("bad hidden size in '%s' (expected mlp:H1,H2,... with sizes 1..65536)", spec);
             if (hidden_count == MAX_HIDDEN)
-                FAIL("--model: at most %d hidden layers in '%s'", MAX_HIDDEN, spec);
+                FAIL("at most %d hidden layers in '%s'", MAX_HIDDEN, spec);
             hidden[hidden_count++] = (int)size;
             p = *end == ',' ? end + 1 : end;
             if (*end == ',' && *p == '\0')
-                FAIL("--model: trailing comma in '%s'", spec);
+                FAIL("trailing comma in '%s'", spec);
         }
         if (hidden_count == 0)
-            FAIL("--model: '%s' names no hidden layers (expected mlp:H1,H2,...)", spec);
+            FAIL("'%s' names no hidden layers (expected mlp:H1,H2,...)", spec);
     }
     int width = m->input_size;
     for (int h = 0; h < hidden_count; h++) {
@@ -117,7 +117,7 @@ static int parse_cnn(struct model *m, const char *spec, float dropout, char *err
     const char *tokens = strcmp(spec, "cnn") == 0 ? "32,p,64,p,f256" : spec + 4;
     int c = 1, h = IMAGE_SIDE, w = IMAGE_SIDE, dense = 0, width = 0, convs = 0;
     if (m->input_size != IMAGE_SIDE * IMAGE_SIDE)
-        FAIL("--model %s: a convolutional network needs raw 28x28 images (not --pca)", spec);
+        FAIL("%s: a convolutional network needs raw 28x28 images, not principal components", spec);
     m->is_conv = 1;
     const char *p = tokens;
     while (*p) {
@@ -125,7 +125,7 @@ static int parse_cnn(struct model *m, const char *spec, float dropout, char *err
         errno = 0;
         if (*p == 'p' && (p[1] == ',' || p[1] == '\0')) {
             if (dense || h % 2 || w % 2)
-                FAIL("--model: pooling in '%s' needs an even image side before any dense layer", spec);
+                FAIL("pooling in '%s' needs an even image side before any dense layer", spec);
             struct layer *l = add_layer(m, LAYER_MAXPOOL, c * h * w, c * (h / 2) * (w / 2));
             set_shape(l, c, h, w);
             h /= 2;
@@ -134,7 +134,7 @@ static int parse_cnn(struct model *m, const char *spec, float dropout, char *err
         } else if (*p == 'f') {
             long size = strtol(p + 1, &end, 10);
             if (end == p + 1 || errno || size < 1 || size > 65536)
-                FAIL("--model: bad dense size in '%s'", spec);
+                FAIL("bad dense size in '%s'", spec);
             if (!dense) {
                 struct layer *l = add_layer(m, LAYER_TO_ROWS, c * h * w, c * h * w);
                 set_shape(l, c, h, w);
@@ -146,18 +146,18 @@ static int parse_cnn(struct model *m, const char *spec, float dropout, char *err
         } else {
             long channels = strtol(p, &end, 10);
             if (end == p || errno || channels < 1 || channels > 4096 || dense)
-                FAIL("--model: bad token in '%s' (expected cnn:C,...,p,...,fN with channels before dense layers)", spec);
+                FAIL("bad token in '%s' (expected cnn:C,...,p,...,fN with channels before dense layers)", spec);
             add_conv_block(m, &c, h, w, (int)channels);
             convs++;
         }
         if (*end != ',' && *end != '\0')
-            FAIL("--model: bad token in '%s'", spec);
+            FAIL("bad token in '%s'", spec);
         if (m->layer_count > MODEL_MAX_LAYERS - 6)
-            FAIL("--model: '%s' has too many layers", spec);
+            FAIL("'%s' has too many layers", spec);
         p = *end == ',' ? end + 1 : end;
     }
     if (convs == 0)
-        FAIL("--model: '%s' has no convolution", spec);
+        FAIL("'%s' has no convolution", spec);
     if (!dense) {
         struct layer *l = add_layer(m, LAYER_TO_ROWS, c * h * w, c * h * w);
         set_shape(l, c, h, w);
@@ -234,7 +234,7 @@ static int parse_spec(struct model *m, const char *spec, float dropout, char *er
         return parse_mlp(m, spec, dropout, err);
     if (strcmp(spec, "cnn") == 0 || strncmp(spec, "cnn:", 4) == 0)
         return parse_cnn(m, spec, dropout, err);
-    err_set(err, "--model: unknown model spec '%s' (expected mlp, mlp:H1,H2,..., cnn or cnn:TOKENS)", spec);
+    err_set(err, "unknown model spec '%s' (expected mlp, mlp:H1,H2,..., cnn or cnn:TOKENS)", spec);
     return -1;
 }
 
@@ -353,7 +353,7 @@ const float *model_forward(struct model *m, int batch, int training, struct rng 
         double started = profile_now(profile);
         switch (l->kind) {
         case LAYER_DENSE:
-            dense_forward(x, l->weight, l->bias, y, batch, l->in_size, l->out_size);
+            dense_forward(x, l->weight, l->bias, y, &(struct dense_shape){batch, l->in_size, l->out_size});
             break;
         case LAYER_RELU:
             relu_forward(x, y, n);
@@ -370,11 +370,9 @@ const float *model_forward(struct model *m, int batch, int training, struct rng 
             break;
         case LAYER_BATCHNORM:
             if (training)
-                batchnorm_forward_train(x, y, l->xhat, l->inv_std, l->channels, per_channel, l->weight,
-                                        l->bias, l->running_mean, l->running_var);
+                batchnorm_forward_train(&(struct batchnorm){l->channels, per_channel, l->weight, l->bias, l->running_mean, l->running_var}, x, y, l->xhat, l->inv_std);
             else
-                batchnorm_forward_eval(x, y, l->channels, per_channel, l->weight, l->bias,
-                                       l->running_mean, l->running_var);
+                batchnorm_forward_eval(&(struct batchnorm){l->channels, per_channel, l->weight, l->bias, l->running_mean, l->running_var}, x, y);
             break;
         case LAYER_MAXPOOL:
             maxpool_forward(x, y, l->argmax, l->channels * batch, l->height, l->width);
@@ -399,8 +397,7 @@ void model_backward(struct model *m, int batch, const struct backward_hook *hook
         double started = profile_now(m->profile);
         switch (l->kind) {
         case LAYER_DENSE:
-            dense_backward(m->acts[i], l->weight, dy, dx, l->grad_weight, l->grad_bias, batch,
-                           l->in_size, l->out_size);
+            dense_backward(m->acts[i], l->weight, dy, &(struct dense_grads){dx, l->grad_weight, l->grad_bias}, &(struct dense_shape){batch, l->in_size, l->out_size});
             break;
         case LAYER_RELU:
             relu_backward(m->acts[i + 1], dy, m->grad_acts[i], n);
@@ -409,13 +406,11 @@ void model_backward(struct model *m, int batch, const struct backward_hook *hook
             dropout_backward(l->mask, dy, m->grad_acts[i], n);
             break;
         case LAYER_CONV:
-            conv_backward(&l->conv, batch, m->acts[i], l->weight, dy, dx, l->grad_weight, m->workspace,
-                          m->workspace_layer == i);
+            conv_backward(&l->conv, batch, &(struct conv_inputs){m->acts[i], l->weight, m->workspace, m->workspace_layer == i}, dy, &(struct conv_grads){dx, l->grad_weight});
             m->workspace_layer = -1;
             break;
         case LAYER_BATCHNORM:
-            batchnorm_backward(dy, l->xhat, l->inv_std, m->grad_acts[i], l->channels, per_channel,
-                               l->weight, l->grad_weight, l->grad_bias);
+            batchnorm_backward(&(struct batchnorm){l->channels, per_channel, l->weight, NULL, NULL, NULL}, dy, l->xhat, l->inv_std, &(struct batchnorm_grads){m->grad_acts[i], l->grad_weight, l->grad_bias});
             break;
         case LAYER_MAXPOOL:
             maxpool_backward(dy, l->argmax, m->grad_acts[i], l->channels * batch, l->height, l->width);

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct optimizer *optim_create(enum optimizer_kind kind, size_t count, double momentum,
                                double weight_decay, char *err)
@@ -27,6 +28,28 @@ fail:
     return NULL;
 }
 
+int optim_state(const struct optimizer *opt, const float *arrays[2], const char *names[2])
+{
+    arrays[0] = opt->first;
+    names[0] = "opt_first";
+    arrays[1] = opt->second;
+    names[1] = "opt_second";
+    return opt->second ? 2 : 1;
+}
+
+long optim_steps(const struct optimizer *opt)
+{
+    return opt->step;
+}
+
+void optim_restore(struct optimizer *opt, const float *const saved[2], long steps)
+{
+    memcpy(opt->first, saved[0], opt->count * sizeof(float));
+    if (opt->second && saved[1])
+        memcpy(opt->second, saved[1], opt->count * sizeof(float));
+    opt->step = steps;
+}
+
 void optim_free(struct optimizer *opt)
 {
     if (!opt)
@@ -36,19 +59,28 @@ void optim_free(struct optimizer *opt)
     free(opt);
 }
 
+/* One step's constants, copied into locals by the loops so that nothing they read can alias the
+ * arrays they write (the loops vectorise). */
+struct step_constants {
+    float lr, momentum, decay;                                      /* SGD */
+    float beta1, beta2, correction1, correction2, epsilon;          /* Adam */
+};
+
 static void sgd_range(float *restrict p, const float *restrict g, float *restrict v, size_t n,
-                      float lr, float momentum, float decay)
+                      const struct step_constants *k)
 {
+    const float lr = k->lr, momentum = k->momentum, decay = k->decay;
     for (size_t i = 0; i < n; i++) {
         v[i] = momentum * v[i] + g[i];
         p[i] -= lr * (v[i] + decay * p[i]);
     }
 }
 
-static void adam_range(float *restrict p, const float *restrict g, float *restrict m,
-                       float *restrict v, size_t n, float lr, float beta1, float beta2,
-                       float correction1, float correction2, float epsilon, float decay)
+static void adam_range(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t n,
+                       const struct step_constants *k)
 {
+    const float lr = k->lr, beta1 = k->beta1, beta2 = k->beta2, correction1 = k->correction1;
+    const float correction2 = k->correction2, epsilon = k->epsilon, decay = k->decay;
     for (size_t i = 0; i < n; i++) {
         m[i] = beta1 * m[i] + (1.0f - beta1) * g[i];
         v[i] = beta2 * v[i] + (1.0f - beta2) * g[i] * g[i];
@@ -62,18 +94,18 @@ void optim_step(struct optimizer *opt, float *params, const float *grads,
                 const struct param_range *ranges, int range_count, double lr)
 {
     opt->step++;
-    float correction1 = (float)(1.0 / (1.0 - pow(opt->beta1, (double)opt->step)));
-    float correction2 = (float)(1.0 / (1.0 - pow(opt->beta2, (double)opt->step)));
+    struct step_constants k = {
+        .lr = (float)lr, .momentum = (float)opt->momentum, .beta1 = (float)opt->beta1, .beta2 = (float)opt->beta2,
+        .correction1 = (float)(1.0 / (1.0 - pow(opt->beta1, (double)opt->step))),
+        .correction2 = (float)(1.0 / (1.0 - pow(opt->beta2, (double)opt->step))), .epsilon = (float)opt->epsilon,
+    };
     for (int r = 0; r < range_count; r++) {
         size_t o = ranges[r].offset, n = ranges[r].count;
-        float decay = ranges[r].decay ? (float)opt->weight_decay : 0.0f;
+        k.decay = ranges[r].decay ? (float)opt->weight_decay : 0.0f;
         if (opt->kind == OPT_SGD)
-            sgd_range(params + o, grads + o, opt->first + o, n, (float)lr, (float)opt->momentum,
-                      decay);
+            sgd_range(params + o, grads + o, opt->first + o, n, &k);
         else
-            adam_range(params + o, grads + o, opt->first + o, opt->second + o, n, (float)lr,
-                       (float)opt->beta1, (float)opt->beta2, correction1, correction2,
-                       (float)opt->epsilon, decay);
+            adam_range(params + o, grads + o, opt->first + o, opt->second + o, n, &k);
     }
 }
 

@@ -98,15 +98,17 @@ fail:
     return -1;
 }
 
-int pca_fit(const struct comm *comm, const uint8_t *pixels, size_t count, int dim, int components,
-            struct pca *pca, char *err)
+int pca_fit(const struct comm *comm, const struct pca_data *data, int components, struct pca *pca, char *err)
 {
+    const uint8_t *pixels = data->pixels;
+    size_t count = data->count;
+    int dim = data->dim;
     double *stats = NULL;
     size_t stats_len = (size_t)dim * dim + dim + 1;
     double start = timer_now();
     memset(pca, 0, sizeof *pca);
     if (components < 1 || components > dim)
-        FAIL("--pca: %d components is out of range 1..%d", components, dim);
+        FAIL("%d principal components is out of range 1..%d", components, dim);
     pca->dim = dim;
     pca->components = components;
     CHECK_PTR(stats = calloc(stats_len, sizeof(double)), "cannot allocate PCA statistics");
@@ -150,8 +152,8 @@ int pca_project(const struct pca *pca, const uint8_t *pixels, size_t count, floa
         for (size_t r = 0; r < rows; r++)
             for (int j = 0; j < dim; j++)
                 block[r * dim + j] = src[r * dim + j] * (1.0f / 255.0f) - mean[j];
-        tensor_gemm(0, 1, (int)rows, pca->components, dim, scale, block, dim, pca->basis, dim,
-                    0.0f, out + start * pca->components, pca->components);
+        tensor_gemm(&(struct gemm){0, 1, (int)rows, pca->components, dim, scale, block, dim, pca->basis, dim,
+                    0.0f, out + start * pca->components, pca->components});
     }
     tensor_free(block);
     tensor_free(mean);

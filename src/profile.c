@@ -14,7 +14,7 @@ int profile_init(struct profile *p, size_t event_capacity, char *err)
     memset(p, 0, sizeof *p);
     if (event_capacity > 0) {
         CHECK_PTR(p->events = malloc(event_capacity * sizeof *p->events),
-                  "--trace: cannot allocate room for %zu events", event_capacity);
+                  "cannot allocate room for %zu trace events", event_capacity);
         p->event_capacity = event_capacity;
     }
     p->origin = timer_now();
@@ -160,8 +160,7 @@ static void totals_json(const struct profile *p, int rank, struct text *t)
     text_printf(t, "}}");
 }
 
-int profile_rank_json(const struct profile *p, int rank, char **events, size_t *events_length, char **totals,
-                      size_t *totals_length, char *err)
+int profile_rank_json(const struct profile *p, int rank, struct trace_text *out, char *err)
 {
     struct text e = {0}, t = {0};
     events_json(p, rank, &e);
@@ -169,25 +168,33 @@ int profile_rank_json(const struct profile *p, int rank, char **events, size_t *
     if (e.failed || t.failed) {
         free(e.data);
         free(t.data);
-        err_set(err, "--trace: rank %d cannot allocate the trace text", rank);
+        err_set(err, "rank %d cannot allocate the trace text", rank);
         return -1;
     }
-    *events = e.data;
-    *events_length = e.length;
-    *totals = t.data;
-    *totals_length = t.length;
+    *out = (struct trace_text){.events = e.data, .totals = t.data, .events_length = e.length,
+                               .totals_length = t.length};
     return 0;
+}
+
+void profile_trace_text_free(struct trace_text *t)
+{
+    free(t->events);
+    free(t->totals);
+    free(t->event_offsets);
+    free(t->total_offsets);
+    memset(t, 0, sizeof *t);
 }
 
 /* The merged JSON is assembled in memory and published by files_write (atomic, and a full disk
  * is one clear line). */
-int profile_write_merged(const char *path, int ranks, const char *events, const size_t *event_offsets,
-                         const char *totals, const size_t *total_offsets, char *err)
+int profile_write_merged(const char *path, int ranks, const struct trace_text *merged, char *err)
 {
+    const char *events = merged->events, *totals = merged->totals;
+    const size_t *event_offsets = merged->event_offsets, *total_offsets = merged->total_offsets;
     char *text = NULL;
     size_t length = 0;
     FILE *out = NULL;
-    CHECK_PTR(out = open_memstream(&text, &length), "--trace %s: cannot assemble the trace", path);
+    CHECK_PTR(out = open_memstream(&text, &length), "%s: cannot assemble the trace", path);
     fputs("{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n", out);
     for (int r = 0; r < ranks; r++) {
         if (r > 0)
@@ -205,7 +212,7 @@ int profile_write_merged(const char *path, int ranks, const char *events, const 
     FILE *closing = out;
     out = NULL;
     if (fclose(closing) != 0 || failed)
-        FAIL("--trace %s: cannot assemble the trace (out of memory)", path);
+        FAIL("%s: cannot assemble the trace (out of memory)", path);
     CHECK_DP(files_write(path, text, length, err));
     free(text);
     return 0;

@@ -23,7 +23,7 @@ static int write_doubles(hid_t parent, const char *name, const double *data, siz
                          const char *path, char *err)
 {
     hsize_t dims[1] = {n};
-    return h5io_write_array(parent, name, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, dims, data, path, err);
+    return h5io_write_array(parent, &(struct h5io_array){name, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, dims}, data, path, err);
 }
 
 const char *const results_history_columns[RESULTS_HISTORY_COLUMNS] = {
@@ -88,13 +88,11 @@ static int write_metrics(hid_t group, const struct run_result *run, const char *
         for (int c = 0; c < classes; c++)
             confusion[r * classes + c] = m->confusion[r][c];
     hsize_t square[2] = {(hsize_t)classes, (hsize_t)classes}, line[1] = {(hsize_t)classes};
-    CHECK_DP(h5io_write_array(group, "confusion", H5T_NATIVE_INT32, H5T_STD_I32LE, 2, square,
-                              confusion, path, err));
+    CHECK_DP(h5io_write_array(group, &(struct h5io_array){"confusion", H5T_NATIVE_INT32, H5T_STD_I32LE, 2, square}, confusion, path, err));
     CHECK_DP(write_doubles(group, "precision", m->precision, (size_t)classes, path, err));
     CHECK_DP(write_doubles(group, "recall", m->recall, (size_t)classes, path, err));
     CHECK_DP(write_doubles(group, "f1", m->f1, (size_t)classes, path, err));
-    CHECK_DP(h5io_write_array(group, "support", H5T_NATIVE_INT32, H5T_STD_I32LE, 1, line,
-                              m->support, path, err));
+    CHECK_DP(h5io_write_array(group, &(struct h5io_array){"support", H5T_NATIVE_INT32, H5T_STD_I32LE, 1, line}, m->support, path, err));
     return 0;
 fail:
     return -1;
@@ -108,8 +106,7 @@ static int write_predictions(hid_t run_group, const struct run_result *run, cons
     float *confidence = NULL;
     size_t n = run->test_count, wrong = 0;
     hsize_t dims[1] = {n};
-    CHECK_DP(h5io_write_array(run_group, "predictions", H5T_NATIVE_UINT8, H5T_STD_U8LE, 1, dims,
-                              run->predictions, path, err));
+    CHECK_DP(h5io_write_array(run_group, &(struct h5io_array){"predictions", H5T_NATIVE_UINT8, H5T_STD_U8LE, 1, dims}, run->predictions, path, err));
     for (size_t i = 0; i < n; i++)
         wrong += run->predictions[i] != run->labels[i];
     CHECK_PTR(index = malloc((wrong + 1) * sizeof *index), "cannot allocate");
@@ -128,11 +125,13 @@ static int write_predictions(hid_t run_group, const struct run_result *run, cons
     CHECK_H5(group = H5Gcreate2(run_group, "misclassified", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
              "%s: cannot create misclassified group", path);
     dims[0] = wrong;
-    CHECK_DP(h5io_write_array(group, "index", H5T_NATIVE_INT32, H5T_STD_I32LE, 1, dims, index, path, err));
-    CHECK_DP(h5io_write_array(group, "true_label", H5T_NATIVE_UINT8, H5T_STD_U8LE, 1, dims, true_label, path, err));
-    CHECK_DP(h5io_write_array(group, "predicted", H5T_NATIVE_UINT8, H5T_STD_U8LE, 1, dims, predicted, path, err));
-    CHECK_DP(h5io_write_array(group, "confidence", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 1, dims, confidence, path, err));
-    H5Gclose(group);
+    CHECK_DP(h5io_write_array(group, &(struct h5io_array){"index", H5T_NATIVE_INT32, H5T_STD_I32LE, 1, dims}, index, path, err));
+    CHECK_DP(h5io_write_array(group, &(struct h5io_array){"true_label", H5T_NATIVE_UINT8, H5T_STD_U8LE, 1, dims}, true_label, path, err));
+    CHECK_DP(h5io_write_array(group, &(struct h5io_array){"predicted", H5T_NATIVE_UINT8, H5T_STD_U8LE, 1, dims}, predicted, path, err));
+    CHECK_DP(h5io_write_array(group, &(struct h5io_array){"confidence", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 1, dims}, confidence, path, err));
+    hid_t closing = group;
+    group = -1;
+    CHECK_H5(H5Gclose(closing), "%s: cannot close the misclassified group", path);
     free(index);
     free(true_label);
     free(predicted);
@@ -155,13 +154,14 @@ static int write_pca(hid_t run_group, const struct pca *pca, const char *path, c
     hsize_t basis_dims[2] = {(hsize_t)pca->components, (hsize_t)pca->dim};
     CHECK_H5(group = H5Gcreate2(run_group, "pca", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
              "%s: cannot create pca group", path);
-    CHECK_DP(h5io_write_array(group, "mean", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, mean_dims, pca->mean, path, err));
-    CHECK_DP(h5io_write_array(group, "components", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, basis_dims,
-                              pca->basis, path, err));
+    CHECK_DP(h5io_write_array(group, &(struct h5io_array){"mean", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, mean_dims}, pca->mean, path, err));
+    CHECK_DP(h5io_write_array(group, &(struct h5io_array){"components", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, basis_dims}, pca->basis, path, err));
     CHECK_DP(write_doubles(group, "explained_variance", pca->explained_variance, (size_t)pca->components, path, err));
     CHECK_DP(write_doubles(group, "explained_variance_ratio", pca->explained_ratio, (size_t)pca->components, path, err));
     CHECK_DP(h5io_write_attr_double(group, "fit_seconds", pca->fit_seconds, path, err));
-    H5Gclose(group);
+    hid_t closing = group;
+    group = -1;
+    CHECK_H5(H5Gclose(closing), "%s: cannot close the pca group", path);
     return 0;
 fail:
     if (group >= 0)
@@ -201,7 +201,9 @@ static int write_run(hid_t runs_group, const struct run_result *run, const char 
     CHECK_DP(write_predictions(g, run, path, err));
     if (run->pca_components > 0)
         CHECK_DP(write_pca(g, &run->pca, path, err));
-    H5Gclose(g);
+    hid_t closing = g;
+    g = -1;
+    CHECK_H5(H5Gclose(closing), "%s: cannot close group /runs/%s", path, run->name);
     return 0;
 fail:
     if (g >= 0)
@@ -225,8 +227,9 @@ int results_write(const char *path, const char *command, int ranks, const struct
              "%s: cannot create /runs", path);
     for (int r = 0; r < run_count; r++)
         CHECK_DP(write_run(group, &runs[r], path, err));
-    H5Gclose(group);
+    hid_t closing = group;
     group = -1;
+    CHECK_H5(H5Gclose(closing), "%s: cannot close /runs", path);
     hid_t finished = file;
     file = -1;
     CHECK_DP(h5io_publish(finished, path, err));

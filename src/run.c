@@ -48,11 +48,9 @@ static int allocate_here(struct run *run, const struct pca *pca, char *err)
     if (capacity < eval_batch(run->o->model_kind)) /* every rank evaluates its share */
         capacity = eval_batch(run->o->model_kind);
     CHECK_DP(allocate_model(run, pca ? pca->components : DATASET_PIXELS, capacity, err));
-    CHECK_DP(features_create(&run->train, d->train.images, d->train.labels, d->train.count, &d->norm, pca, err));
-    CHECK_DP(features_create(&run->test, d->test_part.images, d->test_part.labels, d->test_part.count, &d->norm,
-                             pca, err));
-    CHECK_DP(features_create(&run->validation, d->validation_part.images, d->validation_part.labels,
-                             d->validation_part.count, &d->norm, pca, err));
+    CHECK_DP(features_create(&run->train, &d->train, &d->norm, pca, err));
+    CHECK_DP(features_create(&run->test, &d->test_part, &d->norm, pca, err));
+    CHECK_DP(features_create(&run->validation, &d->validation_part, &d->norm, pca, err));
     CHECK_PTR(run->order = malloc((d->train.count + 1) * sizeof(uint32_t)), "cannot allocate the shuffle order");
     CHECK_PTR(run->batch_labels = malloc((size_t)capacity + 1), "cannot allocate batch labels");
     if (run->comm->rank == 0 && run->o->validation > 0)

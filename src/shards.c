@@ -121,7 +121,8 @@ int shards_load(const struct comm *comm, const char *path, int validation, uint6
     CHECK_DP(dataset_identify(comm, &part, &d->identity, err));
     if (validation > 0) {
         if ((size_t)validation + (size_t)comm->size > total)
-            FAIL("--validation %d leaves fewer training samples than ranks (%zu samples)", validation, total);
+            FAIL("holding out %d validation images leaves fewer training samples than ranks (%zu samples)", validation,
+                 total);
         CHECK_DP(hold_out_validation(comm, d, total, validation, seed, err));
     }
     CHECK_DP(share_eval_set(comm, &d->test, "test", &d->test_part, err));

@@ -59,13 +59,17 @@ static void describe(const struct run *run, const struct gathered *g, int epochs
         .warmup = o->warmup, .dropout = o->dropout, .label_smoothing = o->label_smoothing,
         .epoch = epochs_done, .step = step, .train_seconds = r->train_seconds,
         .epoch_seconds = epoch_seconds, .param_count = run->model->param_count,
-        .params = run->model->params, .opt_first = run->optimizer->first,
-        .opt_second = run->optimizer->second, .opt_step = run->optimizer->step,
+        .params = run->model->params, .opt_step = optim_steps(run->optimizer),
         .best_params = run->best_params, .best_val = run->best_val, .best_epoch = r->best_epoch,
         .norm_mean = run->d->norm.mean, .norm_std = run->d->norm.std, .data = run->d->identity, .pca = r->pca, .history_length = epochs_done,
         .history = r->history, .dropout_rng = g->dropout, .augment_rng = g->augment, .partial_loss = g->losses,
         .partial_correct = g->corrects, .buffer_count = run->model->buffer_count, .buffers = g->buffers,
     };
+    const float *state[2];
+    const char *names[2];
+    int arrays = optim_state(run->optimizer, state, names);
+    c->opt_first = (float *)state[0];   /* written, never changed, by checkpoint_write */
+    c->opt_second = arrays > 1 ? (float *)state[1] : NULL;
     snprintf(c->model, sizeof c->model, "%s", o->model);
     snprintf(c->optimizer, sizeof c->optimizer, "%s", config_optimizer_name(o->optimizer));
     snprintf(c->schedule, sizeof c->schedule, "%s", config_schedule_name(o->schedule));
@@ -98,10 +102,8 @@ int snapshot_restore(struct run *run, const struct checkpoint *c, char *err)
     /* the same checkpoint and data on every rank: the same verdict */
     CHECK_DP(checkpoint_check_position(c, run->steps, m->param_count, m->buffer_count, run->o->checkpoint, err));
     memcpy(m->params, c->params, bytes);
-    memcpy(run->optimizer->first, c->opt_first, bytes);
-    if (run->optimizer->second)
-        memcpy(run->optimizer->second, c->opt_second, bytes);
-    run->optimizer->step = c->opt_step;
+    const float *const saved[2] = {c->opt_first, c->opt_second};
+    optim_restore(run->optimizer, saved, c->opt_step);
     if (run->best_params && c->best_params)
         memcpy(run->best_params, c->best_params, bytes);
     run->best_val = c->best_val;
@@ -161,7 +163,8 @@ static int check_settings(const struct checkpoint *c, const struct config *o, in
         return 0;
     config_setting_value(&saved, c->ranks, s, was, sizeof was);
     config_setting_value(o, ranks, s, now, sizeof now);
-    FAIL("--resume: %s was saved with %s %s, this run has %s %s (resume with the same settings)", o->checkpoint,
+    FAIL("%s: %s was saved with %s %s, this run has %s %s (resume with the same settings)", cli_flag(OPTION_RESUME),
+         o->checkpoint,
          cli_setting_flag(s), was, cli_setting_flag(s), now);
 fail:
     return -1;
@@ -172,7 +175,8 @@ int snapshot_load(const struct comm *comm, const struct config *o, struct checkp
     int ok = checkpoint_read(o->checkpoint, c, err) == 0;
     ok = ok && check_settings(c, o, comm->size, err) == 0;
     if (ok && o->name && strcmp(o->name, c->name) != 0) {
-        err_set(err, "--resume: %s holds run %s, this run is named %s", o->checkpoint, c->name, o->name);
+        err_set(err, "%s: %s holds run %s, this run is named %s", cli_flag(OPTION_RESUME), o->checkpoint, c->name,
+                o->name);
         ok = 0;
     }
     if (comm_agree(comm->world, ok, err) != 0) {

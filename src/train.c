@@ -1,6 +1,7 @@
 #include "dptrain/train.h"
 
 #include "dptrain/check.h"
+#include "dptrain/cli.h"
 #include "dptrain/console.h"
 #include "dptrain/layers.h"
 #include "dptrain/snapshot.h"
@@ -22,9 +23,7 @@ int train_batch_gradient(struct model *model, struct reducer *reducer, const str
     reducer_begin(reducer);
     if (batch->n > 0) {
         const float *logits = model_forward(model, batch->n, 1, batch->dropout);
-        sums->loss += softmax_cross_entropy(logits, batch->labels, batch->n, model->classes, batch->smoothing,
-                                            1.0f / (float)batch->global, model_grad_logits(model), &sums->correct,
-                                            NULL, NULL);
+        sums->loss += softmax_cross_entropy(&(struct loss_input){logits, batch->labels, batch->n, model->classes, batch->smoothing}, &(struct loss_output){model_grad_logits(model), 1.0f / (float)batch->global, &sums->correct, NULL, NULL});
         clock = profile_end(p, PHASE_FORWARD, CATEGORY_STEP, clock);
         struct backward_hook hook = {reducer_ready, reducer};
         model_backward(model, batch->n, &hook);
@@ -70,11 +69,11 @@ static void name_bad_rank(const struct run *run, int locally_bad, int epoch, lon
     if (comm_min_int(run->comm, &first, err) != 0)
         return;
     if (first < run->comm->size)
-        err_set(err, "rank %d: the loss became NaN or Inf at epoch %d, step %ld (try a lower --lr)", first, epoch,
-                step + 1);
+        err_set(err, "rank %d: the loss became NaN or Inf at epoch %d, step %ld (try a lower %s)", first, epoch,
+                step + 1, cli_setting_flag(SETTING_LR));
     else
-        err_set(err, "the summed gradient became NaN or Inf at epoch %d, step %ld (try a lower --lr)", epoch,
-                step + 1);
+        err_set(err, "the summed gradient became NaN or Inf at epoch %d, step %ld (try a lower %s)", epoch,
+                step + 1, cli_setting_flag(SETTING_LR));
 }
 
 /* The shuffled order of the epoch; fresh streams and sums unless resuming inside it. */
@@ -102,8 +101,7 @@ static struct batch load_batch(struct run *run, int epoch, long step)
     struct batch b = {run->batch_labels, 0, shards_step_total(run->d, run->comm->size, run->steps, step),
                       (float)run->o->label_smoothing, &run->dropout};
     shards_step_share(run->train.count, run->steps, step, &first, &b.n);
-    features_gather(&run->train, run->order + first, b.n, model_input(run->model), run->batch_labels,
-                    run->o->augment, &run->augment);
+    features_gather(&run->train, run->order + first, b.n, model_input(run->model), run->batch_labels, run->o->augment ? &run->augment : NULL);
     if (fault_strikes(&run->fault, FAULT_NAN, run->comm->rank, epoch, step + 1))
         model_input(run->model)[0] = NAN;
     return b;
@@ -238,9 +236,10 @@ static int stop_run(struct run *run, int epoch, long stopped_at, double seconds,
     if (o->checkpoint)
         CHECK_DP(snapshot_save(run, epoch - 1, stopped_at, seconds, err));
     if (run->comm->rank == 0)
-        fprintf(stderr, "dptrain: stopped by signal %d at epoch %d, step %ld; %s%s\n", run->stop_signal, epoch,
-                stopped_at + 1, o->checkpoint ? "checkpoint written to " : "no --checkpoint given, nothing saved",
-                o->checkpoint ? o->checkpoint : "");
+        fprintf(stderr, "dptrain: stopped by signal %d at epoch %d, step %ld; %s%s%s\n", run->stop_signal, epoch,
+                stopped_at + 1, o->checkpoint ? "checkpoint written to " : "no ",
+                o->checkpoint ? o->checkpoint : cli_flag(OPTION_CHECKPOINT),
+                o->checkpoint ? "" : " given, nothing saved");
     return DP_EXIT_STOPPED;
 fail:
     return DP_EXIT_ERROR;
@@ -274,8 +273,7 @@ static const struct pca *inputs_basis(struct run *run, int pca_k, struct checkpo
     if (resume) {
         run->r->pca = resume->pca;
         memset(&resume->pca, 0, sizeof resume->pca);
-    } else if (pca_fit(run->comm, run->d->train.images, run->d->train.count, DATASET_PIXELS, pca_k, &run->r->pca,
-                       err) != 0) {
+    } else if (pca_fit(run->comm, &(struct pca_data){run->d->train.images, run->d->train.count, DATASET_PIXELS}, pca_k, &run->r->pca, err) != 0) {
         return NULL;
     }
     return &run->r->pca;

@@ -5,6 +5,7 @@
 #include "dptrain/layers.h"
 #include "dptrain/model.h"
 #include "dptrain/rng.h"
+#include "test_util.h"
 
 #include <math.h>
 #include <setjmp.h>
@@ -17,26 +18,8 @@
 
 #define STEP 1e-3f
 
-static void fill(float *x, size_t n, struct rng *rng)
-{
-    for (size_t i = 0; i < n; i++)
-        x[i] = rng_normal(rng);
-}
-
-static double dot(const float *a, const float *b, size_t n)
-{
-    double s = 0;
-    for (size_t i = 0; i < n; i++)
-        s += (double)a[i] * b[i];
-    return s;
-}
-
-static void assert_close(double analytic, double numeric, const char *what, size_t i)
-{
-    double tolerance = 3e-3 + 1e-2 * fabs(numeric);
-    if (fabs(analytic - numeric) > tolerance)
-        fail_msg("%s[%zu]: analytic %.6f vs numeric %.6f", what, i, analytic, numeric);
-}
+/* finite-difference checks: absolute tolerance 3e-3 plus 1% */
+#define GRADIENT_TOLERANCE 3e-3
 
 enum { B = 2, CI = 2, CO = 3, H = 4, W = 6 };
 
@@ -44,7 +27,7 @@ static double conv_probe(const struct conv_shape *s, const float *x, const float
                          float *y, float *col)
 {
     conv_forward(s, B, x, w, y, col);
-    return dot(y, r, (size_t)CO * B * H * W);
+    return test_dot(y, r, (size_t)CO * B * H * W);
 }
 
 static void test_conv_gradients(void **state)
@@ -55,14 +38,14 @@ static void test_conv_gradients(void **state)
     rng_seed(&rng, 21, 0, 0, 0);
     float x[CI * B * H * W], w[CO * CI * 9], r[CO * B * H * W], y[CO * B * H * W];
     float dx[CI * B * H * W], dw[CO * CI * 9], col[CI * 9 * B * H * W];
-    fill(x, sizeof x / sizeof *x, &rng);
-    fill(w, sizeof w / sizeof *w, &rng);
-    fill(r, sizeof r / sizeof *r, &rng);
-    conv_backward(&s, B, x, w, r, dx, dw, col, 0);
+    test_fill_normal(x, sizeof x / sizeof *x, &rng);
+    test_fill_normal(w, sizeof w / sizeof *w, &rng);
+    test_fill_normal(r, sizeof r / sizeof *r, &rng);
+    conv_backward(&s, B, &(struct conv_inputs){x, w, col, 0}, r, &(struct conv_grads){dx, dw});
     /* Reusing forward's im2col (the workspace still holding it) gives the same gradients. */
     float dx_reused[CI * B * H * W], dw_reused[CO * CI * 9];
     conv_forward(&s, B, x, w, y, col);
-    conv_backward(&s, B, x, w, r, dx_reused, dw_reused, col, 1);
+    conv_backward(&s, B, &(struct conv_inputs){x, w, col, 1}, r, &(struct conv_grads){dx_reused, dw_reused});
     assert_memory_equal(dx, dx_reused, sizeof dx);
     assert_memory_equal(dw, dw_reused, sizeof dw);
     float *targets[2] = {x, w}, *grads[2] = {dx, dw};
@@ -75,7 +58,7 @@ static void test_conv_gradients(void **state)
             targets[t][i] = keep - STEP;
             double down = conv_probe(&s, x, w, r, y, col);
             targets[t][i] = keep;
-            assert_close(grads[t][i], (up - down) / (2 * STEP), t ? "conv dw" : "conv dx", i);
+            test_assert_gradient(grads[t][i], (up - down) / (2 * STEP), GRADIENT_TOLERANCE, t ? "conv dw" : "conv dx", i);
         }
 }
 
@@ -86,8 +69,8 @@ static void test_conv_matches_direct_sum(void **state)
     struct rng rng;
     rng_seed(&rng, 22, 0, 0, 0);
     float x[CI * B * H * W], w[CO * CI * 9], y[CO * B * H * W], col[CI * 9 * B * H * W];
-    fill(x, sizeof x / sizeof *x, &rng);
-    fill(w, sizeof w / sizeof *w, &rng);
+    test_fill_normal(x, sizeof x / sizeof *x, &rng);
+    test_fill_normal(w, sizeof w / sizeof *w, &rng);
     conv_forward(&s, B, x, w, y, col);
     for (int co = 0; co < CO; co++)
         for (int n = 0; n < B; n++)
@@ -114,8 +97,8 @@ static void test_maxpool(void **state)
     rng_seed(&rng, 23, 0, 0, 0);
     float x[P * PH * PW], y[P * PH * PW / 4], r[P * PH * PW / 4], dx[P * PH * PW];
     uint8_t arg[P * PH * PW / 4];
-    fill(x, P * PH * PW, &rng);
-    fill(r, P * PH * PW / 4, &rng);
+    test_fill_normal(x, P * PH * PW, &rng);
+    test_fill_normal(r, P * PH * PW / 4, &rng);
     maxpool_forward(x, y, arg, P, PH, PW);
     maxpool_backward(r, arg, dx, P, PH, PW);
     assert_float_equal(y[0], fmaxf(fmaxf(x[0], x[1]), fmaxf(x[PW], x[PW + 1])), 0);
@@ -123,12 +106,12 @@ static void test_maxpool(void **state)
         float keep = x[i];
         x[i] = keep + STEP;
         maxpool_forward(x, y, arg, P, PH, PW);
-        double up = dot(y, r, P * PH * PW / 4);
+        double up = test_dot(y, r, P * PH * PW / 4);
         x[i] = keep - STEP;
         maxpool_forward(x, y, arg, P, PH, PW);
-        double down = dot(y, r, P * PH * PW / 4);
+        double down = test_dot(y, r, P * PH * PW / 4);
         x[i] = keep;
-        assert_close(dx[i], (up - down) / (2 * STEP), "maxpool dx", i);
+        test_assert_gradient(dx[i], (up - down) / (2 * STEP), GRADIENT_TOLERANCE, "maxpool dx", i);
     }
 }
 
@@ -176,10 +159,10 @@ static void test_batchnorm(void **state)
     float x[C * N], y[C * N], r[C * N], xhat[C * N], inv[C], dx[C * N];
     float gamma[C] = {1.5f, 0.7f, -0.3f}, beta[C] = {0.1f, -0.2f, 0.3f}, dg[C], db[C];
     float mean[C] = {0}, var[C] = {1, 1, 1};
-    fill(x, C * N, &rng);
-    fill(r, C * N, &rng);
-    batchnorm_forward_train(x, y, xhat, inv, C, N, gamma, beta, mean, var);
-    batchnorm_backward(r, xhat, inv, dx, C, N, gamma, dg, db);
+    test_fill_normal(x, C * N, &rng);
+    test_fill_normal(r, C * N, &rng);
+    batchnorm_forward_train(&(struct batchnorm){C, N, gamma, beta, mean, var}, x, y, xhat, inv);
+    batchnorm_backward(&(struct batchnorm){C, N, gamma, NULL, NULL, NULL}, r, xhat, inv, &(struct batchnorm_grads){dx, dg, db});
     /* Normalised output: each channel's xhat has mean 0 and variance 1. */
     for (int c = 0; c < C; c++) {
         double m = 0, v = 0;
@@ -189,7 +172,15 @@ static void test_batchnorm(void **state)
             v += (xhat[c * N + i] - m) * (xhat[c * N + i] - m) / N;
         assert_float_equal(m, 0, 1e-6);
         assert_float_equal(v, 1, 1e-3);
-        assert_float_equal(mean[c], 0.1 * m + 0.1 * 0, 10); /* running stats moved */
+        /* Running statistics: one update with momentum 0.1 from (0, 1), with the batch's mean and
+         * its unbiased variance. */
+        double xm = 0, xv = 0;
+        for (int i = 0; i < N; i++)
+            xm += x[c * N + i] / N;
+        for (int i = 0; i < N; i++)
+            xv += (x[c * N + i] - xm) * (x[c * N + i] - xm) / (N - 1);
+        assert_float_equal(mean[c], 0.1 * xm, 1e-6);
+        assert_float_equal(var[c], 0.9 + 0.1 * xv, 1e-5);
     }
     float *targets[3] = {x, gamma, beta}, *grads[3] = {dx, dg, db};
     size_t sizes[3] = {C * N, C, C};
@@ -198,13 +189,13 @@ static void test_batchnorm(void **state)
         for (size_t i = 0; i < sizes[t]; i++) {
             float keep = targets[t][i];
             targets[t][i] = keep + STEP;
-            batchnorm_forward_train(x, y, xhat, inv, C, N, gamma, beta, mean, var);
-            double up = dot(y, r, C * N);
+            batchnorm_forward_train(&(struct batchnorm){C, N, gamma, beta, mean, var}, x, y, xhat, inv);
+            double up = test_dot(y, r, C * N);
             targets[t][i] = keep - STEP;
-            batchnorm_forward_train(x, y, xhat, inv, C, N, gamma, beta, mean, var);
-            double down = dot(y, r, C * N);
+            batchnorm_forward_train(&(struct batchnorm){C, N, gamma, beta, mean, var}, x, y, xhat, inv);
+            double down = test_dot(y, r, C * N);
             targets[t][i] = keep;
-            assert_close(grads[t][i], (up - down) / (2 * STEP), names[t], i);
+            test_assert_gradient(grads[t][i], (up - down) / (2 * STEP), GRADIENT_TOLERANCE, names[t], i);
         }
     /* Evaluation with running statistics equal to the batch's reproduces training's output,
      * up to the unbiased variance the running statistics keep. */
@@ -218,8 +209,8 @@ static void test_batchnorm(void **state)
         batch_mean[c] = (float)m;
         batch_var[c] = (float)v;
     }
-    batchnorm_forward_train(x, y, xhat, inv, C, N, gamma, beta, mean, var);
-    batchnorm_forward_eval(x, ye, C, N, gamma, beta, batch_mean, batch_var);
+    batchnorm_forward_train(&(struct batchnorm){C, N, gamma, beta, mean, var}, x, y, xhat, inv);
+    batchnorm_forward_eval(&(struct batchnorm){C, N, gamma, beta, batch_mean, batch_var}, x, ye);
     for (int i = 0; i < C * N; i++)
         assert_float_equal(ye[i], y[i], 1e-4);
 }
@@ -252,11 +243,11 @@ static void test_cnn_model_gradient(void **state)
     model_init_params(m, &rng);
     float x[BATCH * 784];
     uint8_t labels[BATCH] = {4, 9};
-    fill(x, BATCH * 784, &rng);
+    test_fill_normal(x, BATCH * 784, &rng);
     long correct = 0;
     memcpy(model_input(m), x, sizeof x);
     const float *z = model_forward(m, BATCH, 1, NULL);
-    softmax_cross_entropy(z, labels, BATCH, 10, 0, 1.0f / BATCH, model_grad_logits(m), &correct, NULL, NULL);
+    softmax_cross_entropy(&(struct loss_input){z, labels, BATCH, 10, 0}, &(struct loss_output){model_grad_logits(m), 1.0f / BATCH, &correct, NULL, NULL});
     model_backward(m, BATCH, NULL);
     float *analytic = malloc(m->param_count * sizeof(float));
     memcpy(analytic, m->grads, m->param_count * sizeof(float));
@@ -268,11 +259,9 @@ static void test_cnn_model_gradient(void **state)
     for (size_t i = 0; i < m->param_count; i += i < 82 || i > 5950 ? 1 : 37) {
         float keep = m->params[i];
         m->params[i] = keep + STEP;
-        double up = softmax_cross_entropy(model_forward(m, BATCH, 1, NULL), labels, BATCH, 10, 0, 0,
-                                          NULL, &correct, NULL, NULL);
+        double up = softmax_cross_entropy(&(struct loss_input){model_forward(m, BATCH, 1, NULL), labels, BATCH, 10, 0}, &(struct loss_output){NULL, 0, &correct, NULL, NULL});
         m->params[i] = keep - STEP;
-        double down = softmax_cross_entropy(model_forward(m, BATCH, 1, NULL), labels, BATCH, 10, 0, 0,
-                                            NULL, &correct, NULL, NULL);
+        double down = softmax_cross_entropy(&(struct loss_input){model_forward(m, BATCH, 1, NULL), labels, BATCH, 10, 0}, &(struct loss_output){NULL, 0, &correct, NULL, NULL});
         m->params[i] = keep;
         double numeric = (up - down) / (2 * STEP) / BATCH, gap = fabs(analytic[i] - numeric);
         checked++;
@@ -299,7 +288,8 @@ static void test_cnn_specs(void **state)
         struct model *wrong = model_create(bad[i], 784, 10, 2, 0, err);
         if (wrong)
             fail_msg("spec '%s' was accepted", bad[i]);
-        assert_non_null(strstr(err, "--model"));
+        if (!strstr(err, bad[i])) /* the message quotes the spec */
+            fail_msg("'%s': %s", bad[i], err);
     }
     assert_null(model_create("cnn", 50, 10, 2, 0, err));
     assert_non_null(strstr(err, "needs raw 28x28 images"));

@@ -217,6 +217,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_local_shares),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    comm_finalize();
+    if (comm_finalize(err) != 0)
+        return 1;
     return failed;
 }

@@ -43,7 +43,7 @@ static void test_known_components(void **state)
     size_t first, count;
     comm_block(N, world.size, world.rank, &first, &count);
     struct pca pca;
-    assert_int_equal(pca_fit(&world, x + first * DIM, count, DIM, 3, &pca, err), 0);
+    assert_int_equal(pca_fit(&world, &(struct pca_data){x + first * DIM, count, DIM}, 3, &pca, err), 0);
     double unbiased = (double)N / (N - 1);
     double l1 = 100 * pow(60.0 / 255, 2) * unbiased, l2 = 50 * pow(30.0 / 255, 2) * unbiased;
     assert_int_equal(pca.samples, N);
@@ -84,9 +84,9 @@ static void test_ranks_agree_with_one_rank(void **state)
     size_t first, count;
     comm_block(M, world.size, world.rank, &first, &count);
     struct pca split, whole;
-    assert_int_equal(pca_fit(&world, x + first * DIM, count, DIM, K, &split, err), 0);
+    assert_int_equal(pca_fit(&world, &(struct pca_data){x + first * DIM, count, DIM}, K, &split, err), 0);
     struct comm self = {MPI_COMM_SELF, 0, 1};
-    assert_int_equal(pca_fit(&self, x, M, DIM, K, &whole, err), 0);
+    assert_int_equal(pca_fit(&self, &(struct pca_data){x, M, DIM}, K, &whole, err), 0);
     for (int k = 0; k < K; k++) {
         assert_float_equal(split.explained_ratio[k], whole.explained_ratio[k], 1e-10);
         for (size_t p = 0; p < DIM; p++)
@@ -104,7 +104,7 @@ static double reconstruction_error(const uint8_t *x, size_t n, int k)
     char err[DP_ERR_LEN];
     struct comm self = {MPI_COMM_SELF, 0, 1};
     struct pca pca;
-    assert_int_equal(pca_fit(&self, x, n, DIM, k, &pca, err), 0);
+    assert_int_equal(pca_fit(&self, &(struct pca_data){x, n, DIM}, k, &pca, err), 0);
     float *z = malloc(n * (size_t)k * sizeof(float));
     assert_int_equal(pca_project(&pca, x, n, 1.0f, z, err), 0);
     double error = 0;
@@ -124,8 +124,10 @@ static double reconstruction_error(const uint8_t *x, size_t n, int k)
 static void test_reconstruction_error_falls(void **state)
 {
     (void)state;
-    if (world.rank != 0)
-        return;
+    /* A property of the fit itself, on one rank: the same under every rank count, so it runs
+     * once (np1) rather than again on rank 0 of the larger runs. */
+    if (world.size != 1)
+        skip();
     enum { M = 1200 };
     uint8_t *x = varied_images(M);
     int ks[] = {1, 10, 50, 200, 784};
@@ -147,9 +149,9 @@ static void test_bad_component_counts(void **state)
     char err[DP_ERR_LEN];
     uint8_t x[DIM] = {0};
     struct pca pca;
-    assert_int_equal(pca_fit(&world, x, 1, DIM, 0, &pca, err), -1);
-    assert_non_null(strstr(err, "--pca: 0 components is out of range 1..784"));
-    assert_int_equal(pca_fit(&world, x, 1, DIM, 785, &pca, err), -1);
+    assert_int_equal(pca_fit(&world, &(struct pca_data){x, 1, DIM}, 0, &pca, err), -1);
+    assert_non_null(strstr(err, "0 principal components is out of range 1..784"));
+    assert_int_equal(pca_fit(&world, &(struct pca_data){x, 1, DIM}, 785, &pca, err), -1);
 }
 
 int main(int argc, char **argv)
@@ -164,6 +166,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bad_component_counts),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    comm_finalize();
+    if (comm_finalize(err) != 0)
+        return 1;
     return failed;
 }

@@ -1,5 +1,13 @@
 #include "test_util.h"
 
+#include "dptrain/rng.h"
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,4 +136,24 @@ void test_write_dataset(const char *dir, size_t n_train, size_t n_test, int gz)
 {
     write_set(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte", n_train, 0, gz);
     write_set(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", n_test, 1000000, gz);
+}
+
+void test_fill_normal(float *x, size_t n, struct rng *rng)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = rng_normal(rng);
+}
+
+double test_dot(const float *a, const float *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)a[i] * b[i];
+    return s;
+}
+
+void test_assert_gradient(double analytic, double numeric, double absolute, const char *what, size_t i)
+{
+    if (fabs(analytic - numeric) > absolute + 1e-2 * fabs(numeric))
+        fail_msg("%s[%zu]: analytic %.6f vs numeric %.6f", what, i, analytic, numeric);
 }

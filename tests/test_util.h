@@ -23,4 +23,13 @@ void test_write_dataset(const char *dir, size_t n_train, size_t n_test, int gz);
 uint8_t test_pixel(size_t i, size_t p);
 uint8_t test_label(size_t i);
 
+struct rng;
+
+/* x[i] ~ N(0, 1) from rng. */
+void test_fill_normal(float *x, size_t n, struct rng *rng);
+double test_dot(const float *a, const float *b, size_t n);
+/* Fail unless an analytic gradient matches its finite-difference estimate within `absolute`
+ * plus 1% of the estimate. */
+void test_assert_gradient(double analytic, double numeric, double absolute, const char *what, size_t i);
+
 #endif

@@ -24,13 +24,15 @@ void err_set(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3
 void err_append(char *err, const char *reason);
 /* Append the innermost message of the current HDF5 error stack. */
 void err_append_hdf5(char *err);
+/* Put "prefix: " before the message (the layer that knows the flag names it). */
+void err_prefix(char *err, const char *prefix);
 /* Append "; " and a formatted hint (what the user can do), keeping the message one line. */
 void err_append_hint(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Append MPI's description of an error code. */
 void err_append_mpi(char *err, int mpi_code);
 
-/* Turn off HDF5's own printing of error stacks: dptrain reports one line itself. */
-void check_quiet_hdf5(void);
+/* Turn off HDF5's own printing of error stacks: dptrain reports one line itself. -1 on failure. */
+int check_quiet_hdf5(void);
 
 #define FAIL(...)                                                                      \
     do {                                                                               \

@@ -10,6 +10,8 @@
 /* Parse argv (argv[1] is the subcommand) into a configuration. On error returns -1 with a
  * message naming the flag. */
 int cli_parse(int argc, char **argv, struct config *config, char *err);
+/* The flag users type for an option ("--data"). */
+const char *cli_flag(enum option o);
 /* The flag users type for a setting ("--batch"; the rank count, which no flag sets: "ranks"). */
 const char *cli_setting_flag(enum setting s);
 void cli_print_help(FILE *out, enum command command);

@@ -15,7 +15,7 @@ struct comm {
 
 /* MPI_Init, then MPI_ERRORS_RETURN so that every failure comes back as a code we check. */
 int comm_init(int *argc, char ***argv, struct comm *comm, char *err);
-void comm_finalize(void);
+int comm_finalize(char *err);
 
 /* Collective: returns 0 if ok is true on every rank; otherwise -1 on every rank, with the
  * message of the lowest failing rank in err everywhere (so it can be printed once). */

@@ -52,6 +52,12 @@ const char *config_schedule_name(enum schedule_kind kind);
 int config_schedule_parse(const char *name, enum schedule_kind *kind);
 enum model_kind config_model_kind(const char *spec);
 
+/* The options that messages outside cli name (cli_flag spells them as users type them). */
+enum option {
+    OPTION_DATA, OPTION_OUT, OPTION_CHECKPOINT, OPTION_TRACE, OPTION_SOURCE, OPTION_MODEL, OPTION_RESUME,
+    OPTION_BATCH, OPTION_TTA
+};
+
 /* The settings a run must keep to be resumed from its checkpoint, in the order they are compared. */
 enum setting {
     SETTING_MODEL, SETTING_PCA, SETTING_BATCH, SETTING_RANKS, SETTING_EPOCHS, SETTING_SEED, SETTING_OPTIMIZER,

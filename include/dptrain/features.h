@@ -6,11 +6,15 @@
 #define DPTRAIN_FEATURES_H
 
 #include "dptrain/comm.h"
+#include "dptrain/dataset.h"
 #include "dptrain/pca.h"
 #include "dptrain/rng.h"
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* --augment shifts images by up to this many pixels each way. */
+#define AUGMENT_SHIFT 2
 
 struct normaliser {
     float mean, std;   /* of pixel / 255 over the whole training set */
@@ -30,14 +34,14 @@ int normaliser_fit(const struct comm *comm, const uint8_t *pixels, size_t count,
                    struct normaliser *norm, char *err);
 
 /* Raw view of pixels (nothing copied) or, with pca != NULL, their projection. */
-int features_create(struct features *f, const uint8_t *pixels, const uint8_t *labels,
-                    size_t count, const struct normaliser *norm, const struct pca *pca, char *err);
+int features_create(struct features *f, const struct split *samples, const struct normaliser *norm,
+                    const struct pca *pca, char *err);
 void features_free(struct features *f);
 
-/* Copy the samples at indices into out[n][dim] and their labels into labels_out.
- * augment (raw inputs only): random horizontal flip and shift of up to `shift` pixels. */
-void features_gather(const struct features *f, const uint32_t *indices, int n, float *out,
-                     uint8_t *labels_out, int augment, struct rng *rng);
+/* Copy the samples at indices into out[n][dim] and their labels into labels_out. With an
+ * `augment` stream (raw inputs only): a random horizontal flip and shift of each image. */
+void features_gather(const struct features *f, const uint32_t *indices, int n, float *out, uint8_t *labels_out,
+                     struct rng *augment);
 
 /* Mirror a batch of raw images [n][28][28] left to right, in place. */
 void features_mirror(float *batch, int n);

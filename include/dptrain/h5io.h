@@ -1,12 +1,23 @@
-/* Small helpers for writing HDF5 files: arrays, attributes, and publishing a finished file. */
+/* Small helpers for HDF5 files: reading and writing arrays and attributes, and publishing a
+ * finished file. */
 #ifndef DPTRAIN_H5IO_H
 #define DPTRAIN_H5IO_H
 
 #include <hdf5.h>
 #include <stddef.h>
 
-int h5io_write_array(hid_t parent, const char *name, hid_t mem_type, hid_t file_type, int rank,
-                     const hsize_t *dims, const void *data, const char *path, char *err);
+/* A dataset as written or read: its name, the types in memory and in the file (reading uses
+ * mem_type alone), and its shape. */
+struct h5io_array {
+    const char *name;
+    hid_t mem_type, file_type;
+    int rank;
+    const hsize_t *dims;
+};
+/* Bytes of the array in memory: the product of the dims times the size of mem_type. */
+size_t h5io_array_bytes(const struct h5io_array *a);
+
+int h5io_write_array(hid_t parent, const struct h5io_array *a, const void *data, const char *path, char *err);
 int h5io_write_strings_attr(hid_t object, const char *name, const char *const *values,
                             size_t count, const char *path, char *err);
 int h5io_write_attr_string(hid_t object, const char *name, const char *value, const char *path,
@@ -15,6 +26,14 @@ int h5io_write_attr_double(hid_t object, const char *name, double value, const c
                            char *err);
 int h5io_write_attr_long(hid_t object, const char *name, long long value, const char *path,
                          char *err);
+
+/* Readers: a scalar attribute (present, a single value, converted to `type`), a variable-length
+ * string attribute (at most size - 1 characters), a whole dataset holding exactly as many
+ * elements as a's shape, as a's mem_type (malloc'd). Each message names the file and what is
+ * wrong. */
+int h5io_read_attr(hid_t object, const char *name, hid_t type, void *out, const char *path, char *err);
+int h5io_read_string_attr(hid_t object, const char *name, char *out, size_t size, const char *path, char *err);
+void *h5io_read_array(hid_t object, const struct h5io_array *a, const char *path, char *err);
 
 /* Output files are built in memory (HDF5's core driver) and published whole by h5io_publish.
  * A full disk is then a failed write() that is reported in one line, never an HDF5 file that

@@ -8,12 +8,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct dense_shape {
+    int batch, in, out;
+};
+
+struct dense_grads {
+    float *dx;         /* NULL for the first layer: nothing below needs it */
+    float *dw, *dbias;
+};
+
 /* y[b][out] = x[b][in] · w[out][in]ᵀ + bias[out] */
-void dense_forward(const float *x, const float *w, const float *bias, float *y, int batch,
-                   int in, int out);
-/* dw[out][in] = dyᵀ·x, dbias[out] = Σ_b dy, and dx[b][in] = dy·w unless dx is NULL (first layer). */
-void dense_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
-                    float *dbias, int batch, int in, int out);
+void dense_forward(const float *x, const float *w, const float *bias, float *y, const struct dense_shape *shape);
+/* dw[out][in] = dyᵀ·x, dbias[out] = Σ_b dy, and dx[b][in] = dy·w unless dx is NULL. */
+void dense_backward(const float *x, const float *w, const float *dy, const struct dense_grads *grads,
+                    const struct dense_shape *shape);
 
 /* y = max(x, 0); dx = dy where y > 0. */
 void relu_forward(const float *x, float *y, size_t n);
@@ -29,8 +37,21 @@ void dropout_backward(const float *mask, const float *dy, float *dx, size_t n);
  * scale · (softmax - target), where scale is 1 / (GLOBAL batch size), so that summing over
  * ranks gives the gradient of the mean loss. Returns the summed loss over the batch; counts
  * correct predictions into *correct; writes predicted class and its probability if asked. */
-double softmax_cross_entropy(const float *logits, const uint8_t *labels, int batch, int classes,
-                             float smoothing, float scale, float *dlogits, long *correct,
-                             uint8_t *predicted, float *confidence);
+struct loss_input {
+    const float *logits;     /* [batch][classes] */
+    const uint8_t *labels;   /* [batch] */
+    int batch, classes;
+    float smoothing;
+};
+
+struct loss_output {
+    float *dlogits;          /* NULL: no gradient */
+    float scale;             /* of the gradient: 1 / the GLOBAL batch size */
+    long *correct;           /* incremented per correct prediction */
+    uint8_t *predicted;      /* NULL, or the predicted class per sample */
+    float *confidence;       /* NULL, or its probability */
+};
+
+double softmax_cross_entropy(const struct loss_input *in, const struct loss_output *out);
 
 #endif

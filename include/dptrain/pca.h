@@ -23,9 +23,15 @@ struct pca {
     double fit_seconds;
 };
 
-/* pixels: this rank's [count][dim] uint8 images. */
-int pca_fit(const struct comm *comm, const uint8_t *pixels, size_t count, int dim, int components,
-            struct pca *pca, char *err);
+/* This rank's images: [count][dim] uint8. */
+struct pca_data {
+    const uint8_t *pixels;
+    size_t count;
+    int dim;
+};
+
+/* Collective: the first `components` principal components of every rank's images. */
+int pca_fit(const struct comm *comm, const struct pca_data *data, int components, struct pca *pca, char *err);
 /* out[count][components] = (pixels / 255 − mean) · basisᵀ · scale */
 int pca_project(const struct pca *pca, const uint8_t *pixels, size_t count, float scale, float *out,
                 char *err);

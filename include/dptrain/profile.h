@@ -65,12 +65,18 @@ double profile_end(struct profile *p, const char *name, const char *category, do
 double profile_seconds(const struct profile *p, const char *name);
 long profile_count(const struct profile *p, const char *name);
 
+/* JSON text of trace events and totals: one rank's fragments, or every rank's concatenated with
+ * rank r's at [offsets[r], offsets[r + 1]). */
+struct trace_text {
+    char *events, *totals;
+    size_t events_length, totals_length;
+    size_t *event_offsets, *total_offsets;   /* merged text only */
+};
+
 /* This rank's trace events and totals as JSON fragments (malloc'd), for the merged trace. */
-int profile_rank_json(const struct profile *p, int rank, char **events, size_t *events_length, char **totals,
-                      size_t *totals_length, char *err);
-/* Rank 0: the merged trace of every rank's fragments (rank r's text at [offsets[r], offsets[r+1])),
- * published whole by files_write. */
-int profile_write_merged(const char *path, int ranks, const char *events, const size_t *event_offsets,
-                         const char *totals, const size_t *total_offsets, char *err);
+int profile_rank_json(const struct profile *p, int rank, struct trace_text *out, char *err);
+/* Rank 0: the merged trace of every rank's fragments, published whole by files_write. */
+int profile_write_merged(const char *path, int ranks, const struct trace_text *merged, char *err);
+void profile_trace_text_free(struct trace_text *t);
 
 #endif

@@ -10,7 +10,19 @@ void tensor_free(float *buffer);
 
 /* C[m][n] = alpha * op(A) op(B) + beta * C, row-major; the only GEMM entry point, so that the
  * dimension checks and any instrumentation live in one place. */
-void tensor_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
-                 int lda, const float *b, int ldb, float beta, float *c, int ldc);
+/* c = alpha * op(a) op(b) + beta * c, row-major, as cblas_sgemm: op transposes when trans_*;
+ * c is m x n, op(a) m x k, op(b) k x n; ld* are the leading dimensions as stored. */
+struct gemm {
+    int trans_a, trans_b, m, n, k;
+    float alpha;
+    const float *a;
+    int lda;
+    const float *b;
+    int ldb;
+    float beta;
+    float *c;
+    int ldc;
+};
+void tensor_gemm(const struct gemm *g);
 
 #endif

@@ -118,7 +118,7 @@ cases = [
     (2, ["train", "--data", empty], 1, "empty.h5: not a readable HDF5 file"),
     (2, ["train", "--out", "/nonexistent-folder/r.h5"], 1, "folder /nonexistent-folder does not exist"),
     (2, ["train", "--out", DATA], 1, f"--out {DATA}: names the same file as --data"),
-    (2, ["train", "--validation", "60000"], 1, "--validation 60000 leaves fewer training samples than ranks"),
+    (2, ["train", "--validation", "60000"], 1, "holding out 60000 validation images leaves fewer training samples than ranks"),
     (0, ["convert", "--source", f"{dir}/nowhere"], 1, "nowhere: No such file or directory"),
     (2, ["train", "--data", truncated], 1, "truncated.h5: not a readable HDF5 file"),
     (2, ["train", "--data", bad_shape], 1, "/train/images has shape [10][28][27], expected [N][28][28]"),

@@ -113,7 +113,7 @@ with h5py.File(DATA, "r") as f, h5py.File(zeros, "w") as z, h5py.File(fewer, "w"
         z[f"{group}/labels"] = f[f"{group}/labels"][()]
         w[f"{group}/images"] = f[f"{group}/images"][:5000]
         w[f"{group}/labels"] = f[f"{group}/labels"][:5000]
-for data, fragment in ((zeros, "the training images of --data"), (fewer, "has 5000 and 5000")):
+for data, fragment in ((zeros, "trained on other data: the training images of"), (fewer, "has 5000 and 5000")):
     args = ["train", "--data", data, "--epochs", "2", "--quiet", "--model", "mlp:32", "--checkpoint", ckpt,
             "--resume", "--out", f"{dir}/other.h5"]
     result = run(args, ranks=2, timeout=60)

@@ -1,0 +1,128 @@
+/* What the network sees: standardised pixels, mirrored batches, and augmentation that moves an
+ * image by a flip and a shift of at most AUGMENT_SHIFT pixels, drawn from its own stream. */
+#include "dptrain/check.h"
+#include "dptrain/features.h"
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+/* One image, black but for one white pixel at (10, 5), and a grey ramp image. */
+static uint8_t images[2 * DATASET_PIXELS];
+static uint8_t labels[2] = {3, 7};
+static const struct normaliser norm = {0.25f, 0.5f};
+
+static void make_images(void)
+{
+    memset(images, 0, sizeof images);
+    images[10 * DATASET_COLS + 5] = 255;
+    for (int i = 0; i < DATASET_PIXELS; i++)
+        images[DATASET_PIXELS + i] = (uint8_t)(i % 251);
+}
+
+static float standardised(uint8_t pixel)
+{
+    return ((float)pixel / 255.0f - norm.mean) / norm.std;
+}
+
+static void test_standardise_and_labels(void **state)
+{
+    (void)state;
+    char err[DP_ERR_LEN];
+    struct features f;
+    struct split set = {2, 0, images, labels};
+    uint32_t order[2] = {1, 0};
+    float out[2 * DATASET_PIXELS];
+    uint8_t got[2];
+    make_images();
+    assert_int_equal(features_create(&f, &set, &norm, NULL, err), 0);
+    features_gather(&f, order, 2, out, got, NULL);
+    assert_int_equal(got[0], 7);
+    assert_int_equal(got[1], 3);
+    for (int i = 0; i < DATASET_PIXELS; i++)
+        assert_true(fabsf(out[i] - standardised(images[DATASET_PIXELS + i])) < 1e-5f);
+    assert_true(fabsf(out[DATASET_PIXELS + 10 * DATASET_COLS + 5] - standardised(255)) < 1e-5f);
+    features_free(&f);
+}
+
+static void test_mirror(void **state)
+{
+    (void)state;
+    float batch[2 * DATASET_PIXELS], copy[2 * DATASET_PIXELS];
+    for (int i = 0; i < 2 * DATASET_PIXELS; i++)
+        batch[i] = (float)i;
+    memcpy(copy, batch, sizeof batch);
+    features_mirror(batch, 2);
+    for (int b = 0; b < 2; b++)
+        for (int r = 0; r < DATASET_ROWS; r++)
+            for (int c = 0; c < DATASET_COLS; c++)
+                assert_true(batch[b * DATASET_PIXELS + r * DATASET_COLS + c] ==
+                            copy[b * DATASET_PIXELS + r * DATASET_COLS + DATASET_COLS - 1 - c]);
+    features_mirror(batch, 2);
+    assert_memory_equal(batch, copy, sizeof batch);
+}
+
+/* Where the white pixel went in an augmented copy; every other pixel is background. */
+static void find_bright(const float *image, int *row, int *col)
+{
+    int found = 0;
+    for (int i = 0; i < DATASET_PIXELS; i++) {
+        if (fabsf(image[i] - standardised(255)) < 1e-5f) {
+            *row = i / DATASET_COLS;
+            *col = i % DATASET_COLS;
+            found++;
+        } else {
+            assert_true(fabsf(image[i] - standardised(0)) < 1e-5f);
+        }
+    }
+    assert_int_equal(found, 1);
+}
+
+static void test_augment(void **state)
+{
+    (void)state;
+    char err[DP_ERR_LEN];
+    struct features f;
+    struct split set = {1, 0, images, labels};
+    uint32_t order[1] = {0};
+    float out[DATASET_PIXELS], again[DATASET_PIXELS];
+    uint8_t got[1];
+    int seen_flip[2] = {0, 0}, seen_dy[2 * AUGMENT_SHIFT + 1] = {0}, seen_dx[2 * AUGMENT_SHIFT + 1] = {0};
+    make_images();
+    assert_int_equal(features_create(&f, &set, &norm, NULL, err), 0);
+    struct rng rng, replay;
+    rng_seed(&rng, 5, RNG_AUGMENT, 1, 0);
+    rng_seed(&replay, 5, RNG_AUGMENT, 1, 0);
+    for (int draw = 0; draw < 400; draw++) {
+        int row = -1, col = -1;
+        features_gather(&f, order, 1, out, got, &rng);
+        features_gather(&f, order, 1, again, got, &replay);
+        assert_memory_equal(out, again, sizeof out); /* the same stream, the same images */
+        find_bright(out, &row, &col);
+        int dy = row - 10, flip = col > DATASET_COLS / 2, dx = flip ? col - (DATASET_COLS - 1 - 5) : col - 5;
+        assert_true(abs(dy) <= AUGMENT_SHIFT && abs(dx) <= AUGMENT_SHIFT);
+        seen_flip[flip]++;
+        seen_dy[dy + AUGMENT_SHIFT]++;
+        seen_dx[dx + AUGMENT_SHIFT]++;
+    }
+    assert_true(seen_flip[0] > 100 && seen_flip[1] > 100);
+    for (int s = 0; s <= 2 * AUGMENT_SHIFT; s++)
+        assert_true(seen_dy[s] > 20 && seen_dx[s] > 20);
+    features_free(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_standardise_and_labels),
+        cmocka_unit_test(test_mirror),
+        cmocka_unit_test(test_augment),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
