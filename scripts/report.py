@@ -14,6 +14,8 @@ the report never removes or replaces what it did not write.
   pairs.png          mean images of the most confused class pairs and their difference
   pca.png            variance kept and accuracy against components, and the first components
                      (only when a run used PCA)
+  benchmarks.png     every published benchmark's accuracy (submitted ones and the paper's Table 3
+                     scikit-learn baselines) with this report's runs marked
   REPORT.md          settings, accuracy, classification report, confusion matrix, the most
                      confused pairs with an analysis, best and worst classes, the raw-versus-PCA
                      table and the comparison with the published Fashion-MNIST benchmarks
@@ -31,6 +33,7 @@ CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 RUN_ATTRS = ["model", "pca_components", "epochs", "global_batch", "optimizer", "lr", "seed",
              "ranks", "parameters", "train_seconds", "test_accuracy", "test_loss"]
 BENCHMARKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "benchmarks.csv")
+TABLE3 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "fashion-mnist-paper-table3.csv")
 GRID_ROWS, GRID_COLS = 6, 8     # 48 misclassified images
 
 
@@ -479,15 +482,80 @@ def read_benchmarks():
     return rows
 
 
-def benchmark_section(runs, main):
-    rows = read_benchmarks()
-    entries = [(r["accuracy"], f"{r['classifier']}", r["preprocessing"], r["submitter"], False) for r in rows]
+def read_table3():
+    """The paper's Table 3 (scikit-learn baselines) and its source, from the header comments."""
+    if not os.path.exists(TABLE3):
+        raise ReportError(f"{TABLE3}: the paper's Table 3 is missing")
+    with open(TABLE3, newline="") as f:
+        lines = f.read().splitlines()
+    source = " ".join(line.lstrip("# ").strip() for line in lines if line.startswith("#"))
+    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
+    for row in rows:
+        row["accuracy"] = float(row["fashion_test_accuracy"])
+    return rows, source
+
+
+def our_entries(runs):
+    entries = []
     for run in runs.values():
         k = run["attrs"]["pca_components"]
         inputs = f"PCA {k} components" if k else "standardised pixels"
         entries.append((run["attrs"]["test_accuracy"],
                         f"dptrain {run['attrs']['model']} ({run['attrs']['parameters']} parameters), run {run['name']}",
-                        inputs, "this run", True))
+                        inputs, run["name"]))
+    return entries
+
+
+def where_it_ranks(accuracy, table3):
+    """'above all 126 scikit-learn baselines; the best, SVC C=10 kernel=rbf, 0.897' and the like."""
+    best = max(table3, key=lambda r: r["accuracy"])
+    below = sum(r["accuracy"] > accuracy for r in table3)
+    if below == 0:
+        return (f"above all {len(table3)} scikit-learn baselines of the paper's Table 3; the best, "
+                f"{best['classifier']} {best['parameters']}, {best['accuracy']:.3f}")
+    return (f"below {below} of the {len(table3)} scikit-learn baselines of the paper's Table 3 (rank {below + 1}); "
+            f"the best, {best['classifier']} {best['parameters']}, {best['accuracy']:.3f}")
+
+
+def table3_section(runs, table3, source):
+    """The best row of each classifier family beside this report's runs, and where each run ranks."""
+    families = {}
+    for row in table3:
+        if row["classifier"] not in families or row["accuracy"] > families[row["classifier"]]["accuracy"]:
+            families[row["classifier"]] = row
+    entries = [(r["accuracy"], r["classifier"], r["parameters"], r["mnist_test_accuracy"], False)
+               for r in families.values()]
+    entries += [(acc, name, inputs, "", True) for acc, name, inputs, _ in our_entries(runs)]
+    entries.sort(key=lambda e: -e[0])
+    lines = ["| rank | classifier | parameters | Fashion test accuracy | MNIST test accuracy |",
+             "|---:|---|---|---:|---:|"]
+    for i, (acc, name, params, mnist, ours) in enumerate(entries, 1):
+        if ours:
+            lines.append(f"| **{i}** | **{name} ← this report** | **{params}** | **{acc:.4f}** | |")
+        else:
+            lines.append(f"| {i} | {name} | {params} | {acc:.3f} | {float(mnist):.3f} |")
+    ranking = "\n".join(f"- Run {name} ({acc:.4f}): {where_it_ranks(acc, table3)}."
+                        for acc, _, _, name in sorted(our_entries(runs), key=lambda e: -e[0]))
+    return ("The scikit-learn baselines of the Fashion-MNIST paper, the best of each of its "
+            f"{len(families)} classifier families (all {len(table3)} rows are in the appendix):\n\n"
+            + "\n".join(lines) + "\n\n" + ranking + f"\n\nSource: {source} (file "
+            "`data/fashion-mnist-paper-table3.csv` in this repository).")
+
+
+def table3_appendix(table3):
+    lines = [f"## Appendix: all {len(table3)} scikit-learn baselines of the paper's Table 3\n",
+             "| classifier | parameters | Fashion test accuracy | MNIST test accuracy |", "|---|---|---:|---:|"]
+    for row in sorted(table3, key=lambda r: -r["accuracy"]):
+        lines.append(f"| {row['classifier']} | {row['parameters']} | {row['accuracy']:.3f} | "
+                     f"{float(row['mnist_test_accuracy']):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def benchmark_section(runs, main):
+    rows = read_benchmarks()
+    entries = [(r["accuracy"], f"{r['classifier']}", r["preprocessing"], r["submitter"], False) for r in rows]
+    for acc, name, inputs, _ in our_entries(runs):
+        entries.append((acc, name, inputs, "this run", True))
     entries.sort(key=lambda e: -e[0])
     lines = ["| rank | classifier | preprocessing | Fashion test accuracy | submitter |",
              "|---:|---|---|---:|---|"]
@@ -498,17 +566,54 @@ def benchmark_section(runs, main):
         else:
             lines.append(f"| {i} | {name} | {prep} | {acc:.4f} | {who} |")
     sources = sorted({r["source"] for r in rows})
-    text = "\n".join(lines)
+    text = "The benchmarks submitted to the data set's authors:\n\n" + "\n".join(lines)
     text += ("\n\nSource of every figure above except this run's: "
              + "; ".join(sources) + " (file `data/benchmarks.csv` in this repository, copied "
              "with each row's submitter; the dataset authors note they have not verified the "
              "submitted benchmarks).")
-    if not any("Table 3" in source for source in sources):
-        text += (" The scikit-learn baselines of Table 3 of Xiao, Rasul and Vollgraf (2017, "
-                 "arXiv:1708.07747) are not included: the paper's table was not available on the "
-                 "machines this project was built on, and no figure is written here without its "
-                 "source. Rows added to `data/benchmarks.csv` with their source appear here.")
     return text
+
+
+def strip(ax, groups, ours, spread, labelled):
+    """One row of points per benchmark source; this report's runs as red lines."""
+    for y, (label, values, colour) in enumerate(groups):
+        ax.scatter(values, y + spread[y], s=14, color=colour, alpha=0.7, label=f"{label} ({len(values)})")
+    previous = None
+    for acc, _, _, name in ours:
+        ax.axvline(acc, color="C3", linewidth=1.2)
+        if labelled:   # a label left of its line, or right of it when the run before is too close
+            right = previous is not None and acc - previous < 0.002
+            ax.annotate(f"{name} {acc:.4f}", (acc, 1.55), color="C3", fontsize=8, rotation=90,
+                        ha="left" if right else "right", va="top", xytext=(2 if right else -2, 0),
+                        textcoords="offset points")
+        previous = acc
+    ax.set_yticks([0, 1], [g[0] for g in groups])
+    ax.set_ylim(-0.6, 1.6)
+    ax.grid(alpha=0.3, axis="x")
+
+
+def figure_benchmarks(runs, path):
+    """Every benchmark's accuracy, one row per source, this report's runs marked; below, the
+    same around the runs, with their names."""
+    submitted = read_benchmarks()
+    table3, _ = read_table3()
+    groups = [("submitted benchmarks", [r["accuracy"] for r in submitted], "C0"),
+              ("paper's Table 3 (scikit-learn)", [r["accuracy"] for r in table3], "C2")]
+    rng = np.random.default_rng(0)   # a fixed vertical spread, so that equal accuracies stay visible
+    spread = [rng.uniform(-0.25, 0.25, len(g[1])) for g in groups]
+    ours = sorted(our_entries(runs))
+    fig, (full, zoom) = plt.subplots(2, 1, figsize=(12, 8))
+    strip(full, groups, ours, spread, False)
+    full.set_title("This report's runs (red lines) among the published Fashion-MNIST benchmarks")
+    full.legend(loc="lower left", fontsize=8)
+    strip(zoom, groups, ours, spread, True)
+    low = min(acc for acc, _, _, _ in ours) - 0.015
+    high = max([acc for acc, _, _, _ in ours] + groups[0][1] + groups[1][1]) + 0.005
+    zoom.set_xlim(low, high)
+    zoom.set_xlabel("Fashion-MNIST test accuracy")
+    zoom.set_title(f"The same from {low:.3f} up", fontsize=10)
+    fig.subplots_adjust(left=0.2, right=0.98, bottom=0.08, top=0.94, hspace=0.3)
+    save(fig, path)
 
 
 def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks):
@@ -595,7 +700,11 @@ def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks):
         if any(r["attrs"]["pca_components"] > 0 for r in runs.values()):
             out.append("![pca](pca.png)\n")
     out.append("## Beside the published Fashion-MNIST benchmarks\n")
+    table3, table3_source = read_table3()
+    out.append("![benchmarks](benchmarks.png)\n")
+    out.append(table3_section(runs, table3, table3_source) + "\n")
     out.append(benchmark_section(runs, main) + "\n")
+    out.append(table3_appendix(table3))
     with open(path, "w") as f:
         f.write("\n".join(out))
 
@@ -604,7 +713,8 @@ def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks):
 
 MARKER = ".dptrain-report"   # in every report folder: the names of the files the report wrote
 # A folder holding only these is a report folder written before the marker existed.
-REPORT_FILES = {"REPORT.md", "misclassified.png", "confusion.png", "curves.png", "pairs.png", "pca.png"}
+REPORT_FILES = {"REPORT.md", "misclassified.png", "confusion.png", "curves.png", "pairs.png", "pca.png",
+                "benchmarks.png"}
 
 
 def out_folder_mode(out):
@@ -691,6 +801,7 @@ def build(args):
             figure_pairs(pairs, class_means, os.path.join(staging, "pairs.png"))
         if any(r["attrs"]["pca_components"] > 0 for r in runs.values()):
             figure_pca(runs, os.path.join(staging, "pca.png"))
+        figure_benchmarks(runs, os.path.join(staging, "benchmarks.png"))
         write_report(os.path.join(staging, "REPORT.md"), meta, runs, main, pairs, analyses,
                      all_pair_median_diff(class_means), picks)
         with open(os.path.join(staging, MARKER), "w") as f:

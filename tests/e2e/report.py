@@ -10,7 +10,7 @@ from common import *
 
 REPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "report.py")
 SIZES = {"misclassified.png": (1350, 1600), "confusion.png": (850, 1000), "curves.png": (550, 1400),
-         "pairs.png": (1250, 750), "pca.png": (800, 1500)}
+         "pairs.png": (1250, 750), "pca.png": (800, 1500), "benchmarks.png": (800, 1200)}
 
 
 def report(*args):
@@ -39,6 +39,22 @@ for heading in ("## Classification report", "## Confusion matrix", "## The five 
                 "## Best and worst classes", "## Raw pixels versus PCA", "## Beside the published"):
     check(heading in text, f"REPORT.md lacks {heading}")
 check("← this run" in text and "MLP 256-128-100" in text and "0.8833" in text, "benchmark table")
+# The paper's Table 3: the best of each of its 13 families beside the runs, every row in the
+# appendix, where each run ranks, and the source.
+check("the best of each of its 13 classifier families" in text and "← this report" in text, "Table 3 table")
+check("## Appendix: all 126 scikit-learn baselines of the paper's Table 3" in text, "Table 3 appendix")
+appendix = text[text.index("## Appendix: all 126"):]
+check(sum(1 for line in appendix.splitlines() if line.startswith("| ") and "classifier |" not in line) == 126,
+      "the appendix must list all 126 rows")
+with h5py.File(results, "r") as f:
+    for name, g in f["runs"].items():
+        acc = g.attrs["test_accuracy"]
+        above = sum(1 for line in appendix.splitlines()[3:] if line.startswith("| ") and
+                    float(line.split("|")[3]) > acc)
+        expected = ("above all 126 scikit-learn baselines" if above == 0 else
+                    f"below {above} of the 126 scikit-learn baselines of the paper's Table 3 (rank {above + 1})")
+        check(f"- Run {name} ({acc:.4f}): {expected}" in text, f"rank of run {name}: expected {expected!r}")
+check("the best, SVC C=10 kernel=rbf, 0.897" in text and "arXiv:1708.07747" in text, "Table 3 source and best")
 check(text.count("| T-shirt/top / Shirt |") + text.count("| Pullover / Coat |") >= 1, "confused pairs")
 # The default folder sits beside the results file.
 r = report(results, "--data", DATA)
