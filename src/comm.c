@@ -165,6 +165,15 @@ fail:
     return -1;
 }
 
+int comm_allgather_u64(const struct comm *comm, uint64_t mine, uint64_t *all, char *err)
+{
+    CHECK_MPI(MPI_Allgather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, comm->world), "rank %d: allgather failed",
+              comm->rank);
+    return 0;
+fail:
+    return -1;
+}
+
 int comm_allgather_size(const struct comm *comm, size_t mine, size_t *all, char *err)
 {
     unsigned long long wide = mine, *gathered = NULL;

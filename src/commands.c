@@ -358,6 +358,7 @@ static int evaluate_checkpoint(struct run *run, struct checkpoint *c, struct sha
     ok = load_checkpointed(run, c, err) == 0;
     CHECK_DP(comm_agree(run->comm->world, ok, err));
     CHECK_DP(evaluate_predictions(run->comm, &run->eval, &run->test, &d->test, r, err));
+    r->parameter_hash = model_param_hash(run->model);
     if (run->comm->rank == 0) {
         print_evaluated(c, run->o->checkpoint);
         console_summary(r);

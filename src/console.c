@@ -42,7 +42,7 @@ void console_summary(const struct run_result *r)
            r->test_loss, r->train_seconds);
     if (r->has_validation)
         printf(", parameters of epoch %d (best validation accuracy)", r->best_epoch);
-    printf("\n\n");
+    printf("\nparameter hash %016llx\n\n", (unsigned long long)r->parameter_hash);
     metrics_print_report(stdout, &r->metrics, dataset_class_names);
     printf("\n");
     metrics_print_confusion(stdout, &r->metrics, dataset_class_names);

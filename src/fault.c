@@ -27,8 +27,10 @@ int fault_from_environment(struct fault *fault, char *err)
         fault->kind = FAULT_ALLOC;
     else if (strcmp(kind, "io") == 0)
         fault->kind = FAULT_IO;
+    else if (strcmp(kind, "flip") == 0)
+        fault->kind = FAULT_FLIP;
     else
-        FAIL("DPTRAIN_FAULT=%s: unknown kind '%s' (nan, exit, alloc or io)", text, kind);
+        FAIL("DPTRAIN_FAULT=%s: unknown kind '%s' (nan, exit, alloc, io or flip)", text, kind);
     fault->rank = rank;
     fault->epoch = epoch;
     fault->step = step;

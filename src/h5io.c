@@ -107,6 +107,12 @@ int h5io_write_attr_double(hid_t object, const char *name, double value, const c
                              path, err);
 }
 
+int h5io_write_attr_u64(hid_t object, const char *name, uint64_t value, const char *path, char *err)
+{
+    return write_scalar_attr(object, &(struct h5io_array){name, H5T_NATIVE_UINT64, H5T_STD_U64LE, 0, NULL}, &value,
+                             path, err);
+}
+
 int h5io_write_attr_long(hid_t object, const char *name, long long value, const char *path,
                          char *err)
 {

@@ -238,6 +238,24 @@ static int parse_spec(struct model *m, const char *spec, float dropout, char *er
     return -1;
 }
 
+uint64_t model_param_hash(const struct model *m)
+{
+    const unsigned char *bytes = (const unsigned char *)m->params;
+    size_t length = m->param_count * sizeof(float), i = 0;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; i + 8 <= length; i += 8) {
+        uint64_t word;
+        memcpy(&word, bytes + i, 8);
+        h = (h ^ word) * 0x100000001b3ULL;
+    }
+    for (; i < length; i++)
+        h = (h ^ bytes[i]) * 0x100000001b3ULL;
+    /* splitmix64's finaliser: every input bit reaches every output bit */
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+    return h ^ (h >> 31);
+}
+
 int model_param_boundaries(const struct model *m, size_t *offsets, int max)
 {
     int count = 0;

@@ -180,6 +180,7 @@ static int write_run_attrs(hid_t g, const struct run_result *run, const char *pa
     CHECK_DP(h5io_write_attr_long(g, "seed", (long long)run->seed, path, err));
     CHECK_DP(h5io_write_attr_long(g, "ranks", run->ranks, path, err));
     CHECK_DP(h5io_write_attr_long(g, "parameters", (long long)run->parameters, path, err));
+    CHECK_DP(h5io_write_attr_u64(g, "parameter_hash", run->parameter_hash, path, err));
     CHECK_DP(h5io_write_attr_double(g, "train_seconds", run->train_seconds, path, err));
     CHECK_DP(h5io_write_attr_double(g, "test_accuracy", run->test_accuracy, path, err));
     CHECK_DP(h5io_write_attr_double(g, "test_loss", run->test_loss, path, err));

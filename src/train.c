@@ -131,8 +131,56 @@ static int train_step(struct run *run, int epoch, long step, char *err)
     }
     double lr = schedule_lr(&run->schedule, (long)(epoch - 1) * run->steps + step);
     optim_step(run->optimizer, m->params, m->grads, m->ranges, m->range_count, lr);
+    if (fault_strikes(&run->fault, FAULT_FLIP, run->comm->rank, epoch, step + 1)) {
+        uint32_t bits; /* one flipped bit in one parameter of one rank: the drift guard's test */
+        memcpy(&bits, &m->params[m->param_count / 2], sizeof bits);
+        bits ^= 1u;
+        memcpy(&m->params[m->param_count / 2], &bits, sizeof bits);
+    }
     profile_end(p, PHASE_OPTIMIZER, CATEGORY_STEP, clock);
     return 0;
+}
+
+/* The value most ranks hold (ties: rank 0's). */
+static uint64_t majority(const uint64_t *values, int count)
+{
+    uint64_t best = values[0];
+    int best_votes = 0;
+    for (int i = 0; i < count; i++) {
+        int votes = 0;
+        for (int j = 0; j < count; j++)
+            votes += values[j] == values[i];
+        if (votes > best_votes) {
+            best = values[i];
+            best_votes = votes;
+        }
+    }
+    return best;
+}
+
+/* The drift guard: every rank must hold bitwise the same parameters (they apply the same update
+ * to the same sums). One allgather of a 64-bit hash; a rank that differs from most ranks (with
+ * two ranks: from rank 0) is named, with the same message on every rank. */
+static int check_drift(struct run *run, int epoch, long step, char *err)
+{
+    const struct comm *comm = run->comm;
+    uint64_t *all = NULL;
+    int ok = (all = malloc(sizeof *all * (size_t)comm->size)) != NULL;
+    if (!ok)
+        err_set(err, "cannot allocate the drift check");
+    CHECK_DP(comm_agree(comm->world, ok, err));
+    CHECK_DP(comm_allgather_u64(comm, model_param_hash(run->model), all, err));
+    uint64_t most = majority(all, comm->size);
+    for (int r = 0; r < comm->size; r++)
+        if (all[r] != most)
+            FAIL("rank %d: its parameters diverged from the other ranks' by epoch %d, step %ld (parameter hash "
+                 "%016llx, the others' %016llx; a fault on that host, or non-deterministic arithmetic)",
+                 r, epoch, step + 1, (unsigned long long)all[r], (unsigned long long)most);
+    free(all);
+    return 0;
+fail:
+    free(all);
+    return -1;
 }
 
 /* The largest signal number any rank received (0: none): every rank learns which signal it
@@ -164,6 +212,9 @@ static enum epoch_outcome train_epoch(struct run *run, int epoch, long first_ste
             return EPOCH_STOPPED;
         }
         if (train_step(run, epoch, step, err) != 0)
+            return EPOCH_FAILED;
+        long done = (long)(epoch - 1) * run->steps + step + 1; /* steps taken by the run */
+        if (o->drift_check > 0 && done % o->drift_check == 0 && check_drift(run, epoch, step, err) != 0)
             return EPOCH_FAILED;
         if (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < run->steps) {
             double clock = profile_now(run->profile);
@@ -310,6 +361,7 @@ static int final_predictions(struct run *run, char *err)
         CHECK_DP(comm_bcast_floats(run->comm, run->model->params, run->model->param_count, 0, err));
     }
     CHECK_DP(evaluate_predictions(run->comm, &run->eval, &run->test, &run->d->test, r, err));
+    r->parameter_hash = model_param_hash(run->model); /* of the parameters the results describe */
     return 0;
 fail:
     return -1;

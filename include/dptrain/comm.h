@@ -6,6 +6,7 @@
 
 #include <mpi.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct comm {
     MPI_Comm world;
@@ -37,6 +38,8 @@ int comm_max_int(const struct comm *comm, int *value, char *err);
 int comm_min_int(const struct comm *comm, int *value, char *err);
 int comm_max_long(const struct comm *comm, long *value, char *err);
 int comm_bcast_size(const struct comm *comm, size_t *value, int root, char *err);
+/* all[r] = rank r's 64-bit `mine`, on every rank. */
+int comm_allgather_u64(const struct comm *comm, uint64_t mine, uint64_t *all, char *err);
 /* all[r] = rank r's `mine`, on every rank. */
 int comm_allgather_size(const struct comm *comm, size_t mine, size_t *all, char *err);
 /* Rank 0 receives every rank's `items` items of item_bytes each, in rank order, into `all`

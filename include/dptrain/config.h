@@ -43,6 +43,7 @@ struct config {
     int threads;                      /* 0: chosen from the node */
     double bucket_mb;                 /* gradient allreduce buckets; 0 = one fused allreduce */
     int quiet, checkpoint_every, resume;
+    int drift_check;                  /* steps between checks that all ranks hold the same parameters; 0 = off */
 };
 
 const char *config_optimizer_name(enum optimizer_kind kind);

@@ -6,7 +6,7 @@
 #ifndef DPTRAIN_FAULT_H
 #define DPTRAIN_FAULT_H
 
-enum fault_kind { FAULT_NONE, FAULT_NAN, FAULT_EXIT, FAULT_ALLOC, FAULT_IO };
+enum fault_kind { FAULT_NONE, FAULT_NAN, FAULT_EXIT, FAULT_ALLOC, FAULT_IO, FAULT_FLIP };
 
 struct fault {
     enum fault_kind kind;

@@ -24,6 +24,7 @@ int h5io_write_attr_string(hid_t object, const char *name, const char *value, co
                            char *err);
 int h5io_write_attr_double(hid_t object, const char *name, double value, const char *path,
                            char *err);
+int h5io_write_attr_u64(hid_t object, const char *name, uint64_t value, const char *path, char *err);
 int h5io_write_attr_long(hid_t object, const char *name, long long value, const char *path,
                          char *err);
 

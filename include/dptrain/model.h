@@ -77,6 +77,9 @@ struct backward_hook {
 };
 
 /* Parse spec and allocate everything for batches of up to max_batch samples. */
+/* A 64-bit hash of the parameters' bits (FNV-1a over 64-bit words, then a finaliser): equal
+ * parameters give equal hashes on any machine with the same byte order. */
+uint64_t model_param_hash(const struct model *m);
 /* The offsets in the flat parameter buffer where a layer's parameters begin, from the last layer
  * to the first, leaving out 0 (the gradient reducer cuts its buckets there). Returns the count. */
 int model_param_boundaries(const struct model *m, size_t *offsets, int max);

@@ -30,6 +30,7 @@ struct run_result {
     double lr;
     uint64_t seed;
     size_t parameters;
+    uint64_t parameter_hash;          /* model_param_hash of the final parameters */
     double train_seconds, test_accuracy, test_loss;
     int history_length;
     struct epoch_record *history;     /* [epochs] */

@@ -96,7 +96,7 @@ def check_results(path, test_labels, runs=None):
         for name in names:
             g = f["runs"][name]
             for attr in ("model", "pca_components", "epochs", "global_batch", "optimizer", "lr",
-                         "seed", "ranks", "parameters", "train_seconds", "test_accuracy",
+                         "seed", "ranks", "parameters", "parameter_hash", "train_seconds", "test_accuracy",
                          "test_loss"):
                 check(attr in g.attrs, f"{name}: missing attribute {attr}")
             epochs = int(g.attrs["epochs"])

@@ -129,6 +129,32 @@ check(not epoch_lines(result.stdout) and "resumed from" not in result.stdout, "a
 with h5py.File(out, "r") as a, h5py.File(f"{dir}/again.h5", "r") as b:
     check(np.array_equal(a["runs/raw/predictions"][()], b["runs/raw/predictions"][()]), "finished run's predictions")
 
+# The parameter hash: printed, stored, the same for the same run, different for another seed.
+hashes = []
+for seed, name in ((1, "h1"), (1, "h2"), (2, "h3")):
+    result = must_succeed(run(["train", "--data", DATA, "--epochs", "1", "--quiet", "--model", "mlp:32", "--seed",
+                               str(seed), "--out", f"{dir}/{name}.h5"], ranks=2))
+    printed = [line.split()[-1] for line in result.stdout.splitlines() if line.startswith("parameter hash ")]
+    with h5py.File(f"{dir}/{name}.h5", "r") as f:
+        stored = int(f["runs/raw"].attrs["parameter_hash"])
+    check(len(printed) == 1 and int(printed[0], 16) == stored, f"hash printed {printed}, stored {stored:016x}")
+    hashes.append(stored)
+check(hashes[0] == hashes[1] and hashes[0] != hashes[2], f"parameter hashes {hashes}")
+
+# The drift guard: one flipped bit on one rank is found at the next check and named; with the
+# guard off the same fault goes unseen (so it is the guard that finds it).
+for ranks in (2, 3):
+    start = time.time()
+    result = run(["train", "--data", DATA, "--epochs", "2", "--quiet", "--model", "mlp:32", "--drift-check", "10",
+                  "--out", f"{dir}/drift.h5"], ranks=ranks, timeout=60, env={"DPTRAIN_FAULT": "flip@1:1:15"})
+    errors = [line for line in result.stderr.splitlines() if line.startswith("dptrain: error:")]
+    check(result.returncode != 0 and len(errors) == 1, f"drift on {ranks} ranks: {result.stderr!r}")
+    check("rank 1: its parameters diverged from the other ranks' by epoch 1, step 20" in errors[0], errors[0])
+    check(not os.path.exists(f"{dir}/drift.h5") and time.time() - start < 60, "drift: results or too slow")
+result = run(["train", "--data", DATA, "--epochs", "1", "--quiet", "--model", "mlp:32", "--drift-check", "0",
+              "--out", f"{dir}/drift.h5"], ranks=2, timeout=60, env={"DPTRAIN_FAULT": "flip@1:1:15"})
+check(result.returncode == 0, f"with the guard off the run completes: {result.stderr!r}")
+
 # SIGTERM to one rank only: every rank stops at the same step and the message names the signal.
 stop_ckpt = f"{dir}/stop.h5"
 command = [MPIEXEC, "-n", "2", "--oversubscribe", DPTRAIN, "train", "--data", DATA, "--epochs", "20", "--quiet",
