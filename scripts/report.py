@@ -14,6 +14,8 @@ the report never removes or replaces what it did not write.
   pairs.png          mean images of the most confused class pairs and their difference
   pca.png            variance kept and accuracy against components, and the first components
                      (only when a run used PCA)
+  pca_reconstruction.png  test images of the most confused classes and their reconstructions from
+                     K = 10, 25, 50, 100, 200 components (with a raw and a PCA run)
   benchmarks.png     every published benchmark's accuracy (submitted ones and the paper's Table 3
                      scikit-learn baselines) with this report's runs marked
   REPORT.md          settings, accuracy, classification report, confusion matrix, the most
@@ -47,13 +49,14 @@ def fail(message):
 
 
 def import_libraries():
-    global np, h5py, plt
+    global np, h5py, plt, MaxNLocator
     try:
         import numpy as np
         import h5py
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError as e:
         fail(f"{e.name} is missing (run scripts/setup.sh to install python3-h5py, "
              f"python3-numpy and python3-matplotlib)")
@@ -381,6 +384,7 @@ def figure_curves(runs, path):
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are whole
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.1, top=0.92, wspace=0.2)
@@ -404,6 +408,136 @@ def figure_pairs(pairs, class_means, path):
                  "(red: brighter in the first class, blue: in the second)", fontsize=10)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9, hspace=0.35)
     save(fig, path)
+
+
+RECONSTRUCTION_KS = (10, 25, 50, 100, 200)
+
+
+def pca_runs_of(runs):
+    return sorted((r for r in runs.values() if r["attrs"]["pca_components"] > 0),
+                  key=lambda r: r["attrs"]["pca_components"])
+
+
+def pca_study(runs, train_images, train_labels):
+    """Per class and per PCA run's K: the share of the class's own variance (around the training
+    mean) that K components lose, from the training images and the widest run's basis. None
+    without a raw run and a PCA run to compare."""
+    pca_runs = pca_runs_of(runs)
+    raw = [r for r in runs.values() if r["attrs"]["pca_components"] == 0]
+    if not pca_runs or not raw:
+        return None
+    widest = pca_runs[-1]
+    centred = train_images.reshape(len(train_images), -1).astype(np.float32) / 255.0
+    centred -= widest["pca/mean"].astype(np.float32)
+    scores = centred @ widest["pca/components"].astype(np.float32).T
+    energy = np.einsum("ij,ij->i", centred, centred)
+    kept = np.cumsum(scores * scores, axis=1)
+    lost, lost_all = {}, {}
+    for r in pca_runs:
+        k = r["attrs"]["pca_components"]
+        lost[k] = np.array([1 - kept[train_labels == c, k - 1].sum() / energy[train_labels == c].sum()
+                            if np.any(train_labels == c) else 0.0 for c in range(10)])
+        lost_all[k] = float(1 - kept[:, k - 1].sum() / energy.sum())
+    return {"raw": max(raw, key=lambda r: r["attrs"]["test_accuracy"]), "runs": pca_runs, "lost": lost,
+            "lost_all": lost_all, "widest": widest}
+
+
+def figure_reconstruction(study, classes, test_images, test_labels, path):
+    """One test image of each given class and its reconstruction from K components."""
+    widest = study["widest"]
+    kmax = widest["attrs"]["pca_components"]
+    ks = [k for k in RECONSTRUCTION_KS if k <= kmax]
+    mean, basis = widest["pca/mean"], widest["pca/components"]
+    fig, axes = plt.subplots(len(classes), len(ks) + 1, figsize=(1.9 * (len(ks) + 1), 2.1 * len(classes)),
+                             squeeze=False)
+    for row, c in enumerate(classes):
+        image = test_images[np.nonzero(test_labels == c)[0][0]].reshape(-1) / 255.0
+        z = (image - mean) @ basis.T
+        views = [("original", image)] + [(f"K = {k}", mean + z[:k] @ basis[:k]) for k in ks]
+        for col, (title, view) in enumerate(views):
+            ax = axes[row, col]
+            ax.imshow(np.clip(view, 0, 1).reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
+            ax.set_title(f"{CLASS_NAMES[c]}: {title}" if col == 0 else title, fontsize=8)
+            ax.axis("off")
+    fig.suptitle("Test images of the most confused classes, and what K principal components keep of them", fontsize=10)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, hspace=0.3, wspace=0.05)
+    save(fig, path)
+
+
+def confused_classes(pairs, limit=4):
+    classes = []
+    for a, b, _ in pairs:
+        for c in (a, b):
+            if c not in classes and len(classes) < limit:
+                classes.append(c)
+    return classes
+
+
+def pca_study_section(study):
+    """Which classes lose most under PCA, and how much of their own variance PCA drops."""
+    raw, runs = study["raw"], study["runs"]
+    ks = [r["attrs"]["pca_components"] for r in runs]
+    smallest = ks[0]
+    header = "| class | raw recall | " + " | ".join(f"recall K={k}" for k in ks) + " | " + \
+             " | ".join(f"variance lost K={k}" for k in ks) + " |"
+    lines = ["The recall of each class with raw pixels and with each PCA run, and the share of each class's "
+             "own variance (its training images around the training mean) that K components lose:\n",
+             header, "|---|" + "---:|" * (1 + 2 * len(ks))]
+    for c in range(10):
+        lines.append(f"| {CLASS_NAMES[c]} | {raw['recall'][c]:.3f} | "
+                     + " | ".join(f"{r['recall'][c]:.3f}" for r in runs) + " | "
+                     + " | ".join(f"{100 * study['lost'][k][c]:.1f}%" for k in ks) + " |")
+    lines.append("| all classes | | " + " | " * len(ks) + " | ".join(f"{100 * study['lost_all'][k]:.1f}%" for k in ks)
+                 + " |")
+    first = runs[0]
+    drop = raw["recall"] - first["recall"]
+    order = np.argsort(-drop)
+    lost = study["lost"][smallest]
+    r_var, r_err = correlation(lost, drop), correlation(1 - raw["recall"], drop)
+    worst = ", ".join(f"{CLASS_NAMES[c]} ({raw['recall'][c]:.3f} → {first['recall'][c]:.3f}, "
+                      f"{-100 * drop[c]:+.1f} points; {100 * lost[c]:.1f}% of its variance lost)" for c in order[:3])
+    kept_least = ", ".join(f"{CLASS_NAMES[c]} {100 * lost[c]:.1f}%" for c in np.argsort(-lost)[:3])
+    a, b = study["pair"]
+    pair_lost, median_lost = study["pair_lost"], study["median_pair_lost"]
+    lines.append("")
+    lines.append(
+        f"With {smallest} components the classes that lose most recall are {worst}. The classes whose own "
+        f"variance {smallest} components keep least are {kept_least}, against {100 * study['lost_all'][smallest]:.1f}% "
+        f"over all classes; over the ten classes the variance lost and the recall lost correlate at r = {r_var:.2f}"
+        + (" — weakly: how much of a class's variance PCA drops does not explain what the class loses. "
+           if abs(r_var) < 0.5 else ". ")
+        + f"The recall lost correlates at r = {r_err:.2f} with how often the class was already mistaken with raw "
+        f"pixels (1 − raw recall)" + (": PCA costs most where classes were close to begin with. " if r_err >= 0.5
+                                      else ". ")
+        + f"For the most confused pair, {CLASS_NAMES[a]} / {CLASS_NAMES[b]}, {smallest} components lose "
+        f"{100 * pair_lost:.1f}% of the difference between their mean training images, against a median of "
+        f"{100 * median_lost:.1f}% over all 45 pairs"
+        + (": what separates these two is more of what PCA drops than for a typical pair." if pair_lost > median_lost
+           else ": their mean images stay apart; what PCA drops is finer than the mean difference."))
+    return "\n".join(lines)
+
+
+def correlation(x, y):
+    return float(np.corrcoef(x, y)[0, 1]) if np.std(x) > 0 and np.std(y) > 0 else 0.0
+
+
+def mean_difference_lost(study, class_means, a, b, k):
+    """The share of the difference of two class means (in [0, 1] pixels) that K components lose."""
+    basis = study["widest"]["pca/components"][:k]
+    d = (class_means[a] - class_means[b]).reshape(-1) / 255.0
+    energy = float(d @ d)
+    return 1 - float(np.sum((basis @ d) ** 2)) / energy if energy > 0 else 0.0
+
+
+def add_pair_study(study, class_means):
+    """The raw run's most confused pair, and how much of its mean difference the smallest K loses."""
+    k = study["runs"][0]["attrs"]["pca_components"]
+    pairs = confused_pairs(study["raw"]["confusion"], count=1) or [(0, 6, 0)]
+    a, b, _ = pairs[0]
+    study["pair"] = (a, b)
+    study["pair_lost"] = mean_difference_lost(study, class_means, a, b, k)
+    study["median_pair_lost"] = float(np.median([mean_difference_lost(study, class_means, x, y, k)
+                                                 for x in range(10) for y in range(x + 1, 10)]))
 
 
 def figure_pca(runs, path):
@@ -616,7 +750,7 @@ def figure_benchmarks(runs, path):
     save(fig, path)
 
 
-def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks):
+def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks, study=None):
     a = main["attrs"]
     f1 = main["f1"]
     order = np.argsort(-f1)
@@ -624,6 +758,13 @@ def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks):
     out.append(f"# dptrain report: run {main['name']}\n")
     out.append(f"Results file written by dptrain {meta.get('dptrain_version', '?')} on "
                f"{meta.get('created', '?')} with `{meta.get('command', '?')}`.\n")
+    out.append("How to read this report: the first sections describe the analysed run (the most accurate, "
+               "unless `--run` chose another): its settings, accuracy and per-class scores, the confusion "
+               "matrix (rows are true classes), the pairs of classes it confuses most with what in the data "
+               "makes them alike, and pictures of the test images it got wrong. The later sections compare every "
+               "run in the results file: training curves, raw pixels against PCA and what PCA keeps, and the "
+               "published benchmarks with their sources. Accuracies are fractions of the 10,000 test images; "
+               "every figure is computed from the results file and the data file named here.\n")
     out.append("## Settings and accuracy\n")
     out.append("| setting | value |\n|---|---|")
     for key in ("model", "pca_components", "epochs", "global_batch", "optimizer", "lr", "seed",
@@ -699,6 +840,10 @@ def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks):
         out.append("")
         if any(r["attrs"]["pca_components"] > 0 for r in runs.values()):
             out.append("![pca](pca.png)\n")
+        if study:
+            out.append("## What PCA keeps\n")
+            out.append("![reconstruction](pca_reconstruction.png)\n")
+            out.append(pca_study_section(study) + "\n")
     out.append("## Beside the published Fashion-MNIST benchmarks\n")
     table3, table3_source = read_table3()
     out.append("![benchmarks](benchmarks.png)\n")
@@ -714,7 +859,7 @@ def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks):
 MARKER = ".dptrain-report"   # in every report folder: the names of the files the report wrote
 # A folder holding only these is a report folder written before the marker existed.
 REPORT_FILES = {"REPORT.md", "misclassified.png", "confusion.png", "curves.png", "pairs.png", "pca.png",
-                "benchmarks.png"}
+                "benchmarks.png", "pca_reconstruction.png"}
 
 
 def out_folder_mode(out):
@@ -802,8 +947,14 @@ def build(args):
         if any(r["attrs"]["pca_components"] > 0 for r in runs.values()):
             figure_pca(runs, os.path.join(staging, "pca.png"))
         figure_benchmarks(runs, os.path.join(staging, "benchmarks.png"))
+        study = pca_study(runs, train_images, train_labels)
+        if study:
+            add_pair_study(study, class_means)
+            classes = confused_classes(pairs) or [0, 6]
+            figure_reconstruction(study, classes, test_images, test_labels,
+                                  os.path.join(staging, "pca_reconstruction.png"))
         write_report(os.path.join(staging, "REPORT.md"), meta, runs, main, pairs, analyses,
-                     all_pair_median_diff(class_means), picks)
+                     all_pair_median_diff(class_means), picks, study)
         with open(os.path.join(staging, MARKER), "w") as f:
             f.write("".join(name + "\n" for name in sorted(os.listdir(staging)) if name != MARKER))
         if mode == "new":
