@@ -16,22 +16,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-static char *dir;
-
-static int setup(void **state)
-{
-    (void)state;
-    dir = test_make_dir("files");
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    test_remove_dir(dir);
-    free(dir);
-    return 0;
-}
+static const char *dir; /* the running test's folder (test_folder_setup) */
 
 static const char *at(const char *name)
 {
@@ -66,7 +51,7 @@ static void assert_no_temporaries(void)
 
 static void test_same_spellings(void **state)
 {
-    (void)state;
+    dir = *state;
     char folder[FILES_PATH_MAX], link_path[FILES_PATH_MAX];
     snprintf(folder, sizeof folder, "%s/sub", dir);
     assert_int_equal(mkdir(folder, 0755), 0);
@@ -90,7 +75,7 @@ static void test_same_spellings(void **state)
 
 static void test_output_refusals(void **state)
 {
-    (void)state;
+    dir = *state;
     char err[DP_ERR_LEN] = "", long_name[400];
     assert_int_equal(files_check_output(at("fine.h5"), "--out", err), 0);
     assert_false(test_file_exists(at("fine.h5"))); /* the probe is gone */
@@ -119,7 +104,7 @@ static void test_output_refusals(void **state)
 
 static void test_input_refusals(void **state)
 {
-    (void)state;
+    dir = *state;
     char err[DP_ERR_LEN] = "";
     write_text(at("data.h5"), "x");
     assert_int_equal(files_check_input(at("data.h5"), "--data", err), 0);
@@ -143,7 +128,7 @@ static void test_input_refusals(void **state)
 
 static void test_write_replaces_atomically(void **state)
 {
-    (void)state;
+    dir = *state;
     char err[DP_ERR_LEN] = "", text[64];
     write_text(at("out.h5"), "old");
     assert_int_equal(files_write(at("out.h5"), "new contents", 12, err), 0);
@@ -161,7 +146,7 @@ static void test_write_replaces_atomically(void **state)
 
 static void test_messages_stay_one_line_with_reason(void **state)
 {
-    (void)state;
+    dir = *state;
     char err[DP_ERR_LEN], path[2000];
     memset(path, 'p', sizeof path - 1);
     path[sizeof path - 1] = '\0';
@@ -184,11 +169,11 @@ static void test_messages_stay_one_line_with_reason(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_same_spellings, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_output_refusals, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_input_refusals, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_write_replaces_atomically, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_messages_stay_one_line_with_reason, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_same_spellings, test_folder_setup, test_folder_teardown),
+        cmocka_unit_test_setup_teardown(test_output_refusals, test_folder_setup, test_folder_teardown),
+        cmocka_unit_test_setup_teardown(test_input_refusals, test_folder_setup, test_folder_teardown),
+        cmocka_unit_test_setup_teardown(test_write_replaces_atomically, test_folder_setup, test_folder_teardown),
+        cmocka_unit_test_setup_teardown(test_messages_stay_one_line_with_reason, test_folder_setup, test_folder_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,24 +16,6 @@
 #include <string.h>
 #include <cmocka.h>
 
-static char *dir;
-
-static int setup(void **state)
-{
-    (void)state;
-    check_quiet_hdf5();
-    dir = test_make_dir("formats");
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    test_remove_dir(dir);
-    free(dir);
-    return 0;
-}
-
 #define PARAMS 37
 #define RANKS 3
 #define BUFFERS 4
@@ -82,7 +64,7 @@ static struct checkpoint make_checkpoint(struct sample *s)
 
 static void test_checkpoint_round_trip(void **state)
 {
-    (void)state;
+    const char *dir = *state;
     char path[512], err[DP_ERR_LEN] = "";
     struct sample s;
     struct checkpoint c = make_checkpoint(&s), back;
@@ -136,7 +118,7 @@ static void test_checkpoint_round_trip(void **state)
 
 static void test_results_file(void **state)
 {
-    (void)state;
+    const char *dir = *state;
     char path[512], err[DP_ERR_LEN] = "";
     struct epoch_record history[EPOCHS] = {{1, 0.7, 0.8, 0.6, 0.81, 0, 0, 1.0, 500}, {2, 0.5, 0.85, 0.55, 0.84, 0, 0, 1.1, 480}};
     uint8_t labels[6] = {0, 1, 2, 3, 4, 5}, predictions[6] = {0, 1, 9, 3, 4, 2};
@@ -191,9 +173,10 @@ static void test_results_file(void **state)
 
 int main(void)
 {
+    check_quiet_hdf5();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_checkpoint_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_results_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_round_trip, test_folder_setup, test_folder_teardown),
+        cmocka_unit_test_setup_teardown(test_results_file, test_folder_setup, test_folder_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

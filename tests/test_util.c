@@ -138,6 +138,19 @@ void test_write_dataset(const char *dir, size_t n_train, size_t n_test, int gz)
     write_set(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", n_test, 1000000, gz);
 }
 
+int test_folder_setup(void **state)
+{
+    *state = test_make_dir("test");
+    return *state ? 0 : -1;
+}
+
+int test_folder_teardown(void **state)
+{
+    test_remove_dir(*state);
+    free(*state);
+    return 0;
+}
+
 void test_fill_normal(float *x, size_t n, struct rng *rng)
 {
     for (size_t i = 0; i < n; i++)

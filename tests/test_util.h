@@ -8,6 +8,9 @@
 /* mkdtemp under /tmp; returns a static-lifetime copy owned by the caller (free it). */
 char *test_make_dir(const char *tag);
 void test_remove_dir(const char *dir);
+/* cmocka fixtures: a fresh temporary folder for each test, its path in *state, removed after. */
+int test_folder_setup(void **state);
+int test_folder_teardown(void **state);
 
 /* Bytes of an IDX file with the given header and payload. */
 uint8_t *test_idx_bytes(uint8_t type, int ndims, const uint32_t *dims, const uint8_t *payload,
