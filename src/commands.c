@@ -67,11 +67,7 @@ static int check_paths_here(const struct config *o, char *err)
     CHECK_DP(check_aliases(paths, count, err));
     /* Every rank checks the data file again before reading it (dataset_read): here rank 0 names
      * the flag, before any rank starts. */
-    if (files_check_input(o->data, cli_flag(OPTION_DATA), err) != 0) {
-        if (access(o->data, F_OK) != 0)
-            err_append_hint(err, "make the data file with 'dptrain convert'");
-        goto fail;
-    }
+    CHECK_DP(dataset_check_file(o->data, cli_flag(OPTION_DATA), err));
     return 0;
 fail:
     if (made_folder)

@@ -7,6 +7,15 @@ static const char *const optimizer_names[] = {[OPT_SGD] = "sgd", [OPT_ADAM] = "a
 static const char *const schedule_names[] = {[SCHEDULE_COSINE] = "cosine", [SCHEDULE_STEP] = "step",
                                              [SCHEDULE_CONSTANT] = "constant"};
 
+/* The index of name in names, or -1. */
+static int find_name(const char *const *names, int count, const char *name)
+{
+    for (int k = 0; k < count; k++)
+        if (strcmp(name, names[k]) == 0)
+            return k;
+    return -1;
+}
+
 const char *config_optimizer_name(enum optimizer_kind kind)
 {
     return optimizer_names[kind];
@@ -14,12 +23,10 @@ const char *config_optimizer_name(enum optimizer_kind kind)
 
 int config_optimizer_parse(const char *name, enum optimizer_kind *kind)
 {
-    for (int k = 0; k < (int)(sizeof optimizer_names / sizeof *optimizer_names); k++)
-        if (strcmp(name, optimizer_names[k]) == 0) {
-            *kind = (enum optimizer_kind)k;
-            return 0;
-        }
-    return -1;
+    int k = find_name(optimizer_names, (int)(sizeof optimizer_names / sizeof *optimizer_names), name);
+    if (k >= 0)
+        *kind = (enum optimizer_kind)k;
+    return k >= 0 ? 0 : -1;
 }
 
 const char *config_schedule_name(enum schedule_kind kind)
@@ -29,12 +36,10 @@ const char *config_schedule_name(enum schedule_kind kind)
 
 int config_schedule_parse(const char *name, enum schedule_kind *kind)
 {
-    for (int k = 0; k < (int)(sizeof schedule_names / sizeof *schedule_names); k++)
-        if (strcmp(name, schedule_names[k]) == 0) {
-            *kind = (enum schedule_kind)k;
-            return 0;
-        }
-    return -1;
+    int k = find_name(schedule_names, (int)(sizeof schedule_names / sizeof *schedule_names), name);
+    if (k >= 0)
+        *kind = (enum schedule_kind)k;
+    return k >= 0 ? 0 : -1;
 }
 
 enum model_kind config_model_kind(const char *spec)

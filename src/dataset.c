@@ -332,14 +332,21 @@ fail:
     return -1;
 }
 
+int dataset_check_file(const char *path, const char *label, char *err)
+{
+    if (files_check_input(path, label, err) == 0)
+        return 0;
+    if (access(path, F_OK) != 0)
+        err_append_hint(err, "make the data file with 'dptrain convert'");
+    return -1;
+}
+
 int dataset_read(const struct comm *comm, const char *path, struct dataset_part *part, char *err)
 {
     memset(part, 0, sizeof *part);
     /* Every rank checks the file before the collective open, which would otherwise leave the
      * ranks that can read it waiting for one that cannot (a folder, a FIFO, a missing file). */
-    int ok = files_check_input(path, "data file", err) == 0;
-    if (!ok && access(path, F_OK) != 0)
-        err_append_hint(err, "make the data file with 'dptrain convert'");
+    int ok = dataset_check_file(path, "data file", err) == 0;
     if (comm_agree(comm->world, ok, err) != 0)
         return -1;
     ok = read_collective(comm, path, part, err) == 0;

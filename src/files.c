@@ -14,6 +14,21 @@
 
 /* Below this much free space a failed write is reported as a full disk. */
 #define FILES_FULL_BYTES (1u << 20)
+/* Temporary names are "FINAL.tmp.PID", in the final file's folder so that rename() is atomic;
+ * a pid has at most 10 digits. */
+#define TEMP_SUFFIX ".tmp."
+#define TEMP_SUFFIX_MAX (sizeof TEMP_SUFFIX - 1 + 10)
+
+static int temp_name(const char *final_path, char *tmp_path, size_t size, char *err)
+{
+    int n = snprintf(tmp_path, size, "%s" TEMP_SUFFIX "%ld", final_path, (long)getpid());
+    if (n < 0 || (size_t)n >= size) {
+        err_set(err, "%s: path too long", final_path);
+        tmp_path[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
 
 static void folder_of(const char *path, char *folder, size_t size)
 {
@@ -145,7 +160,7 @@ static int probe_folder(const char *path, const char *folder, const char *flag, 
 {
     char tmp[FILES_PATH_MAX];
     int fd = -1;
-    CHECK_DP(files_temp_name(path, tmp, sizeof tmp, err));
+    CHECK_DP(temp_name(path, tmp, sizeof tmp, err));
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         if (errno == EEXIST)
@@ -167,7 +182,7 @@ static int check_name_length(const char *path, const char *folder, const char *f
     long name_max = pathconf(folder, _PC_NAME_MAX);
     if (name_max <= 0)
         name_max = NAME_MAX;
-    size_t suffix = strlen(".tmp.") + 10; /* the temporary name adds this to the final one */
+    size_t suffix = TEMP_SUFFIX_MAX; /* the temporary name adds this to the final one */
     size_t length = strlen(base_of(path));
     if (length + suffix > (size_t)name_max)
         FAIL("%s %s: the file name has %zu characters; this file system allows %ld, and dptrain "
@@ -228,17 +243,6 @@ int files_same(const char *a, const char *b)
     canonical(a, ca);
     canonical(b, cb);
     return ca[0] != '\0' && strcmp(ca, cb) == 0;
-}
-
-int files_temp_name(const char *final_path, char *tmp_path, size_t size, char *err)
-{
-    int n = snprintf(tmp_path, size, "%s.tmp.%ld", final_path, (long)getpid());
-    if (n < 0 || (size_t)n >= size) {
-        err_set(err, "%s: path too long", final_path);
-        tmp_path[0] = '\0';
-        return -1;
-    }
-    return 0;
 }
 
 static int fsync_path(const char *path, int flags, char *err)
@@ -302,7 +306,7 @@ int files_write(const char *final_path, const void *data, size_t size, char *err
 {
     char tmp[FILES_PATH_MAX] = "";
     int fd = -1, error = 0;
-    CHECK_DP(files_temp_name(final_path, tmp, sizeof tmp, err));
+    CHECK_DP(temp_name(final_path, tmp, sizeof tmp, err));
     CHECK_SYS(fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644), "%s: cannot create", tmp);
     CHECK_DP(write_all(fd, data, size, tmp, err));
     CHECK_SYS(fsync(fd), "%s: cannot sync to disk", tmp);

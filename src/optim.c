@@ -28,12 +28,10 @@ fail:
     return NULL;
 }
 
-int optim_state(const struct optimizer *opt, const float *arrays[2], const char *names[2])
+int optim_state(const struct optimizer *opt, const float *arrays[2])
 {
     arrays[0] = opt->first;
-    names[0] = "opt_first";
     arrays[1] = opt->second;
-    names[1] = "opt_second";
     return opt->second ? 2 : 1;
 }
 

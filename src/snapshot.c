@@ -66,8 +66,7 @@ static void describe(const struct run *run, const struct gathered *g, int epochs
         .partial_correct = g->corrects, .buffer_count = run->model->buffer_count, .buffers = g->buffers,
     };
     const float *state[2];
-    const char *names[2];
-    int arrays = optim_state(run->optimizer, state, names);
+    int arrays = optim_state(run->optimizer, state);
     c->opt_first = (float *)state[0];   /* written, never changed, by checkpoint_write */
     c->opt_second = arrays > 1 ? (float *)state[1] : NULL;
     snprintf(c->model, sizeof c->model, "%s", o->model);

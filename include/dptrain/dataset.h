@@ -47,6 +47,10 @@ int dataset_identify(const struct comm *comm, const struct dataset_part *part, s
  * the file appears complete under its name, or not at all. */
 int dataset_convert(const char *source_dir, const char *out_path, char *err);
 
+/* The data file must be a readable regular file (files_check_input; `label` names it in the
+ * message); a missing one gets the hint to make it with 'dptrain convert'. */
+int dataset_check_file(const char *path, const char *label, char *err);
+
 /* Collective over comm. Every rank reads its contiguous block of /train (block sizes differ by
  * at most one, comm_block); rank 0 also reads the whole of /test. Labels are checked to be in
  * 0..9. On error every rank returns -1, with the same message; no rank is left waiting. */

@@ -27,9 +27,6 @@ int files_check_output(const char *path, const char *flag, char *err);
  * device and inode compared when both exist); 0 otherwise. */
 int files_same(const char *a, const char *b);
 
-/* "FINAL.tmp.PID": a temporary name in the same folder, so that rename() is atomic. */
-int files_temp_name(const char *final_path, char *tmp_path, size_t size, char *err);
-
 /* The one way dptrain publishes a file: write size bytes to a temporary file beside
  * final_path, sync, rename it over final_path (refused again if that is no longer absent or a regular
  * file) and sync the folder. On failure the temporary file is removed, the previous

@@ -32,10 +32,10 @@ void optim_free(struct optimizer *opt);
 void optim_step(struct optimizer *opt, float *params, const float *grads,
                 const struct param_range *ranges, int range_count, double lr);
 
-/* The state a checkpoint keeps, as named arrays of `count` floats (borrowed): "opt_first" (SGD's
- * velocity or Adam's first moment) and, for Adam, "opt_second". Returns how many. Nothing
- * outside optim reads or writes the moments but through these three. */
-int optim_state(const struct optimizer *opt, const float *arrays[2], const char *names[2]);
+/* The state a checkpoint keeps, as arrays of `count` floats (borrowed): SGD's velocity or Adam's
+ * first moment, and for Adam the second moment. Returns how many. Nothing outside optim reads or
+ * writes the moments but through these three. */
+int optim_state(const struct optimizer *opt, const float *arrays[2]);
 long optim_steps(const struct optimizer *opt);
 /* Continue from saved state: the arrays in optim_state's order (second NULL for SGD), and the
  * number of steps taken (Adam's bias correction depends on it). */
