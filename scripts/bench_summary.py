@@ -27,7 +27,7 @@ def run_figures(name):
     log = open(f"{work}/{name}.log").read()
     mflop = float(re.search(r"profile: (\d+\.\d+) MFLOP per training sample", log).group(1))
     memory = int(re.search(r"peak memory (\d+) MB per rank", log).group(1))
-    threads = int(re.search(r"ranks \((\d+) BLAS threads? each\)", log).group(1))
+    threads = int(re.search(r"hosts? \((\d+) BLAS threads? each\)", log).group(1))
     with open(f"{work}/{name}.json") as f:
         totals = json.load(f)["otherData"]["ranks"][0]
     phase = {p: totals["seconds"].get(p, 0.0) for p in STEP_PHASES}

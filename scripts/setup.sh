@@ -9,7 +9,7 @@ packages=(
   libhdf5-openmpi-dev hdf5-tools zlib1g-dev libcmocka-dev
   dataset-fashion-mnist
   python3-h5py python3-matplotlib python3-numpy valgrind procps
-  slurm-wlm munge
+  slurm-wlm munge iproute2 util-linux
 )
 
 missing=()

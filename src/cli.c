@@ -83,6 +83,10 @@ static const struct flag flags[] = {
     {"--drift-check", V_INT, AT(drift_check), FOR_TRAINING, 0, INT_MAX,
      "every N steps check that all ranks hold the same parameters (a hash compared over the ranks); "
      "0 = never (default 200)"},
+    {"--stall-timeout", V_DOUBLE, AT(stall_timeout), FOR_TRAINING | FOR_EVAL, 0, 1e6,
+     "end the job when a collective has waited this many seconds for ranks that do not arrive (a host or "
+     "link lost, a rank stopped); slow evaluation, checkpoints and PCA fits do not count; 0 = off "
+     "(default 30)"},
 };
 
 static const struct {
@@ -123,6 +127,7 @@ static void set_defaults(struct config *o)
     o->seed = 1;
     o->threads = 0;          /* chosen per node at start-up (train.c) */
     o->drift_check = 200; /* a hash of 235k floats every 200 MLP steps: well under 1% of the time */
+    o->stall_timeout = 30; /* a step's collectives wait milliseconds; 30 s is a lost rank, not a slow one */
     o->bucket_mb = 0; /* measured: the fused allreduce is faster on one node (README, Performance) */
 }
 
@@ -418,6 +423,7 @@ const char *cli_flag(enum option o)
         [OPTION_DATA] = "--data", [OPTION_OUT] = "--out", [OPTION_CHECKPOINT] = "--checkpoint",
         [OPTION_TRACE] = "--trace", [OPTION_SOURCE] = "--source", [OPTION_MODEL] = "--model",
         [OPTION_RESUME] = "--resume", [OPTION_BATCH] = "--batch", [OPTION_TTA] = "--tta",
+        [OPTION_STALL_TIMEOUT] = "--stall-timeout",
     };
     return flags_of[o];
 }

@@ -1,22 +1,66 @@
 #include "dptrain/comm.h"
 
 #include "dptrain/check.h"
+#include "dptrain/watchdog.h"
 
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* The ranks that share memory with this one form its node; the hosts are the nodes' first ranks. */
+static int find_hosts(struct comm *comm, char *err)
+{
+    MPI_Comm node = MPI_COMM_NULL;
+    int node_rank = 0, first = 0;
+    CHECK_MPI(MPI_Comm_split_type(comm->world, MPI_COMM_TYPE_SHARED, comm->rank, MPI_INFO_NULL, &node),
+              "rank %d: cannot find the ranks that share this node", comm->rank);
+    CHECK_MPI(MPI_Comm_size(node, &comm->node_ranks), "rank %d: MPI_Comm_size failed", comm->rank);
+    CHECK_MPI(MPI_Comm_rank(node, &node_rank), "rank %d: MPI_Comm_rank failed", comm->rank);
+    CHECK_MPI(MPI_Comm_free(&node), "rank %d: MPI_Comm_free failed", comm->rank);
+    first = node_rank == 0;
+    CHECK_MPI(MPI_Allreduce(&first, &comm->hosts, 1, MPI_INT, MPI_SUM, comm->world),
+              "rank %d: cannot count the hosts", comm->rank);
+    return 0;
+fail:
+    if (node != MPI_COMM_NULL)
+        MPI_Comm_free(&node);
+    return -1;
+}
+
+/* An MPI collective under the stall watchdog (if any): it knows this rank is waiting in it. */
+#define WATCHED(comm, what, call) (watchdog_wait((comm)->watchdog, what), watched_end((comm)->watchdog, (call)))
+
+static int watched_end(struct watchdog *watchdog, int rc)
+{
+    watchdog_done(watchdog);
+    return rc;
+}
+
 int comm_init(int *argc, char ***argv, struct comm *comm, char *err)
 {
-    CHECK_MPI(MPI_Init(argc, argv), "cannot start MPI");
+    int provided = 0;
+    /* MPI_THREAD_MULTIPLE: the stall watchdog's thread calls MPI while the main thread waits in
+     * a collective. */
+    CHECK_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided), "cannot start MPI");
     comm->world = MPI_COMM_WORLD;
+    comm->watchdog = NULL;
     CHECK_MPI(MPI_Comm_set_errhandler(comm->world, MPI_ERRORS_RETURN), "cannot set MPI error handler");
     CHECK_MPI(MPI_Comm_rank(comm->world, &comm->rank), "MPI_Comm_rank failed");
     CHECK_MPI(MPI_Comm_size(comm->world, &comm->size), "MPI_Comm_size failed");
+    CHECK_DP(find_hosts(comm, err));
     return 0;
 fail:
     return -1;
+}
+
+void comm_host_name(char *name, size_t size)
+{
+    char host[MPI_MAX_PROCESSOR_NAME] = "?";
+    int length = 0;
+    if (MPI_Get_processor_name(host, &length) != MPI_SUCCESS)
+        snprintf(host, sizeof host, "?");
+    snprintf(name, size, "%s", host);
 }
 
 int comm_finalize(char *err)
@@ -27,23 +71,22 @@ fail:
     return -1;
 }
 
-int comm_agree(MPI_Comm comm, int ok, char *err)
+int comm_agree(const struct comm *comm, int ok, char *err)
 {
-    int rank = 0, size = 1, lowest = INT_MAX;
-    CHECK_MPI(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank failed while agreeing on an error");
-    CHECK_MPI(MPI_Comm_size(comm, &size), "MPI_Comm_size failed while agreeing on an error");
+    int rank = comm->rank, size = comm->size, lowest = INT_MAX;
     int mine = ok ? INT_MAX : rank;
-    CHECK_MPI(MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, comm),
+    CHECK_MPI(WATCHED(comm, "an agreement", MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, comm->world)),
               "rank %d: MPI failed while agreeing on an error", rank);
     if (lowest == INT_MAX)
         return 0;
     if (rank == lowest && size > 1) {
-        /* Name the rank, so that a failure of one shard is traceable. */
-        char named[DP_ERR_LEN];
-        snprintf(named, sizeof named, "rank %d: %s", rank, err);
+        /* Name the rank and its host, so that a failure of one shard or one machine is traceable. */
+        char named[DP_ERR_LEN], host[MPI_MAX_PROCESSOR_NAME];
+        comm_host_name(host, sizeof host);
+        snprintf(named, sizeof named, "rank %d on %s: %s", rank, host, err);
         memcpy(err, named, DP_ERR_LEN);
     }
-    CHECK_MPI(MPI_Bcast(err, DP_ERR_LEN, MPI_CHAR, lowest, comm),
+    CHECK_MPI(WATCHED(comm, "an agreement", MPI_Bcast(err, DP_ERR_LEN, MPI_CHAR, lowest, comm->world)),
               "rank %d: MPI failed while sharing an error", rank);
     err[DP_ERR_LEN - 1] = '\0';
     return -1;
@@ -65,7 +108,7 @@ int comm_bcast_floats(const struct comm *comm, float *data, size_t count, int ro
 {
     if (!count_fits(count, err))
         return -1;
-    CHECK_MPI(MPI_Bcast(data, (int)count, MPI_FLOAT, root, comm->world),
+    CHECK_MPI(WATCHED(comm, "a broadcast", MPI_Bcast(data, (int)count, MPI_FLOAT, root, comm->world)),
               "rank %d: broadcast of %zu floats failed", comm->rank, count);
     return 0;
 fail:
@@ -76,7 +119,7 @@ int comm_bcast_doubles(const struct comm *comm, double *data, size_t count, int 
 {
     if (!count_fits(count, err))
         return -1;
-    CHECK_MPI(MPI_Bcast(data, (int)count, MPI_DOUBLE, root, comm->world),
+    CHECK_MPI(WATCHED(comm, "a broadcast", MPI_Bcast(data, (int)count, MPI_DOUBLE, root, comm->world)),
               "rank %d: broadcast of %zu doubles failed", comm->rank, count);
     return 0;
 fail:
@@ -87,7 +130,7 @@ int comm_allreduce_floats(const struct comm *comm, float *data, size_t count, ch
 {
     if (!count_fits(count, err))
         return -1;
-    CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, data, (int)count, MPI_FLOAT, MPI_SUM, comm->world),
+    CHECK_MPI(WATCHED(comm, "an allreduce", MPI_Allreduce(MPI_IN_PLACE, data, (int)count, MPI_FLOAT, MPI_SUM, comm->world)),
               "rank %d: allreduce of %zu floats failed", comm->rank, count);
     return 0;
 fail:
@@ -98,7 +141,7 @@ int comm_allreduce_doubles(const struct comm *comm, double *data, size_t count, 
 {
     if (!count_fits(count, err))
         return -1;
-    CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, data, (int)count, MPI_DOUBLE, MPI_SUM, comm->world),
+    CHECK_MPI(WATCHED(comm, "an allreduce", MPI_Allreduce(MPI_IN_PLACE, data, (int)count, MPI_DOUBLE, MPI_SUM, comm->world)),
               "rank %d: allreduce of %zu doubles failed", comm->rank, count);
     return 0;
 fail:
@@ -107,7 +150,9 @@ fail:
 
 void comm_abort(const struct comm *comm, const char *message)
 {
-    fprintf(stderr, "dptrain: error: rank %d: %s\n", comm->rank, message);
+    char host[MPI_MAX_PROCESSOR_NAME];
+    comm_host_name(host, sizeof host);
+    fprintf(stderr, "dptrain: error: rank %d on %s: %s\n", comm->rank, host, message);
     fflush(stderr);
     /* MPI_Abort does not return when it works; if it fails, this rank still must not go on. */
     if (MPI_Abort(comm->world, DP_EXIT_ERROR) != MPI_SUCCESS)
@@ -124,7 +169,7 @@ void comm_block(size_t n, int ranks, int r, size_t *first, size_t *count)
 
 int comm_barrier(const struct comm *comm, char *err)
 {
-    CHECK_MPI(MPI_Barrier(comm->world), "rank %d: barrier failed", comm->rank);
+    CHECK_MPI(WATCHED(comm, "a barrier", MPI_Barrier(comm->world)), "rank %d: barrier failed", comm->rank);
     return 0;
 fail:
     return -1;
@@ -132,7 +177,7 @@ fail:
 
 static int reduce_in_place(const struct comm *comm, void *value, MPI_Datatype type, MPI_Op op, char *err)
 {
-    CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, value, 1, type, op, comm->world), "rank %d: allreduce failed",
+    CHECK_MPI(WATCHED(comm, "an allreduce", MPI_Allreduce(MPI_IN_PLACE, value, 1, type, op, comm->world)), "rank %d: allreduce failed",
               comm->rank);
     return 0;
 fail:
@@ -157,7 +202,7 @@ int comm_max_long(const struct comm *comm, long *value, char *err)
 int comm_bcast_size(const struct comm *comm, size_t *value, int root, char *err)
 {
     unsigned long long wide = *value;
-    CHECK_MPI(MPI_Bcast(&wide, 1, MPI_UNSIGNED_LONG_LONG, root, comm->world), "rank %d: broadcast failed",
+    CHECK_MPI(WATCHED(comm, "a broadcast", MPI_Bcast(&wide, 1, MPI_UNSIGNED_LONG_LONG, root, comm->world)), "rank %d: broadcast failed",
               comm->rank);
     *value = (size_t)wide;
     return 0;
@@ -167,7 +212,7 @@ fail:
 
 int comm_allgather_u64(const struct comm *comm, uint64_t mine, uint64_t *all, char *err)
 {
-    CHECK_MPI(MPI_Allgather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, comm->world), "rank %d: allgather failed",
+    CHECK_MPI(WATCHED(comm, "an allgather", MPI_Allgather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, comm->world)), "rank %d: allgather failed",
               comm->rank);
     return 0;
 fail:
@@ -178,7 +223,7 @@ int comm_allgather_size(const struct comm *comm, size_t mine, size_t *all, char 
 {
     unsigned long long wide = mine, *gathered = NULL;
     CHECK_PTR(gathered = malloc(sizeof *gathered * (size_t)comm->size), "cannot allocate");
-    CHECK_MPI(MPI_Allgather(&wide, 1, MPI_UNSIGNED_LONG_LONG, gathered, 1, MPI_UNSIGNED_LONG_LONG, comm->world),
+    CHECK_MPI(WATCHED(comm, "an allgather", MPI_Allgather(&wide, 1, MPI_UNSIGNED_LONG_LONG, gathered, 1, MPI_UNSIGNED_LONG_LONG, comm->world)),
               "rank %d: allgather failed", comm->rank);
     for (int r = 0; r < comm->size; r++)
         all[r] = (size_t)gathered[r];
@@ -238,7 +283,7 @@ int comm_gather_items(const struct comm *comm, const void *mine, size_t items, s
     CHECK_DP(comm_allgather_size(comm, items, sizes, err));
     /* every rank computes the same layout from the same sizes: the same verdict everywhere */
     CHECK_DP(byte_layout(comm, sizes, item_bytes, counts, displs, err));
-    CHECK_MPI(MPI_Gatherv(mine, counts[comm->rank], MPI_BYTE, all, counts, displs, MPI_BYTE, 0, comm->world),
+    CHECK_MPI(WATCHED(comm, "a gather", MPI_Gatherv(mine, counts[comm->rank], MPI_BYTE, all, counts, displs, MPI_BYTE, 0, comm->world)),
               "rank %d: gather failed", comm->rank);
     free(sizes);
     free(counts);
@@ -265,10 +310,10 @@ static int move_blocks(const struct comm *comm, const struct block_move *m, char
     CHECK_DP(block_layout(comm, m->total, m->item_bytes, &counts, &displs, err));
     int mine = counts[comm->rank];
     if (m->gather)
-        CHECK_MPI(MPI_Gatherv(m->from, mine, MPI_BYTE, m->to, counts, displs, MPI_BYTE, 0, comm->world),
+        CHECK_MPI(WATCHED(comm, "a gather", MPI_Gatherv(m->from, mine, MPI_BYTE, m->to, counts, displs, MPI_BYTE, 0, comm->world)),
                   "rank %d: gather failed", comm->rank);
     else
-        CHECK_MPI(MPI_Scatterv(m->from, counts, displs, MPI_BYTE, m->to, mine, MPI_BYTE, 0, comm->world),
+        CHECK_MPI(WATCHED(comm, "a scatter", MPI_Scatterv(m->from, counts, displs, MPI_BYTE, m->to, mine, MPI_BYTE, 0, comm->world)),
                   "rank %d: scatter failed", comm->rank);
     free(counts);
     free(displs);
@@ -306,7 +351,7 @@ int comm_gather_text(const struct comm *comm, const char *mine, size_t length, c
         err_set(err, "cannot allocate %zu bytes to gather", total);
         ok = 0;
     }
-    CHECK_DP(comm_agree(comm->world, ok, err));
+    CHECK_DP(comm_agree(comm, ok, err));
     for (int r = 0; comm->rank == 0 && r <= comm->size; r++)
         (*offsets)[r] = r == 0 ? 0 : (*offsets)[r - 1] + sizes[r - 1];
     CHECK_DP(comm_gather_items(comm, mine, length, 1, *all, err));
@@ -318,19 +363,5 @@ fail:
     free(*offsets);
     *all = NULL;
     *offsets = NULL;
-    return -1;
-}
-
-int comm_node_ranks(const struct comm *comm, int *ranks, char *err)
-{
-    MPI_Comm node = MPI_COMM_NULL;
-    CHECK_MPI(MPI_Comm_split_type(comm->world, MPI_COMM_TYPE_SHARED, comm->rank, MPI_INFO_NULL, &node),
-              "rank %d: cannot find the ranks that share this node", comm->rank);
-    CHECK_MPI(MPI_Comm_size(node, ranks), "rank %d: MPI_Comm_size failed", comm->rank);
-    CHECK_MPI(MPI_Comm_free(&node), "rank %d: MPI_Comm_free failed", comm->rank);
-    return 0;
-fail:
-    if (node != MPI_COMM_NULL)
-        MPI_Comm_free(&node);
     return -1;
 }

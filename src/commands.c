@@ -78,40 +78,27 @@ fail:
 static int check_paths(const struct comm *comm, const struct config *o, char *err)
 {
     int ok = comm->rank != 0 || check_paths_here(o, err) == 0;
-    return comm_agree(comm->world, ok, err);
+    return comm_agree(comm, ok, err);
 }
 
 /* ---- set-up ---------------------------------------------------------------------------- */
 
 /* --threads, or by default: OPENBLAS_NUM_THREADS if the user set it, else this node's cores
  * shared among the ranks on it, and never more than the cores this rank is bound to (mpirun
- * binds each of a few ranks to one core). Collective. */
-static int blas_threads(const struct comm *comm, int requested, char *err)
+ * binds each of a few ranks to one core). */
+static int blas_threads(const struct comm *comm, int requested)
 {
-    int node_ranks = 1;
-    CHECK_DP(comm_node_ranks(comm, &node_ranks, err));
     if (requested > 0)
         return requested;
     const char *from_environment = getenv("OPENBLAS_NUM_THREADS");
     if (from_environment && atoi(from_environment) > 0)
         return atoi(from_environment);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int threads = cores > node_ranks ? (int)(cores / node_ranks) : 1;
+    int threads = cores > comm->node_ranks ? (int)(cores / comm->node_ranks) : 1;
     cpu_set_t bound;
     if (sched_getaffinity(0, sizeof bound, &bound) == 0 && CPU_COUNT(&bound) < threads)
         threads = CPU_COUNT(&bound);
     return threads > 0 ? threads : 1;
-fail:
-    return -1;
-}
-
-static int set_blas_threads(const struct comm *comm, int requested, char *err)
-{
-    int threads = blas_threads(comm, requested, err);
-    if (threads < 0)
-        return -1;
-    openblas_set_num_threads(threads);
-    return 0;
 }
 
 /* Room for every event of the command: per step its phases and two per layer. Beyond the cap
@@ -128,7 +115,7 @@ static int start_profile(const struct comm *comm, struct profile *p, size_t capa
 {
     CHECK_DP(comm_barrier(comm, err));
     int ok = profile_init(p, capacity, err) == 0;
-    return comm_agree(comm->world, ok, err);
+    return comm_agree(comm, ok, err);
 fail:
     return -1;
 }
@@ -138,12 +125,12 @@ static int write_trace(const struct comm *comm, const struct profile *p, const c
 {
     struct trace_text mine = {0}, all = {0};
     int ok = profile_rank_json(p, comm->rank, &mine, err) == 0;
-    CHECK_DP(comm_agree(comm->world, ok, err));
+    CHECK_DP(comm_agree(comm, ok, err));
     CHECK_DP(comm_gather_text(comm, mine.events, mine.events_length, &all.events, &all.event_offsets, err));
     CHECK_DP(comm_gather_text(comm, mine.totals, mine.totals_length, &all.totals, &all.total_offsets, err));
     if (comm->rank == 0)
         ok = profile_write_merged(path, comm->size, &all, err) == 0;
-    ok = comm_agree(comm->world, ok, err) == 0;
+    ok = comm_agree(comm, ok, err) == 0;
     goto done;
 fail:
     ok = 0;
@@ -206,13 +193,14 @@ static int train_one(struct command_state *cs, int i, char *err)
     int ok = 1;
     if (cs->comm->rank == 0) {
         console_summary(&cs->runs[i]);
-        ok = results_write(o->out, o->command_line, cs->comm->size, cs->runs, i + 1, err) == 0;
+        struct results_origin origin = {o->command_line, cs->comm->size, cs->comm->hosts};
+        ok = results_write(o->out, &origin, cs->runs, i + 1, err) == 0;
         if (!ok && o->checkpoint) /* its last save holds the finished run */
             err_append_hint(err, "the trained state is kept in %s %s: write the results from it with "
                             "'dptrain eval %s %s %s FILE'", cli_flag(OPTION_CHECKPOINT), o->checkpoint,
                             cli_flag(OPTION_CHECKPOINT), o->checkpoint, cli_flag(OPTION_OUT));
     }
-    return comm_agree(cs->comm->world, ok, err) == 0 ? DP_EXIT_OK : DP_EXIT_ERROR;
+    return comm_agree(cs->comm, ok, err) == 0 ? DP_EXIT_OK : DP_EXIT_ERROR;
 }
 
 static int train_all(struct command_state *cs, char *err)
@@ -245,7 +233,7 @@ static int prepare_command(struct command_state *cs, char *err)
     int ok = (cs->runs = calloc((size_t)cs->run_count, sizeof *cs->runs)) != NULL;
     if (!ok)
         err_set(err, "cannot allocate results");
-    CHECK_DP(comm_agree(cs->comm->world, ok, err));
+    CHECK_DP(comm_agree(cs->comm, ok, err));
     CHECK_DP(start_profile(cs->comm, &cs->profile, o->trace ? trace_capacity(o, &cs->d, cs->run_count) : 0, err));
     return 0;
 fail:
@@ -269,7 +257,7 @@ int train_command(const struct comm *comm, const struct config *o, char *err)
 {
     struct command_state cs = {.comm = comm, .o = o, .run_count = o->command == CMD_COMPARE ? o->pca_runs : 1};
     int status = DP_EXIT_ERROR;
-    CHECK_DP(set_blas_threads(comm, o->threads, err));
+    openblas_set_num_threads(blas_threads(comm, o->threads));
     if ((size_t)o->batch < (size_t)comm->size) {
         err_set(err, "%s %d: the global batch must be at least the number of ranks (%d)", cli_flag(OPTION_BATCH),
                 o->batch, comm->size);
@@ -352,17 +340,18 @@ static int evaluate_checkpoint(struct run *run, struct checkpoint *c, struct sha
     d->norm = (struct normaliser){c->norm_mean, c->norm_std};
     CHECK_DP(run_allocate(run, c->pca_components > 0 ? &r->pca : NULL, err));
     ok = load_checkpointed(run, c, err) == 0;
-    CHECK_DP(comm_agree(run->comm->world, ok, err));
+    CHECK_DP(comm_agree(run->comm, ok, err));
     CHECK_DP(evaluate_predictions(run->comm, &run->eval, &run->test, &d->test, r, err));
     r->parameter_hash = model_param_hash(run->model);
     if (run->comm->rank == 0) {
         print_evaluated(c, run->o->checkpoint);
         console_summary(r);
-        ok = results_write(run->o->out, run->o->command_line, run->comm->size, r, 1, err) == 0;
+        struct results_origin origin = {run->o->command_line, run->comm->size, run->comm->hosts};
+        ok = results_write(run->o->out, &origin, r, 1, err) == 0;
         if (ok)
             printf("\nresults written to %s\n", run->o->out);
     }
-    return comm_agree(run->comm->world, ok, err);
+    return comm_agree(run->comm, ok, err);
 fail:
     return -1;
 }
@@ -375,10 +364,10 @@ int eval_command(const struct comm *comm, const struct config *given, char *err)
     struct run_result r = {0};
     struct run run = {.comm = comm, .o = &o, .d = &d, .r = &r};
     int status = DP_EXIT_ERROR;
-    CHECK_DP(set_blas_threads(comm, given->threads, err));
+    openblas_set_num_threads(blas_threads(comm, given->threads));
     CHECK_DP(check_paths(comm, given, err));
     int ok = checkpoint_read(given->checkpoint, &c, err) == 0 && config_from_checkpoint(&c, given, &o, err) == 0;
-    CHECK_DP(comm_agree(comm->world, ok, err));
+    CHECK_DP(comm_agree(comm, ok, err));
     if (o.tta && c.pca_components > 0) /* every rank read the same checkpoint */
         FAIL("%s needs raw pixel inputs: %s was trained on %d principal components", cli_flag(OPTION_TTA), given->checkpoint,
              c.pca_components);

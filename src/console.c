@@ -18,8 +18,9 @@ void console_announce(const struct run *run)
         printf(" %d components keeping %.2f%% of the variance (fit %.2f s)", r->pca_components,
                100 * pca_variance_kept(&r->pca), r->pca.fit_seconds);
     int threads = openblas_get_num_threads();
-    printf(", %d ranks (%d BLAS thread%s each), global batch %d, %zu training samples\n", run->comm->size, threads,
-           threads == 1 ? "" : "s", o->batch, run->d->train_total);
+    printf(", %d rank%s on %d host%s (%d BLAS thread%s each), global batch %d, %zu training samples\n",
+           run->comm->size, run->comm->size == 1 ? "" : "s", run->comm->hosts, run->comm->hosts == 1 ? "" : "s",
+           threads, threads == 1 ? "" : "s", o->batch, run->d->train_total);
     if (run->start_epoch == o->epochs)
         printf("%s holds the finished run (%d of %d epochs): nothing to train; evaluating it and writing its "
                "results\n", o->checkpoint, run->start_epoch, o->epochs);

@@ -345,16 +345,21 @@ int dataset_read(const struct comm *comm, const char *path, struct dataset_part 
 {
     memset(part, 0, sizeof *part);
     /* Every rank checks the file before the collective open, which would otherwise leave the
-     * ranks that can read it waiting for one that cannot (a folder, a FIFO, a missing file). */
-    int ok = dataset_check_file(path, "data file", err) == 0;
-    if (comm_agree(comm->world, ok, err) != 0)
+     * ranks that can read it waiting for one that cannot (a folder, a FIFO, a missing file).
+     * Across hosts the likely cause is a path that is not on a filesystem they all share. */
+    int ok = comm->hosts > 1 ? files_check_input(path, "data file", err) == 0
+                             : dataset_check_file(path, "data file", err) == 0;
+    if (!ok && comm->hosts > 1)
+        err_append_hint(err, "every host must see the data file: is it on a filesystem that all %d hosts share?",
+                        comm->hosts);
+    if (comm_agree(comm, ok, err) != 0)
         return -1;
     ok = read_collective(comm, path, part, err) == 0;
     ok = ok && check_labels(&part->train, "train", path, err) == 0 && check_labels(&part->test, "test", path, err) == 0;
     /* Failures before the collective reads are the same on every rank (same file, same
      * metadata); label errors are local. comm_agree hands the first failing rank's message
      * to every rank, so the caller prints it once. */
-    if (comm_agree(comm->world, ok, err) != 0) {
+    if (comm_agree(comm, ok, err) != 0) {
         split_free(&part->train);
         split_free(&part->test);
         return -1;

@@ -96,7 +96,7 @@ int evaluate_predictions(const struct comm *comm, const struct evaluator *ev, co
     }
     if (!ok)
         err_set(err, "cannot allocate predictions");
-    CHECK_DP(comm_agree(comm->world, ok, err));
+    CHECK_DP(comm_agree(comm, ok, err));
     struct evaluation e;
     CHECK_DP(evaluate_set(comm, ev, test, &mine, &e, err));
     CHECK_DP(comm_bcast_size(comm, &total, 0, err));

@@ -29,8 +29,10 @@ int fault_from_environment(struct fault *fault, char *err)
         fault->kind = FAULT_IO;
     else if (strcmp(kind, "flip") == 0)
         fault->kind = FAULT_FLIP;
+    else if (strcmp(kind, "slow") == 0)
+        fault->kind = FAULT_SLOW;
     else
-        FAIL("DPTRAIN_FAULT=%s: unknown kind '%s' (nan, exit, alloc, io or flip)", text, kind);
+        FAIL("DPTRAIN_FAULT=%s: unknown kind '%s' (nan, exit, alloc, io, flip or slow)", text, kind);
     fault->rank = rank;
     fault->epoch = epoch;
     fault->step = step;

@@ -6,6 +6,7 @@
 #include "dptrain/dataset.h"
 #include "dptrain/files.h"
 #include "dptrain/model.h"
+#include "dptrain/watchdog.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,15 @@ static int run_convert(const struct config *options)
     return DP_EXIT_OK;
 }
 
+/* The stall watchdog, unless --stall-timeout 0 or one rank (nothing to wait for). Collective. */
+static int start_watchdog(struct comm *comm, const struct config *options, char *err)
+{
+    int ok = options->stall_timeout <= 0 || comm->size == 1 ||
+             watchdog_start(comm->world, options->stall_timeout, cli_flag(OPTION_STALL_TIMEOUT), &comm->watchdog,
+                            err) == 0;
+    return comm_agree(comm, ok, err) == 0 ? DP_EXIT_OK : DP_EXIT_ERROR;
+}
+
 /* train, compare and eval run under MPI; every rank parses the same command line. */
 static int run_parallel(int argc, char **argv, const struct config *options)
 {
@@ -76,8 +86,14 @@ static int run_parallel(int argc, char **argv, const struct config *options)
      * denormal and every float operation on them slows down many times (measured: CNN epochs
      * growing from 18 s to 30 s without it). No result here depends on values below 1e-38. */
     _mm_setcsr(_mm_getcsr() | 0x8040);
-    int status = options->command == CMD_EVAL ? eval_command(&comm, options, err)
-                                               : train_command(&comm, options, err);
+    int status = start_watchdog(&comm, options, err);
+    if (status == DP_EXIT_OK)
+        status = options->command == CMD_EVAL ? eval_command(&comm, options, err) : train_command(&comm, options, err);
+    char stop_err[DP_ERR_LEN];
+    if (watchdog_stop(comm.watchdog, stop_err) != 0 && status == DP_EXIT_OK) {
+        memcpy(err, stop_err, sizeof stop_err);
+        status = DP_EXIT_ERROR;
+    }
     if ((status == DP_EXIT_ERROR || status == DP_EXIT_USAGE) && comm.rank == 0)
         fprintf(stderr, "dptrain: error: %s\n", err);
     fflush(stdout);

@@ -117,11 +117,11 @@ int pca_fit(const struct comm *comm, const struct pca_data *data, int components
     CHECK_PTR(pca->explained_variance = calloc((size_t)components + 1, sizeof(double)), "cannot allocate");
     CHECK_PTR(pca->explained_ratio = calloc((size_t)components + 1, sizeof(double)), "cannot allocate");
     int ok = local_statistics(pixels, count, dim, stats, err) == 0;
-    CHECK_DP(comm_agree(comm->world, ok, err));
+    CHECK_DP(comm_agree(comm, ok, err));
     CHECK_DP(comm_allreduce_doubles(comm, stats, stats_len, err));
     pca->samples = (size_t)stats[stats_len - 1];
     ok = comm->rank != 0 || solve(stats, dim, components, pca, err) == 0;
-    CHECK_DP(comm_agree(comm->world, ok, err));
+    CHECK_DP(comm_agree(comm, ok, err));
     /* Everyone gets rank 0's answer; the basis travels as float, as it is used. */
     CHECK_DP(comm_bcast_doubles(comm, pca->mean, (size_t)dim, 0, err));
     CHECK_DP(comm_bcast_floats(comm, pca->basis, (size_t)components * dim, 0, err));

@@ -1,6 +1,7 @@
 #include "dptrain/reducer.h"
 
 #include "dptrain/check.h"
+#include "dptrain/watchdog.h"
 
 #include <limits.h>
 #include <string.h>
@@ -10,6 +11,7 @@ int reducer_init(struct reducer *r, const struct comm *comm, struct model *model
     size_t boundaries[MODEL_MAX_LAYERS], cuts[MODEL_MAX_LAYERS + 1];
     memset(r, 0, sizeof *r);
     r->world = comm->world;
+    r->watchdog = comm->watchdog;
     r->rank = comm->rank;
     r->ranks = comm->size;
     r->grads = model->grads;
@@ -68,11 +70,9 @@ void reducer_ready(void *context, size_t first_ready)
     }
 }
 
-int reducer_finish(struct reducer *r, char *err)
+static int reduce_rest(struct reducer *r, char *err)
 {
     int rank = r->rank; /* for the messages */
-    if (r->ranks == 1)
-        return 0;
     if (r->fused) {
         CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, r->grads, (int)r->count, MPI_FLOAT, MPI_SUM, r->world),
                   "rank %d: allreduce of %zu gradients failed", rank, r->count);
@@ -95,4 +95,14 @@ int reducer_finish(struct reducer *r, char *err)
     return 0;
 fail:
     return -1;
+}
+
+int reducer_finish(struct reducer *r, char *err)
+{
+    if (r->ranks == 1)
+        return 0;
+    watchdog_wait(r->watchdog, "the gradient allreduce");
+    int status = reduce_rest(r, err);
+    watchdog_done(r->watchdog);
+    return status;
 }

@@ -212,7 +212,7 @@ fail:
     return -1;
 }
 
-int results_write(const char *path, const char *command, int ranks, const struct run_result *runs,
+int results_write(const char *path, const struct results_origin *origin, const struct run_result *runs,
                   int run_count, char *err)
 {
     hid_t file = -1, group = -1;
@@ -222,8 +222,9 @@ int results_write(const char *path, const char *command, int ranks, const struct
     CHECK_DP((file = h5io_create_in_memory(path, err)) < 0);
     CHECK_DP(h5io_write_attr_string(file, "dptrain_version", DPTRAIN_VERSION, path, err));
     CHECK_DP(h5io_write_attr_string(file, "created", created, path, err));
-    CHECK_DP(h5io_write_attr_long(file, "ranks", ranks, path, err));
-    CHECK_DP(h5io_write_attr_string(file, "command", command, path, err));
+    CHECK_DP(h5io_write_attr_long(file, "ranks", origin->ranks, path, err));
+    CHECK_DP(h5io_write_attr_long(file, "hosts", origin->hosts, path, err));
+    CHECK_DP(h5io_write_attr_string(file, "command", origin->command, path, err));
     CHECK_H5(group = H5Gcreate2(file, "runs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
              "%s: cannot create /runs", path);
     for (int r = 0; r < run_count; r++)

@@ -66,7 +66,7 @@ int run_allocate(struct run *run, const struct pca *pca, char *err)
     run->schedule = schedule_of(run->o, run->steps);
     run->best_val = -1;
     int ok = allocate_here(run, pca, err) == 0;
-    return comm_agree(run->comm->world, ok, err);
+    return comm_agree(run->comm, ok, err);
 }
 
 int run_initialise(struct run *run, char *err)

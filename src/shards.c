@@ -76,7 +76,7 @@ static int hold_out_validation(const struct comm *comm, struct shards *d, size_t
     }
     if (!ok)
         err_set(err, "cannot allocate the validation split");
-    CHECK_DP(comm_agree(comm->world, ok, err));
+    CHECK_DP(comm_agree(comm, ok, err));
     move_held(&d->train, chosen, &mine);
     CHECK_DP(comm_gather_items(comm, mine.labels, mine.count, 1, d->validation.labels, err));
     CHECK_DP(comm_gather_items(comm, mine.images, mine.count, DATASET_PIXELS, d->validation.images, err));
@@ -100,7 +100,7 @@ static int share_eval_set(const struct comm *comm, const struct split *whole, co
     int ok = (part->images = malloc(part->count * DATASET_PIXELS + 1)) && (part->labels = malloc(part->count + 1));
     if (!ok)
         err_set(err, "cannot allocate this rank's share of the %s set", what);
-    CHECK_DP(comm_agree(comm->world, ok, err));
+    CHECK_DP(comm_agree(comm, ok, err));
     CHECK_DP(comm_scatter_blocks(comm, whole->labels, total, 1, part->labels, err));
     CHECK_DP(comm_scatter_blocks(comm, whole->images, total, DATASET_PIXELS, part->images, err));
     return 0;
@@ -130,7 +130,7 @@ int shards_load(const struct comm *comm, const char *path, int validation, uint6
     int ok = (d->rank_counts = calloc((size_t)comm->size, sizeof(size_t))) != NULL;
     if (!ok)
         err_set(err, "cannot allocate rank counts");
-    CHECK_DP(comm_agree(comm->world, ok, err));
+    CHECK_DP(comm_agree(comm, ok, err));
     CHECK_DP(comm_allgather_size(comm, d->train.count, d->rank_counts, err));
     for (int r = 0; r < comm->size; r++)
         d->train_total += d->rank_counts[r];

@@ -36,7 +36,7 @@ static int gather_ranks(const struct run *run, struct gathered *g, char *err)
              (g->buffers = malloc(sizeof(float) * (nb * ranks + 1)));
     if (!ok)
         err_set(err, "cannot allocate checkpoint buffers");
-    CHECK_DP(comm_agree(comm->world, ok, err));
+    CHECK_DP(comm_agree(comm, ok, err));
     CHECK_DP(comm_gather_items(comm, &run->dropout, 1, sizeof run->dropout, g->dropout, err));
     CHECK_DP(comm_gather_items(comm, &run->augment, 1, sizeof run->augment, g->augment, err));
     CHECK_DP(comm_gather_items(comm, &run->partial_loss, 1, sizeof(double), g->losses, err));
@@ -90,7 +90,7 @@ int snapshot_save(struct run *run, int epochs_done, long step, double epoch_seco
         }
     }
     gathered_free(&g);
-    return comm_agree(run->comm->world, ok, err);
+    return comm_agree(run->comm, ok, err);
 }
 
 int snapshot_restore(struct run *run, const struct checkpoint *c, char *err)
@@ -178,7 +178,7 @@ int snapshot_load(const struct comm *comm, const struct config *o, struct checkp
                 o->name);
         ok = 0;
     }
-    if (comm_agree(comm->world, ok, err) != 0) {
+    if (comm_agree(comm, ok, err) != 0) {
         checkpoint_free(c);
         return -1;
     }

@@ -7,6 +7,7 @@
 #include "dptrain/snapshot.h"
 #include "dptrain/stop.h"
 #include "dptrain/timer.h"
+#include "dptrain/watchdog.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -168,7 +169,7 @@ static int check_drift(struct run *run, int epoch, long step, char *err)
     int ok = (all = malloc(sizeof *all * (size_t)comm->size)) != NULL;
     if (!ok)
         err_set(err, "cannot allocate the drift check");
-    CHECK_DP(comm_agree(comm->world, ok, err));
+    CHECK_DP(comm_agree(comm, ok, err));
     CHECK_DP(comm_allgather_u64(comm, model_param_hash(run->model), all, err));
     uint64_t most = majority(all, comm->size);
     for (int r = 0; r < comm->size; r++)
@@ -206,7 +207,10 @@ static enum epoch_outcome train_epoch(struct run *run, int epoch, long first_ste
     run->profile->epoch = epoch;
     for (long step = first_step; step < run->steps; step++) {
         run->profile->step = step;
+        /* Every rank does the same work in a step: a long wait inside one is a lost rank. */
+        watchdog_phase(run->comm->watchdog, "a training step", epoch, step + 1, 0);
         if ((run->stop_signal = agree_on_stop(run, err)) != 0) {
+            watchdog_phase(run->comm->watchdog, "the stop checkpoint", epoch, step + 1, 1);
             *stopped_at = step;
             *seconds = timer_now() - start;
             return EPOCH_STOPPED;
@@ -217,6 +221,7 @@ static enum epoch_outcome train_epoch(struct run *run, int epoch, long first_ste
         if (o->drift_check > 0 && done % o->drift_check == 0 && check_drift(run, epoch, step, err) != 0)
             return EPOCH_FAILED;
         if (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < run->steps) {
+            watchdog_phase(run->comm->watchdog, "a checkpoint", epoch, step + 1, 1);
             double clock = profile_now(run->profile);
             if (snapshot_save(run, epoch - 1, step + 1, timer_now() - start, err) != 0)
                 return EPOCH_FAILED;
@@ -224,6 +229,8 @@ static enum epoch_outcome train_epoch(struct run *run, int epoch, long first_ste
         }
     }
     *seconds = timer_now() - start;
+    /* Evaluation and the checkpoint: rank 0 writes while the others wait, and may be slow. */
+    watchdog_phase(run->comm->watchdog, "evaluation and checkpoint", epoch, run->steps, 1);
     return EPOCH_DONE;
 }
 
@@ -270,6 +277,8 @@ static int finish_epoch(struct run *run, int epoch, double seconds, char *err)
     e->samples_per_second = sums[2] / seconds;
     run->r->history_length = epoch;
     CHECK_DP(close_epoch(run, e, epoch, err));
+    if (fault_strikes(&run->fault, FAULT_SLOW, run->comm->rank, epoch, 0))
+        sleep(FAULT_SLOW_SECONDS);
     clock = profile_end(run->profile, PHASE_EVALUATION, CATEGORY_EPOCH, clock);
     if (run->o->checkpoint) {
         CHECK_DP(snapshot_save(run, epoch, 0, 0, err));
@@ -338,7 +347,7 @@ static int prepare(struct run *run, int pca_k, struct checkpoint *resume, char *
         err_set(err, "cannot allocate the history");
         ok = 0;
     }
-    CHECK_DP(comm_agree(run->comm->world, ok, err));
+    CHECK_DP(comm_agree(run->comm, ok, err));
     const struct pca *pca = inputs_basis(run, pca_k, resume, err);
     CHECK_DP(pca_k > 0 && pca == NULL);
     CHECK_DP(run_allocate(run, pca, err));
@@ -371,12 +380,14 @@ int train_run(struct run *run, int pca_k, struct checkpoint *resume, char *err)
 {
     int status = DP_EXIT_ERROR;
     profile_reset_totals(run->profile);
+    watchdog_phase(run->comm->watchdog, "setting up the run (PCA fit, model, checkpoint)", 0, 0, 1);
     CHECK_DP(prepare(run, pca_k, resume, err));
     console_announce(run);
     status = train_epochs(run, err);
     if (status != DP_EXIT_OK)
         goto fail;
     status = DP_EXIT_ERROR;
+    watchdog_phase(run->comm->watchdog, "the final evaluation and results", 0, 0, 1);
     CHECK_DP(final_predictions(run, err));
     if (!run->o->quiet)
         CHECK_DP(console_profile(run, err));

@@ -129,7 +129,7 @@ static void test_results_file(void **state)
                              .test_count = 6, .labels = labels, .predictions = predictions, .confidence = confidence};
     metrics_compute(labels, predictions, 6, 10, &run.metrics);
     snprintf(path, sizeof path, "%s/r.h5", dir);
-    assert_int_equal(results_write(path, "dptrain train", 2, &run, 1, err), 0);
+    assert_int_equal(results_write(path, &(struct results_origin){"dptrain train", 2, 1}, &run, 1, err), 0);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     assert_true(f >= 0);
     hsize_t epochs[1] = {EPOCHS}, wrong[1] = {2}, six[1] = {6};

@@ -8,19 +8,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct watchdog;
+
 struct comm {
     MPI_Comm world;
     int rank;
     int size;
+    int hosts;      /* nodes the ranks run on (as MPI sees them: ranks that share memory) */
+    int node_ranks; /* ranks on this rank's node */
+    struct watchdog *watchdog; /* the stall watchdog, NULL when off (watchdog.h) */
 };
 
-/* MPI_Init, then MPI_ERRORS_RETURN so that every failure comes back as a code we check. */
+/* MPI_Init, then MPI_ERRORS_RETURN so that every failure comes back as a code we check; then
+ * the hosts and the ranks per host. Collective. */
 int comm_init(int *argc, char ***argv, struct comm *comm, char *err);
 int comm_finalize(char *err);
 
 /* Collective: returns 0 if ok is true on every rank; otherwise -1 on every rank, with the
- * message of the lowest failing rank in err everywhere (so it can be printed once). */
-int comm_agree(MPI_Comm comm, int ok, char *err);
+ * message of the lowest failing rank in err everywhere (so it can be printed once), prefixed
+ * with that rank and its host when there are several ranks. */
+int comm_agree(const struct comm *comm, int ok, char *err);
 
 int comm_bcast_floats(const struct comm *comm, float *data, size_t count, int root, char *err);
 int comm_bcast_doubles(const struct comm *comm, double *data, size_t count, int root, char *err);
@@ -56,8 +63,8 @@ int comm_gather_blocks(const struct comm *comm, const void *part, size_t total, 
  * rank r's at [(*offsets)[r], (*offsets)[r + 1]) (malloc'd, ranks + 1); NULL elsewhere. */
 int comm_gather_text(const struct comm *comm, const char *mine, size_t length, char **all, size_t **offsets,
                      char *err);
-/* How many ranks share this rank's node (shared memory). */
-int comm_node_ranks(const struct comm *comm, int *ranks, char *err);
+/* This process's host name (MPI_Get_processor_name), for messages; "?" if MPI cannot say. */
+void comm_host_name(char *name, size_t size);
 
 /* Abort every rank: for failures after which ranks can no longer meet in a collective. */
 _Noreturn void comm_abort(const struct comm *comm, const char *message);

@@ -44,6 +44,7 @@ struct config {
     double bucket_mb;                 /* gradient allreduce buckets; 0 = one fused allreduce */
     int quiet, checkpoint_every, resume;
     int drift_check;                  /* steps between checks that all ranks hold the same parameters; 0 = off */
+    double stall_timeout;             /* seconds a collective may wait before the job ends; 0 = no watchdog */
 };
 
 const char *config_optimizer_name(enum optimizer_kind kind);
@@ -56,7 +57,7 @@ enum model_kind config_model_kind(const char *spec);
 /* The options that messages outside cli name (cli_flag spells them as users type them). */
 enum option {
     OPTION_DATA, OPTION_OUT, OPTION_CHECKPOINT, OPTION_TRACE, OPTION_SOURCE, OPTION_MODEL, OPTION_RESUME,
-    OPTION_BATCH, OPTION_TTA
+    OPTION_BATCH, OPTION_TTA, OPTION_STALL_TIMEOUT
 };
 
 /* The settings a run must keep to be resumed from its checkpoint, in the order they are compared. */

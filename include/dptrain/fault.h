@@ -1,12 +1,15 @@
 /* Fault injection for the reliability tests: DPTRAIN_FAULT=KIND@RANK[:EPOCH[:STEP]] makes one
  * rank fail in one way at one point, so that the tests can check that every rank stops with one
  * clear message. KIND is nan (that rank's loss and gradient become NaN), exit (that rank dies
- * without a word), alloc (its model allocation fails) or io (rank 0's checkpoint write fails).
+ * without a word), alloc (its model allocation fails), io (rank 0's checkpoint write fails), flip
+ * (one bit of one parameter flips) or slow (that rank's end of an epoch takes FAULT_SLOW_SECONDS
+ * longer: a merely slow phase, which the stall watchdog must let pass).
  * Unset, nothing is injected. */
 #ifndef DPTRAIN_FAULT_H
 #define DPTRAIN_FAULT_H
 
-enum fault_kind { FAULT_NONE, FAULT_NAN, FAULT_EXIT, FAULT_ALLOC, FAULT_IO, FAULT_FLIP };
+enum fault_kind { FAULT_NONE, FAULT_NAN, FAULT_EXIT, FAULT_ALLOC, FAULT_IO, FAULT_FLIP, FAULT_SLOW };
+#define FAULT_SLOW_SECONDS 6
 
 struct fault {
     enum fault_kind kind;

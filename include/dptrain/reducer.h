@@ -21,6 +21,7 @@
 
 struct reducer {
     MPI_Comm world;
+    struct watchdog *watchdog;                   /* told when the step waits for the sum */
     int rank, ranks;
     float *grads;
     size_t count;

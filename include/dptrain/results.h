@@ -43,8 +43,14 @@ struct run_result {
 
 void run_result_free(struct run_result *run);
 
-/* Write every run into path (replacing it atomically). command is the command line. */
-int results_write(const char *path, const char *command, int ranks, const struct run_result *runs,
+/* Where the runs of a results file came from: its file attributes. */
+struct results_origin {
+    const char *command; /* the command line */
+    int ranks, hosts;
+};
+
+/* Write every run into path (replacing it atomically). */
+int results_write(const char *path, const struct results_origin *origin, const struct run_result *runs,
                   int run_count, char *err);
 
 #endif

@@ -141,6 +141,8 @@ cases = [
     (0, ["eval", "--bucket-mb", "1", "--checkpoint", f"{dir}/c.h5"], 2, "--bucket-mb: not a flag of 'eval'"),
     (0, ["train", "--threads", "0"], 2, "--threads: 0 is out of range 1..256"),
     (0, ["train", "--drift-check", "-1"], 2, "--drift-check: -1 is out of range"),
+    (0, ["train", "--stall-timeout", "-5"], 2, "--stall-timeout: -5 is out of range"),
+    (0, ["eval", "--stall-timeout", "soon"], 2, "--stall-timeout: expected a number, got 'soon'"),
     (0, ["train", "--trace"], 2, "--trace needs a value"),
     (2, ["train", "--trace", "/nonexistent-folder/t.json"], 1, "--trace /nonexistent-folder/t.json: folder /nonexistent-folder does not exist"),
     (2, ["train", "--trace", DATA], 1, "names the same file as --data"),

@@ -15,6 +15,7 @@ DPTRAIN = os.environ["DPTRAIN"]
 DATA = os.environ.get("DPTRAIN_DATA", "")
 MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
 IDX_SOURCE = "/usr/share/datasets/fashion-mnist"
+HOST = os.uname().nodename  # how an error names this machine's ranks ("rank 1 on HOST: ...")
 
 
 def run(args, ranks=0, timeout=900, env=None):
@@ -88,7 +89,7 @@ def check_results(path, test_labels, runs=None):
     """Every dataset and attribute of the results contract, with shapes, types and consistency."""
     n_test = len(test_labels)
     with h5py.File(path, "r") as f:
-        for attr in ("dptrain_version", "created", "ranks", "command"):
+        for attr in ("dptrain_version", "created", "ranks", "hosts", "command"):
             check(attr in f.attrs, f"missing root attribute {attr}")
         names = list(f["runs"].keys())
         if runs is not None:

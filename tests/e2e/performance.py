@@ -84,7 +84,7 @@ cores = os.cpu_count()
 def announced_threads(command):
     out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     check(out.returncode == 0, f"{command}: {out.stderr}")
-    match = re.search(r"ranks \((\d+) BLAS threads? each\)", out.stdout)
+    match = re.search(r"hosts? \((\d+) BLAS threads? each\)", out.stdout)
     check(match, f"no thread count in {out.stdout[:300]!r}")
     return int(match.group(1))
 

@@ -133,8 +133,8 @@ for ranks in (2, 3):
     last = ranks - 1
     cases = [
         (f"nan@{last}:2:7", f"rank {last}: the loss became NaN or Inf at epoch 2, step 7"),
-        (f"alloc@{last}", f"rank {last}: cannot allocate the model (injected allocation failure)"),
-        ("io@0:2", "rank 0: "),
+        (f"alloc@{last}", f"rank {last} on {HOST}: cannot allocate the model (injected allocation failure)"),
+        ("io@0:2", f"rank 0 on {HOST}: "),
         (f"exit@{last}:1:20", None),
     ]
     for fault, fragment in cases:

@@ -6,6 +6,7 @@ import re
 import time
 
 from common import *
+import slurm_jobs
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 SKIPPED = 77
@@ -16,28 +17,11 @@ env = dict(os.environ, SLURM_CONF=f"{state}/slurm.conf", OMPI_ALLOW_RUN_AS_ROOT=
 
 
 def slurm(*args, timeout=60, check_ok=True):
-    r = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
-    if check_ok and r.returncode != 0:
-        fail(f"{' '.join(args)}: exit {r.returncode}: {r.stderr.strip()}")
-    return r
-
-
-def job_state(job):
-    r = slurm("scontrol", "show", "job", "-o", job, check_ok=False)
-    m = re.search(r"JobState=(\S+)", r.stdout)
-    return m.group(1) if m else "UNKNOWN"
+    return slurm_jobs.slurm(env, ROOT, *args, timeout=timeout, check_ok=check_ok)
 
 
 def wait_state(job, wanted, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        s = job_state(job)
-        if s in wanted:
-            return s
-        if s in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"):
-            fail(f"job {job} ended {s}")
-        time.sleep(0.5)
-    fail(f"job {job} not in {wanted} after {timeout} s (state {job_state(job)})")
+    return slurm_jobs.wait_state(env, ROOT, job, wanted, timeout)
 
 
 def submit(args, wait=False):
@@ -84,18 +68,7 @@ try:
     epochs = 8
     job = submit(f"--epochs {epochs} --quiet").stdout.strip().split(";")[0]
     wait_state(job, ("RUNNING",), 120)
-    checkpoint = f"{results}/job-{job}/checkpoint.h5"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            with h5py.File(checkpoint, "r") as f:
-                if f.attrs["epoch"] >= 2:
-                    break
-        except (OSError, KeyError):
-            pass
-        time.sleep(0.2)
-    else:
-        fail("no checkpoint of epoch 2")
+    slurm_jobs.wait_checkpoint_epoch(f"{results}/job-{job}/checkpoint.h5", 2, 180)
     requeued_at = time.time()
     slurm("scontrol", "requeue", job)
     wait_state(job, ("COMPLETED",), 400)

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Figures across hosts, on the cluster of namespaced hosts (scripts/cluster-up.sh): the allreduce's
+# latency (1 float) and bandwidth (the MLP's 235,146-float gradient and 4 Mi floats) over shared
+# memory on one host and over TCP between 2 hosts, and MLP and CNN training samples/s on 1 host x 2
+# ranks against 2 hosts x 1 rank; the TCP figures at full speed and with both hosts' links limited
+# by tc tbf to 10 Gbit/s and 1 Gbit/s (this kernel has no netem: no added latency). One BLAS thread
+# per rank. Prints one table, headed by the OpenBLAS kernels in use. Needs root.
+#
+# usage: scripts/cluster-bench.sh [build-dir]
+#   environment: BENCH_MLP_EPOCHS (3), BENCH_CNN_EPOCHS (1; 0 skips the CNN), BENCH_DATA (an HDF5
+#   data file; default: converted into a temporary folder), BENCH_REPS (allreduce repetitions are
+#   fixed by bench_kernels). Uses the cluster in DPTRAIN_CLUSTER_DIR if one is up there, else
+#   starts its own of 2 hosts and stops it at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+[[ -x $build/dptrain && -x $build/bench_kernels ]] || scripts/build.sh "$build" >/dev/null
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+work=$(mktemp -d /tmp/dptrain-cluster-bench-XXXXXX)
+state=${DPTRAIN_CLUSTER_DIR:-}
+own=0
+shaped=()
+cleanup() {
+  for h in "${shaped[@]}"; do ip netns exec "dpt-$h" tc qdisc del dev eth0 root 2>/dev/null || true; done
+  [ "$own" -eq 1 ] && scripts/cluster-down.sh "$state" >/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+if [ -z "$state" ] || [ ! -s "$state/env" ] || ! ip link show dptbr0 >/dev/null 2>&1; then
+  state=$work/cluster
+  scripts/cluster-up.sh 2 "$state" >/dev/null
+  own=1
+fi
+# shellcheck disable=SC1091
+source "$state/env"
+data=${BENCH_DATA:-}
+if [ -z "$data" ]; then
+  data=$work/data.h5
+  "$build/dptrain" convert --out "$data" >/dev/null
+fi
+log() { echo "cluster-bench: $*" >&2; }
+
+shape() { # rate (empty: full speed) -- on both hosts' links
+  for h in node1 node2; do
+    ip netns exec "dpt-$h" tc qdisc del dev eth0 root 2>/dev/null || true
+    [ -z "$1" ] && continue
+    local burst=256kb
+    [ "$1" = 10gbit ] && burst=4mb  # at least rate / HZ
+    ip netns exec "dpt-$h" tc qdisc add dev eth0 root tbf rate "$1" burst "$burst" latency 50ms
+    shaped+=("$h")
+  done
+}
+
+median_seconds() { # where(local|hosts) floats
+  local out
+  if [ "$1" = local ]; then
+    out=$(mpirun -np 2 --bind-to core "$build/bench_kernels" allreduce "$2")
+  else
+    out=$($DPTRAIN_MPIRUN -np 2 "$build/bench_kernels" allreduce "$2")
+  fi
+  awk '/allreduce_median_seconds/ {print $2}' <<<"$out"
+}
+
+samples_per_second() { # where model epochs -> samples/s over the training time
+  local where=$1 model=$2 epochs=$3 out=$work/run.h5
+  rm -f "$out"
+  if [ "$where" = local ]; then
+    mpirun -np 2 --bind-to core "$build/dptrain" train --model "$model" --data "$data" --out "$out" \
+      --epochs "$epochs" --quiet --threads 1 >/dev/null
+  else
+    $DPTRAIN_MPIRUN -np 2 "$build/dptrain" train --model "$model" --data "$data" --out "$out" \
+      --epochs "$epochs" --quiet --threads 1 >/dev/null
+  fi
+  /usr/bin/python3 - "$out" <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    run = next(iter(f["runs"].values()))
+    h = run["history"]
+    print(f"{(h['samples_per_second'][:] * h['seconds'][:]).sum() / run.attrs['train_seconds']:.0f}")
+PY
+}
+
+row() { # label where rate
+  shape "$3"
+  local one mlp_grad big mlp cnn=-
+  one=$(median_seconds "$2" 1)
+  mlp_grad=$(median_seconds "$2" 235146)
+  big=$(median_seconds "$2" 4194304)
+  mlp=$(samples_per_second "$2" mlp "${BENCH_MLP_EPOCHS:-3}")
+  [ "${BENCH_CNN_EPOCHS:-1}" -gt 0 ] && cnn=$(samples_per_second "$2" cnn "${BENCH_CNN_EPOCHS:-1}")
+  awk -v l="$1" -v one="$one" -v g="$mlp_grad" -v b="$big" -v mlp="$mlp" -v cnn="$cnn" 'BEGIN {
+    printf "%-30s %9.1f %9.3f %9.2f %9.3f %9.2f %10s %9s\n", l, one * 1e6, g * 1e3, 235146 * 4 / g / 1e9,
+           b * 1e3, 4194304 * 4 / b / 1e9, mlp, cnn }'
+  log "$1 done"
+}
+
+echo "OpenBLAS kernels: ${OPENBLAS_CORETYPE:-auto-detected} (OPENBLAS_CORETYPE); $(nproc) cores; $(date -u +%F)"
+printf "%-30s %9s %9s %9s %9s %9s %10s %9s\n" "2 ranks on" "1 float" "MLP grad" "GB/s" "16 MiB" "GB/s" "MLP" "CNN"
+printf "%-30s %9s %9s %9s %9s %9s %10s %9s\n" "" "us" "ms" "" "ms" "" "samples/s" "samples/s"
+row "1 host (shared memory)" local ""
+row "2 hosts (TCP, full speed)" hosts ""
+row "2 hosts, links at 10 Gbit/s" hosts 10gbit
+row "2 hosts, links at 1 Gbit/s" hosts 1gbit

@@ -1,0 +1,439 @@
+#include "dptrain/watchdog.h"
+
+#include "dptrain/check.h"
+#include "dptrain/timer.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { TAG_QUERY = 7101, TAG_STATUS = 7102, TEXT = 64, HOST = 64, LISTED = 6 };
+#define POLL_SECONDS 0.1
+
+/* Where a rank is, as its watchdog answers a query (sent as bytes: a cluster of one kind). */
+struct status {
+    int waiting, may_be_slow, epoch;
+    long step;
+    double seconds; /* in this collective (waiting) or this phase (not waiting) */
+    char phase[TEXT], what[TEXT];
+};
+
+/* The main thread's side, guarded by lock. */
+struct position {
+    const char *phase, *what;
+    int waiting, may_be_slow, epoch;
+    long step;
+    double phase_since, wait_since;
+};
+
+/* One round of questions to every other rank. */
+struct inquiry {
+    struct status *replies;
+    MPI_Request *sends, *receives;
+    int *answered;
+};
+
+struct watchdog {
+    MPI_Comm comm;
+    int rank, size;
+    double limit, grace;
+    char limit_flag[TEXT];
+    char (*hosts)[HOST];
+    pthread_t thread;
+    pthread_mutex_t lock;
+    int running, stop;
+    struct position at;
+    int query;                 /* the posted receive of questions */
+    int question;              /* what this rank sends when it asks (the content is not read) */
+    MPI_Request query_request;
+    struct status *answers;    /* one per asking rank, kept until its send completes */
+    MPI_Request *answer_requests;
+    struct inquiry ask;
+};
+
+/* ---- the main thread's side ------------------------------------------------------------ */
+
+void watchdog_phase(struct watchdog *w, const char *phase, int epoch, long step, int may_be_slow)
+{
+    if (!w)
+        return;
+    double now = timer_now();
+    pthread_mutex_lock(&w->lock);
+    w->at.phase = phase;
+    w->at.epoch = epoch;
+    w->at.step = step;
+    w->at.may_be_slow = may_be_slow;
+    w->at.phase_since = now;
+    pthread_mutex_unlock(&w->lock);
+}
+
+void watchdog_wait(struct watchdog *w, const char *what)
+{
+    if (!w)
+        return;
+    double now = timer_now();
+    pthread_mutex_lock(&w->lock);
+    w->at.what = what;
+    w->at.waiting = 1;
+    w->at.wait_since = now;
+    pthread_mutex_unlock(&w->lock);
+}
+
+void watchdog_done(struct watchdog *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->at.waiting = 0;
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* ---- the watchdog thread ----------------------------------------------------------------- */
+
+static struct position position_now(struct watchdog *w)
+{
+    pthread_mutex_lock(&w->lock);
+    struct position p = w->at;
+    pthread_mutex_unlock(&w->lock);
+    return p;
+}
+
+static void describe(const struct position *p, double now, struct status *s)
+{
+    memset(s, 0, sizeof *s);
+    s->waiting = p->waiting;
+    s->may_be_slow = p->may_be_slow;
+    s->epoch = p->epoch;
+    s->step = p->step;
+    s->seconds = now - (p->waiting ? p->wait_since : p->phase_since);
+    snprintf(s->phase, sizeof s->phase, "%s", p->phase ? p->phase : "starting");
+    snprintf(s->what, sizeof s->what, "%s", p->waiting && p->what ? p->what : "");
+}
+
+/* The watchdog cannot do its job: say so and end the job rather than leave it unguarded. */
+_Noreturn static void give_up(struct watchdog *w, const char *err)
+{
+    fprintf(stderr, "dptrain: error: rank %d on %s: the stall watchdog failed: %s\n", w->rank, w->hosts[w->rank], err);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, DP_EXIT_ERROR);
+    exit(DP_EXIT_ERROR);
+}
+
+static void post_query_receive(struct watchdog *w)
+{
+    char err[DP_ERR_LEN];
+    CHECK_MPI(MPI_Irecv(&w->query, 1, MPI_INT, MPI_ANY_SOURCE, TAG_QUERY, w->comm, &w->query_request),
+              "cannot post the receive of questions");
+    return;
+fail:
+    give_up(w, err);
+}
+
+/* Answer the questions that have arrived: where this rank is. */
+static void answer_queries(struct watchdog *w)
+{
+    char err[DP_ERR_LEN];
+    for (;;) {
+        int arrived = 0;
+        MPI_Status st;
+        CHECK_MPI(MPI_Test(&w->query_request, &arrived, &st), "cannot test for questions");
+        if (!arrived)
+            return;
+        int asker = st.MPI_SOURCE, idle = 1;
+        CHECK_MPI(MPI_Test(&w->answer_requests[asker], &idle, MPI_STATUS_IGNORE), "cannot test an answer");
+        if (idle) { /* else the previous answer to that rank is still on its way: it will do */
+            struct position p = position_now(w);
+            describe(&p, timer_now(), &w->answers[asker]);
+            CHECK_MPI(MPI_Isend(&w->answers[asker], (int)sizeof(struct status), MPI_BYTE, asker, TAG_STATUS,
+                                w->comm, &w->answer_requests[asker]),
+                      "cannot answer rank %d", asker);
+        }
+        post_query_receive(w);
+    }
+fail:
+    give_up(w, err);
+}
+
+static void pause_briefly(double seconds)
+{
+    struct timespec t = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    while (nanosleep(&t, &t) != 0 && errno == EINTR)
+        ;
+}
+
+/* Ask every other rank where it is; wait up to the grace period for the answers. */
+static void inquire(struct watchdog *w)
+{
+    char err[DP_ERR_LEN];
+    struct inquiry *q = &w->ask;
+    for (int r = 0; r < w->size; r++) {
+        q->answered[r] = r == w->rank;
+        if (r == w->rank)
+            continue;
+        CHECK_MPI(MPI_Irecv(&q->replies[r], (int)sizeof(struct status), MPI_BYTE, r, TAG_STATUS, w->comm,
+                            &q->receives[r]), "cannot post the receive of rank %d's answer", r);
+        CHECK_MPI(MPI_Isend(&w->question, 1, MPI_INT, r, TAG_QUERY, w->comm, &q->sends[r]), "cannot ask rank %d", r);
+    }
+    double deadline = timer_now() + w->grace;
+    int missing = w->size - 1;
+    while (missing > 0 && timer_now() < deadline) {
+        answer_queries(w); /* other ranks may be asking too */
+        for (int r = 0; r < w->size; r++) {
+            if (q->answered[r])
+                continue;
+            CHECK_MPI(MPI_Test(&q->receives[r], &q->answered[r], MPI_STATUS_IGNORE), "cannot test rank %d's answer", r);
+            missing -= q->answered[r];
+        }
+        if (missing > 0)
+            pause_briefly(0.01);
+    }
+    for (int r = 0; r < w->size; r++) {
+        if (r == w->rank)
+            continue;
+        if (!q->answered[r]) { /* a silent rank: the job ends; only a re-armed wait continues */
+            CHECK_MPI(MPI_Cancel(&q->receives[r]), "cannot cancel the receive of rank %d's answer", r);
+            CHECK_MPI(MPI_Request_free(&q->receives[r]), "cannot free a receive");
+        }
+        CHECK_MPI(MPI_Request_free(&q->sends[r]), "cannot free a question");
+    }
+    return;
+fail:
+    give_up(w, err);
+}
+
+typedef int (*rank_pick)(const struct watchdog *, int);
+
+static int count_ranks(const struct watchdog *w, rank_pick pick)
+{
+    int count = 0;
+    for (int r = 0; r < w->size; r++)
+        count += pick(w, r) != 0;
+    return count;
+}
+
+/* "1 on node2, 3 on node2": the ranks r for which pick(w, r) holds, up to LISTED of them. */
+static int list_ranks(const struct watchdog *w, rank_pick pick, char *out, size_t size)
+{
+    int count = 0;
+    size_t used = 0;
+    out[0] = '\0';
+    for (int r = 0; r < w->size && used < size; r++) {
+        if (!pick(w, r))
+            continue;
+        if (count < LISTED)
+            used += (size_t)snprintf(out + used, size - used, "%s%d on %s", count ? ", " : "", r, w->hosts[r]);
+        else if (count == LISTED)
+            used += (size_t)snprintf(out + used, size - used, " and more");
+        count++;
+    }
+    return count;
+}
+
+static int silent(const struct watchdog *w, int r)
+{
+    return !w->ask.answered[r];
+}
+
+/* Answered, but busy past the limit in a phase that must not take long. */
+static int stuck(const struct watchdog *w, int r)
+{
+    const struct status *s = &w->ask.replies[r];
+    return r != w->rank && w->ask.answered[r] && !s->waiting && !s->may_be_slow && s->seconds > w->limit;
+}
+
+static int legitimately_busy(const struct watchdog *w, int r)
+{
+    const struct status *s = &w->ask.replies[r];
+    return r != w->rank && w->ask.answered[r] && !s->waiting && (s->may_be_slow || s->seconds <= w->limit);
+}
+
+/* The line that ends the job. */
+static void report_stall(const struct watchdog *w, const struct status *mine, char *line, size_t size)
+{
+    char where[2 * TEXT + 64] = "", ranks[512];
+    if (mine->epoch > 0)
+        snprintf(where, sizeof where, " at epoch %d, step %ld", mine->epoch, mine->step);
+    int n = snprintf(line, size, "stalled%s (%s): %s has waited %.0f s", where, mine->phase, mine->what,
+                     mine->seconds);
+    size_t used = n > 0 ? (size_t)n : 0;
+    if (list_ranks(w, silent, ranks, sizeof ranks) > 0)
+        used += (size_t)snprintf(line + used, size - used, "; did not arrive: rank %s (no answer in %.0f s: "
+                                 "stopped, dead, or its link down or too slow)", ranks, w->grace);
+    else if (list_ranks(w, stuck, ranks, sizeof ranks) > 0)
+        used += (size_t)snprintf(line + used, size - used, "; did not arrive: rank %s (busy for longer than "
+                                 "the limit)", ranks);
+    else
+        used += (size_t)snprintf(line + used, size - used, "; every rank arrived but it did not complete (a link "
+                                 "too slow or broken?)");
+    if (used < size)
+        snprintf(line + used, size - used, "; limit %s %g", w->limit_flag, w->limit);
+}
+
+/* The lowest rank that is waiting with this one reports; the others follow it shortly. */
+static int reporter(const struct watchdog *w)
+{
+    for (int r = 0; r < w->rank; r++)
+        if (w->ask.answered[r] && w->ask.replies[r].waiting)
+            return 0;
+    return 1;
+}
+
+/* A wait past the limit: ask the others, then re-arm or end the job. */
+static void investigate(struct watchdog *w, const struct position *p)
+{
+    inquire(w);
+    int lost = count_ranks(w, silent) + count_ranks(w, stuck);
+    for (int r = 0; r < w->size && !lost; r++)
+        if (legitimately_busy(w, r)) { /* merely slow elsewhere: wait again from now */
+            pthread_mutex_lock(&w->lock);
+            if (w->at.waiting && w->at.wait_since == p->wait_since)
+                w->at.wait_since = timer_now();
+            pthread_mutex_unlock(&w->lock);
+            return;
+        }
+    struct position again = position_now(w);
+    if (!again.waiting || again.wait_since != p->wait_since)
+        return; /* the collective completed meanwhile */
+    struct status mine;
+    describe(&again, timer_now(), &mine);
+    if (!reporter(w))
+        pause_briefly(2 * w->grace + 1); /* the reporter's abort normally ends this process first */
+    char line[DP_ERR_LEN];
+    report_stall(w, &mine, line, sizeof line);
+    fprintf(stderr, "dptrain: error: rank %d on %s: %s\n", w->rank, w->hosts[w->rank], line);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, DP_EXIT_ERROR);
+    exit(DP_EXIT_ERROR);
+}
+
+static void *watch(void *arg)
+{
+    struct watchdog *w = arg;
+    post_query_receive(w);
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        int stop = w->stop;
+        struct position p = w->at;
+        pthread_mutex_unlock(&w->lock);
+        if (stop)
+            break;
+        answer_queries(w);
+        if (p.waiting && timer_now() - p.wait_since > w->limit)
+            investigate(w, &p);
+        pause_briefly(POLL_SECONDS);
+    }
+    return NULL;
+}
+
+/* ---- start and stop ---------------------------------------------------------------------- */
+
+static void free_watchdog(struct watchdog *w)
+{
+    free(w->hosts);
+    free(w->answers);
+    free(w->answer_requests);
+    free(w->ask.replies);
+    free(w->ask.sends);
+    free(w->ask.receives);
+    free(w->ask.answered);
+    free(w);
+}
+
+static int allocate(struct watchdog *w, char *err)
+{
+    size_t n = (size_t)w->size;
+    CHECK_PTR(w->hosts = calloc(n, sizeof *w->hosts), "cannot allocate the watchdog");
+    CHECK_PTR(w->answers = calloc(n, sizeof *w->answers), "cannot allocate the watchdog");
+    CHECK_PTR(w->answer_requests = calloc(n, sizeof *w->answer_requests), "cannot allocate the watchdog");
+    CHECK_PTR(w->ask.replies = calloc(n, sizeof *w->ask.replies), "cannot allocate the watchdog");
+    CHECK_PTR(w->ask.sends = calloc(n, sizeof *w->ask.sends), "cannot allocate the watchdog");
+    CHECK_PTR(w->ask.receives = calloc(n, sizeof *w->ask.receives), "cannot allocate the watchdog");
+    CHECK_PTR(w->ask.answered = calloc(n, sizeof *w->ask.answered), "cannot allocate the watchdog");
+    for (size_t r = 0; r < n; r++)
+        w->answer_requests[r] = MPI_REQUEST_NULL;
+    return 0;
+fail:
+    return -1;
+}
+
+/* Everyone's host name, for the line that names the ranks that did not arrive. */
+static int learn_hosts(struct watchdog *w, char *err)
+{
+    char mine[MPI_MAX_PROCESSOR_NAME] = "?";
+    int length = 0;
+    CHECK_MPI(MPI_Get_processor_name(mine, &length), "cannot read this host's name");
+    mine[HOST - 1] = '\0'; /* names longer than HOST - 1 are cut: they only label messages */
+    memcpy(w->hosts[w->rank], mine, HOST);
+    CHECK_MPI(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, w->hosts, HOST, MPI_CHAR, w->comm),
+              "rank %d: cannot gather the host names", w->rank);
+    return 0;
+fail:
+    return -1;
+}
+
+int watchdog_start(MPI_Comm world, double limit_seconds, const char *limit_flag, struct watchdog **out, char *err)
+{
+    int provided = 0, rc = 0;
+    struct watchdog *w = NULL;
+    *out = NULL;
+    CHECK_MPI(MPI_Query_thread(&provided), "cannot ask MPI for its thread level");
+    if (provided < MPI_THREAD_MULTIPLE)
+        FAIL("this MPI library does not support MPI_THREAD_MULTIPLE, which the stall watchdog needs: turn it "
+             "off with %s 0", limit_flag);
+    CHECK_PTR(w = calloc(1, sizeof *w), "cannot allocate the watchdog");
+    w->comm = MPI_COMM_NULL;
+    w->at.phase = "setting up (reading data, fitting PCA)";
+    w->at.may_be_slow = 1; /* until the caller says where it is */
+    w->limit = limit_seconds;
+    w->grace = limit_seconds < 10 ? limit_seconds / 2 : 5;
+    snprintf(w->limit_flag, sizeof w->limit_flag, "%s", limit_flag);
+    CHECK_MPI(MPI_Comm_dup(world, &w->comm), "cannot create the watchdog's communicator");
+    CHECK_MPI(MPI_Comm_rank(w->comm, &w->rank), "MPI_Comm_rank failed");
+    CHECK_MPI(MPI_Comm_size(w->comm, &w->size), "MPI_Comm_size failed");
+    CHECK_DP(allocate(w, err));
+    CHECK_DP(learn_hosts(w, err));
+    if ((rc = pthread_mutex_init(&w->lock, NULL)) != 0)
+        FAIL("cannot create the watchdog's lock: %s", strerror(rc));
+    if ((rc = pthread_create(&w->thread, NULL, watch, w)) != 0) {
+        pthread_mutex_destroy(&w->lock);
+        FAIL("cannot start the watchdog thread: %s", strerror(rc));
+    }
+    w->running = 1;
+    *out = w;
+    return 0;
+fail:
+    if (w && w->comm != MPI_COMM_NULL)
+        MPI_Comm_free(&w->comm);
+    if (w)
+        free_watchdog(w);
+    return -1;
+}
+
+int watchdog_stop(struct watchdog *w, char *err)
+{
+    int rc = 0, status = 0;
+    if (!w)
+        return 0;
+    pthread_mutex_lock(&w->lock);
+    w->stop = 1;
+    pthread_mutex_unlock(&w->lock);
+    if ((rc = pthread_join(w->thread, NULL)) != 0)
+        FAIL("cannot stop the watchdog thread: %s", strerror(rc));
+    pthread_mutex_destroy(&w->lock);
+    /* Leave no request behind for MPI_Finalize: the posted question and any answer in flight. */
+    CHECK_MPI(MPI_Cancel(&w->query_request), "cannot cancel the watchdog's receive");
+    CHECK_MPI(MPI_Wait(&w->query_request, MPI_STATUS_IGNORE), "cannot complete the watchdog's receive");
+    for (int r = 0; r < w->size; r++)
+        if (w->answer_requests[r] != MPI_REQUEST_NULL)
+            CHECK_MPI(MPI_Request_free(&w->answer_requests[r]), "cannot free a watchdog answer");
+    CHECK_MPI(MPI_Comm_free(&w->comm), "cannot free the watchdog's communicator");
+    free_watchdog(w);
+    return 0;
+fail:
+    status = -1;
+    free_watchdog(w); /* the thread is stopped or stuck in MPI: either way MPI_Finalize comes next */
+    return status;
+}

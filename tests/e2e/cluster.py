@@ -1,0 +1,280 @@
+"""dptrain across hosts: a cluster of 3 namespaced hosts on this machine (scripts/cluster-up.sh),
+Open MPI over TCP between them, and Slurm with one node per host.
+
+1. Training across 2 and 3 hosts: the run line names ranks and hosts, and the results are
+   bitwise equal to the same rank count on one host.
+2. A host that cannot see the data file ends the job with one line naming that host and path.
+3. Faults across hosts, each ending every rank non-zero within 60 s with one clear line, keeping
+   the last checkpoint, from which a resume across the hosts completes: a rank killed, a host's
+   link cut, a rank stopped (SIGSTOP), a link made very slow (tc tbf). A phase that is merely
+   slow on one rank (DPTRAIN_FAULT=slow) does not trip the stall watchdog.
+4. Slurm across nodes: jobs/train.sbatch with -N 2 and -N 3, compare.sbatch and scaling.sbatch
+   with -N 2, and `scontrol requeue` of a running 2-node job, which resumes and completes with
+   every epoch once.
+
+Exit 77 (skipped) with the reason where this machine refuses namespaces. The cluster is always
+stopped, also when a check fails."""
+import re
+import shutil
+import signal
+import time
+
+from common import *
+import slurm_jobs
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+SKIPPED = 77
+HOSTS = 3
+FAULT_LIMIT = 60  # seconds from a fault to the end of every rank
+state = temp_dir()
+work = temp_dir()
+base_env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+                OPENBLAS_NUM_THREADS="1")
+
+
+def cluster_env():
+    """The environment STATE/env exports, over ours."""
+    env = dict(base_env)
+    for line in open(f"{state}/env"):
+        m = re.match(r'export (\w+)="?(.*?)"?$', line.strip())
+        if m:
+            env[m.group(1)] = m.group(2)
+    return env
+
+
+def across(ranks, args, env, timeout=300):
+    """dptrain under the cluster's mpirun (one rank per host, round robin)."""
+    command = env["DPTRAIN_MPIRUN"].split() + ["-np", str(ranks), DPTRAIN] + list(args)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def start_across(ranks, args, env, extra_env=None):
+    command = env["DPTRAIN_MPIRUN"].split() + ["-np", str(ranks)]
+    for name in (extra_env or {}):
+        command += ["-x", name]
+    command += [DPTRAIN] + list(args)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(env, **(extra_env or {})))
+
+
+def host_pids(host, name="dptrain"):
+    r = subprocess.run(["ip", "netns", "pids", f"dpt-{host}"], capture_output=True, text=True)
+    pids = []
+    for pid in r.stdout.split():
+        try:
+            if open(f"/proc/{pid}/comm").read().strip() == name:
+                pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+def same_results(a, b, what):
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        ra, rb = fa["runs/raw"], fb["runs/raw"]
+        check(ra.attrs["parameter_hash"] == rb.attrs["parameter_hash"],
+              f"{what}: parameter hash {ra.attrs['parameter_hash']:x} != {rb.attrs['parameter_hash']:x}")
+        for name in ("predictions", "history/train_loss", "history/test_loss"):
+            check(np.array_equal(ra[name][:], rb[name][:]), f"{what}: {name} differs")
+
+
+def train_across_hosts(env, labels):
+    common_args = ["train", "--data", DATA, "--epochs", "1", "--quiet"]
+    for ranks in (2, 3):
+        here, there = f"{work}/local{ranks}.h5", f"{work}/hosts{ranks}.h5"
+        must_succeed(run(common_args + ["--out", here], ranks=ranks))
+        r = must_succeed(across(ranks, common_args[:-1] + ["--out", there], env))
+        check(f"{ranks} ranks on {ranks} hosts" in r.stdout, f"run line: {r.stdout[:400]}")
+        check_results(there, labels, runs=["raw"])
+        with h5py.File(there, "r") as f:
+            check(f.attrs["ranks"] == ranks and f.attrs["hosts"] == ranks, f"ranks/hosts attributes of {there}")
+        same_results(here, there, f"{ranks} ranks on {ranks} hosts against one host")
+        print(f"{ranks} ranks on {ranks} hosts: bitwise equal to {ranks} ranks on one host")
+
+
+def host_without_data(env):
+    shared = f"{work}/shared"
+    os.makedirs(shared)
+    data = f"{shared}/data.h5"
+    shutil.copy(DATA, data)
+    with open(f"{state}/hosts/node2/hide", "w") as f:
+        f.write(shared + "\n")
+    try:
+        out = f"{work}/hidden.h5"
+        r = across(2, ["train", "--data", data, "--out", out, "--epochs", "1"], env, timeout=120)
+    finally:
+        os.remove(f"{state}/hosts/node2/hide")
+    errors = [line for line in r.stderr.splitlines() if line.startswith("dptrain: error:")]
+    check(r.returncode != 0 and len(errors) == 1 and "rank 1 on node2" in errors[0] and data in errors[0] and
+          "No such file" in errors[0] and "filesystem that all 2 hosts share" in errors[0],
+          f"a host without the data file: exit {r.returncode}: {r.stderr[-1500:]}")
+    check(not os.path.exists(out), "partial output after the failure")
+    print("a host without the data file:", errors[0])
+
+
+# ---- faults -----------------------------------------------------------------------------------
+
+def kill_rank(env):
+    os.kill(host_pids("node2")[0], signal.SIGKILL)
+
+
+def cut_link(env):
+    subprocess.run(["ip", "-n", "dpt-node2", "link", "set", "eth0", "down"], check=True)
+
+
+def stop_rank(env):
+    os.kill(host_pids("node2")[0], signal.SIGSTOP)
+
+
+def slow_link(env):
+    subprocess.run(["ip", "netns", "exec", "dpt-node2", "tc", "qdisc", "add", "dev", "eth0", "root", "tbf",
+                    "rate", "100kbit", "burst", "16kb", "latency", "1s"], check=True)
+
+
+def repair(env):
+    subprocess.run(["ip", "-n", "dpt-node2", "link", "set", "eth0", "up"], check=False)
+    subprocess.run(["ip", "netns", "exec", "dpt-node2", "tc", "qdisc", "del", "dev", "eth0", "root"],
+                   capture_output=True, check=False)
+
+
+STALL = re.compile(r"rank 0 on node1: stalled at epoch \d+, step \d+ \(a training step\): (the gradient allreduce|"
+                   r"an allreduce) has waited \d+ s; did not arrive: rank 1 on node2")
+FAULTS = [  # name, how, what the one clear line must say
+    ("a rank killed", kill_rank, re.compile(r"process rank 1 .* on node \S+ exited on signal 9")),
+    ("a link cut", cut_link, re.compile(STALL.pattern + "|ORTE has lost communication with a remote daemon")),
+    ("a rank stopped", stop_rank, STALL),
+    ("a link too slow", slow_link, STALL),
+]
+EPOCHS = 6
+
+
+def fault(env, name, inject, message):
+    checkpoint, out = f"{work}/fault.h5", f"{work}/fault-results.h5"
+    for path in (checkpoint, out):
+        if os.path.exists(path):
+            os.remove(path)
+    args = ["train", "--data", DATA, "--out", out, "--checkpoint", checkpoint, "--epochs", str(EPOCHS),
+            "--stall-timeout", "4", "--quiet"]
+    job = start_across(2, args, env)
+    try:
+        slurm_jobs.wait_checkpoint_epoch(checkpoint, 1, 120)
+        time.sleep(0.5)
+        struck = time.time()
+        inject(env)
+        stdout, stderr = job.communicate(timeout=FAULT_LIMIT + 30)
+        ended = time.time() - struck
+    finally:
+        if job.poll() is None:
+            job.kill()
+    # every rank ends, on every host
+    deadline = struck + FAULT_LIMIT
+    while time.time() < deadline and (host_pids("node1") or host_pids("node2")):
+        time.sleep(0.5)
+    left = host_pids("node1") + host_pids("node2")
+    repair(env)
+    for pid in left:
+        os.kill(pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGKILL)
+    check(not left, f"{name}: ranks still running {FAULT_LIMIT} s after the fault: {left}")
+    check(job.returncode != 0 and ended <= FAULT_LIMIT,
+          f"{name}: exit {job.returncode} after {ended:.0f} s: {stderr[-2000:]}")
+    check(message.search(stderr), f"{name}: no clear line in: {stderr[-2500:]}")
+    check(not os.path.exists(out), f"{name}: results written by a failed run")
+    line = message.search(stderr).group(0)
+    # the last checkpoint is intact and a resume across the hosts completes
+    r = must_succeed(across(2, args + ["--resume"], env))
+    with h5py.File(out, "r") as f:
+        history = list(f["runs/raw/history/epoch"][:])
+    check(history == list(range(1, EPOCHS + 1)), f"{name}: history after the resume {history}")
+    print(f"{name}: ended after {ended:.1f} s ({line[:120]}...); resumed and completed")
+
+
+def merely_slow(env):
+    out = f"{work}/slow.h5"
+    job_env = {"DPTRAIN_FAULT": "slow@1:1"}  # rank 1's end of epoch 1 takes 6 s longer
+    job = start_across(2, ["train", "--data", DATA, "--out", out, "--epochs", "2", "--stall-timeout", "2"], env,
+                       job_env)
+    stdout, stderr = job.communicate(timeout=120)
+    check(job.returncode == 0 and os.path.exists(out),
+          f"a slow phase on one rank tripped the watchdog: exit {job.returncode}: {stderr[-1500:]}")
+    print("a phase 3x longer than --stall-timeout on one rank: the run completed")
+
+
+# ---- Slurm across nodes -----------------------------------------------------------------------
+
+def slurm_across_nodes(env, labels):
+    results = f"{work}/jobs"
+    os.makedirs(results)
+    exports = {"DPTRAIN_DATA": DATA, "DPTRAIN_RESULTS": results, "DPTRAIN_BIN": DPTRAIN}
+    log = f"--output={results}/slurm-%j.out"
+
+    def job_file(job, name):
+        return f"{results}/job-{job}/{name}"
+
+    for nodes in (2, 3):
+        job = slurm_jobs.submit(env, ROOT, "jobs/train.sbatch", dict(exports, DPTRAIN_ARGS="--epochs 1 --quiet"),
+                                [f"-N{nodes}", log])
+        slurm_jobs.wait_state(env, ROOT, job, ("COMPLETED",), 300, f"{results}/slurm-{job}.out")
+        with h5py.File(job_file(job, "results.h5"), "r") as f:
+            check(f.attrs["hosts"] == nodes and f.attrs["ranks"] == 2 * nodes,
+                  f"train.sbatch -N {nodes}: {f.attrs['ranks']} ranks on {f.attrs['hosts']} hosts")
+        check_results(job_file(job, "results.h5"), labels, runs=["raw"])
+        print(f"sbatch -N {nodes} jobs/train.sbatch: {2 * nodes} ranks on {nodes} hosts")
+
+    job = slurm_jobs.submit(env, ROOT, "jobs/compare.sbatch",
+                            dict(exports, DPTRAIN_PCA="0,50", DPTRAIN_ARGS="--epochs 1"), ["-N2", log])
+    slurm_jobs.wait_state(env, ROOT, job, ("COMPLETED",), 300, f"{results}/slurm-{job}.out")
+    check(os.path.exists(job_file(job, "report/REPORT.md")), "compare.sbatch -N 2 wrote no report")
+    with h5py.File(job_file(job, "compare.h5"), "r") as f:
+        check(sorted(f["runs"]) == ["pca50", "raw"] and f.attrs["hosts"] == 2, "compare.sbatch -N 2 results")
+    print("sbatch -N 2 jobs/compare.sbatch: raw and pca50 on 2 hosts, with the report")
+
+    job = slurm_jobs.submit(env, ROOT, "jobs/scaling.sbatch", dict(exports, DPTRAIN_ARGS="--epochs 1"),
+                            ["-N2", log])
+    slurm_jobs.wait_state(env, ROOT, job, ("COMPLETED",), 300, f"{results}/slurm-{job}.out")
+    table = open(f"{results}/slurm-{job}.out").read()
+    check(all(re.search(rf"^ +{n} +\d+ +\d+\.\d\dx", table, re.M) for n in (1, 2, 4)), f"scaling table: {table[-800:]}")
+    print("sbatch -N 2 jobs/scaling.sbatch: 1, 2 and 4 ranks")
+
+    # requeue in the middle of a 2-node job: it resumes from its checkpoint and completes
+    epochs = 6
+    job = slurm_jobs.submit(env, ROOT, "jobs/train.sbatch", dict(exports, DPTRAIN_ARGS=f"--epochs {epochs} --quiet"),
+                            ["-N2", log])
+    slurm_jobs.wait_state(env, ROOT, job, ("RUNNING",), 120)
+    slurm_jobs.wait_checkpoint_epoch(job_file(job, "checkpoint.h5"), 2, 180)
+    slurm_jobs.slurm(env, ROOT, "scontrol", "requeue", job)
+    slurm_jobs.wait_state(env, ROOT, job, ("COMPLETED",), 400, f"{results}/slurm-{job}.out")
+    out = open(f"{results}/slurm-{job}.out").read()
+    check("restart 1" in out and "resumed from" in out, f"the 2-node job did not resume: {out[-3000:]}")
+    with h5py.File(job_file(job, "results.h5"), "r") as f:
+        history = list(f["runs/raw/history/epoch"][:])
+        check(history == list(range(1, epochs + 1)) and f.attrs["hosts"] == 2, f"requeued job history {history}")
+    print("scontrol requeue of a running 2-node job: resumed from its checkpoint, every epoch once")
+
+
+def main():
+    up = subprocess.run([f"{ROOT}/scripts/cluster-up.sh", str(HOSTS), state], capture_output=True, text=True,
+                        timeout=120, env=base_env)
+    if up.returncode != 0:
+        print("SKIPPED: the cluster could not start here:", (up.stderr or up.stdout).strip()[-1500:])
+        sys.exit(SKIPPED)
+    print(up.stdout.strip())
+    env = cluster_env()
+    with h5py.File(DATA, "r") as f:
+        labels = f["test/labels"][:]
+    train_across_hosts(env, labels)
+    host_without_data(env)
+    for name, inject, message in FAULTS:
+        fault(env, name, inject, message)
+    merely_slow(env)
+    slurm_across_nodes(env, labels)
+    print("ok")
+
+
+try:
+    main()
+finally:
+    down = subprocess.run([f"{ROOT}/scripts/cluster-down.sh", state], capture_output=True, text=True, timeout=120)
+    print(down.stdout.strip(), down.stderr.strip())
+    check(subprocess.run(["ip", "link", "show", "dptbr0"], capture_output=True).returncode != 0,
+          "cluster-down.sh left the bridge")
