@@ -7,10 +7,11 @@
 # per rank. Prints one table, headed by the OpenBLAS kernels in use. Needs root.
 #
 # usage: scripts/cluster-bench.sh [build-dir]
-#   environment: BENCH_MLP_EPOCHS (3), BENCH_CNN_EPOCHS (1; 0 skips the CNN), BENCH_DATA (an HDF5
-#   data file; default: converted into a temporary folder), BENCH_REPS (allreduce repetitions are
-#   fixed by bench_kernels). Uses the cluster in DPTRAIN_CLUSTER_DIR if one is up there, else
-#   starts its own of 2 hosts and stops it at the end.
+#   environment: BENCH_MLP_EPOCHS (3), BENCH_CNN_EPOCHS (1; 0 skips the CNN), BENCH_BIG_FLOATS (the
+#   large allreduce, 4194304 = 16 MiB), BENCH_DATA (an HDF5 data file; default: converted into a
+#   temporary folder). Uses the cluster in DPTRAIN_CLUSTER_DIR if one is up there, else starts its
+#   own of 2 hosts and stops it at the end. Figures are medians of 300 allreduces (bench_kernels)
+#   and whole training runs; the machine is shared, so compare rows of one run only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -39,6 +40,7 @@ if [ -z "$data" ]; then
   "$build/dptrain" convert --out "$data" >/dev/null
 fi
 log() { echo "cluster-bench: $*" >&2; }
+big_floats=${BENCH_BIG_FLOATS:-4194304}
 
 shape() { # rate (empty: full speed) -- on both hosts' links
   for h in node1 node2; do
@@ -85,17 +87,18 @@ row() { # label where rate
   local one mlp_grad big mlp cnn=-
   one=$(median_seconds "$2" 1)
   mlp_grad=$(median_seconds "$2" 235146)
-  big=$(median_seconds "$2" 4194304)
+  big=$(median_seconds "$2" "$big_floats")
   mlp=$(samples_per_second "$2" mlp "${BENCH_MLP_EPOCHS:-3}")
   [ "${BENCH_CNN_EPOCHS:-1}" -gt 0 ] && cnn=$(samples_per_second "$2" cnn "${BENCH_CNN_EPOCHS:-1}")
-  awk -v l="$1" -v one="$one" -v g="$mlp_grad" -v b="$big" -v mlp="$mlp" -v cnn="$cnn" 'BEGIN {
+  awk -v l="$1" -v one="$one" -v g="$mlp_grad" -v b="$big" -v n="$big_floats" -v mlp="$mlp" -v cnn="$cnn" 'BEGIN {
     printf "%-30s %9.1f %9.3f %9.2f %9.3f %9.2f %10s %9s\n", l, one * 1e6, g * 1e3, 235146 * 4 / g / 1e9,
-           b * 1e3, 4194304 * 4 / b / 1e9, mlp, cnn }'
+           b * 1e3, n * 4 / b / 1e9, mlp, cnn }'
   log "$1 done"
 }
 
 echo "OpenBLAS kernels: ${OPENBLAS_CORETYPE:-auto-detected} (OPENBLAS_CORETYPE); $(nproc) cores; $(date -u +%F)"
-printf "%-30s %9s %9s %9s %9s %9s %10s %9s\n" "2 ranks on" "1 float" "MLP grad" "GB/s" "16 MiB" "GB/s" "MLP" "CNN"
+big_label=$(awk -v n="$big_floats" 'BEGIN { printf "%.3g MiB", n * 4 / 1048576 }')
+printf "%-30s %9s %9s %9s %9s %9s %10s %9s\n" "2 ranks on" "1 float" "MLP grad" "GB/s" "$big_label" "GB/s" "MLP" "CNN"
 printf "%-30s %9s %9s %9s %9s %9s %10s %9s\n" "" "us" "ms" "" "ms" "" "samples/s" "samples/s"
 row "1 host (shared memory)" local ""
 row "2 hosts (TCP, full speed)" hosts ""

@@ -130,7 +130,8 @@ int comm_allreduce_floats(const struct comm *comm, float *data, size_t count, ch
 {
     if (!count_fits(count, err))
         return -1;
-    CHECK_MPI(WATCHED(comm, "an allreduce", MPI_Allreduce(MPI_IN_PLACE, data, (int)count, MPI_FLOAT, MPI_SUM, comm->world)),
+    CHECK_MPI(WATCHED(comm, "an allreduce",
+                      MPI_Allreduce(MPI_IN_PLACE, data, (int)count, MPI_FLOAT, MPI_SUM, comm->world)),
               "rank %d: allreduce of %zu floats failed", comm->rank, count);
     return 0;
 fail:
@@ -141,7 +142,8 @@ int comm_allreduce_doubles(const struct comm *comm, double *data, size_t count, 
 {
     if (!count_fits(count, err))
         return -1;
-    CHECK_MPI(WATCHED(comm, "an allreduce", MPI_Allreduce(MPI_IN_PLACE, data, (int)count, MPI_DOUBLE, MPI_SUM, comm->world)),
+    CHECK_MPI(WATCHED(comm, "an allreduce",
+                      MPI_Allreduce(MPI_IN_PLACE, data, (int)count, MPI_DOUBLE, MPI_SUM, comm->world)),
               "rank %d: allreduce of %zu doubles failed", comm->rank, count);
     return 0;
 fail:
@@ -177,7 +179,8 @@ fail:
 
 static int reduce_in_place(const struct comm *comm, void *value, MPI_Datatype type, MPI_Op op, char *err)
 {
-    CHECK_MPI(WATCHED(comm, "an allreduce", MPI_Allreduce(MPI_IN_PLACE, value, 1, type, op, comm->world)), "rank %d: allreduce failed",
+    CHECK_MPI(WATCHED(comm, "an allreduce",
+                      MPI_Allreduce(MPI_IN_PLACE, value, 1, type, op, comm->world)), "rank %d: allreduce failed",
               comm->rank);
     return 0;
 fail:
@@ -202,7 +205,8 @@ int comm_max_long(const struct comm *comm, long *value, char *err)
 int comm_bcast_size(const struct comm *comm, size_t *value, int root, char *err)
 {
     unsigned long long wide = *value;
-    CHECK_MPI(WATCHED(comm, "a broadcast", MPI_Bcast(&wide, 1, MPI_UNSIGNED_LONG_LONG, root, comm->world)), "rank %d: broadcast failed",
+    CHECK_MPI(WATCHED(comm, "a broadcast",
+                      MPI_Bcast(&wide, 1, MPI_UNSIGNED_LONG_LONG, root, comm->world)), "rank %d: broadcast failed",
               comm->rank);
     *value = (size_t)wide;
     return 0;
@@ -212,7 +216,9 @@ fail:
 
 int comm_allgather_u64(const struct comm *comm, uint64_t mine, uint64_t *all, char *err)
 {
-    CHECK_MPI(WATCHED(comm, "an allgather", MPI_Allgather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, comm->world)), "rank %d: allgather failed",
+    CHECK_MPI(WATCHED(comm, "an allgather",
+                      MPI_Allgather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, comm->world)),
+              "rank %d: allgather failed",
               comm->rank);
     return 0;
 fail:
@@ -223,7 +229,9 @@ int comm_allgather_size(const struct comm *comm, size_t mine, size_t *all, char 
 {
     unsigned long long wide = mine, *gathered = NULL;
     CHECK_PTR(gathered = malloc(sizeof *gathered * (size_t)comm->size), "cannot allocate");
-    CHECK_MPI(WATCHED(comm, "an allgather", MPI_Allgather(&wide, 1, MPI_UNSIGNED_LONG_LONG, gathered, 1, MPI_UNSIGNED_LONG_LONG, comm->world)),
+    CHECK_MPI(WATCHED(comm, "an allgather",
+                      MPI_Allgather(&wide, 1, MPI_UNSIGNED_LONG_LONG, gathered, 1, MPI_UNSIGNED_LONG_LONG,
+                                    comm->world)),
               "rank %d: allgather failed", comm->rank);
     for (int r = 0; r < comm->size; r++)
         all[r] = (size_t)gathered[r];
@@ -283,7 +291,8 @@ int comm_gather_items(const struct comm *comm, const void *mine, size_t items, s
     CHECK_DP(comm_allgather_size(comm, items, sizes, err));
     /* every rank computes the same layout from the same sizes: the same verdict everywhere */
     CHECK_DP(byte_layout(comm, sizes, item_bytes, counts, displs, err));
-    CHECK_MPI(WATCHED(comm, "a gather", MPI_Gatherv(mine, counts[comm->rank], MPI_BYTE, all, counts, displs, MPI_BYTE, 0, comm->world)),
+    CHECK_MPI(WATCHED(comm, "a gather",
+                      MPI_Gatherv(mine, counts[comm->rank], MPI_BYTE, all, counts, displs, MPI_BYTE, 0, comm->world)),
               "rank %d: gather failed", comm->rank);
     free(sizes);
     free(counts);
@@ -310,10 +319,12 @@ static int move_blocks(const struct comm *comm, const struct block_move *m, char
     CHECK_DP(block_layout(comm, m->total, m->item_bytes, &counts, &displs, err));
     int mine = counts[comm->rank];
     if (m->gather)
-        CHECK_MPI(WATCHED(comm, "a gather", MPI_Gatherv(m->from, mine, MPI_BYTE, m->to, counts, displs, MPI_BYTE, 0, comm->world)),
+        CHECK_MPI(WATCHED(comm, "a gather",
+                          MPI_Gatherv(m->from, mine, MPI_BYTE, m->to, counts, displs, MPI_BYTE, 0, comm->world)),
                   "rank %d: gather failed", comm->rank);
     else
-        CHECK_MPI(WATCHED(comm, "a scatter", MPI_Scatterv(m->from, counts, displs, MPI_BYTE, m->to, mine, MPI_BYTE, 0, comm->world)),
+        CHECK_MPI(WATCHED(comm, "a scatter",
+                          MPI_Scatterv(m->from, counts, displs, MPI_BYTE, m->to, mine, MPI_BYTE, 0, comm->world)),
                   "rank %d: scatter failed", comm->rank);
     free(counts);
     free(displs);

@@ -88,7 +88,8 @@ static int run_parallel(int argc, char **argv, const struct config *options)
     _mm_setcsr(_mm_getcsr() | 0x8040);
     int status = start_watchdog(&comm, options, err);
     if (status == DP_EXIT_OK)
-        status = options->command == CMD_EVAL ? eval_command(&comm, options, err) : train_command(&comm, options, err);
+        status = options->command == CMD_EVAL ? eval_command(&comm, options, err)
+                                               : train_command(&comm, options, err);
     char stop_err[DP_ERR_LEN];
     if (watchdog_stop(comm.watchdog, stop_err) != 0 && status == DP_EXIT_OK) {
         memcpy(err, stop_err, sizeof stop_err);

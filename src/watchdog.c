@@ -116,7 +116,8 @@ static void describe(const struct position *p, double now, struct status *s)
 /* The watchdog cannot do its job: say so and end the job rather than leave it unguarded. */
 _Noreturn static void give_up(struct watchdog *w, const char *err)
 {
-    fprintf(stderr, "dptrain: error: rank %d on %s: the stall watchdog failed: %s\n", w->rank, w->hosts[w->rank], err);
+    fprintf(stderr, "dptrain: error: rank %d on %s: the stall watchdog failed: %s\n", w->rank, w->hosts[w->rank],
+            err);
     fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, DP_EXIT_ERROR);
     exit(DP_EXIT_ERROR);
@@ -184,7 +185,8 @@ static void inquire(struct watchdog *w)
         for (int r = 0; r < w->size; r++) {
             if (q->answered[r])
                 continue;
-            CHECK_MPI(MPI_Test(&q->receives[r], &q->answered[r], MPI_STATUS_IGNORE), "cannot test rank %d's answer", r);
+            CHECK_MPI(MPI_Test(&q->receives[r], &q->answered[r], MPI_STATUS_IGNORE), "cannot test rank %d's answer",
+                      r);
             missing -= q->answered[r];
         }
         if (missing > 0)

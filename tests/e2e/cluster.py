@@ -8,8 +8,8 @@ Open MPI over TCP between them, and Slurm with one node per host.
    the last checkpoint, from which a resume across the hosts completes: a rank killed, a host's
    link cut, a rank stopped (SIGSTOP), a link made very slow (tc tbf). A phase that is merely
    slow on one rank (DPTRAIN_FAULT=slow) does not trip the stall watchdog.
-4. Slurm across nodes: jobs/train.sbatch with -N 2 and -N 3, compare.sbatch and scaling.sbatch
-   with -N 2, and `scontrol requeue` of a running 2-node job, which resumes and completes with
+4. Slurm across nodes: jobs/train.sbatch with -N 2 and -N 3, compare.sbatch with -N 3,
+   scaling.sbatch with -N 2, and `scontrol requeue` of a running 2-node job, which resumes and completes with
    every epoch once.
 
 Exit 77 (skipped) with the reason where this machine refuses namespaces. The cluster is always
@@ -200,6 +200,26 @@ def merely_slow(env):
     print("a phase 3x longer than --stall-timeout on one rank: the run completed")
 
 
+def cluster_bench(env):
+    """scripts/cluster-bench.sh on this cluster, small: every row there and filled (figures are
+    printed, never timed by a test)."""
+    r = subprocess.run([f"{ROOT}/scripts/cluster-bench.sh", os.path.dirname(DPTRAIN)], capture_output=True,
+                       text=True, timeout=300,
+                       env=dict(env, BENCH_DATA=DATA, BENCH_MLP_EPOCHS="1", BENCH_CNN_EPOCHS="0",
+                                BENCH_BIG_FLOATS="65536", DPTRAIN_CLUSTER_DIR=state))
+    check(r.returncode == 0, f"cluster-bench.sh: exit {r.returncode}: {r.stderr[-1500:]}")
+    number = r"\d+\.\d+"
+    for label in ("1 host (shared memory)", "2 hosts (TCP, full speed)", "2 hosts, links at 10 Gbit/s",
+                  "2 hosts, links at 1 Gbit/s"):
+        check(re.search(rf"^{re.escape(label)} +{number} +{number} +{number} +{number} +{number} +\d+ +-$", r.stdout,
+                        re.M), f"cluster-bench.sh: no row '{label}' in {r.stdout}")
+    check("OpenBLAS kernels:" in r.stdout, "cluster-bench.sh names the kernels")
+    shaped = subprocess.run(["ip", "netns", "exec", "dpt-node1", "tc", "qdisc", "show", "dev", "eth0"],
+                            capture_output=True, text=True).stdout
+    check("tbf" not in shaped, f"cluster-bench.sh left the links shaped: {shaped}")
+    print("cluster-bench.sh: every row, links unshaped afterwards")
+
+
 # ---- Slurm across nodes -----------------------------------------------------------------------
 
 def slurm_across_nodes(env, labels):
@@ -222,12 +242,12 @@ def slurm_across_nodes(env, labels):
         print(f"sbatch -N {nodes} jobs/train.sbatch: {2 * nodes} ranks on {nodes} hosts")
 
     job = slurm_jobs.submit(env, ROOT, "jobs/compare.sbatch",
-                            dict(exports, DPTRAIN_PCA="0,50", DPTRAIN_ARGS="--epochs 1"), ["-N2", log])
+                            dict(exports, DPTRAIN_PCA="0,50", DPTRAIN_ARGS="--epochs 1"), ["-N3", log])
     slurm_jobs.wait_state(env, ROOT, job, ("COMPLETED",), 300, f"{results}/slurm-{job}.out")
-    check(os.path.exists(job_file(job, "report/REPORT.md")), "compare.sbatch -N 2 wrote no report")
+    check(os.path.exists(job_file(job, "report/REPORT.md")), "compare.sbatch -N 3 wrote no report")
     with h5py.File(job_file(job, "compare.h5"), "r") as f:
-        check(sorted(f["runs"]) == ["pca50", "raw"] and f.attrs["hosts"] == 2, "compare.sbatch -N 2 results")
-    print("sbatch -N 2 jobs/compare.sbatch: raw and pca50 on 2 hosts, with the report")
+        check(sorted(f["runs"]) == ["pca50", "raw"] and f.attrs["hosts"] == 3, "compare.sbatch -N 3 results")
+    print("sbatch -N 3 jobs/compare.sbatch: raw and pca50 on 3 hosts, with the report")
 
     job = slurm_jobs.submit(env, ROOT, "jobs/scaling.sbatch", dict(exports, DPTRAIN_ARGS="--epochs 1"),
                             ["-N2", log])
@@ -267,6 +287,7 @@ def main():
     for name, inject, message in FAULTS:
         fault(env, name, inject, message)
     merely_slow(env)
+    cluster_bench(env)
     slurm_across_nodes(env, labels)
     print("ok")
 
