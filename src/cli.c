@@ -407,7 +407,7 @@ const char *cli_setting_flag(enum setting s)
 {
     static const char *const flags_of[] = {
         [SETTING_MODEL] = "--model", [SETTING_PCA] = "--pca", [SETTING_BATCH] = "--batch",
-        [SETTING_RANKS] = "ranks", [SETTING_EPOCHS] = "--epochs", [SETTING_SEED] = "--seed",
+        [SETTING_EPOCHS] = "--epochs", [SETTING_SEED] = "--seed",
         [SETTING_OPTIMIZER] = "--optimizer", [SETTING_LR] = "--lr", [SETTING_MOMENTUM] = "--momentum",
         [SETTING_WEIGHT_DECAY] = "--weight-decay", [SETTING_SCHEDULE] = "--schedule", [SETTING_WARMUP] = "--warmup",
         [SETTING_DROPOUT] = "--dropout", [SETTING_LABEL_SMOOTHING] = "--label-smoothing",

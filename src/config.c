@@ -49,13 +49,12 @@ enum model_kind config_model_kind(const char *spec)
 
 /* Every compared setting as text; `real` formats the real numbers (%.17g is exact, so equal texts
  * are equal settings; %g reads well in messages). */
-static void setting_text(const struct config *c, int ranks, enum setting s, const char *real, char *out, size_t size)
+static void setting_text(const struct config *c, enum setting s, const char *real, char *out, size_t size)
 {
     switch (s) {
     case SETTING_MODEL: snprintf(out, size, "%s", c->model); break;
     case SETTING_PCA: snprintf(out, size, "%d", c->pca); break;
     case SETTING_BATCH: snprintf(out, size, "%d", c->batch); break;
-    case SETTING_RANKS: snprintf(out, size, "%d", ranks); break;
     case SETTING_EPOCHS: snprintf(out, size, "%d", c->epochs); break;
     case SETTING_SEED: snprintf(out, size, "%llu", (unsigned long long)c->seed); break;
     case SETTING_OPTIMIZER: snprintf(out, size, "%s", config_optimizer_name(c->optimizer)); break;
@@ -73,17 +72,17 @@ static void setting_text(const struct config *c, int ranks, enum setting s, cons
     }
 }
 
-void config_setting_value(const struct config *c, int ranks, enum setting s, char *out, size_t size)
+void config_setting_value(const struct config *c, enum setting s, char *out, size_t size)
 {
-    setting_text(c, ranks, s, "%g", out, size);
+    setting_text(c, s, "%g", out, size);
 }
 
-enum setting config_first_difference(const struct config *a, int ranks_a, const struct config *b, int ranks_b)
+enum setting config_first_difference(const struct config *a, const struct config *b)
 {
     char va[96], vb[96];
     for (int s = 0; s < SETTING_NONE; s++) {
-        setting_text(a, ranks_a, (enum setting)s, "%.17g", va, sizeof va);
-        setting_text(b, ranks_b, (enum setting)s, "%.17g", vb, sizeof vb);
+        setting_text(a, (enum setting)s, "%.17g", va, sizeof va);
+        setting_text(b, (enum setting)s, "%.17g", vb, sizeof vb);
         if (strcmp(va, vb) != 0)
             return (enum setting)s;
     }

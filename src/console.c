@@ -26,6 +26,11 @@ void console_announce(const struct run *run)
                "results\n", o->checkpoint, run->start_epoch, o->epochs);
     else if (run->start_epoch > 0 || run->start_step > 0)
         printf("resumed from %s at epoch %d, step %ld\n", o->checkpoint, run->start_epoch + 1, run->start_step + 1);
+    if (run->resumed_ranks > 0 && run->resumed_ranks != run->comm->size && run->start_epoch < o->epochs)
+        printf("the checkpoint was saved by %d rank%s, this run has %d: %s\n", run->resumed_ranks,
+               run->resumed_ranks == 1 ? "" : "s", run->comm->size,
+               run->start_step > 0 ? "the rest of this epoch takes a new data order and random streams (README, "
+                                     "Checkpoints)" : "the same global batch and schedule go on");
 }
 
 void console_epoch(const struct epoch_record *e, int epochs, int has_validation)

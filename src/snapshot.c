@@ -93,10 +93,46 @@ int snapshot_save(struct run *run, int epochs_done, long step, double epoch_seco
     return comm_agree(run->comm, ok, err);
 }
 
+/* The per-rank state of a resume on the checkpoint's rank count: this rank's row, exactly. */
+static void restore_own_row(struct run *run, const struct checkpoint *c)
+{
+    int rank = run->comm->rank;
+    run->dropout = c->dropout_rng[rank];
+    run->augment = c->augment_rng[rank];
+    run->partial_loss = c->partial_loss[rank];
+    run->partial_correct = (long)c->partial_correct[rank];
+    if (c->buffer_count)
+        memcpy(run->model->buffers, c->buffers + (size_t)rank * c->buffer_count, c->buffer_count * sizeof(float));
+}
+
+/* On another rank count (an elastic resume) the rows cannot map to ranks: the epoch's partial
+ * sums go to rank 0 whole (they are only ever summed), the batch-norm statistics are the rows'
+ * average (as at the end of every epoch), and the rest of the epoch draws fresh streams, keyed by
+ * the step so that they differ from the epoch's first ones. An epoch boundary loses nothing: the
+ * next epoch seeds its streams and order from (seed, epoch, rank) as always. */
+static void restore_elastic(struct run *run, const struct checkpoint *c)
+{
+    int rank = run->comm->rank;
+    uint64_t key = ((uint64_t)c->step << 32) | (uint64_t)rank;
+    rng_seed(&run->dropout, run->o->seed, RNG_DROPOUT, (uint64_t)c->epoch + 1, key);
+    rng_seed(&run->augment, run->o->seed, RNG_AUGMENT, (uint64_t)c->epoch + 1, key);
+    run->partial_loss = 0;
+    run->partial_correct = 0;
+    for (int r = 0; rank == 0 && r < c->ranks; r++) {
+        run->partial_loss += c->partial_loss[r];
+        run->partial_correct += (long)c->partial_correct[r];
+    }
+    for (size_t i = 0; i < c->buffer_count; i++) {
+        double sum = 0;
+        for (int r = 0; r < c->ranks; r++)
+            sum += c->buffers[(size_t)r * c->buffer_count + i];
+        run->model->buffers[i] = (float)(sum / c->ranks);
+    }
+}
+
 int snapshot_restore(struct run *run, const struct checkpoint *c, char *err)
 {
     struct model *m = run->model;
-    int rank = run->comm->rank;
     size_t bytes = m->param_count * sizeof(float);
     /* the same checkpoint and data on every rank: the same verdict */
     CHECK_DP(checkpoint_check_position(c, run->steps, m->param_count, m->buffer_count, run->o->checkpoint, err));
@@ -113,12 +149,11 @@ int snapshot_restore(struct run *run, const struct checkpoint *c, char *err)
     run->start_epoch = c->epoch;
     run->start_step = c->step;
     run->resumed_epoch_seconds = c->epoch_seconds;
-    run->dropout = c->dropout_rng[rank];
-    run->augment = c->augment_rng[rank];
-    run->partial_loss = c->partial_loss[rank];
-    run->partial_correct = (long)c->partial_correct[rank];
-    if (m->buffer_count)
-        memcpy(m->buffers, c->buffers + (size_t)rank * c->buffer_count, c->buffer_count * sizeof(float));
+    run->resumed_ranks = c->ranks;
+    if (c->ranks == run->comm->size)
+        restore_own_row(run, c);
+    else
+        restore_elastic(run, c);
     return 0;
 fail:
     return -1;
@@ -150,18 +185,18 @@ int snapshot_settings(const struct checkpoint *c, const struct config *given, st
 
 /* Refuse a checkpoint whose settings differ from this run's, naming the first difference by the
  * flag users typed. */
-static int check_settings(const struct checkpoint *c, const struct config *o, int ranks, char *err)
+static int check_settings(const struct checkpoint *c, const struct config *o, char *err)
 {
     struct config saved;
     char was[96], now[96];
     if (snapshot_settings(c, o, &saved) != 0)
         FAIL("%s: corrupt checkpoint: unknown optimizer '%s' or schedule '%s'", o->checkpoint, c->optimizer,
              c->schedule);
-    enum setting s = config_first_difference(&saved, c->ranks, o, ranks);
+    enum setting s = config_first_difference(&saved, o);
     if (s == SETTING_NONE)
         return 0;
-    config_setting_value(&saved, c->ranks, s, was, sizeof was);
-    config_setting_value(o, ranks, s, now, sizeof now);
+    config_setting_value(&saved, s, was, sizeof was);
+    config_setting_value(o, s, now, sizeof now);
     FAIL("%s: %s was saved with %s %s, this run has %s %s (resume with the same settings)", cli_flag(OPTION_RESUME),
          o->checkpoint,
          cli_setting_flag(s), was, cli_setting_flag(s), now);
@@ -172,7 +207,7 @@ fail:
 int snapshot_load(const struct comm *comm, const struct config *o, struct checkpoint *c, char *err)
 {
     int ok = checkpoint_read(o->checkpoint, c, err) == 0;
-    ok = ok && check_settings(c, o, comm->size, err) == 0;
+    ok = ok && check_settings(c, o, err) == 0;
     if (ok && o->name && strcmp(o->name, c->name) != 0) {
         err_set(err, "%s: %s holds run %s, this run is named %s", cli_flag(OPTION_RESUME), o->checkpoint, c->name,
                 o->name);

@@ -60,16 +60,17 @@ enum option {
     OPTION_BATCH, OPTION_TTA, OPTION_STALL_TIMEOUT
 };
 
-/* The settings a run must keep to be resumed from its checkpoint, in the order they are compared. */
+/* The settings a run must keep to be resumed from its checkpoint, in the order they are compared.
+ * The rank count is not one of them: a resume may run on any number of ranks (snapshot.c). */
 enum setting {
-    SETTING_MODEL, SETTING_PCA, SETTING_BATCH, SETTING_RANKS, SETTING_EPOCHS, SETTING_SEED, SETTING_OPTIMIZER,
+    SETTING_MODEL, SETTING_PCA, SETTING_BATCH, SETTING_EPOCHS, SETTING_SEED, SETTING_OPTIMIZER,
     SETTING_LR, SETTING_MOMENTUM, SETTING_WEIGHT_DECAY, SETTING_SCHEDULE, SETTING_WARMUP, SETTING_DROPOUT,
     SETTING_LABEL_SMOOTHING, SETTING_AUGMENT, SETTING_TTA, SETTING_VALIDATION, SETTING_NONE
 };
 
-/* The first setting in which two runs differ (each with its rank count), or SETTING_NONE. */
-enum setting config_first_difference(const struct config *a, int ranks_a, const struct config *b, int ranks_b);
+/* The first setting in which two runs differ, or SETTING_NONE. */
+enum setting config_first_difference(const struct config *a, const struct config *b);
 /* A setting's value as text, for messages. */
-void config_setting_value(const struct config *c, int ranks, enum setting s, char *out, size_t size);
+void config_setting_value(const struct config *c, enum setting s, char *out, size_t size);
 
 #endif

@@ -44,6 +44,7 @@ struct run {
     int start_epoch;
     long start_step;
     double resumed_epoch_seconds;
+    int resumed_ranks;            /* the checkpoint's rank count on a resume, else 0 */
     /* this rank's streams and sums of the epoch in progress */
     struct rng dropout, augment;
     double partial_loss;

@@ -256,20 +256,23 @@ def slurm_across_nodes(env, labels):
     check(all(re.search(rf"^ +{n} +\d+ +\d+\.\d\dx", table, re.M) for n in (1, 2, 4)), f"scaling table: {table[-800:]}")
     print("sbatch -N 2 jobs/scaling.sbatch: 1, 2 and 4 ranks")
 
-    # requeue in the middle of a 2-node job: it resumes from its checkpoint and completes
+    # requeue in the middle of a 2-node job, coming back on one node: it resumes from its
+    # checkpoint on the ranks it gets and completes
     epochs = 6
     job = slurm_jobs.submit(env, ROOT, "jobs/train.sbatch", dict(exports, DPTRAIN_ARGS=f"--epochs {epochs} --quiet"),
                             ["-N2", log])
     slurm_jobs.wait_state(env, ROOT, job, ("RUNNING",), 120)
     slurm_jobs.wait_checkpoint_epoch(job_file(job, "checkpoint.h5"), 2, 180)
-    slurm_jobs.slurm(env, ROOT, "scontrol", "requeue", job)
+    slurm_jobs.requeue_resized(env, ROOT, job, "NumNodes=1", "NumCPUs=2", "NumTasks=2", "TasksPerNode=2")
     slurm_jobs.wait_state(env, ROOT, job, ("COMPLETED",), 400, f"{results}/slurm-{job}.out")
     out = open(f"{results}/slurm-{job}.out").read()
-    check("restart 1" in out and "resumed from" in out, f"the 2-node job did not resume: {out[-3000:]}")
+    check("restart 1" in out and "resumed from" in out and "saved by 4 ranks, this run has 2" in out,
+          f"the 2-node job did not resume on 1 node: {out[-3000:]}")
     with h5py.File(job_file(job, "results.h5"), "r") as f:
         history = list(f["runs/raw/history/epoch"][:])
-        check(history == list(range(1, epochs + 1)) and f.attrs["hosts"] == 2, f"requeued job history {history}")
-    print("scontrol requeue of a running 2-node job: resumed from its checkpoint, every epoch once")
+        check(history == list(range(1, epochs + 1)) and f.attrs["hosts"] == 1 and f.attrs["ranks"] == 2,
+              f"requeued job: history {history}, {f.attrs['ranks']} ranks on {f.attrs['hosts']} hosts")
+    print("a running 4-rank 2-node job requeued onto 1 node: resumed on 2 ranks, every epoch once")
 
 
 def main():

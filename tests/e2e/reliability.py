@@ -1,5 +1,6 @@
 """Checkpoints, exact resume, stop signals, a killed rank, injected faults on one rank, and
 resume refusing a different configuration. Every launch has a timeout: a hang fails the test."""
+import shutil
 import signal
 import time
 
@@ -120,12 +121,39 @@ with h5py.File(eval_out, "r") as a, h5py.File(ref_out, "r") as b:
 for args, ranks, fragment in (
         (["--batch", "256"], 2, "saved with --batch 128, this run has --batch 256"),
         (["--pca", "50"], 2, "saved with --pca 0, this run has --pca 50"),
-        (["--model", "mlp:64"], 2, "saved with --model mlp, this run has --model mlp:64"),
-        ([], 3, "saved with ranks 2, this run has ranks 3")):
+        (["--model", "mlp:64"], 2, "saved with --model mlp, this run has --model mlp:64")):
     result = run(BASE + ["--checkpoint", ref_ckpt, "--resume", "--out", f"{dir}/x.h5"] + args, ranks=ranks)
     errors = [line for line in result.stderr.splitlines() if line.startswith("dptrain: error:")]
     check(result.returncode == 1 and len(errors) == 1 and fragment in errors[0],
           f"mismatch {args}: {result.stderr!r}")
+
+# 6b. An elastic resume: 4 ranks lose one in the middle of epoch 2 (the checkpoint of step 100
+#     survives); the same checkpoint resumes on 2, 1 and 3 ranks, each to the end with every epoch
+#     once, saying what differs, and with the epoch's loss where an uninterrupted run has it.
+ckpt = f"{dir}/elastic.ckpt.h5"
+result = run(BASE + ["--checkpoint", ckpt, "--checkpoint-every", "100", "--out", f"{dir}/never.h5"], ranks=4,
+             env={"DPTRAIN_FAULT": "exit@3:2:150"})
+check(result.returncode != 0, "the 4-rank run lost a rank and must fail")
+with h5py.File(ckpt, "r") as f:
+    check((f.attrs["epoch"], f.attrs["step"], f.attrs["ranks"]) == (1, 100, 4),
+          f"checkpoint at {f.attrs['epoch']}, {f.attrs['step']} by {f.attrs['ranks']} ranks")
+with h5py.File(ref_out, "r") as f:
+    ref_loss = f["runs/raw/history/train_loss"][:]
+for ranks in (2, 1, 3):
+    copy, out = f"{dir}/elastic{ranks}.ckpt.h5", f"{dir}/elastic{ranks}.h5"
+    shutil.copy(ckpt, copy)
+    result = must_succeed(run(BASE + ["--checkpoint", copy, "--resume", "--out", out], ranks=ranks))
+    check("resumed from" in result.stdout and f"saved by 4 ranks, this run has {ranks}: the rest of this epoch "
+          "takes a new data order" in result.stdout, f"elastic resume on {ranks}: {result.stdout[:600]}")
+    check_results(out, test_labels, runs=["raw"])
+    with h5py.File(out, "r") as f:
+        run_group = f["runs/raw"]
+        check(list(run_group["history/epoch"][:]) == [1, 2, 3] and f.attrs["ranks"] == ranks,
+              f"elastic resume on {ranks}: history {list(run_group['history/epoch'][:])}")
+        loss = run_group["history/train_loss"][:]
+        check(np.all(np.abs(loss - ref_loss) < 0.03 * ref_loss) and run_group.attrs["test_accuracy"] > 0.85,
+              f"elastic resume on {ranks}: losses {loss} against {ref_loss}")
+    print(f"elastic resume on {ranks} ranks of a 4-rank checkpoint: completed, losses {np.round(loss, 4)}")
 
 # 7. Injected faults on one rank, under 2 and 3 ranks: one line naming the rank and the cause,
 #    every rank ends non-zero within seconds, and the last good checkpoint survives.

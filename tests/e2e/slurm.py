@@ -64,13 +64,13 @@ try:
         check(f.attrs["ranks"] == 2, "the job ran on $SLURM_NTASKS = 2 ranks")
 
     # 2. Requeue in the middle: SIGTERM reaches the ranks, they checkpoint, the job comes back
-    #    with SLURM_RESTART_COUNT=1 and resumes.
+    #    with SLURM_RESTART_COUNT=1, on one task instead of two, and resumes on 1 rank.
     epochs = 8
     job = submit(f"--epochs {epochs} --quiet").stdout.strip().split(";")[0]
     wait_state(job, ("RUNNING",), 120)
     slurm_jobs.wait_checkpoint_epoch(f"{results}/job-{job}/checkpoint.h5", 2, 180)
     requeued_at = time.time()
-    slurm("scontrol", "requeue", job)
+    slurm_jobs.requeue_resized(env, ROOT, job, "NumTasks=1", "TasksPerNode=1")
     wait_state(job, ("COMPLETED",), 400)
     print(f"job {job}: completed {time.time() - requeued_at:.0f} s after the requeue")
     out = open(f"{results}/slurm-{job}.out").read()
@@ -81,10 +81,12 @@ try:
     m = re.search(r"resumed from \S+ at epoch (\d+), step (\d+)", out)
     check(m is not None and int(m.group(2)) > 1,  # "step 1" is an epoch boundary
           f"the ranks did not checkpoint on SIGTERM (no resume inside an epoch): {out[-3000:]}")
-    check("resumed from" in out, "the second run did not resume")
+    check("resumed from" in out and "saved by 2 ranks, this run has 1" in out,
+          f"the second run did not resume on 1 rank: {out[-3000:]}")
     path = f"{results}/job-{job}/results.h5"
     check_results(path, labels, runs=["raw"])
     with h5py.File(path, "r") as f:
+        check(f.attrs["ranks"] == 1, f"the requeued job ran on {f.attrs['ranks']} ranks, not 1")
         history = f["runs/raw/history/epoch"][:]
         check(list(history) == list(range(1, epochs + 1)), f"history epochs {history}: gaps or repeats")
         check(f["runs/raw"].attrs["test_accuracy"] > 0.85, "the resumed job trained")

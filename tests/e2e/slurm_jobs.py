@@ -55,3 +55,12 @@ def wait_checkpoint_epoch(path, epoch, timeout):
             pass
         time.sleep(0.2)
     fail(f"no checkpoint of epoch {epoch} in {path} after {timeout} s")
+
+
+def requeue_resized(env, cwd, job, *updates):
+    """Requeue a running job held, change its size (scontrol update fields such as NumTasks=1),
+    release it: the job comes back on other resources, as after a node failure."""
+    slurm(env, cwd, "scontrol", "requeuehold", job)
+    wait_state(env, cwd, job, ("PENDING",), 120)
+    slurm(env, cwd, "scontrol", "update", f"JobId={job}", *updates)
+    slurm(env, cwd, "scontrol", "release", job)
