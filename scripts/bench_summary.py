@@ -56,6 +56,7 @@ results = {}
 for model in ("mlp", "cnn"):
     for name, label, mode in ((f"{model}_1rank", "1 x 1", "-"), (f"{model}_2ranks", "2 x 1", "fused"),
                               (f"{model}_2ranks_bucketed", "2 x 1", "bucketed"),
+                              (f"{model}_2ranks_weak", "2 x 1 weak", "fused"),
                               (f"{model}_1rank_2threads", "1 x 2", "-")):
         r = results[name] = run_figures(name)
         s = r["shares"]
@@ -63,7 +64,8 @@ for model in ("mlp", "cnn"):
               f"{s['forward']:5.1f}% {s['backward']:5.1f}% {s['allreduce wait'] + s['stop check']:5.1f}% "
               f"{s['optimizer']:5.1f}% {r['products']:5.1f}% {r['gflops']:8.1f} "
               f"{100 * r['gflops'] / (peak * r['cores']):6.1f}% {r['memory']:8d}")
-print("(shares of rank 0's step time; wait = allreduce wait + the per-step stop check; GEMM = the dense and "
+print("(weak = --batch-per-rank 128: a global batch of 256 on 2 ranks; "
+      "shares of rank 0's step time; wait = allreduce wait + the per-step stop check; GEMM = the dense and "
       "convolution layers, im2col included; % peak = of the sgemm peak times the cores used)")
 
 print()
@@ -71,8 +73,10 @@ for model in ("mlp", "cnn"):
     one, fused, bucketed = results[f"{model}_1rank"], results[f"{model}_2ranks"], results[f"{model}_2ranks_bucketed"]
     threads = results[f"{model}_1rank_2threads"]
     hidden = 100 * (1 - bucketed["wait_ms"] / fused["wait_ms"]) if fused["wait_ms"] > 0 else 0.0
+    weak = results[f"{model}_2ranks_weak"]
     print(f"{model}: 2 ranks / 1 rank {fused['rate'] / one['rate']:.2f}x (bucketed allreduce "
-          f"{bucketed['rate'] / one['rate']:.2f}x); 1 rank x 2 threads / 1 rank {threads['rate'] / one['rate']:.2f}x; "
+          f"{bucketed['rate'] / one['rate']:.2f}x, weak scaling {weak['rate'] / one['rate']:.2f}x); "
+          f"1 rank x 2 threads / 1 rank {threads['rate'] / one['rate']:.2f}x; "
           f"allreduce wait per step {fused['wait_ms']:.3f} ms fused, {bucketed['wait_ms']:.3f} ms bucketed "
           f"({hidden:.0f}% of it hidden behind backward)")
 pca_log = open(f"{work}/pca.log").read()

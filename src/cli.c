@@ -46,6 +46,9 @@ static const struct flag flags[] = {
     {"--epochs", V_INT, AT(epochs), FOR_TRAINING, 1, 100000,
      "epochs (default 20; 60 for cnn with --augment)"},
     {"--batch", V_INT, AT(batch), FOR_TRAINING, 1, 1 << 20, "GLOBAL batch size, shared by the ranks (default 128)"},
+    {"--batch-per-rank", V_INT, AT(batch_per_rank), FOR_TRAINING, 1, 1 << 16,
+     "weak scaling: each rank's batch; the global batch is this times the ranks and the learning rate "
+     "grows with it (--lr x global / 128); exclusive with --batch"},
     {"--optimizer", V_OPTIMIZER, AT(optimizer), FOR_TRAINING, 0, 0, "sgd or adam (default adam)"},
     {"--lr", V_DOUBLE, AT(lr), FOR_TRAINING, 1e-12, 10, "peak learning rate (default 0.001 adam, 0.05 sgd)"},
     {"--momentum", V_DOUBLE, AT(momentum), FOR_TRAINING, 0, 0.999999, "SGD momentum (default 0.9)"},
@@ -115,7 +118,7 @@ static void set_defaults(struct config *o)
     o->data = "data/fashion-mnist.h5";
     snprintf(o->model, sizeof o->model, "mlp");
     o->epochs = 0; /* chosen by model below */
-    o->batch = 128;
+    o->batch = 0; /* 128 unless --batch-per-rank: chosen below */
     o->optimizer = OPT_ADAM;
     o->lr = -1; /* chosen by optimizer below */
     o->momentum = 0.9;
@@ -364,6 +367,10 @@ int cli_parse(int argc, char **argv, struct config *o, char *err)
     }
     if (o->lr < 0)
         o->lr = o->optimizer == OPT_SGD ? 0.05 : 1e-3;
+    if (o->batch > 0 && o->batch_per_rank > 0)
+        FAIL("--batch-per-rank and --batch are exclusive: give the global batch or each rank's, not both");
+    if (o->batch == 0 && o->batch_per_rank == 0)
+        o->batch = 128;
     /* Defaults chosen by measurement (README, "The convolutional network", has the figures): an
      * augmented CNN keeps improving for 60 epochs, and is evaluated on each image and its mirror
      * image, as it was trained on both. */

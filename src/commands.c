@@ -253,8 +253,23 @@ static int finish_trace(struct command_state *cs, int status, char *err)
     return status;
 }
 
-int train_command(const struct comm *comm, const struct config *o, char *err)
+/* Weak scaling (--batch-per-rank B): the global batch is B x ranks and the learning rate grows
+ * linearly with it from the rate given for a global batch of 128, with the usual warm-up (Goyal
+ * et al. 2017, "Accurate, Large Minibatch SGD"). Everything downstream sees a global batch. */
+static struct config scaled_for_ranks(const struct config *o, int ranks)
 {
+    struct config c = *o;
+    if (o->batch_per_rank > 0) {
+        c.batch = o->batch_per_rank * ranks;
+        c.lr = o->lr * (double)c.batch / 128.0;
+    }
+    return c;
+}
+
+int train_command(const struct comm *comm, const struct config *given, char *err)
+{
+    struct config scaled = scaled_for_ranks(given, comm->size);
+    const struct config *o = &scaled;
     struct command_state cs = {.comm = comm, .o = o, .run_count = o->command == CMD_COMPARE ? o->pca_runs : 1};
     int status = DP_EXIT_ERROR;
     openblas_set_num_threads(blas_threads(comm, o->threads));

@@ -21,6 +21,9 @@ void console_announce(const struct run *run)
     printf(", %d rank%s on %d host%s (%d BLAS thread%s each), global batch %d, %zu training samples\n",
            run->comm->size, run->comm->size == 1 ? "" : "s", run->comm->hosts, run->comm->hosts == 1 ? "" : "s",
            threads, threads == 1 ? "" : "s", o->batch, run->d->train_total);
+    if (o->batch_per_rank > 0)
+        printf("weak scaling: %d per rank x %d ranks; learning rate %g = %g x %d / 128\n", o->batch_per_rank,
+               run->comm->size, o->lr, o->lr * 128.0 / (double)o->batch, o->batch);
     if (run->start_epoch == o->epochs)
         printf("%s holds the finished run (%d of %d epochs): nothing to train; evaluating it and writing its "
                "results\n", o->checkpoint, run->start_epoch, o->epochs);

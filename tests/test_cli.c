@@ -64,7 +64,7 @@ static void test_train_defaults(void **state)
     assert_int_equal(c.schedule, SCHEDULE_COSINE);
     assert_true(c.warmup == 1 && c.dropout == 0.1 && c.label_smoothing == 0);
     assert_true(c.seed == 1 && c.tta == 0 && c.threads == 0 && c.bucket_mb == 0);
-    assert_true(c.stall_timeout == 30 && c.drift_check == 200);
+    assert_true(c.stall_timeout == 30 && c.drift_check == 200 && c.batch_per_rank == 0);
     assert_null(c.checkpoint);
     assert_null(c.trace);
     assert_null(c.name);
@@ -117,6 +117,8 @@ static void test_every_flag(void **state)
     parse_ok("eval --checkpoint c.h5 --data d.h5 --out e.h5 --tta --threads 2", &c);
     assert_true(c.tta == 1 && c.threads == 2);
     assert_string_equal(c.checkpoint, "c.h5");
+    parse_ok("compare --pca 0,50 --batch-per-rank 96", &c); /* the global batch waits for the rank count */
+    assert_true(c.batch_per_rank == 96 && c.batch == 0);
 }
 
 static void test_dependent_defaults(void **state)
@@ -156,6 +158,7 @@ static void test_errors(void **state)
         {"train --bogus", "--bogus: unknown flag for 'train'"},
         {"convert --epochs 3", "--epochs: not a flag of 'convert'"},
         {"train stray", "unexpected argument 'stray'"},
+        {"train --batch 64 --batch-per-rank 32", "--batch-per-rank and --batch are exclusive"},
         {"train --epochs", "--epochs needs a value"},
         {"train --epochs --data x", "--epochs needs a value"},
         {"train --epochs 0", "--epochs: 0 is out of range 1..100000"},

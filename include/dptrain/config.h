@@ -32,6 +32,7 @@ struct config {
     int pca_runs;
     /* optimisation */
     int epochs, batch;                /* batch: the global batch */
+    int batch_per_rank;               /* weak scaling: batch = this x ranks, lr scaled (commands.c); 0 = off */
     enum optimizer_kind optimizer;
     double lr, momentum, weight_decay;
     enum schedule_kind schedule;

@@ -142,6 +142,8 @@ cases = [
     (0, ["train", "--threads", "0"], 2, "--threads: 0 is out of range 1..256"),
     (0, ["train", "--drift-check", "-1"], 2, "--drift-check: -1 is out of range"),
     (0, ["train", "--stall-timeout", "-5"], 2, "--stall-timeout: -5 is out of range"),
+    (0, ["train", "--batch-per-rank", "64", "--batch", "256"], 2, "--batch-per-rank and --batch are exclusive"),
+    (0, ["compare", "--pca", "0", "--batch-per-rank", "0"], 2, "--batch-per-rank: 0 is out of range"),
     (0, ["eval", "--stall-timeout", "soon"], 2, "--stall-timeout: expected a number, got 'soon'"),
     (0, ["train", "--trace"], 2, "--trace needs a value"),
     (2, ["train", "--trace", "/nonexistent-folder/t.json"], 1, "--trace /nonexistent-folder/t.json: folder /nonexistent-folder does not exist"),

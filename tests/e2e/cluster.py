@@ -275,13 +275,36 @@ def slurm_across_nodes(env, labels):
     print("a running 4-rank 2-node job requeued onto 1 node: resumed on 2 ranks, every epoch once")
 
 
+def harness_refusals():
+    """cluster-up.sh refuses what it must not touch, with one line, before making anything."""
+    def up(*args):
+        return subprocess.run([f"{ROOT}/scripts/cluster-up.sh", *args], capture_output=True, text=True, timeout=120,
+                              env=base_env)
+    for args, fragment in ((["0"], "HOSTS must be a number from 1 to 16"), (["lots"], "HOSTS must be a number"),
+                           (["17"], "HOSTS must be a number from 1 to 16")):
+        r = up(*args)
+        check(r.returncode == 2 and fragment in r.stderr, f"cluster-up.sh {args}: {r.returncode} {r.stderr}")
+    foreign = tempfile.mkdtemp(prefix="dptrain-foreign-")
+    with open(f"{foreign}/slurm.conf", "w") as f:
+        f.write("mine")
+    r = up("2", foreign)
+    check(r.returncode != 0 and "not a state folder of cluster-up.sh" in r.stderr and
+          os.listdir(foreign) == ["slurm.conf"] and open(f"{foreign}/slurm.conf").read() == "mine",
+          f"a foreign state folder: {r.stderr}")
+    return up
+
+
 def main():
-    up = subprocess.run([f"{ROOT}/scripts/cluster-up.sh", str(HOSTS), state], capture_output=True, text=True,
-                        timeout=120, env=base_env)
-    if up.returncode != 0:
-        print("SKIPPED: the cluster could not start here:", (up.stderr or up.stdout).strip()[-1500:])
+    up = harness_refusals()
+    started = up(str(HOSTS), state)
+    if started.returncode != 0:
+        print("SKIPPED: the cluster could not start here:", (started.stderr or started.stdout).strip()[-1500:])
         sys.exit(SKIPPED)
-    print(up.stdout.strip())
+    print(started.stdout.strip())
+    again = up(str(HOSTS), state)
+    check(again.returncode == 0, f"cluster-up.sh on a running cluster: {again.stderr}")
+    other = up("2", temp_dir())
+    check(other.returncode != 0 and "a cluster is already up" in other.stderr, f"a second cluster: {other.stderr}")
     env = cluster_env()
     with h5py.File(DATA, "r") as f:
         labels = f["test/labels"][:]

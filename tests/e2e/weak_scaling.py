@@ -1,0 +1,28 @@
+"""Weak scaling (--batch-per-rank): the default MLP's 20 epochs with 128 images per rank on 2 and
+4 ranks (global batches 256 and 512, learning rates 0.002 and 0.004 by the linear rule) reach a
+test accuracy within 0.5 points of the global-batch-128 default on 2 ranks, and the results
+file records the global batch and the learning rate actually used."""
+from common import *
+
+work = temp_dir()
+
+
+def train(ranks, extra):
+    out = f"{work}/r{ranks}{'w' if extra else ''}.h5"
+    result = must_succeed(run(["train", "--data", DATA, "--out", out, "--quiet"] + extra, ranks=ranks))
+    with h5py.File(out, "r") as f:
+        g = f["runs/raw"]
+        return result.stdout, g.attrs["test_accuracy"], g.attrs["global_batch"], g.attrs["lr"]
+
+
+_, default_acc, batch, lr = train(2, [])
+check(batch == 128 and lr == 1e-3, f"the default: batch {batch}, lr {lr}")
+print(f"default, 2 ranks, global batch 128: {100 * default_acc:.2f}%")
+for ranks in (2, 4):
+    stdout, acc, batch, lr = train(ranks, ["--batch-per-rank", "128"])
+    check(batch == 128 * ranks and abs(lr - 1e-3 * ranks) < 1e-12, f"{ranks} ranks: batch {batch}, lr {lr}")
+    check(f"weak scaling: 128 per rank x {ranks} ranks; learning rate {0.001 * ranks:g} = 0.001 x {128 * ranks} / 128"
+          in stdout, f"the weak-scaling line: {stdout[:500]}")
+    print(f"--batch-per-rank 128 on {ranks} ranks (global batch {batch}, lr {lr:g}): {100 * acc:.2f}%")
+    check(abs(acc - default_acc) <= 0.005, f"{ranks} ranks: {acc:.4f} is more than 0.5 points from {default_acc:.4f}")
+print("ok")
