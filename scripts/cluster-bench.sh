@@ -2,7 +2,7 @@
 # Figures across hosts, on the cluster of namespaced hosts (scripts/cluster-up.sh): the allreduce's
 # latency (1 float) and bandwidth (the MLP's 235,146-float gradient and 4 Mi floats) over shared
 # memory on one host and over TCP between 2 hosts, and MLP and CNN training samples/s on 1 host x 2
-# ranks against 2 hosts x 1 rank; the TCP figures at full speed and with both hosts' links limited
+# ranks against 2 hosts x 1 rank (the MLP also with --compress bf16); the TCP figures at full speed and with both hosts' links limited
 # by tc tbf to 10 Gbit/s and 1 Gbit/s (this kernel has no netem: no added latency). One BLAS thread
 # per rank. Prints one table, headed by the OpenBLAS kernels in use. Needs root.
 #
@@ -63,15 +63,19 @@ median_seconds() { # where(local|hosts) floats
   awk '/allreduce_median_seconds/ {print $2}' <<<"$out"
 }
 
-samples_per_second() { # where model epochs -> samples/s over the training time
+samples_per_second() { # where(one|local|hosts) model epochs [train flags...] -> samples/s over the training time
   local where=$1 model=$2 epochs=$3 out=$work/run.h5
+  shift 3
   rm -f "$out"
-  if [ "$where" = local ]; then
+  if [ "$where" = one ]; then
+    mpirun -np 1 --bind-to core "$build/dptrain" train --model "$model" --data "$data" --out "$out" \
+      --epochs "$epochs" --quiet --threads 1 "$@" >/dev/null
+  elif [ "$where" = local ]; then
     mpirun -np 2 --bind-to core "$build/dptrain" train --model "$model" --data "$data" --out "$out" \
-      --epochs "$epochs" --quiet --threads 1 >/dev/null
+      --epochs "$epochs" --quiet --threads 1 "$@" >/dev/null
   else
     $DPTRAIN_MPIRUN -np 2 "$build/dptrain" train --model "$model" --data "$data" --out "$out" \
-      --epochs "$epochs" --quiet --threads 1 >/dev/null
+      --epochs "$epochs" --quiet --threads 1 "$@" >/dev/null
   fi
   /usr/bin/python3 - "$out" <<'PY'
 import sys, h5py
@@ -84,23 +88,28 @@ PY
 
 row() { # label where rate
   shape "$3"
-  local one mlp_grad big mlp cnn=-
+  local one mlp_grad big mlp mlp_bf16 cnn=-
   one=$(median_seconds "$2" 1)
   mlp_grad=$(median_seconds "$2" 235146)
   big=$(median_seconds "$2" "$big_floats")
   mlp=$(samples_per_second "$2" mlp "${BENCH_MLP_EPOCHS:-3}")
+  mlp_bf16=$(samples_per_second "$2" mlp "${BENCH_MLP_EPOCHS:-3}" --compress bf16)
   [ "${BENCH_CNN_EPOCHS:-1}" -gt 0 ] && cnn=$(samples_per_second "$2" cnn "${BENCH_CNN_EPOCHS:-1}")
-  awk -v l="$1" -v one="$one" -v g="$mlp_grad" -v b="$big" -v n="$big_floats" -v mlp="$mlp" -v cnn="$cnn" 'BEGIN {
-    printf "%-30s %9.1f %9.3f %9.2f %9.3f %9.2f %10s %9s\n", l, one * 1e6, g * 1e3, 235146 * 4 / g / 1e9,
-           b * 1e3, n * 4 / b / 1e9, mlp, cnn }'
+  awk -v l="$1" -v one="$one" -v g="$mlp_grad" -v b="$big" -v n="$big_floats" -v mlp="$mlp" -v m16="$mlp_bf16" \
+      -v cnn="$cnn" 'BEGIN {
+    printf "%-30s %9.1f %9.3f %9.2f %9.3f %9.2f %10s %10s %9s\n", l, one * 1e6, g * 1e3, 235146 * 4 / g / 1e9,
+           b * 1e3, n * 4 / b / 1e9, mlp, m16, cnn }'
   log "$1 done"
 }
 
 echo "OpenBLAS kernels: ${OPENBLAS_CORETYPE:-auto-detected} (OPENBLAS_CORETYPE); $(nproc) cores; $(date -u +%F)"
 big_label=$(awk -v n="$big_floats" 'BEGIN { printf "%.3g MiB", n * 4 / 1048576 }')
-printf "%-30s %9s %9s %9s %9s %9s %10s %9s\n" "2 ranks on" "1 float" "MLP grad" "GB/s" "$big_label" "GB/s" "MLP" "CNN"
-printf "%-30s %9s %9s %9s %9s %9s %10s %9s\n" "" "us" "ms" "" "ms" "" "samples/s" "samples/s"
+printf "%-30s %9s %9s %9s %9s %9s %10s %10s %9s\n" "2 ranks on" "1 float" "MLP grad" "GB/s" "$big_label" "GB/s" "MLP" \
+  "MLP bf16" "CNN"
+printf "%-30s %9s %9s %9s %9s %9s %10s %10s %9s\n" "" "us" "ms" "" "ms" "" "samples/s" "samples/s" "samples/s"
+one_rank=$(samples_per_second one mlp "${BENCH_MLP_EPOCHS:-3}")
 row "1 host (shared memory)" local ""
 row "2 hosts (TCP, full speed)" hosts ""
 row "2 hosts, links at 10 Gbit/s" hosts 10gbit
 row "2 hosts, links at 1 Gbit/s" hosts 1gbit
+echo "(1 rank, no allreduce: MLP $one_rank samples/s; each row's MLP columns divided by it are the speed-ups of 2 ranks)"

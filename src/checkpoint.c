@@ -32,6 +32,7 @@ static const struct field fields[] = {
     FIELD("optimizer", F_STRING, optimizer),
     FIELD("schedule", F_STRING, schedule),
     FIELD("name", F_STRING, name),
+    FIELD("compress", F_STRING, compress),
     FIELD("pca_components", F_INT, pca_components),
     FIELD("global_batch", F_INT, global_batch),
     FIELD("ranks", F_INT, ranks),
@@ -258,6 +259,11 @@ static int write_state(hid_t f, const struct checkpoint *c, const char *path, ch
     CHECK_DP(write_checked(f, &(struct h5io_array){"partial_loss", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, rank_dims}, c->partial_loss, path, err));
     CHECK_DP(write_checked(f, &(struct h5io_array){"partial_correct", H5T_NATIVE_INT64, H5T_STD_I64LE, 1, rank_dims}, c->partial_correct, path, err));
     CHECK_DP(write_checked(f, &(struct h5io_array){"buffers", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, buffer_dims}, c->buffers, path, err));
+    if (c->residual) {
+        hsize_t residual_dims[2] = {ranks, (hsize_t)c->param_count};
+        CHECK_DP(write_checked(f, &(struct h5io_array){"residual", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, residual_dims},
+                               c->residual, path, err));
+    }
     if (c->pca_components > 0)
         CHECK_DP(write_pca(f, &c->pca, path, err));
     return 0;
@@ -463,6 +469,14 @@ static int read_state(hid_t f, struct checkpoint *c, const char *path, char *err
     CHECK_DP((c->partial_loss = read_array(f, &(struct h5io_array){"partial_loss", H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE, 1, (hsize_t[]){ranks}}, path, err)) == NULL);
     CHECK_DP((c->partial_correct = read_array(f, &(struct h5io_array){"partial_correct", H5T_NATIVE_INT64, H5T_NATIVE_INT64, 1, (hsize_t[]){ranks}}, path, err)) == NULL);
     CHECK_DP((c->buffers = read_array(f, &(struct h5io_array){"buffers", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){ranks * c->buffer_count}}, path, err)) == NULL);
+    if (strcmp(c->compress, "bf16") == 0) {
+        CHECK_DP((c->residual = read_array(f, &(struct h5io_array){"residual", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1,
+                                                                    (hsize_t[]){ranks * n}}, path, err)) == NULL);
+        if (!all_finite(c->residual, 0, ranks * n))
+            FAIL("%s: corrupt checkpoint: the error-feedback residuals hold values that are not finite", path);
+    } else if (strcmp(c->compress, "none") != 0) {
+        FAIL("%s: corrupt checkpoint: unknown compression '%s'", path, c->compress);
+    }
     if (!all_finite(c->params, 0, n) || (c->best_params && !all_finite(c->best_params, 0, n)) ||
         !all_finite(c->buffers, 0, ranks * c->buffer_count))
         FAIL("%s: corrupt checkpoint: the parameters hold values that are not finite", path);
@@ -510,6 +524,7 @@ void checkpoint_free(struct checkpoint *c)
         free(c->partial_loss);
         free(c->partial_correct);
         free(c->buffers);
+        free(c->residual);
         free(c->pca.mean);
         free(c->pca.basis);
         free(c->pca.explained_variance);

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum value_kind { V_STRING, V_INT, V_DOUBLE, V_FLAG, V_FLAG_OFF, V_SEED, V_PCA, V_MODEL, V_OPTIMIZER, V_SCHEDULE };
+enum value_kind { V_STRING, V_INT, V_DOUBLE, V_FLAG, V_FLAG_OFF, V_SEED, V_PCA, V_MODEL, V_OPTIMIZER, V_SCHEDULE, V_COMPRESS };
 
 #define FOR_CONVERT (1u << CMD_CONVERT)
 #define FOR_TRAIN (1u << CMD_TRAIN)
@@ -67,6 +67,8 @@ static const struct flag flags[] = {
     {"--bucket-mb", V_DOUBLE, AT(bucket_mb), FOR_TRAINING, 0, 1024,
      "reduce the gradients in buckets of at least this many MB, started during backward; 0 = one "
      "blocking allreduce after backward (default 0: faster on one node, see README)"},
+    {"--compress", V_COMPRESS, AT(compress), FOR_TRAINING, 0, 0,
+     "the gradient on the wire: none (float32) or bf16 (half the bytes, error feedback) (default none)"},
     {"--trace", V_STRING, AT(trace), FOR_TRAINING, 0, 0,
      "write a Chrome trace-event JSON of every step's phases, all ranks in one file"},
     {"--augment", V_FLAG, AT(augment), FOR_TRAINING, 0, 0, "random flips and shifts of training images"},
@@ -253,6 +255,10 @@ static int apply_flag(const struct flag *f, const char *value, struct config *o,
         if (config_schedule_parse(value, &o->schedule) != 0)
             FAIL("%s: unknown schedule '%s' (expected cosine, step or constant)", f->name, value);
         return 0;
+    case V_COMPRESS:
+        if (config_compress_parse(value, &o->compress) != 0)
+            FAIL("%s: unknown compression '%s' (expected none or bf16)", f->name, value);
+        return 0;
     case V_FLAG:
         *(int *)(base + f->offset) = 1;
         return 0;
@@ -419,6 +425,7 @@ const char *cli_setting_flag(enum setting s)
         [SETTING_WEIGHT_DECAY] = "--weight-decay", [SETTING_SCHEDULE] = "--schedule", [SETTING_WARMUP] = "--warmup",
         [SETTING_DROPOUT] = "--dropout", [SETTING_LABEL_SMOOTHING] = "--label-smoothing",
         [SETTING_AUGMENT] = "--augment", [SETTING_TTA] = "--tta", [SETTING_VALIDATION] = "--validation",
+        [SETTING_COMPRESS] = "--compress",
         [SETTING_NONE] = "",
     };
     return flags_of[s];

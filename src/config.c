@@ -6,6 +6,7 @@
 static const char *const optimizer_names[] = {[OPT_SGD] = "sgd", [OPT_ADAM] = "adam"};
 static const char *const schedule_names[] = {[SCHEDULE_COSINE] = "cosine", [SCHEDULE_STEP] = "step",
                                              [SCHEDULE_CONSTANT] = "constant"};
+static const char *const compress_names[] = {[COMPRESS_NONE] = "none", [COMPRESS_BF16] = "bf16"};
 
 /* The index of name in names, or -1. */
 static int find_name(const char *const *names, int count, const char *name)
@@ -42,6 +43,19 @@ int config_schedule_parse(const char *name, enum schedule_kind *kind)
     return k >= 0 ? 0 : -1;
 }
 
+const char *config_compress_name(enum compress_kind kind)
+{
+    return compress_names[kind];
+}
+
+int config_compress_parse(const char *name, enum compress_kind *kind)
+{
+    int k = find_name(compress_names, (int)(sizeof compress_names / sizeof *compress_names), name);
+    if (k >= 0)
+        *kind = (enum compress_kind)k;
+    return k >= 0 ? 0 : -1;
+}
+
 enum model_kind config_model_kind(const char *spec)
 {
     return strncmp(spec, "cnn", 3) == 0 ? MODEL_CNN : MODEL_MLP;
@@ -53,6 +67,7 @@ static void setting_text(const struct config *c, enum setting s, const char *rea
 {
     switch (s) {
     case SETTING_MODEL: snprintf(out, size, "%s", c->model); break;
+    case SETTING_COMPRESS: snprintf(out, size, "%s", config_compress_name(c->compress)); break;
     case SETTING_PCA: snprintf(out, size, "%d", c->pca); break;
     case SETTING_BATCH: snprintf(out, size, "%d", c->batch); break;
     case SETTING_EPOCHS: snprintf(out, size, "%d", c->epochs); break;

@@ -21,6 +21,10 @@ void console_announce(const struct run *run)
     printf(", %d rank%s on %d host%s (%d BLAS thread%s each), global batch %d, %zu training samples\n",
            run->comm->size, run->comm->size == 1 ? "" : "s", run->comm->hosts, run->comm->hosts == 1 ? "" : "s",
            threads, threads == 1 ? "" : "s", o->batch, run->d->train_total);
+    size_t wire = reducer_wire_bytes(&run->reducer);
+    if (wire > 0)
+        printf("gradient allreduce: %.2f MB per step from each rank (%s)\n", (double)wire / 1e6,
+               run->reducer.bf16 ? "bfloat16 with error feedback" : "float32");
     if (o->batch_per_rank > 0)
         printf("weak scaling: %d per rank x %d ranks; learning rate %g = %g x %d / 128\n", o->batch_per_rank,
                run->comm->size, o->lr, o->lr * 128.0 / (double)o->batch, o->batch);

@@ -4,9 +4,80 @@
 #include "dptrain/watchdog.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
-int reducer_init(struct reducer *r, const struct comm *comm, struct model *model, size_t bucket_bytes, char *err)
+/* bfloat16 is the top half of a float32: round to nearest even by adding 0x7fff plus the lowest
+ * kept bit. A NaN or infinity stays non-finite, which the step's NaN guard then reports. */
+static inline uint16_t to_bf16(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float from_bf16(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* The allreduce's operation on bfloat16 vectors: add in float32, round back. */
+static void sum_bf16(void *in, void *inout, int *length, MPI_Datatype *type)
+{
+    (void)type;
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    for (int i = 0; i < *length; i++)
+        b[i] = to_bf16(from_bf16(a[i]) + from_bf16(b[i]));
+}
+
+/* [first, first + count) of gradient plus residual onto the wire; the rounding error stays. */
+static void compress(struct reducer *r, size_t first, size_t count)
+{
+    for (size_t i = first; i < first + count; i++) {
+        float value = r->grads[i] + r->residual[i];
+        uint16_t h = to_bf16(value);
+        r->residual[i] = value - from_bf16(h);
+        r->wire[i] = h;
+    }
+}
+
+static int init_bf16(struct reducer *r, char *err)
+{
+    r->bf16 = 1;
+    CHECK_PTR(r->wire = malloc(r->count * sizeof *r->wire), "cannot allocate the bf16 wire buffer");
+    CHECK_PTR(r->residual = calloc(r->count, sizeof *r->residual), "cannot allocate the error-feedback residual");
+    CHECK_MPI(MPI_Op_create(sum_bf16, 1, &r->sum_bf16), "cannot create the bf16 sum operation");
+    return 0;
+fail:
+    return -1;
+}
+
+int reducer_free(struct reducer *r, char *err)
+{
+    free(r->wire);
+    free(r->residual);
+    r->wire = NULL;
+    r->residual = NULL;
+    if (r->bf16 && r->sum_bf16 != MPI_OP_NULL)
+        CHECK_MPI(MPI_Op_free(&r->sum_bf16), "cannot free the bf16 sum operation");
+    r->bf16 = 0;
+    return 0;
+fail:
+    return -1;
+}
+
+size_t reducer_wire_bytes(const struct reducer *r)
+{
+    return r->ranks > 1 ? r->count * (r->bf16 ? sizeof(uint16_t) : sizeof(float)) : 0;
+}
+
+int reducer_init(struct reducer *r, const struct comm *comm, struct model *model, size_t bucket_bytes, int bf16,
+                 char *err)
 {
     size_t boundaries[MODEL_MAX_LAYERS], cuts[MODEL_MAX_LAYERS + 1];
     memset(r, 0, sizeof *r);
@@ -34,6 +105,9 @@ int reducer_init(struct reducer *r, const struct comm *comm, struct model *model
     r->bucket_count = cut_count + 1;
     r->starts[r->bucket_count] = r->count;
     r->next = r->bucket_count;
+    r->sum_bf16 = MPI_OP_NULL;
+    if (bf16)
+        CHECK_DP(init_bf16(r, err));
     return 0;
 fail:
     return -1;
@@ -48,8 +122,15 @@ void reducer_begin(struct reducer *r)
 static void start_bucket(struct reducer *r, int b)
 {
     size_t first = r->starts[b], count = r->starts[b + 1] - first;
-    int rc = MPI_Iallreduce(MPI_IN_PLACE, r->grads + first, (int)count, MPI_FLOAT, MPI_SUM, r->world,
+    int rc;
+    if (r->bf16) {
+        compress(r, first, count);
+        rc = MPI_Iallreduce(MPI_IN_PLACE, r->wire + first, (int)count, MPI_UINT16_T, r->sum_bf16, r->world,
                             &r->requests[b]);
+    } else {
+        rc = MPI_Iallreduce(MPI_IN_PLACE, r->grads + first, (int)count, MPI_FLOAT, MPI_SUM, r->world,
+                            &r->requests[b]);
+    }
     if (rc != MPI_SUCCESS && !r->mpi_error)
         r->mpi_error = rc;
 }
@@ -70,14 +151,27 @@ void reducer_ready(void *context, size_t first_ready)
     }
 }
 
+/* One blocking allreduce of the gradients [0, count), in float32 or bfloat16. */
+static int allreduce_front(struct reducer *r, size_t count, char *err)
+{
+    if (r->bf16) {
+        compress(r, 0, count);
+        CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, r->wire, (int)count, MPI_UINT16_T, r->sum_bf16, r->world),
+                  "rank %d: allreduce of %zu bf16 gradients failed", r->rank, count);
+    } else {
+        CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, r->grads, (int)count, MPI_FLOAT, MPI_SUM, r->world),
+                  "rank %d: allreduce of %zu gradients failed", r->rank, count);
+    }
+    return 0;
+fail:
+    return -1;
+}
+
 static int reduce_rest(struct reducer *r, char *err)
 {
     int rank = r->rank; /* for the messages */
-    if (r->fused) {
-        CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, r->grads, (int)r->count, MPI_FLOAT, MPI_SUM, r->world),
-                  "rank %d: allreduce of %zu gradients failed", rank, r->count);
-        return 0;
-    }
+    if (r->fused)
+        return allreduce_front(r, r->count, err);
     CHECK_MPI(r->mpi_error, "rank %d: bucketed allreduce of the gradients failed", rank);
     int first_started = r->next;
     if (r->next > 0) {
@@ -85,9 +179,7 @@ static int reduce_rest(struct reducer *r, char *err)
          * over it, which Open MPI's tuned algorithms run about twice as fast as the nonblocking
          * one (measured, bench_kernels allreduce vs iallreduce). It also drives the buckets in
          * flight. */
-        size_t rest = r->starts[r->next];
-        CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, r->grads, (int)rest, MPI_FLOAT, MPI_SUM, r->world),
-                  "rank %d: allreduce of %zu gradients failed", rank, rest);
+        CHECK_DP(allreduce_front(r, r->starts[r->next], err));
         r->next = 0;
     }
     CHECK_MPI(MPI_Waitall(r->bucket_count - first_started, r->requests + first_started, MPI_STATUSES_IGNORE),
@@ -104,5 +196,7 @@ int reducer_finish(struct reducer *r, char *err)
     watchdog_wait(r->watchdog, "the gradient allreduce");
     int status = reduce_rest(r, err);
     watchdog_done(r->watchdog);
+    for (size_t i = 0; status == 0 && r->bf16 && i < r->count; i++)
+        r->grads[i] = from_bf16(r->wire[i]);
     return status;
 }

@@ -32,7 +32,8 @@ static int allocate_model(struct run *run, int input, int capacity, char *err)
         FAIL("cannot allocate the model (injected allocation failure)");
     CHECK_DP((run->model = model_create(o->model, input, DATASET_CLASSES, capacity, (float)o->dropout, err)) == NULL);
     run->model->profile = run->profile;
-    CHECK_DP(reducer_init(&run->reducer, run->comm, run->model, (size_t)(o->bucket_mb * 1048576.0), err));
+    CHECK_DP(reducer_init(&run->reducer, run->comm, run->model, (size_t)(o->bucket_mb * 1048576.0),
+                          o->compress == COMPRESS_BF16, err));
     CHECK_DP(evaluator_init(&run->eval, run->model, o->tta, err));
     CHECK_DP((run->optimizer = optim_create(o->optimizer, run->model->param_count, o->momentum, o->weight_decay, err)) ==
              NULL);
@@ -90,6 +91,9 @@ void run_free(struct run *run)
     free(run->order);
     free(run->batch_labels);
     tensor_free(run->best_params);
+    char err[DP_ERR_LEN];
+    if (reducer_free(&run->reducer, err) != 0) /* cleanup: report, nothing else to undo */
+        fprintf(stderr, "dptrain: warning: %s\n", err);
     run->model = NULL;
     run->optimizer = NULL;
     run->order = NULL;

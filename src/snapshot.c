@@ -13,6 +13,7 @@ struct gathered {
     double *losses;
     int64_t *corrects;
     float *buffers;
+    float *residuals; /* with --compress bf16 */
 };
 
 static void gathered_free(struct gathered *g)
@@ -22,6 +23,7 @@ static void gathered_free(struct gathered *g)
     free(g->losses);
     free(g->corrects);
     free(g->buffers);
+    free(g->residuals);
 }
 
 static int gather_ranks(const struct run *run, struct gathered *g, char *err)
@@ -34,6 +36,9 @@ static int gather_ranks(const struct run *run, struct gathered *g, char *err)
         ok = (g->dropout = malloc(sizeof *g->dropout * ranks)) && (g->augment = malloc(sizeof *g->augment * ranks)) &&
              (g->losses = malloc(sizeof(double) * ranks)) && (g->corrects = malloc(sizeof(int64_t) * ranks)) &&
              (g->buffers = malloc(sizeof(float) * (nb * ranks + 1)));
+    const struct reducer *red = &run->reducer;
+    if (comm->rank == 0 && ok && red->bf16)
+        ok = (g->residuals = malloc(sizeof(float) * red->count * ranks)) != NULL;
     if (!ok)
         err_set(err, "cannot allocate checkpoint buffers");
     CHECK_DP(comm_agree(comm, ok, err));
@@ -42,6 +47,8 @@ static int gather_ranks(const struct run *run, struct gathered *g, char *err)
     CHECK_DP(comm_gather_items(comm, &run->partial_loss, 1, sizeof(double), g->losses, err));
     CHECK_DP(comm_gather_items(comm, &correct, 1, sizeof correct, g->corrects, err));
     CHECK_DP(comm_gather_items(comm, run->model->buffers, nb, sizeof(float), g->buffers, err));
+    if (red->bf16)
+        CHECK_DP(comm_gather_items(comm, red->residual, red->count, sizeof(float), g->residuals, err));
     return 0;
 fail:
     return -1;
@@ -64,6 +71,7 @@ static void describe(const struct run *run, const struct gathered *g, int epochs
         .norm_mean = run->d->norm.mean, .norm_std = run->d->norm.std, .data = run->d->identity, .pca = r->pca, .history_length = epochs_done,
         .history = r->history, .dropout_rng = g->dropout, .augment_rng = g->augment, .partial_loss = g->losses,
         .partial_correct = g->corrects, .buffer_count = run->model->buffer_count, .buffers = g->buffers,
+        .residual = g->residuals,
     };
     const float *state[2];
     int arrays = optim_state(run->optimizer, state);
@@ -73,6 +81,7 @@ static void describe(const struct run *run, const struct gathered *g, int epochs
     snprintf(c->optimizer, sizeof c->optimizer, "%s", config_optimizer_name(o->optimizer));
     snprintf(c->schedule, sizeof c->schedule, "%s", config_schedule_name(o->schedule));
     snprintf(c->name, sizeof c->name, "%s", r->name);
+    snprintf(c->compress, sizeof c->compress, "%s", config_compress_name(o->compress));
 }
 
 int snapshot_save(struct run *run, int epochs_done, long step, double epoch_seconds, char *err)
@@ -103,6 +112,8 @@ static void restore_own_row(struct run *run, const struct checkpoint *c)
     run->partial_correct = (long)c->partial_correct[rank];
     if (c->buffer_count)
         memcpy(run->model->buffers, c->buffers + (size_t)rank * c->buffer_count, c->buffer_count * sizeof(float));
+    if (c->residual && run->reducer.bf16)
+        memcpy(run->reducer.residual, c->residual + (size_t)rank * c->param_count, c->param_count * sizeof(float));
 }
 
 /* On another rank count (an elastic resume) the rows cannot map to ranks: the epoch's partial
@@ -127,6 +138,13 @@ static void restore_elastic(struct run *run, const struct checkpoint *c)
         for (int r = 0; r < c->ranks; r++)
             sum += c->buffers[(size_t)r * c->buffer_count + i];
         run->model->buffers[i] = (float)(sum / c->ranks);
+    }
+    /* What rounding has not yet delivered is owed by the ranks together: rank 0 carries it all. */
+    for (size_t i = 0; c->residual && run->reducer.bf16 && i < c->param_count; i++) {
+        double owed = 0;
+        for (int r = 0; rank == 0 && r < c->ranks; r++)
+            owed += c->residual[(size_t)r * c->param_count + i];
+        run->reducer.residual[i] = (float)owed;
     }
 }
 
@@ -178,7 +196,8 @@ int snapshot_settings(const struct checkpoint *c, const struct config *given, st
     saved->tta = c->tta;
     saved->validation = c->validation;
     if (config_optimizer_parse(c->optimizer, &saved->optimizer) != 0 ||
-        config_schedule_parse(c->schedule, &saved->schedule) != 0)
+        config_schedule_parse(c->schedule, &saved->schedule) != 0 ||
+        config_compress_parse(c->compress, &saved->compress) != 0)
         return -1;
     return 0;
 }

@@ -49,7 +49,7 @@ static struct checkpoint make_checkpoint(struct sample *s)
         s->corrects[r] = 100 + r;
     }
     struct checkpoint c = {
-        .model = "mlp:8", .optimizer = "adam", .schedule = "cosine", .name = "raw",
+        .model = "mlp:8", .optimizer = "adam", .schedule = "cosine", .name = "raw", .compress = "none",
         .global_batch = 128, .ranks = RANKS, .epochs = 5, .validation = 10, .augment = 1, .tta = 1, .seed = 99,
         .lr = 0.001, .momentum = 0.9, .weight_decay = 1e-4, .warmup = 1, .dropout = 0.1, .label_smoothing = 0.05,
         .epoch = EPOCHS, .step = 17, .train_seconds = 3.25, .epoch_seconds = 0.75, .param_count = PARAMS,

@@ -50,15 +50,22 @@ static void load_rows(struct model *m, uint8_t *labels, size_t first, size_t cou
 }
 
 /* One global batch through the production path: a reducer over comm (bucket_bytes 0: the fused
- * allreduce that training uses by default) and train_batch_gradient. */
-static void gradient(const struct comm *comm, struct model *m, const uint8_t *labels, int n, size_t bucket_bytes)
+ * allreduce that training uses by default; bf16: bfloat16 on the wire) and train_batch_gradient. */
+static void gradient_on_wire(const struct comm *comm, struct model *m, const uint8_t *labels, int n,
+                             size_t bucket_bytes, int bf16)
 {
     char err[DP_ERR_LEN];
     struct reducer r;
     struct batch b = {labels, n, GLOBAL, 0.0f, NULL};
     struct batch_sums sums = {0, 0};
-    assert_int_equal(reducer_init(&r, comm, m, bucket_bytes, err), 0);
+    assert_int_equal(reducer_init(&r, comm, m, bucket_bytes, bf16, err), 0);
     assert_int_equal(train_batch_gradient(m, &r, &b, &sums, err), 0);
+    assert_int_equal(reducer_free(&r, err), 0);
+}
+
+static void gradient(const struct comm *comm, struct model *m, const uint8_t *labels, int n, size_t bucket_bytes)
+{
+    gradient_on_wire(comm, m, labels, n, bucket_bytes, 0);
 }
 
 static void test_split_gradient_matches_single_rank(void **state)
@@ -107,18 +114,18 @@ static void test_bucket_layout(void **state)
     char err[DP_ERR_LEN];
     struct model *m = make_model(4);
     struct reducer r;
-    assert_int_equal(reducer_init(&r, &world, m, 1, err), 0); /* every layer its own bucket */
+    assert_int_equal(reducer_init(&r, &world, m, 1, 0, err), 0); /* every layer its own bucket */
     assert_int_equal(r.bucket_count, 3);
     assert_int_equal(r.starts[0], 0);
     assert_int_equal(r.starts[1], 336);
     assert_int_equal(r.starts[2], 540);
     assert_int_equal(r.starts[3], 670);
-    assert_int_equal(reducer_init(&r, &world, m, 600, err), 0); /* the last layer (520 bytes) joins the middle one */
+    assert_int_equal(reducer_init(&r, &world, m, 600, 0, err), 0); /* the last layer (520 bytes) joins the middle one */
     assert_int_equal(r.bucket_count, 2);
     assert_int_equal(r.starts[1], 336);
-    assert_int_equal(reducer_init(&r, &world, m, 1 << 30, err), 0);
+    assert_int_equal(reducer_init(&r, &world, m, 1 << 30, 0, err), 0);
     assert_int_equal(r.bucket_count, 1);
-    assert_int_equal(reducer_init(&r, &world, m, 0, err), 0);
+    assert_int_equal(reducer_init(&r, &world, m, 0, 0, err), 0);
     assert_true(r.fused);
     model_free(m);
 }
@@ -183,6 +190,37 @@ static void test_bucketed_matches_fused(void **state)
     model_free(fused);
 }
 
+/* bf16 on the wire: on one rank nothing is rounded; on more, the sum is within bfloat16's
+ * rounding of the float32 one, and buckets give the same bits as one allreduce on two ranks. */
+static void test_bf16_on_the_wire(void **state)
+{
+    (void)state;
+    uint8_t labels[GLOBAL];
+    size_t first, count;
+    comm_block(GLOBAL, world.size, world.rank, &first, &count);
+    struct model *exact = make_model(GLOBAL), *fused = make_model(GLOBAL), *bucketed = make_model(GLOBAL);
+    load_rows(exact, labels, first, count);
+    load_rows(fused, labels, first, count);
+    load_rows(bucketed, labels, first, count);
+    gradient(&world, exact, labels, (int)count, 0);
+    gradient_on_wire(&world, fused, labels, (int)count, 0, 1);
+    gradient_on_wire(&world, bucketed, labels, (int)count, 1, 1);
+    size_t bytes = exact->param_count * sizeof(float);
+    if (world.size == 1)
+        assert_memory_equal(fused->grads, exact->grads, bytes);
+    if (world.size <= 2)
+        assert_memory_equal(bucketed->grads, fused->grads, bytes);
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < exact->param_count; i++) {
+        worst = fmax(worst, fabs((double)fused->grads[i] - exact->grads[i]));
+        scale = fmax(scale, fabs((double)exact->grads[i]));
+    }
+    assert_true(worst <= scale * world.size / 128.0);
+    model_free(exact);
+    model_free(fused);
+    model_free(bucketed);
+}
+
 static void test_local_shares(void **state)
 {
     (void)state;
@@ -214,6 +252,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_split_gradient_matches_single_rank),
         cmocka_unit_test(test_bucket_layout),
         cmocka_unit_test(test_bucketed_matches_fused),
+        cmocka_unit_test(test_bf16_on_the_wire),
         cmocka_unit_test(test_local_shares),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

@@ -21,11 +21,12 @@
 #include <stdint.h>
 
 #define CHECKPOINT_FORMAT "dptrain-checkpoint"
-#define CHECKPOINT_VERSION 3 /* 2: adds tta; 3: checksums of every array and attribute, data identity */
+#define CHECKPOINT_VERSION 4 /* 2: adds tta; 3: checksums of every array and attribute, data identity;
+                                4: compress and the error-feedback residuals */
 
 struct checkpoint {
     /* configuration: what must match for a resume */
-    char model[64], optimizer[8], schedule[16], name[64];
+    char model[64], optimizer[8], schedule[16], name[64], compress[8];
     int pca_components, global_batch, ranks, epochs, validation, augment, tta;
     uint64_t seed;
     double lr, momentum, weight_decay, warmup, dropout, label_smoothing;
@@ -51,6 +52,7 @@ struct checkpoint {
     int64_t *partial_correct;
     size_t buffer_count;                      /* batch-norm running statistics, per rank */
     float *buffers;                           /* [ranks][buffer_count] */
+    float *residual;                          /* [ranks][param_count], compress bf16 only */
     int owned;                                /* 1 when checkpoint_read allocated the arrays */
 };
 

@@ -11,6 +11,8 @@
 
 enum command { CMD_NONE, CMD_CONVERT, CMD_TRAIN, CMD_COMPARE, CMD_EVAL };
 enum model_kind { MODEL_MLP, MODEL_CNN };
+/* The gradient on the wire: float32, or bfloat16 with error feedback (reducer.h). */
+enum compress_kind { COMPRESS_NONE, COMPRESS_BF16 };
 
 #define CONFIG_MAX_PCA_RUNS 16
 #define CONFIG_MODEL_LENGTH 64
@@ -43,6 +45,7 @@ struct config {
     /* execution */
     int threads;                      /* 0: chosen from the node */
     double bucket_mb;                 /* gradient allreduce buckets; 0 = one fused allreduce */
+    enum compress_kind compress;      /* the gradient on the wire */
     int quiet, checkpoint_every, resume;
     int drift_check;                  /* steps between checks that all ranks hold the same parameters; 0 = off */
     double stall_timeout;             /* seconds a collective may wait before the job ends; 0 = no watchdog */
@@ -54,6 +57,8 @@ int config_optimizer_parse(const char *name, enum optimizer_kind *kind);
 const char *config_schedule_name(enum schedule_kind kind);
 int config_schedule_parse(const char *name, enum schedule_kind *kind);
 enum model_kind config_model_kind(const char *spec);
+const char *config_compress_name(enum compress_kind kind);
+int config_compress_parse(const char *name, enum compress_kind *kind);
 
 /* The options that messages outside cli name (cli_flag spells them as users type them). */
 enum option {
@@ -66,7 +71,7 @@ enum option {
 enum setting {
     SETTING_MODEL, SETTING_PCA, SETTING_BATCH, SETTING_EPOCHS, SETTING_SEED, SETTING_OPTIMIZER,
     SETTING_LR, SETTING_MOMENTUM, SETTING_WEIGHT_DECAY, SETTING_SCHEDULE, SETTING_WARMUP, SETTING_DROPOUT,
-    SETTING_LABEL_SMOOTHING, SETTING_AUGMENT, SETTING_TTA, SETTING_VALIDATION, SETTING_NONE
+    SETTING_LABEL_SMOOTHING, SETTING_AUGMENT, SETTING_TTA, SETTING_VALIDATION, SETTING_COMPRESS, SETTING_NONE
 };
 
 /* The first setting in which two runs differ, or SETTING_NONE. */

@@ -9,7 +9,15 @@
  * one blocking MPI_Allreduce, faster than a nonblocking one with nothing left to overlap.
  * bucket_bytes 0 keeps the single blocking MPI_Allreduce over the
  * whole buffer after backward, for comparison. The sums are the same either way: each element
- * is reduced once, by the same collective over the same ranks. */
+ * is reduced once, by the same collective over the same ranks.
+ *
+ * bf16 on the wire (--compress bf16) halves the bytes: before a bucket (or the whole buffer)
+ * goes out, each rank adds its error-feedback residual to its gradient, rounds the result to
+ * bfloat16 (nearest even) and keeps what the rounding lost as the next step's residual, so that
+ * no part of a gradient is lost over the steps (only delayed). The allreduce sums bfloat16
+ * vectors with a user-defined operation that adds in float32 and rounds each partial sum back to
+ * bfloat16; the sum is widened to float32 at the end. On one rank nothing goes on the wire and
+ * nothing is rounded. */
 #ifndef DPTRAIN_REDUCER_H
 #define DPTRAIN_REDUCER_H
 
@@ -18,6 +26,7 @@
 
 #include <mpi.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct reducer {
     MPI_Comm world;
@@ -31,10 +40,20 @@ struct reducer {
     MPI_Request requests[MODEL_MAX_LAYERS];
     int next;                                    /* buckets next.. have been started */
     int mpi_error;                               /* first failure of the step, reported at the end */
+    /* bf16 on the wire */
+    int bf16;
+    uint16_t *wire;                              /* [count] what goes on the wire */
+    float *residual;                             /* [count] error feedback: what rounding has lost */
+    MPI_Op sum_bf16;
 };
 
-/* Buckets over the model's gradient buffer, cut at its layers' parameter boundaries. */
-int reducer_init(struct reducer *r, const struct comm *comm, struct model *model, size_t bucket_bytes, char *err);
+/* Buckets over the model's gradient buffer, cut at its layers' parameter boundaries; bf16: the
+ * gradient goes on the wire as bfloat16 with error feedback. */
+int reducer_init(struct reducer *r, const struct comm *comm, struct model *model, size_t bucket_bytes, int bf16,
+                 char *err);
+int reducer_free(struct reducer *r, char *err);
+/* Bytes of gradient this rank sends into the allreduce per step (0 on one rank). */
+size_t reducer_wire_bytes(const struct reducer *r);
 
 /* Start of a step: no bucket started. */
 void reducer_begin(struct reducer *r);

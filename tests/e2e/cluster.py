@@ -211,9 +211,10 @@ def cluster_bench(env):
     number = r"\d+\.\d+"
     for label in ("1 host (shared memory)", "2 hosts (TCP, full speed)", "2 hosts, links at 10 Gbit/s",
                   "2 hosts, links at 1 Gbit/s"):
-        check(re.search(rf"^{re.escape(label)} +{number} +{number} +{number} +{number} +{number} +\d+ +-$", r.stdout,
+        check(re.search(rf"^{re.escape(label)} +{number} +{number} +{number} +{number} +{number} +\d+ +\d+ +-$", r.stdout,
                         re.M), f"cluster-bench.sh: no row '{label}' in {r.stdout}")
     check("OpenBLAS kernels:" in r.stdout, "cluster-bench.sh names the kernels")
+    check(re.search(r"^\(1 rank, no allreduce: MLP \d+ samples/s;", r.stdout, re.M), f"the one-rank line: {r.stdout}")
     shaped = subprocess.run(["ip", "netns", "exec", "dpt-node1", "tc", "qdisc", "show", "dev", "eth0"],
                             capture_output=True, text=True).stdout
     check("tbf" not in shaped, f"cluster-bench.sh left the links shaped: {shaped}")

@@ -18,7 +18,7 @@ must_succeed(run(BASE + ["--checkpoint", ckpt, "--out", out], ranks=2))
 
 # The attribute table of src/checkpoint.c, in its order: (name, kind) with kind s(tring),
 # i(nteger, stored as int64), d(ouble) or f(loat, stored as double, held as float).
-FIELDS = [("model", "s"), ("optimizer", "s"), ("schedule", "s"), ("name", "s"),
+FIELDS = [("model", "s"), ("optimizer", "s"), ("schedule", "s"), ("name", "s"), ("compress", "s"),
           ("pca_components", "i"), ("global_batch", "i"), ("ranks", "i"), ("epochs", "i"),
           ("validation", "i"), ("augment", "i"), ("tta", "i"), ("seed", "i"), ("epoch", "i"),
           ("step", "i"), ("opt_step", "i"), ("best_epoch", "i"), ("param_count", "i"),
@@ -86,7 +86,7 @@ cases = [
     (variant("zero_signed", set_attr("norm_std", 0.0), sign=True), "standard deviation 0"),
     (variant("epoch_signed", set_attr("epoch", 7), sign=True), "epoch 7 of 2"),
     (variant("ranks_signed", set_attr("ranks", 0), sign=True), "ranks = 0"),
-    (variant("old_format", set_attr("format_version", 2)), "checkpoint format version 2, this dptrain reads version 3"),
+    (variant("old_format", set_attr("format_version", 2)), "checkpoint format version 2, this dptrain reads version 4"),
 ]
 for path, fragment in cases:
     before = open(path, "rb").read()
