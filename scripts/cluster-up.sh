@@ -29,6 +29,8 @@ net=${DPTRAIN_CLUSTER_NET:-10.213.37}
   { echo "cluster-up: DPTRAIN_CLUSTER_NET=$net is not the first three octets of a private /24 (e.g. 10.213.37)" >&2; exit 2; }
 bridge=dptbr0
 here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=slurm-common.sh
+source "$here/slurm-common.sh"
 
 die() { echo "cluster-up: $*" >&2; exit 1; }
 alive() { # pidfile, expected command name
@@ -151,28 +153,11 @@ shape=$(grep -o 'CPUs=[0-9]* Boards=[0-9]* SocketsPerBoard=[0-9]* CoresPerSocket
 [ -n "$shape" ] || die "cannot read this machine's shape from 'slurmd -C': $node_line"
 conf="$state/slurm.conf"
 {
+  slurm_common_conf "$state"
   cat <<CONF
 ClusterName=dptcluster
 SlurmctldHost=$(hostname -s)($net.1)
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket=$state/munge/munge.socket,cred_expire=10
-MpiDefault=pmix
-ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-SchedulerType=sched/backfill
-SchedulerParameters=sched_interval=2,bf_interval=5,batch_sched_delay=0
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/filetxt
-JobCompLoc=$state/log/jobcomp.log
-ReturnToService=2
-MinJobAge=3600
-KillWait=5
-StateSaveLocation=$state/ctld
 SlurmdSpoolDir=$state/spool/%n
 SlurmctldPidFile=$state/slurmctld.pid
 SlurmdPidFile=$state/slurmd-%n.pid

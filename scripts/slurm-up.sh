@@ -6,6 +6,8 @@
 # usage: scripts/slurm-up.sh [STATE_DIR]        (default /tmp/dptrain-slurm)
 # then:  export SLURM_CONF=STATE_DIR/slurm.conf  (every Slurm client needs it)
 set -euo pipefail
+# shellcheck source=slurm-common.sh
+source "$(cd "$(dirname "$0")" && pwd)/slurm-common.sh"
 state=$(realpath -m "${1:-${DPTRAIN_SLURM_DIR:-/tmp/dptrain-slurm}}")
 conf="$state/slurm.conf"
 export SLURM_CONF="$conf"
@@ -58,28 +60,12 @@ cores=$(sed -n 's/.*CoresPerSocket=\([0-9]*\).*/\1/p' <<<"$node_line")
 threads=$(sed -n 's/.*ThreadsPerCore=\([0-9]*\).*/\1/p' <<<"$node_line")
 memory=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$node_line")
 
-cat >"$conf" <<CONF
+{
+slurm_common_conf "$state"
+cat <<CONF
 ClusterName=dptrain
 SlurmctldHost=$host(127.0.0.1)
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket=$state/munge/munge.socket,cred_expire=10
-MpiDefault=pmix
-ProctrackType=proctrack/linuxproc
 TaskPlugin=task/affinity
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-SchedulerType=sched/backfill
-SchedulerParameters=sched_interval=2,bf_interval=5,batch_sched_delay=0
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/filetxt
-JobCompLoc=$state/log/jobcomp.log
-ReturnToService=2
-MinJobAge=3600
-KillWait=5
-StateSaveLocation=$state/ctld
 SlurmdSpoolDir=$state/spool
 SlurmctldPidFile=$state/slurmctld.pid
 SlurmdPidFile=$state/slurmd.pid
@@ -90,6 +76,7 @@ SlurmdPort=6818
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus Boards=$boards SocketsPerBoard=$sockets CoresPerSocket=$cores ThreadsPerCore=$threads RealMemory=$memory State=UNKNOWN
 PartitionName=main Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
+} >"$conf"
 
 alive "$state/slurmctld.pid" slurmctld || slurmctld -f "$conf"
 alive "$state/slurmd.pid" slurmd || slurmd -f "$conf"

@@ -1,6 +1,6 @@
-/* The MPI world: start-up, agreement on errors, and the typed collectives the rest of dptrain
- * uses. With reducer (the gradient allreduce) and dataset (MPI-IO through HDF5) the only place
- * that calls MPI. */
+/* The MPI world: start-up, hosts, agreement on errors, and the typed collectives the rest of
+ * dptrain uses, each under the stall watchdog. With watchdog, reducer (the gradient allreduce)
+ * and dataset (MPI-IO through HDF5) the only place that calls MPI. */
 #ifndef DPTRAIN_COMM_H
 #define DPTRAIN_COMM_H
 
