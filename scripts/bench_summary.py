@@ -57,6 +57,7 @@ for model in ("mlp", "cnn"):
     for name, label, mode in ((f"{model}_1rank", "1 x 1", "-"), (f"{model}_2ranks", "2 x 1", "fused"),
                               (f"{model}_2ranks_bucketed", "2 x 1", "bucketed"),
                               (f"{model}_2ranks_weak", "2 x 1 weak", "fused"),
+                              (f"{model}_2ranks_bf16", "2 x 1", "bf16"),
                               (f"{model}_1rank_2threads", "1 x 2", "-")):
         r = results[name] = run_figures(name)
         s = r["shares"]
@@ -73,9 +74,10 @@ for model in ("mlp", "cnn"):
     one, fused, bucketed = results[f"{model}_1rank"], results[f"{model}_2ranks"], results[f"{model}_2ranks_bucketed"]
     threads = results[f"{model}_1rank_2threads"]
     hidden = 100 * (1 - bucketed["wait_ms"] / fused["wait_ms"]) if fused["wait_ms"] > 0 else 0.0
-    weak = results[f"{model}_2ranks_weak"]
+    weak, bf16 = results[f"{model}_2ranks_weak"], results[f"{model}_2ranks_bf16"]
     print(f"{model}: 2 ranks / 1 rank {fused['rate'] / one['rate']:.2f}x (bucketed allreduce "
-          f"{bucketed['rate'] / one['rate']:.2f}x, weak scaling {weak['rate'] / one['rate']:.2f}x); "
+          f"{bucketed['rate'] / one['rate']:.2f}x, bf16 {bf16['rate'] / one['rate']:.2f}x, "
+          f"weak scaling {weak['rate'] / one['rate']:.2f}x); "
           f"1 rank x 2 threads / 1 rank {threads['rate'] / one['rate']:.2f}x; "
           f"allreduce wait per step {fused['wait_ms']:.3f} ms fused, {bucketed['wait_ms']:.3f} ms bucketed "
           f"({hidden:.0f}% of it hidden behind backward)")
