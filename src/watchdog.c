@@ -44,7 +44,7 @@ struct watchdog {
     char (*hosts)[HOST];
     pthread_t thread;
     pthread_mutex_t lock;
-    int running, stop;
+    int stop;
     struct position at;
     int query;                 /* the posted receive of questions */
     int question;              /* what this rank sends when it asks (the content is not read) */
@@ -109,7 +109,7 @@ static void describe(const struct position *p, double now, struct status *s)
     s->epoch = p->epoch;
     s->step = p->step;
     s->seconds = now - (p->waiting ? p->wait_since : p->phase_since);
-    snprintf(s->phase, sizeof s->phase, "%s", p->phase ? p->phase : "starting");
+    snprintf(s->phase, sizeof s->phase, "%s", p->phase); /* set from watchdog_start on */
     snprintf(s->what, sizeof s->what, "%s", p->waiting && p->what ? p->what : "");
 }
 
@@ -246,10 +246,10 @@ static int stuck(const struct watchdog *w, int r)
     return r != w->rank && w->ask.answered[r] && !s->waiting && !s->may_be_slow && s->seconds > w->limit;
 }
 
+/* Answered, busy, and not stuck: in a phase that may be slow, or not yet past the limit. */
 static int legitimately_busy(const struct watchdog *w, int r)
 {
-    const struct status *s = &w->ask.replies[r];
-    return r != w->rank && w->ask.answered[r] && !s->waiting && (s->may_be_slow || s->seconds <= w->limit);
+    return r != w->rank && w->ask.answered[r] && !w->ask.replies[r].waiting && !stuck(w, r);
 }
 
 /* The line that ends the job. */
@@ -403,7 +403,6 @@ int watchdog_start(MPI_Comm world, double limit_seconds, const char *limit_flag,
         pthread_mutex_destroy(&w->lock);
         FAIL("cannot start the watchdog thread: %s", strerror(rc));
     }
-    w->running = 1;
     *out = w;
     return 0;
 fail:

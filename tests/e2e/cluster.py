@@ -42,19 +42,26 @@ def cluster_env():
     return env
 
 
-def across(ranks, args, env, timeout=300):
-    """dptrain under the cluster's mpirun (one rank per host, round robin)."""
-    command = env["DPTRAIN_MPIRUN"].split() + ["-np", str(ranks), DPTRAIN] + list(args)
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-
-
 def start_across(ranks, args, env, extra_env=None):
+    """dptrain under the cluster's mpirun (one rank per host, round robin), started; extra_env is
+    passed on to the ranks (mpirun -x)."""
     command = env["DPTRAIN_MPIRUN"].split() + ["-np", str(ranks)]
     for name in (extra_env or {}):
         command += ["-x", name]
     command += [DPTRAIN] + list(args)
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(env, **(extra_env or {})))
+
+
+def across(ranks, args, env, timeout=300):
+    """The same, run to its end."""
+    job = start_across(ranks, args, env)
+    try:
+        stdout, stderr = job.communicate(timeout=timeout)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    return subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
 
 
 def host_pids(host, name="dptrain"):
