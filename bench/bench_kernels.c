@@ -121,6 +121,44 @@ fail:
     return 1;
 }
 
+/* Does a row of a GEMM's result depend on the other rows computed with it? The MLP's three
+ * forward products (batch x 784 x 256, x 256 x 128, x 128 x 10) for units of 11 rows: each unit
+ * alone against the same rows in one call with all 12 units stacked (--deterministic's reason for
+ * one call per unit). Prints how many unit blocks differ in any bit. */
+static int gemm_rows(void)
+{
+    enum { UNIT = 11, UNITS = 12, ROWS = UNIT * UNITS };
+    const int shapes[3][2] = {{784, 256}, {256, 128}, {128, 10}};
+    int differ = 0, blocks = 0;
+    for (int s = 0; s < 3; s++) {
+        int k = shapes[s][0], n = shapes[s][1];
+        float *x = tensor_alloc((size_t)ROWS * k), *w = tensor_alloc((size_t)n * k);
+        float *all = tensor_alloc((size_t)ROWS * n), *alone = tensor_alloc((size_t)UNIT * n);
+        if (!x || !w || !all || !alone) {
+            fprintf(stderr, "bench_kernels: cannot allocate\n");
+            return 1;
+        }
+        for (size_t i = 0; i < (size_t)ROWS * k; i++)
+            x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+        for (size_t i = 0; i < (size_t)n * k; i++)
+            w[i] = (float)((i * 40503u) % 997) / 997.0f - 0.5f;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ROWS, n, k, 1.0f, x, k, w, k, 0.0f, all, n);
+        for (int u = 0; u < UNITS; u++, blocks++) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, UNIT, n, k, 1.0f, x + (size_t)u * UNIT * k, k, w, k,
+                        0.0f, alone, n);
+            differ += memcmp(alone, all + (size_t)u * UNIT * n, sizeof(float) * UNIT * n) != 0;
+        }
+        tensor_free(x);
+        tensor_free(w);
+        tensor_free(all);
+        tensor_free(alone);
+    }
+    const char *core = getenv("OPENBLAS_CORETYPE");
+    printf("gemm_rows_differ %d of %d unit blocks (OpenBLAS kernels %s)\n", differ, blocks,
+           core ? core : openblas_get_corename());
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (MPI_Init(&argc, &argv) != MPI_SUCCESS) {
@@ -130,11 +168,13 @@ int main(int argc, char **argv)
     int status = 2;
     if (argc == 2 && strcmp(argv[1], "sgemm") == 0)
         status = sgemm_peak();
+    else if (argc == 2 && strcmp(argv[1], "gemm-rows") == 0)
+        status = gemm_rows();
     else if (argc == 3 && (strcmp(argv[1], "allreduce") == 0 || strcmp(argv[1], "iallreduce") == 0 ||
                            strcmp(argv[1], "rsag") == 0) && atol(argv[2]) > 0)
         status = allreduce_time(argv[1], atol(argv[2]));
     else
-        fprintf(stderr, "usage: bench_kernels sgemm | bench_kernels allreduce|iallreduce|rsag FLOATS\n");
+        fprintf(stderr, "usage: bench_kernels sgemm | gemm-rows | allreduce|iallreduce|rsag FLOATS\n");
     MPI_Finalize();
     return status;
 }

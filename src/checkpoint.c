@@ -36,6 +36,8 @@ static const struct field fields[] = {
     FIELD("pca_components", F_INT, pca_components),
     FIELD("global_batch", F_INT, global_batch),
     FIELD("ranks", F_INT, ranks),
+    FIELD("units", F_INT, units),
+    FIELD("deterministic", F_INT, deterministic),
     FIELD("epochs", F_INT, epochs),
     FIELD("validation", F_INT, validation),
     FIELD("augment", F_INT, augment),
@@ -188,7 +190,6 @@ fail:
 }
 
 /* An array and its checksum (over the values as held in memory: little-endian, as in the file). */
-/* An array and its checksum (over the values as held in memory: little-endian, as in the file). */
 static int write_checked(hid_t f, const struct h5io_array *a, const void *data, const char *path, char *err)
 {
     char crc_name[64];
@@ -244,7 +245,7 @@ fail:
 
 static int write_state(hid_t f, const struct checkpoint *c, const char *path, char *err)
 {
-    hsize_t ranks = (hsize_t)c->ranks;
+    hsize_t ranks = (hsize_t)c->units; /* one row per unit */
     hsize_t rng_dims[2] = {ranks, 4}, history_dims[2] = {(hsize_t)c->history_length, HISTORY_COLUMNS};
     hsize_t rank_dims[1] = {ranks}, buffer_dims[2] = {ranks, (hsize_t)c->buffer_count};
     CHECK_DP(write_floats(f, "params", c->params, c->param_count, path, err));
@@ -346,6 +347,8 @@ static int check_scalars(const struct checkpoint *c, const char *path, char *err
     if (!(cond))                                                                               \
         FAIL("%s: corrupt checkpoint: " what, path, __VA_ARGS__)
     REQUIRE(c->ranks >= 1 && c->ranks <= 1 << 20, "ranks = %d", c->ranks);
+    REQUIRE(c->units >= 1 && c->units <= 1 << 20 && (c->deterministic == 0 || c->deterministic == 1),
+            "units = %d, deterministic = %d", c->units, c->deterministic);
     REQUIRE(c->epochs >= 1 && c->global_batch >= 1, "epochs = %d, global_batch = %d", c->epochs, c->global_batch);
     REQUIRE(c->epoch >= 0 && c->epoch <= c->epochs, "epoch %d of %d", c->epoch, c->epochs);
     REQUIRE(c->step >= 0 && c->opt_step >= 0, "step %ld, optimizer step %ld", c->step, c->opt_step);
@@ -456,7 +459,7 @@ fail:
 
 static int read_state(hid_t f, struct checkpoint *c, const char *path, char *err)
 {
-    size_t n = c->param_count, ranks = (size_t)c->ranks;
+    size_t n = c->param_count, ranks = (size_t)c->units; /* one row per unit */
     CHECK_DP((c->params = read_array(f, &(struct h5io_array){"params", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){n}}, path, err)) == NULL);
     CHECK_DP((c->opt_first = read_array(f, &(struct h5io_array){"opt_first", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){n}}, path, err)) == NULL);
     if (strcmp(c->optimizer, "adam") == 0)
@@ -483,7 +486,7 @@ static int read_state(hid_t f, struct checkpoint *c, const char *path, char *err
     for (size_t r = 0; r < ranks; r++)
         if (!isfinite(c->partial_loss[r]) || c->partial_loss[r] < 0 || c->partial_correct[r] < 0 ||
             c->partial_correct[r] > c->data.train_samples)
-            FAIL("%s: corrupt checkpoint: rank %zu's partial sums are impossible", path, r);
+            FAIL("%s: corrupt checkpoint: unit %zu's partial sums are impossible", path, r);
     if (c->pca_components > 0)
         CHECK_DP(read_pca(f, c, path, err));
     return 0;

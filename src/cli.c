@@ -69,6 +69,10 @@ static const struct flag flags[] = {
      "blocking allreduce after backward (default 0: faster on one node, see README)"},
     {"--compress", V_COMPRESS, AT(compress), FOR_TRAINING, 0, 0,
      "the gradient on the wire: none (float32) or bf16 (half the bytes, error feedback) (default none)"},
+    {"--deterministic", V_FLAG, AT(deterministic), FOR_TRAINING, 0, 0,
+     "the same parameters, losses and predictions, bit for bit, on any number of ranks (1..12) and hosts, and "
+     "on a resume at another rank count: 12 virtual shards, exact gradient sums, 1 BLAS thread by default; "
+     "slower (README, Reproducibility)"},
     {"--trace", V_STRING, AT(trace), FOR_TRAINING, 0, 0,
      "write a Chrome trace-event JSON of every step's phases, all ranks in one file"},
     {"--augment", V_FLAG, AT(augment), FOR_TRAINING, 0, 0, "random flips and shifts of training images"},
@@ -301,6 +305,12 @@ static int check_choices(const struct config *o, char *err)
         FAIL("--checkpoint-every needs --checkpoint FILE");
     if (o->command == CMD_EVAL && !o->checkpoint)
         FAIL("eval: --checkpoint FILE is required");
+    if (o->deterministic && o->compress != COMPRESS_NONE)
+        FAIL("--deterministic cannot be combined with --compress %s: its rounding residuals belong to ranks, "
+             "so the result would depend on their number", config_compress_name(o->compress));
+    if (o->deterministic && o->batch_per_rank > 0)
+        FAIL("--deterministic cannot be combined with --batch-per-rank: the global batch would change with the "
+             "number of ranks (give --batch)");
     return 0;
 fail:
     return -1;
@@ -425,7 +435,7 @@ const char *cli_setting_flag(enum setting s)
         [SETTING_WEIGHT_DECAY] = "--weight-decay", [SETTING_SCHEDULE] = "--schedule", [SETTING_WARMUP] = "--warmup",
         [SETTING_DROPOUT] = "--dropout", [SETTING_LABEL_SMOOTHING] = "--label-smoothing",
         [SETTING_AUGMENT] = "--augment", [SETTING_TTA] = "--tta", [SETTING_VALIDATION] = "--validation",
-        [SETTING_COMPRESS] = "--compress",
+        [SETTING_COMPRESS] = "--compress", [SETTING_DETERMINISTIC] = "--deterministic",
         [SETTING_NONE] = "",
     };
     return flags_of[s];
@@ -437,7 +447,7 @@ const char *cli_flag(enum option o)
         [OPTION_DATA] = "--data", [OPTION_OUT] = "--out", [OPTION_CHECKPOINT] = "--checkpoint",
         [OPTION_TRACE] = "--trace", [OPTION_SOURCE] = "--source", [OPTION_MODEL] = "--model",
         [OPTION_RESUME] = "--resume", [OPTION_BATCH] = "--batch", [OPTION_TTA] = "--tta",
-        [OPTION_STALL_TIMEOUT] = "--stall-timeout",
+        [OPTION_STALL_TIMEOUT] = "--stall-timeout", [OPTION_DETERMINISTIC] = "--deterministic",
     };
     return flags_of[o];
 }

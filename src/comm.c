@@ -169,6 +169,28 @@ void comm_block(size_t n, int ranks, int r, size_t *first, size_t *count)
     *count = base + (rr < extra ? 1 : 0);
 }
 
+void comm_shard_block(size_t n, int shards, int ranks, int r, size_t *first, size_t *count)
+{
+    if (shards == 0) {
+        comm_block(n, ranks, r, first, count);
+        return;
+    }
+    size_t first_shard, held, end, unused;
+    comm_block((size_t)shards, ranks, r, &first_shard, &held);
+    comm_block(n, shards, (int)first_shard, first, &unused);
+    comm_block(n, shards, (int)(first_shard + held), &end, &unused); /* shard `shards` starts at n */
+    *count = end - *first;
+}
+
+void comm_chunk_block(size_t n, size_t chunk, int ranks, int r, size_t *first, size_t *count)
+{
+    size_t first_chunk, chunks;
+    comm_block((n + chunk - 1) / chunk, ranks, r, &first_chunk, &chunks);
+    size_t end = (first_chunk + chunks) * chunk;
+    *first = first_chunk * chunk < n ? first_chunk * chunk : n;
+    *count = (end < n ? end : n) - *first;
+}
+
 int comm_barrier(const struct comm *comm, char *err)
 {
     CHECK_MPI(WATCHED(comm, "a barrier", MPI_Barrier(comm->world)), "rank %d: barrier failed", comm->rank);
@@ -200,6 +222,11 @@ int comm_min_int(const struct comm *comm, int *value, char *err)
 int comm_max_long(const struct comm *comm, long *value, char *err)
 {
     return reduce_in_place(comm, value, MPI_LONG, MPI_MAX, err);
+}
+
+int comm_max_double(const struct comm *comm, double *value, char *err)
+{
+    return reduce_in_place(comm, value, MPI_DOUBLE, MPI_MAX, err);
 }
 
 int comm_bcast_size(const struct comm *comm, size_t *value, int root, char *err)
@@ -261,8 +288,8 @@ fail:
 }
 
 /* counts and displs for every rank's block of total items (the same on every rank). */
-static int block_layout(const struct comm *comm, size_t total, size_t item_bytes, int **counts, int **displs,
-                        char *err)
+static int block_layout(const struct comm *comm, size_t total, size_t chunk, size_t item_bytes, int **counts,
+                        int **displs, char *err)
 {
     size_t *items = NULL;
     CHECK_PTR(*counts = malloc(sizeof(int) * (size_t)comm->size), "cannot allocate");
@@ -270,7 +297,7 @@ static int block_layout(const struct comm *comm, size_t total, size_t item_bytes
     CHECK_PTR(items = malloc(sizeof *items * (size_t)comm->size), "cannot allocate");
     for (int r = 0; r < comm->size; r++) {
         size_t first;
-        comm_block(total, comm->size, r, &first, &items[r]);
+        comm_chunk_block(total, chunk, comm->size, r, &first, &items[r]);
     }
     CHECK_DP(byte_layout(comm, items, item_bytes, *counts, *displs, err));
     free(items);
@@ -305,18 +332,18 @@ fail:
     return -1;
 }
 
-/* Rank 0's whole set <-> every rank's block of it (comm_block), one direction or the other. */
+/* Rank 0's whole set <-> every rank's block of it (comm_chunk_block), one direction or the other. */
 struct block_move {
     const void *from;
     void *to;
-    size_t total, item_bytes;
+    size_t total, chunk, item_bytes;
     int gather;                  /* 0: scatter whole -> parts; 1: gather parts -> whole */
 };
 
 static int move_blocks(const struct comm *comm, const struct block_move *m, char *err)
 {
     int *counts = NULL, *displs = NULL;
-    CHECK_DP(block_layout(comm, m->total, m->item_bytes, &counts, &displs, err));
+    CHECK_DP(block_layout(comm, m->total, m->chunk, m->item_bytes, &counts, &displs, err));
     int mine = counts[comm->rank];
     if (m->gather)
         CHECK_MPI(WATCHED(comm, "a gather",
@@ -335,16 +362,18 @@ fail:
     return -1;
 }
 
-int comm_scatter_blocks(const struct comm *comm, const void *whole, size_t total, size_t item_bytes, void *part,
+int comm_scatter_blocks(const struct comm *comm, const struct comm_blocks *layout, const void *whole, void *part,
                         char *err)
 {
-    return move_blocks(comm, &(struct block_move){whole, part, total, item_bytes, 0}, err);
+    return move_blocks(comm, &(struct block_move){whole, part, layout->total, layout->chunk, layout->item_bytes, 0},
+                       err);
 }
 
-int comm_gather_blocks(const struct comm *comm, const void *part, size_t total, size_t item_bytes, void *whole,
+int comm_gather_blocks(const struct comm *comm, const struct comm_blocks *layout, const void *part, void *whole,
                        char *err)
 {
-    return move_blocks(comm, &(struct block_move){part, whole, total, item_bytes, 1}, err);
+    return move_blocks(comm, &(struct block_move){part, whole, layout->total, layout->chunk, layout->item_bytes, 1},
+                       err);
 }
 
 int comm_gather_text(const struct comm *comm, const char *mine, size_t length, char **all, size_t **offsets,

@@ -83,16 +83,19 @@ static int check_paths(const struct comm *comm, const struct config *o, char *er
 
 /* ---- set-up ---------------------------------------------------------------------------- */
 
-/* --threads, or by default: OPENBLAS_NUM_THREADS if the user set it, else this node's cores
- * shared among the ranks on it, and never more than the cores this rank is bound to (mpirun
- * binds each of a few ranks to one core). */
-static int blas_threads(const struct comm *comm, int requested)
+/* --threads, or by default: OPENBLAS_NUM_THREADS if the user set it, else 1 for a deterministic
+ * run (the guarantee holds at a given thread count: README, Reproducibility), else this node's
+ * cores shared among the ranks on it, and never more than the cores this rank is bound to
+ * (mpirun binds each of a few ranks to one core). */
+static int blas_threads(const struct comm *comm, int requested, int deterministic)
 {
     if (requested > 0)
         return requested;
     const char *from_environment = getenv("OPENBLAS_NUM_THREADS");
     if (from_environment && atoi(from_environment) > 0)
         return atoi(from_environment);
+    if (deterministic)
+        return 1;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = cores > comm->node_ranks ? (int)(cores / comm->node_ranks) : 1;
     cpu_set_t bound;
@@ -105,7 +108,8 @@ static int blas_threads(const struct comm *comm, int requested)
  * (160 MB of events) the rest are counted as dropped rather than allocated per step. */
 static size_t trace_capacity(const struct config *o, const struct shards *d, int run_count)
 {
-    size_t steps = (size_t)shards_steps_per_epoch(d, o->batch), per_step = 6 + 2 * MODEL_MAX_LAYERS;
+    size_t steps = (size_t)shards_steps_per_epoch(d, o->batch);
+    size_t per_step = (6 + 2 * MODEL_MAX_LAYERS) * (size_t)d->local_units; /* layers timed once per unit */
     size_t events = (size_t)run_count * (size_t)o->epochs * (steps * per_step + 4) + 64;
     return events < (size_t)4 << 20 ? events : (size_t)4 << 20;
 }
@@ -225,7 +229,8 @@ static int prepare_command(struct command_state *cs, char *err)
     CHECK_DP(check_paths(cs->comm, o, err));
     if (o->resume)
         CHECK_DP(snapshot_load(cs->comm, o, &cs->resume, err));
-    CHECK_DP(shards_load(cs->comm, o->data, o->validation, o->seed, &cs->d, err));
+    struct shard_plan plan = {o->data, o->validation, o->seed, o->deterministic ? SHARDS_VIRTUAL : 0};
+    CHECK_DP(shards_load(cs->comm, &plan, &cs->d, err));
     if (o->resume && checkpoint_check_data(&cs->resume, &cs->d.identity, o->data, o->checkpoint, err) != 0) {
         err_prefix(err, cli_flag(OPTION_RESUME)); /* every rank holds the same checkpoint and identity */
         goto fail;
@@ -272,10 +277,16 @@ int train_command(const struct comm *comm, const struct config *given, char *err
     const struct config *o = &scaled;
     struct command_state cs = {.comm = comm, .o = o, .run_count = o->command == CMD_COMPARE ? o->pca_runs : 1};
     int status = DP_EXIT_ERROR;
-    openblas_set_num_threads(blas_threads(comm, o->threads));
+    openblas_set_num_threads(blas_threads(comm, o->threads, o->deterministic));
     if ((size_t)o->batch < (size_t)comm->size) {
         err_set(err, "%s %d: the global batch must be at least the number of ranks (%d)", cli_flag(OPTION_BATCH),
                 o->batch, comm->size);
+        return DP_EXIT_USAGE;
+    }
+    if (o->deterministic && comm->size > SHARDS_VIRTUAL) {
+        err_set(err, "%s: %d ranks, but a deterministic run takes at most %d (it cuts the training set into %d "
+                "virtual shards and every rank holds whole ones)", cli_flag(OPTION_DETERMINISTIC), comm->size,
+                SHARDS_VIRTUAL, SHARDS_VIRTUAL);
         return DP_EXIT_USAGE;
     }
     if (stop_install() != 0)
@@ -379,14 +390,16 @@ int eval_command(const struct comm *comm, const struct config *given, char *err)
     struct run_result r = {0};
     struct run run = {.comm = comm, .o = &o, .d = &d, .r = &r};
     int status = DP_EXIT_ERROR;
-    openblas_set_num_threads(blas_threads(comm, given->threads));
     CHECK_DP(check_paths(comm, given, err));
     int ok = checkpoint_read(given->checkpoint, &c, err) == 0 && config_from_checkpoint(&c, given, &o, err) == 0;
     CHECK_DP(comm_agree(comm, ok, err));
+    /* as the run was trained: a deterministic run's predictions again, bit for bit */
+    openblas_set_num_threads(blas_threads(comm, given->threads, c.deterministic));
+    o.deterministic = 0; /* nothing is trained: one unit per rank */
     if (o.tta && c.pca_components > 0) /* every rank read the same checkpoint */
         FAIL("%s needs raw pixel inputs: %s was trained on %d principal components", cli_flag(OPTION_TTA), given->checkpoint,
              c.pca_components);
-    CHECK_DP(shards_load(comm, o.data, 0, o.seed, &d, err));
+    CHECK_DP(shards_load(comm, &(struct shard_plan){o.data, 0, o.seed, 0}, &d, err));
     describe_result(&r, &o, comm->size, c.name, c.pca_components);
     r.has_validation = 0;
     CHECK_DP(evaluate_checkpoint(&run, &c, &d, err));

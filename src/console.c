@@ -22,7 +22,10 @@ void console_announce(const struct run *run)
            run->comm->size, run->comm->size == 1 ? "" : "s", run->comm->hosts, run->comm->hosts == 1 ? "" : "s",
            threads, threads == 1 ? "" : "s", o->batch, run->d->train_total);
     size_t wire = reducer_wire_bytes(&run->reducer);
-    if (wire > 0)
+    if (o->deterministic)
+        printf("deterministic: %d virtual shards (this rank %d..%d), exact gradient sums: the same bits on any "
+               "rank count\n", run->d->units, run->d->first_unit + 1, run->d->first_unit + run->d->local_units);
+    else if (wire > 0)
         printf("gradient allreduce: %.2f MB per step from each rank (%s)\n", (double)wire / 1e6,
                run->reducer.bf16 ? "bfloat16 with error feedback" : "float32");
     if (o->batch_per_rank > 0)
@@ -36,8 +39,10 @@ void console_announce(const struct run *run)
     if (run->resumed_ranks > 0 && run->resumed_ranks != run->comm->size && run->start_epoch < o->epochs)
         printf("the checkpoint was saved by %d rank%s, this run has %d: %s\n", run->resumed_ranks,
                run->resumed_ranks == 1 ? "" : "s", run->comm->size,
-               run->start_step > 0 ? "the rest of this epoch takes a new data order and random streams (README, "
-                                     "Checkpoints)" : "the same global batch and schedule go on");
+               o->deterministic      ? "deterministic, so the run goes on exactly as it would have"
+               : run->start_step > 0 ? "the rest of this epoch takes a new data order and random streams (README, "
+                                       "Checkpoints)"
+                                     : "the same global batch and schedule go on");
 }
 
 void console_epoch(const struct epoch_record *e, int epochs, int has_validation)

@@ -313,12 +313,13 @@ fail:
 
 /* Everything collective happens here; the steps that can fail differently on different ranks
  * (label checks) come after the file is closed, and the caller agrees on the outcome. */
-static int read_collective(const struct comm *comm, const char *path, struct dataset_part *part, char *err)
+static int read_collective(const struct comm *comm, const char *path, int shards, struct dataset_part *part,
+                           char *err)
 {
     struct data_file f = {path, -1, -1, -1, {-1, -1}, {-1, -1}, {0, 0}};
     size_t first, count;
     CHECK_DP(open_file(comm, &f, err));
-    comm_block((size_t)f.rows[0], comm->size, comm->rank, &first, &count);
+    comm_shard_block((size_t)f.rows[0], shards, comm->size, comm->rank, &first, &count);
     CHECK_DP(read_block(&f, 0, first, count, &part->train, err));
     CHECK_DP(read_block(&f, 1, 0, comm->rank == 0 ? (size_t)f.rows[1] : 0, &part->test, err));
     part->train_total = (size_t)f.rows[0];
@@ -341,7 +342,7 @@ int dataset_check_file(const char *path, const char *label, char *err)
     return -1;
 }
 
-int dataset_read(const struct comm *comm, const char *path, struct dataset_part *part, char *err)
+int dataset_read(const struct comm *comm, const char *path, int shards, struct dataset_part *part, char *err)
 {
     memset(part, 0, sizeof *part);
     /* Every rank checks the file before the collective open, which would otherwise leave the
@@ -354,7 +355,7 @@ int dataset_read(const struct comm *comm, const char *path, struct dataset_part 
                         comm->hosts);
     if (comm_agree(comm, ok, err) != 0)
         return -1;
-    ok = read_collective(comm, path, part, err) == 0;
+    ok = read_collective(comm, path, shards, part, err) == 0;
     ok = ok && check_labels(&part->train, "train", path, err) == 0 && check_labels(&part->test, "test", path, err) == 0;
     /* Failures before the collective reads are the same on every rank (same file, same
      * metadata); label errors are local. comm_agree hands the first failing rank's message
@@ -368,7 +369,7 @@ int dataset_read(const struct comm *comm, const char *path, struct dataset_part 
 }
 
 /* CRC-32 of one rank's block, and then of the whole array: the blocks combined in rank order,
- * which is file order (comm_block). */
+ * which is file order (comm_shard_block). */
 static int combine_blocks(const struct comm *comm, uint32_t mine, unsigned long long bytes, uint32_t *whole,
                           char *err)
 {

@@ -56,23 +56,38 @@ struct predictions {
     float *confidence;
 };
 
+/* Loss and accuracy over the set, chunk by chunk (EVAL_CHUNK, the same shapes on any rank
+ * count): every chunk's sums travel alone (adding zeros is exact) and are added in chunk order. */
 static int evaluate_set(const struct comm *comm, const struct evaluator *ev, const struct features *set,
                         const struct predictions *out, struct evaluation *result, char *err)
 {
-    double loss = 0;
-    long correct = 0;
-    size_t chunk = (size_t)ev->model->max_batch;
-    for (size_t start = 0; start < set->count; start += chunk) {
-        int n = (int)(set->count - start < chunk ? set->count - start : chunk);
+    double total = (double)set->count, *rows = NULL;
+    CHECK_DP(comm_allreduce_doubles(comm, &total, 1, err));
+    size_t chunks = ((size_t)total + EVAL_CHUNK - 1) / EVAL_CHUNK;
+    int ok = (rows = calloc(2 * chunks + 1, sizeof(double))) != NULL;
+    if (!ok)
+        err_set(err, "cannot allocate the evaluation's sums");
+    CHECK_DP(comm_agree(comm, ok, err));
+    for (size_t start = 0; start < set->count; start += EVAL_CHUNK) {
+        int n = (int)(set->count - start < EVAL_CHUNK ? set->count - start : EVAL_CHUNK);
         const float *logits = batch_logits(ev, set, start, n);
-        loss += softmax_cross_entropy(&(struct loss_input){logits, ev->labels, n, ev->model->classes, 0.0f}, &(struct loss_output){NULL, 0.0f, &correct, out->classes ? out->classes + start : NULL, out->confidence ? out->confidence + start : NULL});
+        long correct = 0;
+        size_t chunk = (set->first + start) / EVAL_CHUNK;
+        rows[2 * chunk] = softmax_cross_entropy(&(struct loss_input){logits, ev->labels, n, ev->model->classes, 0.0f}, &(struct loss_output){NULL, 0.0f, &correct, out->classes ? out->classes + start : NULL, out->confidence ? out->confidence + start : NULL}) + 0.0;
+        rows[2 * chunk + 1] = (double)correct;
     }
-    double sums[3] = {loss, (double)correct, (double)set->count};
-    CHECK_DP(comm_allreduce_doubles(comm, sums, 3, err));
-    result->loss = sums[2] > 0 ? sums[0] / sums[2] : 0.0;
-    result->accuracy = sums[2] > 0 ? sums[1] / sums[2] : 0.0;
+    CHECK_DP(comm_allreduce_doubles(comm, rows, 2 * chunks, err));
+    double loss = 0, correct = 0;
+    for (size_t c = 0; c < chunks; c++) {
+        loss += rows[2 * c];
+        correct += rows[2 * c + 1];
+    }
+    free(rows);
+    result->loss = total > 0 ? loss / total : 0.0;
+    result->accuracy = total > 0 ? correct / total : 0.0;
     return 0;
 fail:
+    free(rows);
     return -1;
 }
 
@@ -100,8 +115,9 @@ int evaluate_predictions(const struct comm *comm, const struct evaluator *ev, co
     struct evaluation e;
     CHECK_DP(evaluate_set(comm, ev, test, &mine, &e, err));
     CHECK_DP(comm_bcast_size(comm, &total, 0, err));
-    CHECK_DP(comm_gather_blocks(comm, mine.classes, total, 1, r->predictions, err));
-    CHECK_DP(comm_gather_blocks(comm, mine.confidence, total, sizeof(float), r->confidence, err));
+    CHECK_DP(comm_gather_blocks(comm, &(struct comm_blocks){total, EVAL_CHUNK, 1}, mine.classes, r->predictions, err));
+    CHECK_DP(comm_gather_blocks(comm, &(struct comm_blocks){total, EVAL_CHUNK, sizeof(float)}, mine.confidence,
+                                r->confidence, err));
     r->test_accuracy = e.accuracy;
     r->test_loss = e.loss;
     if (comm->rank == 0) {

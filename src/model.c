@@ -169,28 +169,49 @@ fail:
     return -1;
 }
 
+/* Weights of a layer with parameters (its biases follow them); 0 for the others. */
+static size_t layer_weights(const struct layer *l)
+{
+    switch (l->kind) {
+    case LAYER_DENSE: return (size_t)l->in_size * l->out_size;
+    case LAYER_CONV: return (size_t)l->conv.channels_out * l->conv.channels_in * 9;
+    case LAYER_BATCHNORM: return (size_t)l->channels;
+    default: return 0;
+    }
+}
+
 /* Point every layer at its slices of the flat buffers. */
 static void bind_views(struct model *m)
 {
     for (int i = 0; i < m->layer_count; i++) {
         struct layer *l = &m->layers[i];
-        size_t weights = 0;
-        if (l->kind == LAYER_DENSE)
-            weights = (size_t)l->in_size * l->out_size;
-        else if (l->kind == LAYER_CONV)
-            weights = (size_t)l->conv.channels_out * l->conv.channels_in * 9;
-        else if (l->kind == LAYER_BATCHNORM) {
-            weights = (size_t)l->channels;
+        size_t weights = layer_weights(l);
+        if (l->kind == LAYER_BATCHNORM) {
             size_t offset = (size_t)(uintptr_t)l->running_mean;
             l->running_mean = m->buffers + offset;
             l->running_var = m->buffers + offset + l->channels;
-        } else
+        }
+        if (weights == 0)
             continue;
         l->weight = m->params + l->param_offset;
         l->bias = l->weight + weights;
-        l->grad_weight = m->grads + l->param_offset;
+    }
+    model_use_grads(m, m->grads);
+}
+
+float *model_use_grads(struct model *m, float *grads)
+{
+    float *before = m->grads;
+    m->grads = grads;
+    for (int i = 0; i < m->layer_count; i++) {
+        struct layer *l = &m->layers[i];
+        size_t weights = layer_weights(l);
+        if (weights == 0)
+            continue;
+        l->grad_weight = grads + l->param_offset;
         l->grad_bias = l->grad_weight + weights;
     }
+    return before;
 }
 
 static int alloc_buffers(struct model *m, char *err)

@@ -21,7 +21,10 @@ void pca_free(struct pca *pca)
     memset(pca, 0, sizeof *pca);
 }
 
-/* stats = [ Gram (dim×dim, upper triangle) | column sums (dim) | n ] for this rank. */
+/* stats = [ Gram (dim×dim, upper triangle) | column sums (dim) | n ] for this rank, of the raw
+ * pixel values 0..255. Every product and every partial sum is then an integer below 2^53 (at most
+ * 255² x 60000), which doubles hold exactly: the sums come out the same in any order, so the fit
+ * is the same on any number of ranks and any BLAS. */
 static int local_statistics(const uint8_t *pixels, size_t count, int dim, double *stats, char *err)
 {
     double *block = NULL;
@@ -31,7 +34,7 @@ static int local_statistics(const uint8_t *pixels, size_t count, int dim, double
         size_t rows = count - start < PCA_BLOCK_ROWS ? count - start : PCA_BLOCK_ROWS;
         const uint8_t *src = pixels + start * dim;
         for (size_t i = 0; i < rows * (size_t)dim; i++)
-            block[i] = src[i] * (1.0 / 255.0);
+            block[i] = src[i];
         for (size_t r = 0; r < rows; r++)
             for (int j = 0; j < dim; j++)
                 sums[j] += block[r * dim + j];
@@ -55,13 +58,13 @@ static int solve(double *stats, int dim, int k, struct pca *pca, char *err)
     if (n < 2)
         FAIL("PCA needs at least 2 training samples, got %.0f", n);
     for (int j = 0; j < dim; j++)
-        pca->mean[j] = sums[j] / n;
-    /* Upper triangle of cov = (XᵀX − n μμᵀ)/(n − 1). */
+        pca->mean[j] = sums[j] / n / 255.0;
+    /* Upper triangle of cov = (XᵀX − n μμᵀ)/(n − 1), X in pixel / 255. */
     pca->total_variance = 0;
     for (int i = 0; i < dim; i++)
         for (int j = i; j < dim; j++) {
             double *c = &gram[(size_t)i * dim + j];
-            *c = (*c - n * pca->mean[i] * pca->mean[j]) / (n - 1);
+            *c = (*c / (255.0 * 255.0) - n * pca->mean[i] * pca->mean[j]) / (n - 1);
             if (i == j)
                 pca->total_variance += *c;
         }

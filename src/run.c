@@ -7,12 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Evaluation batch: large for the MLP; small for the CNN, whose im2col workspace grows with it. */
-static int eval_batch(enum model_kind kind)
-{
-    return kind == MODEL_CNN ? 200 : 1000;
-}
-
 static struct schedule schedule_of(const struct config *o, long steps)
 {
     struct schedule s = {
@@ -42,17 +36,56 @@ fail:
     return -1;
 }
 
+/* The units: views of the rank's training rows, their share of the order, their buffers. */
+static int allocate_units(struct run *run, const struct pca *pca, char *err)
+{
+    const struct shards *d = run->d;
+    struct model *m = run->model;
+    int count = d->local_units;
+    CHECK_PTR(run->units = calloc((size_t)count, sizeof *run->units), "cannot allocate the training units");
+    if (run->o->deterministic)
+        CHECK_PTR(run->unit_buffers = tensor_alloc((size_t)count * m->buffer_count + 1),
+                  "cannot allocate the units' batch-norm statistics");
+    for (int i = 0; i < count; i++) {
+        struct unit *u = &run->units[i];
+        size_t first = d->unit_offsets[i];
+        struct split rows = {d->unit_offsets[i + 1] - first, d->train.first + first,
+                             d->train.images + first * DATASET_PIXELS, d->train.labels + first};
+        u->id = d->first_unit + i;
+        u->order = run->order + first;
+        u->buffers = run->unit_buffers ? run->unit_buffers + (size_t)i * m->buffer_count : m->buffers;
+        CHECK_DP(features_create(&u->samples, &rows, &d->norm, pca, 0, err));
+    }
+    return 0;
+fail:
+    return -1;
+}
+
+/* --deterministic: room for every local unit's gradient of a step and their sum. */
+static int allocate_exact(struct run *run, char *err)
+{
+    size_t params = run->model->param_count;
+    if (!run->o->deterministic)
+        return 0;
+    CHECK_PTR(run->exact.terms = tensor_alloc((size_t)run->d->local_units * params), "cannot allocate the units' gradients");
+    CHECK_PTR(run->exact.sum = malloc(params * sizeof(double)), "cannot allocate the exact gradient sum");
+    return 0;
+fail:
+    return -1;
+}
+
 static int allocate_here(struct run *run, const struct pca *pca, char *err)
 {
     const struct shards *d = run->d;
-    int capacity = shards_largest_share(d, run->comm->size, run->steps);
-    if (capacity < eval_batch(run->o->model_kind)) /* every rank evaluates its share */
-        capacity = eval_batch(run->o->model_kind);
+    int capacity = shards_largest_share(d, run->steps);
+    if (capacity < EVAL_CHUNK) /* every rank evaluates its chunks */
+        capacity = EVAL_CHUNK;
     CHECK_DP(allocate_model(run, pca ? pca->components : DATASET_PIXELS, capacity, err));
-    CHECK_DP(features_create(&run->train, &d->train, &d->norm, pca, err));
-    CHECK_DP(features_create(&run->test, &d->test_part, &d->norm, pca, err));
-    CHECK_DP(features_create(&run->validation, &d->validation_part, &d->norm, pca, err));
     CHECK_PTR(run->order = malloc((d->train.count + 1) * sizeof(uint32_t)), "cannot allocate the shuffle order");
+    CHECK_DP(allocate_units(run, pca, err));
+    CHECK_DP(allocate_exact(run, err));
+    CHECK_DP(features_create(&run->test, &d->test_part, &d->norm, pca, EVAL_CHUNK, err));
+    CHECK_DP(features_create(&run->validation, &d->validation_part, &d->norm, pca, EVAL_CHUNK, err));
     CHECK_PTR(run->batch_labels = malloc((size_t)capacity + 1), "cannot allocate batch labels");
     if (run->comm->rank == 0 && run->o->validation > 0)
         CHECK_PTR(run->best_params = tensor_alloc(run->model->param_count), "cannot allocate the best parameters");
@@ -77,12 +110,30 @@ int run_initialise(struct run *run, char *err)
         rng_seed(&init, run->o->seed, RNG_INIT, 0, 0);
         model_init_params(run->model, &init);
     }
-    return comm_bcast_floats(run->comm, run->model->params, run->model->param_count, 0, err);
+    struct model *m = run->model;
+    CHECK_DP(comm_bcast_floats(run->comm, m->params, m->param_count, 0, err));
+    CHECK_DP(comm_bcast_floats(run->comm, m->buffers, m->buffer_count, 0, err));
+    run_share_buffers(run);
+    return 0;
+fail:
+    return -1;
+}
+
+void run_share_buffers(struct run *run)
+{
+    const struct model *m = run->model;
+    for (int i = 0; run->unit_buffers && i < run->d->local_units; i++)
+        memcpy(run->units[i].buffers, m->buffers, m->buffer_count * sizeof(float));
 }
 
 void run_free(struct run *run)
 {
-    features_free(&run->train);
+    for (int i = 0; run->units && i < run->d->local_units; i++)
+        features_free(&run->units[i].samples);
+    free(run->units);
+    tensor_free(run->unit_buffers);
+    tensor_free(run->exact.terms);
+    free(run->exact.sum);
     features_free(&run->test);
     features_free(&run->validation);
     evaluator_free(&run->eval);
@@ -94,6 +145,9 @@ void run_free(struct run *run)
     char err[DP_ERR_LEN];
     if (reducer_free(&run->reducer, err) != 0) /* cleanup: report, nothing else to undo */
         fprintf(stderr, "dptrain: warning: %s\n", err);
+    run->units = NULL;
+    run->unit_buffers = NULL;
+    memset(&run->exact, 0, sizeof run->exact);
     run->model = NULL;
     run->optimizer = NULL;
     run->order = NULL;

@@ -7,7 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Every rank's streams, sums and statistics, gathered on rank 0. */
+/* Every unit's streams, sums and statistics, gathered on rank 0 in unit order (which is rank
+ * order: each rank holds consecutive units). */
 struct gathered {
     struct rng *dropout, *augment;
     double *losses;
@@ -26,29 +27,40 @@ static void gathered_free(struct gathered *g)
     free(g->residuals);
 }
 
-static int gather_ranks(const struct run *run, struct gathered *g, char *err)
+static int allocate_gathered(struct gathered *g, size_t rows, size_t nb, size_t residuals)
+{
+    return (g->dropout = malloc(sizeof *g->dropout * rows)) && (g->augment = malloc(sizeof *g->augment * rows)) &&
+           (g->losses = malloc(sizeof(double) * rows)) && (g->corrects = malloc(sizeof(int64_t) * rows)) &&
+           (g->buffers = malloc(sizeof(float) * (nb * rows + 1))) &&
+           (residuals == 0 || (g->residuals = malloc(sizeof(float) * residuals)) != NULL);
+}
+
+/* This rank's rows: out (allocated for `local` units) and then rank 0's in `all`. */
+static int gather_rows(const struct run *run, struct gathered *mine, struct gathered *all, char *err)
 {
     const struct comm *comm = run->comm;
-    size_t ranks = (size_t)comm->size, nb = run->model->buffer_count;
-    int64_t correct = run->partial_correct;
-    int ok = 1;
-    if (comm->rank == 0)
-        ok = (g->dropout = malloc(sizeof *g->dropout * ranks)) && (g->augment = malloc(sizeof *g->augment * ranks)) &&
-             (g->losses = malloc(sizeof(double) * ranks)) && (g->corrects = malloc(sizeof(int64_t) * ranks)) &&
-             (g->buffers = malloc(sizeof(float) * (nb * ranks + 1)));
+    size_t local = (size_t)run->d->local_units, nb = run->model->buffer_count;
     const struct reducer *red = &run->reducer;
-    if (comm->rank == 0 && ok && red->bf16)
-        ok = (g->residuals = malloc(sizeof(float) * red->count * ranks)) != NULL;
+    int ok = allocate_gathered(mine, local, 0, 0);
+    if (comm->rank == 0)
+        ok = ok && allocate_gathered(all, (size_t)run->d->units, nb, red->bf16 ? red->count * (size_t)comm->size : 0);
     if (!ok)
         err_set(err, "cannot allocate checkpoint buffers");
     CHECK_DP(comm_agree(comm, ok, err));
-    CHECK_DP(comm_gather_items(comm, &run->dropout, 1, sizeof run->dropout, g->dropout, err));
-    CHECK_DP(comm_gather_items(comm, &run->augment, 1, sizeof run->augment, g->augment, err));
-    CHECK_DP(comm_gather_items(comm, &run->partial_loss, 1, sizeof(double), g->losses, err));
-    CHECK_DP(comm_gather_items(comm, &correct, 1, sizeof correct, g->corrects, err));
-    CHECK_DP(comm_gather_items(comm, run->model->buffers, nb, sizeof(float), g->buffers, err));
+    for (size_t i = 0; i < local; i++) {
+        const struct unit *u = &run->units[i];
+        mine->dropout[i] = u->dropout;
+        mine->augment[i] = u->augment;
+        mine->losses[i] = u->partial_loss;
+        mine->corrects[i] = u->partial_correct;
+    }
+    CHECK_DP(comm_gather_items(comm, mine->dropout, local, sizeof *mine->dropout, all->dropout, err));
+    CHECK_DP(comm_gather_items(comm, mine->augment, local, sizeof *mine->augment, all->augment, err));
+    CHECK_DP(comm_gather_items(comm, mine->losses, local, sizeof(double), all->losses, err));
+    CHECK_DP(comm_gather_items(comm, mine->corrects, local, sizeof(int64_t), all->corrects, err));
+    CHECK_DP(comm_gather_items(comm, run->units[0].buffers, local * nb, sizeof(float), all->buffers, err));
     if (red->bf16)
-        CHECK_DP(comm_gather_items(comm, red->residual, red->count, sizeof(float), g->residuals, err));
+        CHECK_DP(comm_gather_items(comm, red->residual, red->count, sizeof(float), all->residuals, err));
     return 0;
 fail:
     return -1;
@@ -61,6 +73,7 @@ static void describe(const struct run *run, const struct gathered *g, int epochs
     const struct run_result *r = run->r;
     *c = (struct checkpoint){
         .pca_components = r->pca_components, .global_batch = o->batch, .ranks = run->comm->size,
+        .units = run->d->units, .deterministic = o->deterministic,
         .epochs = o->epochs, .validation = o->validation, .augment = o->augment, .tta = o->tta, .seed = o->seed,
         .lr = o->lr, .momentum = o->momentum, .weight_decay = o->weight_decay,
         .warmup = o->warmup, .dropout = o->dropout, .label_smoothing = o->label_smoothing,
@@ -86,8 +99,9 @@ static void describe(const struct run *run, const struct gathered *g, int epochs
 
 int snapshot_save(struct run *run, int epochs_done, long step, double epoch_seconds, char *err)
 {
-    struct gathered g = {0};
-    int ok = gather_ranks(run, &g, err) == 0;
+    struct gathered mine = {0}, g = {0};
+    int ok = gather_rows(run, &mine, &g, err) == 0;
+    gathered_free(&mine);
     if (ok && run->comm->rank == 0) {
         struct checkpoint c;
         describe(run, &g, epochs_done, step, epoch_seconds, &c);
@@ -102,47 +116,56 @@ int snapshot_save(struct run *run, int epochs_done, long step, double epoch_seco
     return comm_agree(run->comm, ok, err);
 }
 
-/* The per-rank state of a resume on the checkpoint's rank count: this rank's row, exactly. */
-static void restore_own_row(struct run *run, const struct checkpoint *c)
+/* The per-unit state of a resume with the checkpoint's units (the same rank count, or any with
+ * --deterministic): this rank's units' rows, exactly. */
+static void restore_own_rows(struct run *run, const struct checkpoint *c)
 {
-    int rank = run->comm->rank;
-    run->dropout = c->dropout_rng[rank];
-    run->augment = c->augment_rng[rank];
-    run->partial_loss = c->partial_loss[rank];
-    run->partial_correct = (long)c->partial_correct[rank];
-    if (c->buffer_count)
-        memcpy(run->model->buffers, c->buffers + (size_t)rank * c->buffer_count, c->buffer_count * sizeof(float));
-    if (c->residual && run->reducer.bf16)
-        memcpy(run->reducer.residual, c->residual + (size_t)rank * c->param_count, c->param_count * sizeof(float));
+    size_t nb = c->buffer_count;
+    for (int i = 0; i < run->d->local_units; i++) {
+        struct unit *u = &run->units[i];
+        size_t row = (size_t)u->id;
+        u->dropout = c->dropout_rng[row];
+        u->augment = c->augment_rng[row];
+        u->partial_loss = c->partial_loss[row];
+        u->partial_correct = (long)c->partial_correct[row];
+        memcpy(u->buffers, c->buffers + row * nb, nb * sizeof(float));
+    }
+    if (run->unit_buffers) /* the units' average at an epoch's end, for an evaluation before any step */
+        memcpy(run->model->buffers, c->buffers, nb * sizeof(float));
+    if (c->residual && run->reducer.bf16) /* units are ranks here */
+        memcpy(run->reducer.residual, c->residual + (size_t)run->comm->rank * c->param_count,
+               c->param_count * sizeof(float));
 }
 
-/* On another rank count (an elastic resume) the rows cannot map to ranks: the epoch's partial
- * sums go to rank 0 whole (they are only ever summed), the batch-norm statistics are the rows'
- * average (as at the end of every epoch), and the rest of the epoch draws fresh streams, keyed by
- * the step so that they differ from the epoch's first ones. An epoch boundary loses nothing: the
- * next epoch seeds its streams and order from (seed, epoch, rank) as always. */
+/* On another rank count (an elastic resume, default mode: one unit per rank) the rows cannot map
+ * to ranks: the epoch's partial sums go to rank 0 whole (they are only ever summed), the
+ * batch-norm statistics are the rows' average (as at the end of every epoch), and the rest of the
+ * epoch draws fresh streams, keyed by the step so that they differ from the epoch's first ones.
+ * An epoch boundary loses nothing: the next epoch seeds its streams and order from (seed, epoch,
+ * rank) as always. */
 static void restore_elastic(struct run *run, const struct checkpoint *c)
 {
     int rank = run->comm->rank;
+    struct unit *u = &run->units[0];
     uint64_t key = ((uint64_t)c->step << 32) | (uint64_t)rank;
-    rng_seed(&run->dropout, run->o->seed, RNG_DROPOUT, (uint64_t)c->epoch + 1, key);
-    rng_seed(&run->augment, run->o->seed, RNG_AUGMENT, (uint64_t)c->epoch + 1, key);
-    run->partial_loss = 0;
-    run->partial_correct = 0;
-    for (int r = 0; rank == 0 && r < c->ranks; r++) {
-        run->partial_loss += c->partial_loss[r];
-        run->partial_correct += (long)c->partial_correct[r];
+    rng_seed(&u->dropout, run->o->seed, RNG_DROPOUT, (uint64_t)c->epoch + 1, key);
+    rng_seed(&u->augment, run->o->seed, RNG_AUGMENT, (uint64_t)c->epoch + 1, key);
+    u->partial_loss = 0;
+    u->partial_correct = 0;
+    for (int r = 0; rank == 0 && r < c->units; r++) {
+        u->partial_loss += c->partial_loss[r];
+        u->partial_correct += (long)c->partial_correct[r];
     }
     for (size_t i = 0; i < c->buffer_count; i++) {
         double sum = 0;
-        for (int r = 0; r < c->ranks; r++)
+        for (int r = 0; r < c->units; r++)
             sum += c->buffers[(size_t)r * c->buffer_count + i];
-        run->model->buffers[i] = (float)(sum / c->ranks);
+        run->model->buffers[i] = (float)(sum / c->units);
     }
     /* What rounding has not yet delivered is owed by the ranks together: rank 0 carries it all. */
     for (size_t i = 0; c->residual && run->reducer.bf16 && i < c->param_count; i++) {
         double owed = 0;
-        for (int r = 0; rank == 0 && r < c->ranks; r++)
+        for (int r = 0; rank == 0 && r < c->units; r++)
             owed += c->residual[(size_t)r * c->param_count + i];
         run->reducer.residual[i] = (float)owed;
     }
@@ -168,8 +191,8 @@ int snapshot_restore(struct run *run, const struct checkpoint *c, char *err)
     run->start_step = c->step;
     run->resumed_epoch_seconds = c->epoch_seconds;
     run->resumed_ranks = c->ranks;
-    if (c->ranks == run->comm->size)
-        restore_own_row(run, c);
+    if (c->units == run->d->units)
+        restore_own_rows(run, c);
     else
         restore_elastic(run, c);
     return 0;
@@ -195,6 +218,7 @@ int snapshot_settings(const struct checkpoint *c, const struct config *given, st
     saved->augment = c->augment;
     saved->tta = c->tta;
     saved->validation = c->validation;
+    saved->deterministic = c->deterministic;
     if (config_optimizer_parse(c->optimizer, &saved->optimizer) != 0 ||
         config_schedule_parse(c->schedule, &saved->schedule) != 0 ||
         config_compress_parse(c->compress, &saved->compress) != 0)

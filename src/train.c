@@ -3,9 +3,11 @@
 #include "dptrain/check.h"
 #include "dptrain/cli.h"
 #include "dptrain/console.h"
+#include "dptrain/exactsum.h"
 #include "dptrain/layers.h"
 #include "dptrain/snapshot.h"
 #include "dptrain/stop.h"
+#include "dptrain/tensor.h"
 #include "dptrain/timer.h"
 #include "dptrain/watchdog.h"
 
@@ -16,25 +18,35 @@
 
 enum epoch_outcome { EPOCH_DONE = 0, EPOCH_FAILED = -1, EPOCH_STOPPED = 1 };
 
+/* One unit's share of the batch: forward, loss, backward into model->grads (zeros without
+ * samples). The hook, if any, hears of every layer's finished gradients. */
+static void unit_gradient(struct model *model, const struct batch *batch, struct batch_sums *sums,
+                          const struct backward_hook *hook)
+{
+    struct profile *p = model->profile;
+    double clock = profile_now(p);
+    if (batch->n == 0) {
+        memset(model->grads, 0, model->param_count * sizeof(float));
+        return;
+    }
+    const float *logits = model_forward(model, batch->n, 1, batch->dropout);
+    sums->loss += softmax_cross_entropy(&(struct loss_input){logits, batch->labels, batch->n, model->classes, batch->smoothing}, &(struct loss_output){model_grad_logits(model), 1.0f / (float)batch->global, &sums->correct, NULL, NULL});
+    clock = profile_end(p, PHASE_FORWARD, CATEGORY_STEP, clock);
+    model_backward(model, batch->n, hook);
+    profile_end(p, PHASE_BACKWARD, CATEGORY_STEP, clock);
+}
+
 int train_batch_gradient(struct model *model, struct reducer *reducer, const struct batch *batch,
                          struct batch_sums *sums, char *err)
 {
     struct profile *p = model->profile;
-    double clock = profile_now(p);
     reducer_begin(reducer);
-    if (batch->n > 0) {
-        const float *logits = model_forward(model, batch->n, 1, batch->dropout);
-        sums->loss += softmax_cross_entropy(&(struct loss_input){logits, batch->labels, batch->n, model->classes, batch->smoothing}, &(struct loss_output){model_grad_logits(model), 1.0f / (float)batch->global, &sums->correct, NULL, NULL});
-        clock = profile_end(p, PHASE_FORWARD, CATEGORY_STEP, clock);
-        struct backward_hook hook = {reducer_ready, reducer};
-        model_backward(model, batch->n, &hook);
-    } else {
-        /* A rank with no samples in this step still contributes (zeros) to the sum, and starts
-         * the same buckets as the other ranks: all but the first. */
-        memset(model->grads, 0, model->param_count * sizeof(float));
+    unit_gradient(model, batch, sums, &(struct backward_hook){reducer_ready, reducer});
+    /* A rank with no samples in this step still contributes (zeros) to the sum, and starts the
+     * same buckets as the other ranks: all but the first. */
+    if (batch->n == 0)
         reducer_ready(reducer, 1);
-    }
-    clock = profile_end(p, PHASE_BACKWARD, CATEGORY_STEP, clock);
+    double clock = profile_now(p);
     int status = reducer_finish(reducer, err);
     profile_end(p, PHASE_ALLREDUCE_WAIT, CATEGORY_STEP, clock);
     return status;
@@ -48,18 +60,42 @@ static int all_finite(const float *x, size_t n)
     return finite;
 }
 
-/* Batch-norm running statistics are per rank (each sees its own batches); at the end of every
- * epoch they are averaged over the ranks, so that evaluation and checkpoints use one set. */
+/* Batch-norm running statistics are per unit (each sees its own batches); at the end of every
+ * epoch they are averaged over the units, so that evaluation and checkpoints use one set. By
+ * default a sum over the ranks; with --deterministic every unit's row travels alone (adding
+ * zeros is exact) and the rows are added in unit order, the same on any rank count. */
 static int average_buffers(const struct run *run, char *err)
 {
     struct model *m = run->model;
-    if (m->buffer_count == 0 || run->comm->size == 1)
+    const struct shards *d = run->d;
+    size_t nb = m->buffer_count;
+    float *rows = NULL;
+    if (nb == 0 || (run->comm->size == 1 && !run->unit_buffers))
         return 0;
-    CHECK_DP(comm_allreduce_floats(run->comm, m->buffers, m->buffer_count, err));
-    for (size_t i = 0; i < m->buffer_count; i++)
-        m->buffers[i] /= (float)run->comm->size;
+    if (!run->unit_buffers) {
+        CHECK_DP(comm_allreduce_floats(run->comm, m->buffers, nb, err));
+        for (size_t i = 0; i < nb; i++)
+            m->buffers[i] /= (float)run->comm->size;
+        return 0;
+    }
+    int ok = (rows = tensor_alloc((size_t)d->units * nb)) != NULL;
+    if (!ok)
+        err_set(err, "cannot allocate the batch-norm statistics of every unit");
+    CHECK_DP(comm_agree(run->comm, ok, err));
+    for (size_t i = 0; i < (size_t)d->local_units * nb; i++)
+        rows[(size_t)d->first_unit * nb + i] = run->unit_buffers[i] + 0.0f; /* -0 as +0, as a sum makes it */
+    CHECK_DP(comm_allreduce_floats(run->comm, rows, (size_t)d->units * nb, err));
+    for (size_t i = 0; i < nb; i++) {
+        double sum = 0;
+        for (int u = 0; u < d->units; u++)
+            sum += rows[(size_t)u * nb + i];
+        m->buffers[i] = (float)(sum / d->units);
+    }
+    tensor_free(rows);
+    run_share_buffers((struct run *)run);
     return 0;
 fail:
+    tensor_free(rows);
     return -1;
 }
 
@@ -77,35 +113,100 @@ static void name_bad_rank(const struct run *run, int locally_bad, int epoch, lon
                 step + 1, cli_setting_flag(SETTING_LR));
 }
 
-/* The shuffled order of the epoch; fresh streams and sums unless resuming inside it. */
+/* Each unit's shuffled order of the epoch; fresh streams and sums unless resuming inside it. */
 static void begin_epoch(struct run *run, int epoch, long first_step)
 {
     const struct config *o = run->o;
-    uint64_t rank = (uint64_t)run->comm->rank;
-    for (size_t i = 0; i < run->train.count; i++)
-        run->order[i] = (uint32_t)i;
-    struct rng shuffle;
-    rng_seed(&shuffle, o->seed, RNG_SHUFFLE, (uint64_t)epoch, rank);
-    rng_shuffle(&shuffle, run->order, run->train.count);
-    if (first_step == 0) {
-        rng_seed(&run->dropout, o->seed, RNG_DROPOUT, (uint64_t)epoch, rank);
-        rng_seed(&run->augment, o->seed, RNG_AUGMENT, (uint64_t)epoch, rank);
-        run->partial_loss = 0;
-        run->partial_correct = 0;
+    for (int i = 0; i < run->d->local_units; i++) {
+        struct unit *u = &run->units[i];
+        uint64_t id = (uint64_t)u->id;
+        for (size_t k = 0; k < u->samples.count; k++)
+            u->order[k] = (uint32_t)k;
+        struct rng shuffle;
+        rng_seed(&shuffle, o->seed, RNG_SHUFFLE, (uint64_t)epoch, id);
+        rng_shuffle(&shuffle, u->order, u->samples.count);
+        if (first_step == 0) {
+            rng_seed(&u->dropout, o->seed, RNG_DROPOUT, (uint64_t)epoch, id);
+            rng_seed(&u->augment, o->seed, RNG_AUGMENT, (uint64_t)epoch, id);
+            u->partial_loss = 0;
+            u->partial_correct = 0;
+        }
     }
 }
 
-/* This rank's share of the step, into the model's input (with the injected NaN, if any). */
-static struct batch load_batch(struct run *run, int epoch, long step)
+/* A unit's share of the step, into the model's input (with the injected NaN, if any, in the
+ * rank's first unit). */
+static struct batch load_batch(struct run *run, struct unit *u, int epoch, long step)
 {
     size_t first;
-    struct batch b = {run->batch_labels, 0, shards_step_total(run->d, run->comm->size, run->steps, step),
-                      (float)run->o->label_smoothing, &run->dropout};
-    shards_step_share(run->train.count, run->steps, step, &first, &b.n);
-    features_gather(&run->train, run->order + first, b.n, model_input(run->model), run->batch_labels, run->o->augment ? &run->augment : NULL);
-    if (fault_strikes(&run->fault, FAULT_NAN, run->comm->rank, epoch, step + 1))
+    struct batch b = {run->batch_labels, 0, shards_step_total(run->d, run->steps, step),
+                      (float)run->o->label_smoothing, &u->dropout};
+    shards_step_share(u->samples.count, run->steps, step, &first, &b.n);
+    features_gather(&u->samples, u->order + first, b.n, model_input(run->model), run->batch_labels,
+                    run->o->augment ? &u->augment : NULL);
+    if (u == run->units && fault_strikes(&run->fault, FAULT_NAN, run->comm->rank, epoch, step + 1))
         model_input(run->model)[0] = NAN;
     return b;
+}
+
+/* The unit's batch gradient, its sums kept; 1 when its loss went bad. */
+static int unit_step(struct run *run, struct unit *u, int epoch, long step, struct reducer *reducer, char *err)
+{
+    struct model *m = run->model;
+    size_t nb = m->buffer_count;
+    double clock = profile_now(run->profile);
+    struct batch b = load_batch(run, u, epoch, step);
+    struct batch_sums sums = {u->partial_loss, u->partial_correct};
+    profile_end(run->profile, PHASE_DATA, CATEGORY_STEP, clock);
+    if (u->buffers != m->buffers)
+        memcpy(m->buffers, u->buffers, nb * sizeof(float));
+    if (reducer && train_batch_gradient(m, reducer, &b, &sums, err) != 0)
+        comm_abort(run->comm, err); /* a collective failed: the ranks cannot meet again */
+    if (!reducer)
+        unit_gradient(m, &b, &sums, NULL);
+    if (u->buffers != m->buffers)
+        memcpy(u->buffers, m->buffers, nb * sizeof(float));
+    int bad = !isfinite(sums.loss - u->partial_loss);
+    u->partial_loss = sums.loss;
+    u->partial_correct = sums.correct;
+    return bad;
+}
+
+/* --deterministic: every local unit's gradient on its own (the same shapes wherever the unit
+ * runs), then their exact sum over every unit of every rank (exactsum.h) into model->grads. A
+ * gradient that is not finite anywhere leaves NaN there for the caller's check. */
+static int exact_gradient(struct run *run, int epoch, long step, int *locally_bad, char *err)
+{
+    struct model *m = run->model;
+    size_t params = m->param_count;
+    const float *terms[SHARDS_VIRTUAL];
+    double biggest = 0;
+    float *own = m->grads;
+    for (int i = 0; i < run->d->local_units; i++) {
+        float *term = run->exact.terms + (size_t)i * params;
+        model_use_grads(m, term);
+        *locally_bad |= unit_step(run, &run->units[i], epoch, step, NULL, err);
+        double largest = exactsum_max_abs(term, params);
+        biggest = largest > biggest || isinf(largest) ? largest : biggest;
+        terms[i] = term;
+    }
+    model_use_grads(m, own);
+    double clock = profile_now(run->profile);
+    CHECK_DP(comm_max_double(run->comm, &biggest, err));
+    if (isinf(biggest)) {
+        for (size_t i = 0; i < params; i++)
+            m->grads[i] = NAN;
+        return 0;
+    }
+    int exponent = exactsum_exponent(biggest, run->d->units);
+    memset(run->exact.sum, 0, params * sizeof(double));
+    exactsum_add(run->exact.sum, terms, run->d->local_units, params, exponent);
+    CHECK_DP(comm_allreduce_doubles(run->comm, run->exact.sum, params, err));
+    exactsum_result(run->exact.sum, m->grads, params, exponent);
+    profile_end(run->profile, PHASE_ALLREDUCE_WAIT, CATEGORY_STEP, clock);
+    return 0;
+fail:
+    return -1;
 }
 
 /* One step: gradient, the NaN check, the optimizer. The ranks already agreed not to stop. */
@@ -113,18 +214,14 @@ static int train_step(struct run *run, int epoch, long step, char *err)
 {
     struct profile *p = run->profile;
     struct model *m = run->model;
-    double clock = profile_now(p);
     if (fault_strikes(&run->fault, FAULT_EXIT, run->comm->rank, epoch, step + 1))
         _exit(DP_EXIT_ERROR); /* a rank that dies without a word */
-    struct batch b = load_batch(run, epoch, step);
-    struct batch_sums sums = {run->partial_loss, run->partial_correct};
-    profile_end(p, PHASE_DATA, CATEGORY_STEP, clock);
-    if (train_batch_gradient(m, &run->reducer, &b, &sums, err) != 0)
-        comm_abort(run->comm, err); /* a collective failed: the ranks cannot meet again */
-    clock = profile_now(p);
-    int locally_bad = !isfinite(sums.loss - run->partial_loss);
-    run->partial_loss = sums.loss;
-    run->partial_correct = sums.correct;
+    int locally_bad = 0;
+    if (!run->o->deterministic)
+        locally_bad = unit_step(run, &run->units[0], epoch, step, &run->reducer, err);
+    else if (exact_gradient(run, epoch, step, &locally_bad, err) != 0)
+        comm_abort(run->comm, err);
+    double clock = profile_now(p);
     /* The reduced gradient is identical on every rank, so every rank sees a NaN together. */
     if (!all_finite(m->grads, m->param_count)) {
         name_bad_rank(run, locally_bad, epoch, step, err);
@@ -262,19 +359,46 @@ fail:
     return -1;
 }
 
-/* The epoch's record from every rank's sums, evaluation, and the checkpoint. */
+/* The epoch's training loss and correct count: every unit's sums travel alone (adding zeros is
+ * exact) and are added in unit order, the same on any rank count. */
+static int epoch_sums(const struct run *run, double *loss, double *correct, char *err)
+{
+    const struct shards *d = run->d;
+    double *rows = calloc(2 * (size_t)d->units, sizeof(double));
+    int ok = rows != NULL;
+    if (!ok)
+        err_set(err, "cannot allocate the epoch's sums");
+    CHECK_DP(comm_agree(run->comm, ok, err));
+    for (int i = 0; i < d->local_units; i++) {
+        rows[2 * (d->first_unit + i)] = run->units[i].partial_loss + 0.0;
+        rows[2 * (d->first_unit + i) + 1] = (double)run->units[i].partial_correct;
+    }
+    CHECK_DP(comm_allreduce_doubles(run->comm, rows, 2 * (size_t)d->units, err));
+    *loss = *correct = 0;
+    for (int u = 0; u < d->units; u++) {
+        *loss += rows[2 * u];
+        *correct += rows[2 * u + 1];
+    }
+    free(rows);
+    return 0;
+fail:
+    free(rows);
+    return -1;
+}
+
+/* The epoch's record from every unit's sums, evaluation, and the checkpoint. */
 static int finish_epoch(struct run *run, int epoch, double seconds, char *err)
 {
-    double clock = profile_now(run->profile);
-    double sums[3] = {run->partial_loss, (double)run->partial_correct, (double)run->train.count};
-    CHECK_DP(comm_allreduce_doubles(run->comm, sums, 3, err));
+    double clock = profile_now(run->profile), loss, correct;
+    CHECK_DP(epoch_sums(run, &loss, &correct, err));
     CHECK_DP(average_buffers(run, err));
     struct epoch_record *e = &run->r->history[epoch - 1];
+    double samples = (double)run->d->train_total;
     e->epoch = epoch;
-    e->train_loss = sums[0] / sums[2];
-    e->train_accuracy = sums[1] / sums[2];
+    e->train_loss = loss / samples;
+    e->train_accuracy = correct / samples;
     e->seconds = seconds;
-    e->samples_per_second = sums[2] / seconds;
+    e->samples_per_second = samples / seconds;
     run->r->history_length = epoch;
     CHECK_DP(close_epoch(run, e, epoch, err));
     if (fault_strikes(&run->fault, FAULT_SLOW, run->comm->rank, epoch, 0))
@@ -333,7 +457,8 @@ static const struct pca *inputs_basis(struct run *run, int pca_k, struct checkpo
     if (resume) {
         run->r->pca = resume->pca;
         memset(&resume->pca, 0, sizeof resume->pca);
-    } else if (pca_fit(run->comm, &(struct pca_data){run->d->train.images, run->d->train.count, DATASET_PIXELS}, pca_k, &run->r->pca, err) != 0) {
+    } else if (pca_fit(run->comm, &(struct pca_data){run->d->train.images, run->d->train.count, DATASET_PIXELS},
+                       pca_k, &run->r->pca, err) != 0) {
         return NULL;
     }
     return &run->r->pca;

@@ -41,7 +41,7 @@ static void test_standardise_and_labels(void **state)
     float out[2 * DATASET_PIXELS];
     uint8_t got[2];
     make_images();
-    assert_int_equal(features_create(&f, &set, &norm, NULL, err), 0);
+    assert_int_equal(features_create(&f, &set, &norm, NULL, 0, err), 0);
     features_gather(&f, order, 2, out, got, NULL);
     assert_int_equal(got[0], 7);
     assert_int_equal(got[1], 3);
@@ -95,7 +95,7 @@ static void test_augment(void **state)
     uint8_t got[1];
     int seen_flip[2] = {0, 0}, seen_dy[2 * AUGMENT_SHIFT + 1] = {0}, seen_dx[2 * AUGMENT_SHIFT + 1] = {0};
     make_images();
-    assert_int_equal(features_create(&f, &set, &norm, NULL, err), 0);
+    assert_int_equal(features_create(&f, &set, &norm, NULL, 0, err), 0);
     struct rng rng, replay;
     rng_seed(&rng, 5, RNG_AUGMENT, 1, 0);
     rng_seed(&replay, 5, RNG_AUGMENT, 1, 0);

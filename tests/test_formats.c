@@ -50,7 +50,7 @@ static struct checkpoint make_checkpoint(struct sample *s)
     }
     struct checkpoint c = {
         .model = "mlp:8", .optimizer = "adam", .schedule = "cosine", .name = "raw", .compress = "none",
-        .global_batch = 128, .ranks = RANKS, .epochs = 5, .validation = 10, .augment = 1, .tta = 1, .seed = 99,
+        .global_batch = 128, .ranks = 2, .units = RANKS, .deterministic = 1, .epochs = 5, .validation = 10, .augment = 1, .tta = 1, .seed = 99,
         .lr = 0.001, .momentum = 0.9, .weight_decay = 1e-4, .warmup = 1, .dropout = 0.1, .label_smoothing = 0.05,
         .epoch = EPOCHS, .step = 17, .train_seconds = 3.25, .epoch_seconds = 0.75, .param_count = PARAMS,
         .params = s->params, .opt_first = s->first, .opt_second = s->second, .opt_step = 2 * 100 + 17,
@@ -77,7 +77,9 @@ static void test_checkpoint_round_trip(void **state)
     assert_string_equal(back.schedule, "cosine");
     assert_string_equal(back.name, "raw");
     assert_int_equal(back.global_batch, 128);
-    assert_int_equal(back.ranks, RANKS);
+    assert_int_equal(back.ranks, 2);
+    assert_int_equal(back.units, RANKS);
+    assert_int_equal(back.deterministic, 1);
     assert_int_equal(back.epochs, 5);
     assert_int_equal(back.validation, 10);
     assert_true(back.augment == 1 && back.tta == 1 && back.seed == 99);

@@ -53,7 +53,7 @@ static void test_partition(void **state)
     char path[512], err[DP_ERR_LEN] = "";
     struct dataset_part part;
     snprintf(path, sizeof path, "%s/data.h5", dir);
-    assert_int_equal(dataset_read(&world, path, &part, err), 0);
+    assert_int_equal(dataset_read(&world, path, 0, &part, err), 0);
     struct split train = part.train, test = part.test;
     size_t total = part.train_total;
     assert_int_equal(total, 1001);
@@ -136,7 +136,7 @@ static void expect_read_error(const char *path, const char *fragment)
 {
     char err[DP_ERR_LEN] = "";
     struct dataset_part part;
-    assert_int_equal(dataset_read(&world, path, &part, err), -1);
+    assert_int_equal(dataset_read(&world, path, 0, &part, err), -1);
     if (!strstr(err, fragment))
         fail_msg("rank %d: message '%s' lacks '%s'", world.rank, err, fragment);
     /* Every rank holds the same message, so it can be printed once. */
@@ -168,7 +168,7 @@ static void test_more_ranks_than_samples(void **state)
     } else { /* one rank can hold the one sample */
         char err[DP_ERR_LEN] = "";
         struct dataset_part part;
-        assert_int_equal(dataset_read(&world, path, &part, err), 0);
+        assert_int_equal(dataset_read(&world, path, 0, &part, err), 0);
         assert_int_equal(part.train_total, 1);
         assert_int_equal(part.train.count, 1);
         split_free(&part.train);

@@ -1,5 +1,5 @@
 /* Checkpoints: everything needed to continue a run bitwise as if it had never stopped — the
- * configuration, the position (epoch and step), parameters, optimizer state, every rank's
+ * configuration, the position (epoch and step), parameters, optimizer state, every unit's
  * random streams and partial-epoch sums, the input normalisation and PCA basis, the history and
  * the best validation parameters, and the identity of the data file. HDF5 with a format name and
  * version; written by rank 0 in memory and published whole (files_write), so the previous
@@ -21,13 +21,15 @@
 #include <stdint.h>
 
 #define CHECKPOINT_FORMAT "dptrain-checkpoint"
-#define CHECKPOINT_VERSION 4 /* 2: adds tta; 3: checksums of every array and attribute, data identity;
-                                4: compress and the error-feedback residuals */
+#define CHECKPOINT_VERSION 5 /* 2: adds tta; 3: checksums of every array and attribute, data identity;
+                                4: compress and the error-feedback residuals; 5: deterministic, units */
 
 struct checkpoint {
     /* configuration: what must match for a resume */
     char model[64], optimizer[8], schedule[16], name[64], compress[8];
     int pca_components, global_batch, ranks, epochs, validation, augment, tta;
+    int deterministic;                        /* --deterministic: rows are the virtual shards */
+    int units;                                /* rows of the per-unit arrays: ranks, or virtual shards */
     uint64_t seed;
     double lr, momentum, weight_decay, warmup, dropout, label_smoothing;
     /* position: `epoch` epochs are complete, and `step` steps of the next one */
@@ -46,13 +48,13 @@ struct checkpoint {
     struct pca pca;                           /* when pca_components > 0 */
     int history_length;
     struct epoch_record *history;
-    /* one row per rank */
+    /* one row per unit of training work (run.h): per rank, or per virtual shard */
     struct rng *dropout_rng, *augment_rng;
     double *partial_loss;
     int64_t *partial_correct;
-    size_t buffer_count;                      /* batch-norm running statistics, per rank */
-    float *buffers;                           /* [ranks][buffer_count] */
-    float *residual;                          /* [ranks][param_count], compress bf16 only */
+    size_t buffer_count;                      /* batch-norm running statistics, per unit */
+    float *buffers;                           /* [units][buffer_count] */
+    float *residual;                          /* [units][param_count], compress bf16 only (units = ranks) */
     int owned;                                /* 1 when checkpoint_read allocated the arrays */
 };
 

@@ -38,12 +38,21 @@ int comm_allreduce_doubles(const struct comm *comm, double *data, size_t count, 
 /* Block [first, first + count) of n items for rank r of `ranks`: contiguous, in rank order,
  * sizes differing by at most one. The layout of the training shards and of the evaluation blocks. */
 void comm_block(size_t n, int ranks, int r, size_t *first, size_t *count);
+/* With `shards` > 0 (at least `ranks`): n items cut into that many comm_block shards and rank r
+ * holding the whole shards comm_block(shards, ranks, r), contiguous; 0: comm_block. The layout of
+ * the training set under --deterministic. */
+void comm_shard_block(size_t n, int shards, int ranks, int r, size_t *first, size_t *count);
+/* The same over whole chunks of `chunk` items (the last may be short): rank r's block starts at
+ * a multiple of chunk, so work done chunk by chunk has the same shapes on any rank count. The
+ * layout of the evaluation sets. */
+void comm_chunk_block(size_t n, size_t chunk, int ranks, int r, size_t *first, size_t *count);
 
 int comm_barrier(const struct comm *comm, char *err);
 /* In place, over all ranks. */
 int comm_max_int(const struct comm *comm, int *value, char *err);
 int comm_min_int(const struct comm *comm, int *value, char *err);
 int comm_max_long(const struct comm *comm, long *value, char *err);
+int comm_max_double(const struct comm *comm, double *value, char *err);
 int comm_bcast_size(const struct comm *comm, size_t *value, int root, char *err);
 /* all[r] = rank r's 64-bit `mine`, on every rank. */
 int comm_allgather_u64(const struct comm *comm, uint64_t mine, uint64_t *all, char *err);
@@ -53,11 +62,15 @@ int comm_allgather_size(const struct comm *comm, size_t mine, size_t *all, char 
  * (room for the sum over the ranks; unused elsewhere). */
 int comm_gather_items(const struct comm *comm, const void *mine, size_t items, size_t item_bytes, void *all,
                       char *err);
-/* Rank 0's `whole` (total items of item_bytes) cut into comm_block blocks: each rank receives
- * its block in `part`; comm_gather_blocks is the inverse. */
-int comm_scatter_blocks(const struct comm *comm, const void *whole, size_t total, size_t item_bytes, void *part,
+/* A set of `total` items of item_bytes cut into comm_chunk_block blocks. */
+struct comm_blocks {
+    size_t total, chunk, item_bytes;
+};
+/* Rank 0's `whole` cut into blocks: each rank receives its block in `part`; comm_gather_blocks is
+ * the inverse. */
+int comm_scatter_blocks(const struct comm *comm, const struct comm_blocks *layout, const void *whole, void *part,
                         char *err);
-int comm_gather_blocks(const struct comm *comm, const void *part, size_t total, size_t item_bytes, void *whole,
+int comm_gather_blocks(const struct comm *comm, const struct comm_blocks *layout, const void *part, void *whole,
                        char *err);
 /* Rank 0 receives every rank's `length` bytes concatenated in rank order in *all (malloc'd),
  * rank r's at [(*offsets)[r], (*offsets)[r + 1]) (malloc'd, ranks + 1); NULL elsewhere. */

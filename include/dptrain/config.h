@@ -43,7 +43,8 @@ struct config {
     uint64_t seed;
     int augment, tta, validation;
     /* execution */
-    int threads;                      /* 0: chosen from the node */
+    int deterministic;                /* the same bits on any rank count: virtual shards, exact sums (train.h) */
+    int threads;                      /* 0: chosen from the node (1 with --deterministic) */
     double bucket_mb;                 /* gradient allreduce buckets; 0 = one fused allreduce */
     enum compress_kind compress;      /* the gradient on the wire */
     int quiet, checkpoint_every, resume;
@@ -63,7 +64,7 @@ int config_compress_parse(const char *name, enum compress_kind *kind);
 /* The options that messages outside cli name (cli_flag spells them as users type them). */
 enum option {
     OPTION_DATA, OPTION_OUT, OPTION_CHECKPOINT, OPTION_TRACE, OPTION_SOURCE, OPTION_MODEL, OPTION_RESUME,
-    OPTION_BATCH, OPTION_TTA, OPTION_STALL_TIMEOUT
+    OPTION_BATCH, OPTION_TTA, OPTION_STALL_TIMEOUT, OPTION_DETERMINISTIC
 };
 
 /* The settings a run must keep to be resumed from its checkpoint, in the order they are compared.
@@ -71,7 +72,8 @@ enum option {
 enum setting {
     SETTING_MODEL, SETTING_PCA, SETTING_BATCH, SETTING_EPOCHS, SETTING_SEED, SETTING_OPTIMIZER,
     SETTING_LR, SETTING_MOMENTUM, SETTING_WEIGHT_DECAY, SETTING_SCHEDULE, SETTING_WARMUP, SETTING_DROPOUT,
-    SETTING_LABEL_SMOOTHING, SETTING_AUGMENT, SETTING_TTA, SETTING_VALIDATION, SETTING_COMPRESS, SETTING_NONE
+    SETTING_LABEL_SMOOTHING, SETTING_AUGMENT, SETTING_TTA, SETTING_VALIDATION, SETTING_COMPRESS,
+    SETTING_DETERMINISTIC, SETTING_NONE
 };
 
 /* The first setting in which two runs differ, or SETTING_NONE. */

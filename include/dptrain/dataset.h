@@ -51,10 +51,11 @@ int dataset_convert(const char *source_dir, const char *out_path, char *err);
  * message); a missing one gets the hint to make it with 'dptrain convert'. */
 int dataset_check_file(const char *path, const char *label, char *err);
 
-/* Collective over comm. Every rank reads its contiguous block of /train (block sizes differ by
- * at most one, comm_block); rank 0 also reads the whole of /test. Labels are checked to be in
- * 0..9. On error every rank returns -1, with the same message; no rank is left waiting. */
-int dataset_read(const struct comm *comm, const char *path, struct dataset_part *part, char *err);
+/* Collective over comm. Every rank reads its contiguous block of /train (comm_shard_block: with
+ * `shards` 0 block sizes differ by at most one; else the rank's whole virtual shards); rank 0
+ * also reads the whole of /test. Labels are checked to be in 0..9. On error every rank returns
+ * -1, with the same message; no rank is left waiting. */
+int dataset_read(const struct comm *comm, const char *path, int shards, struct dataset_part *part, char *err);
 
 void split_free(struct split *s);
 

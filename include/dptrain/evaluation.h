@@ -1,5 +1,6 @@
-/* Collective evaluation: every rank evaluates its block of a set (test or validation) and one
- * allreduce adds the sums; for the final results each rank predicts its block and rank 0
+/* Collective evaluation: every rank evaluates its block of a set (test or validation) in chunks of
+ * EVAL_CHUNK images and one allreduce gathers every chunk's sums, added in chunk order (the same
+ * bits on any rank count); for the final results each rank predicts its block and rank 0
  * gathers the predictions and computes the metrics. With --tta each image is also seen
  * mirrored and the two logits are averaged: a network trained on mirrored images takes both
  * views as fair evidence, and the average smooths its mistakes on the borderline ones. */

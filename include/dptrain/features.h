@@ -16,12 +16,19 @@
 /* --augment shifts images by up to this many pixels each way. */
 #define AUGMENT_SHIFT 2
 
+/* The evaluation sets are cut into chunks of this many images: every rank holds whole chunks
+ * (comm_chunk_block), projects and evaluates each as one batch of exactly that shape, and the
+ * per-chunk sums are added in chunk order, so that evaluation gives the same bits on any number
+ * of ranks. */
+#define EVAL_CHUNK 200
+
 struct normaliser {
     float mean, std;   /* of pixel / 255 over the whole training set */
 };
 
 struct features {
     size_t count;
+    size_t first;              /* index of sample 0 in the whole set */
     int dim;                   /* 784 raw, or K */
     const uint8_t *pixels;     /* raw: borrowed [count][784] */
     float *projected;          /* PCA: owned [count][K] */
@@ -33,9 +40,11 @@ struct features {
 int normaliser_fit(const struct comm *comm, const uint8_t *pixels, size_t count,
                    struct normaliser *norm, char *err);
 
-/* Raw view of pixels (nothing copied) or, with pca != NULL, their projection. */
+/* Raw view of pixels (nothing copied) or, with pca != NULL, their projection, computed in
+ * independent pieces of `piece` rows from the first (0: one piece), so that a sample's projection
+ * depends only on its place in its piece. */
 int features_create(struct features *f, const struct split *samples, const struct normaliser *norm,
-                    const struct pca *pca, char *err);
+                    const struct pca *pca, size_t piece, char *err);
 void features_free(struct features *f);
 
 /* Copy the samples at indices into out[n][dim] and their labels into labels_out. With an

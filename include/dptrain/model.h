@@ -104,6 +104,11 @@ void model_backward(struct model *model, int batch, const struct backward_hook *
  * sample: forward, weight gradient and input gradient (none for the first layer). */
 double model_training_flops(const struct model *model);
 
+/* Backward writes the gradients into `grads` (param_count floats) from now on; returns the buffer
+ * it wrote before (--deterministic: each unit's gradient straight into its own row; the model's
+ * own buffer must be back in place when it is freed). */
+float *model_use_grads(struct model *model, float *grads);
+
 float *model_input(struct model *model);
 float *model_grad_logits(struct model *model);
 

@@ -1,7 +1,7 @@
 /* One run of the training loop: what it is given (the world, the options, the shards, the
  * command's profile, where its result goes) and everything it holds while it trains — model,
- * optimizer, inputs, evaluator, gradient reducer, random streams, the sums of the epoch in
- * progress and where it stands. */
+ * optimizer, units of work (inputs, random streams, the sums of the epoch in progress),
+ * evaluator, gradient reducer, and where it stands. */
 #ifndef DPTRAIN_RUN_H
 #define DPTRAIN_RUN_H
 
@@ -21,6 +21,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A unit of training work: this rank's whole block by default, one virtual shard with
+ * --deterministic (shards.h). Each takes its share of every global batch in its own shuffled
+ * order, with its own random streams, and keeps its own sums of the epoch in progress. */
+struct unit {
+    int id;                       /* the rank, or the virtual shard */
+    struct features samples;
+    uint32_t *order;              /* its shuffled local indices (within run->order) */
+    struct rng dropout, augment;
+    double partial_loss;
+    long partial_correct;
+    float *buffers;               /* its batch-norm running statistics (the model's own by default) */
+};
+
+/* --deterministic: each local unit's gradient of a step, kept until the grid is known, and their
+ * exact sum (exactsum.h). */
+struct exact_gradient {
+    float *terms;                 /* [local units][params] */
+    double *sum;                  /* [params] */
+};
+
 struct run {
     /* given */
     const struct comm *comm;
@@ -29,14 +49,17 @@ struct run {
     struct profile *profile;      /* the command's; NULL for eval */
     struct run_result *r;
     /* held */
-    struct features train, test, validation;
+    struct unit *units;           /* d->local_units of them */
+    struct features test, validation;
     struct model *model;
     struct optimizer *optimizer;
     struct evaluator eval;
     struct reducer reducer;
+    struct exact_gradient exact;
     struct schedule schedule;
     long steps;                   /* per epoch */
-    uint32_t *order;              /* shuffled local indices */
+    uint32_t *order;              /* shuffled local indices, unit by unit */
+    float *unit_buffers;          /* --deterministic: [local units][model buffers] */
     uint8_t *batch_labels;
     float *best_params;           /* rank 0, with --validation */
     double best_val;
@@ -45,19 +68,18 @@ struct run {
     long start_step;
     double resumed_epoch_seconds;
     int resumed_ranks;            /* the checkpoint's rank count on a resume, else 0 */
-    /* this rank's streams and sums of the epoch in progress */
-    struct rng dropout, augment;
-    double partial_loss;
-    long partial_correct;
     struct fault fault;
     int stop_signal;              /* the signal the ranks agreed to stop for */
 };
 
-/* Collective: build the model (inputs of `pca`'s size, or raw pixels), optimizer, inputs and
- * buffers for run->o and run->d; the fields under "given" must be set. */
+/* Collective: build the model (inputs of `pca`'s size, or raw pixels), optimizer, units, inputs
+ * and buffers for run->o and run->d; the fields under "given" must be set. */
 int run_allocate(struct run *run, const struct pca *pca, char *err);
 /* Collective: rank 0 draws the initial parameters from the seed, every rank receives them. */
 int run_initialise(struct run *run, char *err);
+/* Every unit's batch-norm statistics from the model's (--deterministic: at the start and after
+ * they are averaged). */
+void run_share_buffers(struct run *run);
 void run_free(struct run *run);
 
 #endif

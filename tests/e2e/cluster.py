@@ -2,7 +2,8 @@
 Open MPI over TCP between them, and Slurm with one node per host.
 
 1. Training across 2 and 3 hosts: the run line names ranks and hosts, and the results are
-   bitwise equal to the same rank count on one host.
+   bitwise equal to the same rank count on one host; with --deterministic, 2 ranks on 2 hosts
+   are bitwise equal to 1 rank.
 2. A host that cannot see the data file ends the job with one line naming that host and path.
 3. Faults across hosts, each ending every rank non-zero within 60 s with one clear line, keeping
    the last checkpoint, from which a resume across the hosts completes: a rank killed, a host's
@@ -97,6 +98,12 @@ def train_across_hosts(env, labels):
             check(f.attrs["ranks"] == ranks and f.attrs["hosts"] == ranks, f"ranks/hosts attributes of {there}")
         same_results(here, there, f"{ranks} ranks on {ranks} hosts against one host")
         print(f"{ranks} ranks on {ranks} hosts: bitwise equal to {ranks} ranks on one host")
+    deterministic = common_args + ["--deterministic"]
+    here, there = f"{work}/deterministic1.h5", f"{work}/deterministic-hosts.h5"
+    must_succeed(run(deterministic + ["--out", here], ranks=1))
+    must_succeed(across(2, deterministic + ["--out", there], env))
+    same_results(here, there, "--deterministic: 2 ranks on 2 hosts against 1 rank")
+    print("--deterministic: 2 ranks on 2 hosts bitwise equal to 1 rank")
 
 
 def host_without_data(env):

@@ -19,7 +19,8 @@ must_succeed(run(BASE + ["--checkpoint", ckpt, "--out", out], ranks=2))
 # The attribute table of src/checkpoint.c, in its order: (name, kind) with kind s(tring),
 # i(nteger, stored as int64), d(ouble) or f(loat, stored as double, held as float).
 FIELDS = [("model", "s"), ("optimizer", "s"), ("schedule", "s"), ("name", "s"), ("compress", "s"),
-          ("pca_components", "i"), ("global_batch", "i"), ("ranks", "i"), ("epochs", "i"),
+          ("pca_components", "i"), ("global_batch", "i"), ("ranks", "i"), ("units", "i"),
+          ("deterministic", "i"), ("epochs", "i"),
           ("validation", "i"), ("augment", "i"), ("tta", "i"), ("seed", "i"), ("epoch", "i"),
           ("step", "i"), ("opt_step", "i"), ("best_epoch", "i"), ("param_count", "i"),
           ("buffer_count", "i"), ("lr", "d"), ("momentum", "d"), ("weight_decay", "d"), ("warmup", "d"),
@@ -86,7 +87,8 @@ cases = [
     (variant("zero_signed", set_attr("norm_std", 0.0), sign=True), "standard deviation 0"),
     (variant("epoch_signed", set_attr("epoch", 7), sign=True), "epoch 7 of 2"),
     (variant("ranks_signed", set_attr("ranks", 0), sign=True), "ranks = 0"),
-    (variant("old_format", set_attr("format_version", 2)), "checkpoint format version 2, this dptrain reads version 4"),
+    (variant("units_signed", set_attr("deterministic", 2), sign=True), "units = 2, deterministic = 2"),
+    (variant("old_format", set_attr("format_version", 2)), "checkpoint format version 2, this dptrain reads version 5"),
 ]
 for path, fragment in cases:
     before = open(path, "rb").read()
