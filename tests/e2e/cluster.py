@@ -9,7 +9,8 @@ Open MPI over TCP between them, and Slurm with one node per host.
    the last checkpoint, from which a resume across the hosts completes: a rank killed, a host's
    link cut, a rank stopped (SIGSTOP), a link made very slow (tc tbf). A phase that is merely
    slow on one rank (DPTRAIN_FAULT=slow) does not trip the stall watchdog.
-4. Slurm across nodes: jobs/train.sbatch with -N 2 and -N 3, compare.sbatch with -N 3,
+4. scripts/cluster-bench.sh and scripts/scaling.sh (the scaling model) on the cluster, small.
+5. Slurm across nodes: jobs/train.sbatch with -N 2 and -N 3, compare.sbatch with -N 3,
    scaling.sbatch with -N 2, and `scontrol requeue` of a running 2-node job, which resumes and completes with
    every epoch once.
 
@@ -235,6 +236,32 @@ def cluster_bench(env):
     print("cluster-bench.sh: every row, links unshaped afterwards")
 
 
+def scaling_model(env):
+    """scripts/scaling.sh on this cluster, small (2 hosts, short runs): every measured configuration
+    in its table beside a prediction, the plot, the figures kept, the last line, the links unshaped;
+    a bad SCALING_HOSTS refused before anything starts (the error figure is printed, never judged
+    by a test: short runs on a shared machine are noise)."""
+    out = f"{work}/scaling"
+    bad = subprocess.run([f"{ROOT}/scripts/scaling.sh", os.path.dirname(DPTRAIN), out], capture_output=True,
+                         text=True, timeout=60, env=dict(env, SCALING_HOSTS="1"))
+    check(bad.returncode == 1 and "scaling: SCALING_HOSTS must be 2..8 (got '1')" in bad.stderr and
+          not os.path.exists(out), f"SCALING_HOSTS=1: {bad.returncode} {bad.stderr[-300:]}")
+    r = subprocess.run([f"{ROOT}/scripts/scaling.sh", os.path.dirname(DPTRAIN), out], capture_output=True, text=True,
+                       timeout=400, env=dict(env, BENCH_DATA=DATA, SCALING_HOSTS="2", SCALING_IMAGES="2560",
+                                             SCALING_BIG_FLOATS="4096", DPTRAIN_CLUSTER_DIR=state))
+    check(r.returncode == 0, f"scaling.sh: exit {r.returncode}: {r.stderr[-1500:]}")
+    rows = re.findall(r"^(mlp|cnn) +(fp32|bf16) +(.+?) +(\d) +\d+\.\d+ +\d+\.\d+ +[+-]\d+\.\d%$", r.stdout, re.M)
+    check(len(rows) == 15, f"scaling.sh: 15 measured configurations expected, got {len(rows)}: {r.stdout}")
+    check(re.search(r"\nworst prediction error: \d+\.\d%\n?$", r.stdout), f"scaling.sh: last line: {r.stdout[-300:]}")
+    check(re.search(r"^mlp +10 GbE +bf16 +weak ", r.stdout, re.M), "scaling.sh: the cluster predictions")
+    check(open(f"{out}/scaling.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n", "scaling.png is not a PNG")
+    check(os.path.getsize(f"{out}/scaling-figures.txt") > 0, "the figures behind the plot are kept")
+    shaped = subprocess.run(["ip", "netns", "exec", "dpt-node1", "tc", "qdisc", "show", "dev", "eth0"],
+                            capture_output=True, text=True).stdout
+    check("tbf" not in shaped, f"scaling.sh left the links shaped: {shaped}")
+    print("scaling.sh: 15 configurations measured and predicted, the plot, links unshaped afterwards")
+
+
 # ---- Slurm across nodes -----------------------------------------------------------------------
 
 def slurm_across_nodes(env, labels):
@@ -329,6 +356,7 @@ def main():
         fault(env, name, inject, message)
     merely_slow(env)
     cluster_bench(env)
+    scaling_model(env)
     slurm_across_nodes(env, labels)
     print("ok")
 
