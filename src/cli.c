@@ -69,6 +69,9 @@ static const struct flag flags[] = {
      "blocking allreduce after backward (default 0: faster on one node, see README)"},
     {"--compress", V_COMPRESS, AT(compress), FOR_TRAINING, 0, 0,
      "the gradient on the wire: none (float32) or bf16 (half the bytes, error feedback) (default none)"},
+    {"--shard-optimizer", V_FLAG, AT(shard_optimizer), FOR_TRAINING, 0, 0,
+     "each rank updates 1/N of the parameters: a reduce-scatter of the gradient, the optimizer on this rank's "
+     "slice, an allgather of the parameters (ZeRO stage 1; README, Scaling, says when it wins)"},
     {"--deterministic", V_FLAG, AT(deterministic), FOR_TRAINING, 0, 0,
      "the same parameters, losses and predictions, bit for bit, on any number of ranks (1..12) and hosts, and "
      "on a resume at another rank count: 12 virtual shards, exact gradient sums, 1 BLAS thread by default; "
@@ -308,6 +311,9 @@ static int check_choices(const struct config *o, char *err)
     if (o->deterministic && o->compress != COMPRESS_NONE)
         FAIL("--deterministic cannot be combined with --compress %s: its rounding residuals belong to ranks, "
              "so the result would depend on their number", config_compress_name(o->compress));
+    if (o->shard_optimizer && (o->compress != COMPRESS_NONE || o->bucket_mb > 0 || o->deterministic))
+        FAIL("--shard-optimizer reduce-scatters the whole float32 gradient after backward: it cannot be combined "
+             "with %s", o->deterministic ? "--deterministic" : o->bucket_mb > 0 ? "--bucket-mb" : "--compress bf16");
     if (o->deterministic && o->batch_per_rank > 0)
         FAIL("--deterministic cannot be combined with --batch-per-rank: the global batch would change with the "
              "number of ranks (give --batch)");

@@ -28,6 +28,9 @@ void console_announce(const struct run *run)
     else if (wire > 0)
         printf("gradient allreduce: %.2f MB per step from each rank (%s)\n", (double)wire / 1e6,
                run->reducer.bf16 ? "bfloat16 with error feedback" : "float32");
+    if (run->reducer.sharded)
+        printf("optimizer sharded: each rank updates %.1f%% of the parameters (reduce-scatter, update, allgather)\n",
+               100.0 / run->comm->size);
     if (o->batch_per_rank > 0)
         printf("weak scaling: %d per rank x %d ranks; learning rate %g = %g x %d / 128\n", o->batch_per_rank,
                run->comm->size, o->lr, o->lr * 128.0 / (double)o->batch, o->batch);

@@ -35,6 +35,13 @@ int optim_state(const struct optimizer *opt, const float *arrays[2])
     return opt->second ? 2 : 1;
 }
 
+int optim_state_arrays(struct optimizer *opt, float *arrays[2])
+{
+    arrays[0] = opt->first;
+    arrays[1] = opt->second;
+    return opt->second ? 2 : 1;
+}
+
 long optim_steps(const struct optimizer *opt)
 {
     return opt->step;
@@ -88,8 +95,7 @@ static void adam_range(float *restrict p, const float *restrict g, float *restri
     }
 }
 
-void optim_step(struct optimizer *opt, float *params, const float *grads,
-                const struct param_range *ranges, int range_count, double lr)
+void optim_step_part(struct optimizer *opt, const struct optim_part *part, double lr)
 {
     opt->step++;
     struct step_constants k = {
@@ -97,14 +103,26 @@ void optim_step(struct optimizer *opt, float *params, const float *grads,
         .correction1 = (float)(1.0 / (1.0 - pow(opt->beta1, (double)opt->step))),
         .correction2 = (float)(1.0 / (1.0 - pow(opt->beta2, (double)opt->step))), .epsilon = (float)opt->epsilon,
     };
-    for (int r = 0; r < range_count; r++) {
-        size_t o = ranges[r].offset, n = ranges[r].count;
-        k.decay = ranges[r].decay ? (float)opt->weight_decay : 0.0f;
+    size_t lo = part->first, hi = part->first + part->count;
+    for (int r = 0; r < part->range_count; r++) {
+        /* the range's elements inside the part */
+        size_t o = part->ranges[r].offset, end = o + part->ranges[r].count;
+        o = o > lo ? o : lo;
+        end = end < hi ? end : hi;
+        if (o >= end)
+            continue;
+        k.decay = part->ranges[r].decay ? (float)opt->weight_decay : 0.0f;
         if (opt->kind == OPT_SGD)
-            sgd_range(params + o, grads + o, opt->first + o, n, &k);
+            sgd_range(part->params + o, part->grads + o, opt->first + o, end - o, &k);
         else
-            adam_range(params + o, grads + o, opt->first + o, opt->second + o, n, &k);
+            adam_range(part->params + o, part->grads + o, opt->first + o, opt->second + o, end - o, &k);
     }
+}
+
+void optim_step(struct optimizer *opt, float *params, const float *grads,
+                const struct param_range *ranges, int range_count, double lr)
+{
+    optim_step_part(opt, &(struct optim_part){params, grads, ranges, range_count, 0, opt->count}, lr);
 }
 
 double schedule_lr(const struct schedule *s, long t)

@@ -61,8 +61,11 @@ int reducer_free(struct reducer *r, char *err)
 {
     free(r->wire);
     free(r->residual);
+    free(r->counts);
+    free(r->displs);
     r->wire = NULL;
     r->residual = NULL;
+    r->counts = r->displs = NULL;
     if (r->bf16 && r->sum_bf16 != MPI_OP_NULL)
         CHECK_MPI(MPI_Op_free(&r->sum_bf16), "cannot free the bf16 sum operation");
     r->bf16 = 0;
@@ -76,9 +79,30 @@ size_t reducer_wire_bytes(const struct reducer *r)
     return r->ranks > 1 ? r->count * (r->bf16 ? sizeof(uint16_t) : sizeof(float)) : 0;
 }
 
-int reducer_init(struct reducer *r, const struct comm *comm, struct model *model, size_t bucket_bytes, int bf16,
-                 char *err)
+/* Sharded: every rank's slice, cut at multiples of 16 floats (whole cache lines and vectors). */
+static int init_slices(struct reducer *r, char *err)
 {
+    CHECK_PTR(r->counts = malloc(sizeof(int) * (size_t)r->ranks), "cannot allocate the optimizer's slices");
+    CHECK_PTR(r->displs = malloc(sizeof(int) * (size_t)r->ranks), "cannot allocate the optimizer's slices");
+    size_t blocks = (r->count + 15) / 16;
+    for (int i = 0; i < r->ranks; i++) {
+        size_t first, count;
+        comm_block(blocks, r->ranks, i, &first, &count);
+        size_t end = (first + count) * 16 < r->count ? (first + count) * 16 : r->count;
+        first = first * 16 < r->count ? first * 16 : r->count;
+        r->displs[i] = (int)first;
+        r->counts[i] = (int)(end - first);
+    }
+    return 0;
+fail:
+    return -1;
+}
+
+int reducer_init(struct reducer *r, const struct comm *comm, struct model *model,
+                 const struct reducer_options *options, char *err)
+{
+    size_t bucket_bytes = options->sharded ? 0 : options->bucket_bytes;
+    int bf16 = options->bf16;
     size_t boundaries[MODEL_MAX_LAYERS], cuts[MODEL_MAX_LAYERS + 1];
     memset(r, 0, sizeof *r);
     r->world = comm->world;
@@ -108,6 +132,9 @@ int reducer_init(struct reducer *r, const struct comm *comm, struct model *model
     r->sum_bf16 = MPI_OP_NULL;
     if (bf16)
         CHECK_DP(init_bf16(r, err));
+    r->sharded = options->sharded && r->ranks > 1;
+    if (r->sharded)
+        CHECK_DP(init_slices(r, err));
     return 0;
 fail:
     return -1;
@@ -167,9 +194,23 @@ fail:
     return -1;
 }
 
+/* Sharded: the sum of this rank's slice, moved from the front of grads (where an in-place
+ * reduce-scatter leaves it) to its place. */
+static int reduce_scatter(struct reducer *r, char *err)
+{
+    CHECK_MPI(MPI_Reduce_scatter(MPI_IN_PLACE, r->grads, r->counts, MPI_FLOAT, MPI_SUM, r->world),
+              "rank %d: reduce-scatter of the gradients failed", r->rank);
+    memmove(r->grads + r->displs[r->rank], r->grads, (size_t)r->counts[r->rank] * sizeof(float));
+    return 0;
+fail:
+    return -1;
+}
+
 static int reduce_rest(struct reducer *r, char *err)
 {
     int rank = r->rank; /* for the messages */
+    if (r->sharded)
+        return reduce_scatter(r, err);
     if (r->fused)
         return allreduce_front(r, r->count, err);
     CHECK_MPI(r->mpi_error, "rank %d: bucketed allreduce of the gradients failed", rank);
@@ -199,4 +240,23 @@ int reducer_finish(struct reducer *r, char *err)
     for (size_t i = 0; status == 0 && r->bf16 && i < r->count; i++)
         r->grads[i] = from_bf16(r->wire[i]);
     return status;
+}
+
+void reducer_slice(const struct reducer *r, size_t *first, size_t *count)
+{
+    *first = r->sharded ? (size_t)r->displs[r->rank] : 0;
+    *count = r->sharded ? (size_t)r->counts[r->rank] : r->count;
+}
+
+int reducer_share(struct reducer *r, float *data, char *err)
+{
+    if (!r->sharded)
+        return 0;
+    watchdog_wait(r->watchdog, "the parameters' allgather");
+    int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, r->counts, r->displs, MPI_FLOAT, r->world);
+    watchdog_done(r->watchdog);
+    CHECK_MPI(rc, "rank %d: allgather of the updated parameters failed", r->rank);
+    return 0;
+fail:
+    return -1;
 }

@@ -26,8 +26,9 @@ static int allocate_model(struct run *run, int input, int capacity, char *err)
         FAIL("cannot allocate the model (injected allocation failure)");
     CHECK_DP((run->model = model_create(o->model, input, DATASET_CLASSES, capacity, (float)o->dropout, err)) == NULL);
     run->model->profile = run->profile;
-    CHECK_DP(reducer_init(&run->reducer, run->comm, run->model, (size_t)(o->bucket_mb * 1048576.0),
-                          o->compress == COMPRESS_BF16, err));
+    struct reducer_options reduce = {(size_t)(o->bucket_mb * 1048576.0), o->compress == COMPRESS_BF16,
+                                     o->shard_optimizer};
+    CHECK_DP(reducer_init(&run->reducer, run->comm, run->model, &reduce, err));
     CHECK_DP(evaluator_init(&run->eval, run->model, o->tta, err));
     CHECK_DP((run->optimizer = optim_create(o->optimizer, run->model->param_count, o->momentum, o->weight_decay, err)) ==
              NULL);

@@ -97,9 +97,24 @@ static void describe(const struct run *run, const struct gathered *g, int epochs
     snprintf(c->compress, sizeof c->compress, "%s", config_compress_name(o->compress));
 }
 
+/* A sharded optimizer: every rank's slice of its state to every rank, so that rank 0 saves it
+ * whole (and a resume on any rank count takes its own slice of it). */
+static int gather_optimizer(struct run *run, char *err)
+{
+    float *state[2];
+    int arrays = optim_state_arrays(run->optimizer, state);
+    for (int i = 0; i < arrays; i++)
+        CHECK_DP(reducer_share(&run->reducer, state[i], err));
+    return 0;
+fail:
+    return -1;
+}
+
 int snapshot_save(struct run *run, int epochs_done, long step, double epoch_seconds, char *err)
 {
     struct gathered mine = {0}, g = {0};
+    if (gather_optimizer(run, err) != 0)
+        comm_abort(run->comm, err); /* a collective failed: the ranks cannot meet again */
     int ok = gather_rows(run, &mine, &g, err) == 0;
     gathered_free(&mine);
     if (ok && run->comm->rank == 0) {

@@ -222,13 +222,24 @@ static int train_step(struct run *run, int epoch, long step, char *err)
     else if (exact_gradient(run, epoch, step, &locally_bad, err) != 0)
         comm_abort(run->comm, err);
     double clock = profile_now(p);
-    /* The reduced gradient is identical on every rank, so every rank sees a NaN together. */
-    if (!all_finite(m->grads, m->param_count)) {
+    if (!run->reducer.sharded && !all_finite(m->grads, m->param_count)) {
+        /* The reduced gradient is identical on every rank, so every rank sees a NaN together. */
         name_bad_rank(run, locally_bad, epoch, step, err);
         return -1;
     }
     double lr = schedule_lr(&run->schedule, (long)(epoch - 1) * run->steps + step);
-    optim_step(run->optimizer, m->params, m->grads, m->ranges, m->range_count, lr);
+    struct optim_part part = {m->params, m->grads, m->ranges, m->range_count, 0, 0};
+    reducer_slice(&run->reducer, &part.first, &part.count);
+    optim_step_part(run->optimizer, &part, lr);
+    if (run->reducer.sharded) {
+        /* Each rank saw only its slice of the sum; a NaN there reaches every rank's parameters. */
+        if (reducer_share(&run->reducer, m->params, err) != 0)
+            comm_abort(run->comm, err);
+        if (!all_finite(m->params, m->param_count)) {
+            name_bad_rank(run, locally_bad, epoch, step, err);
+            return -1;
+        }
+    }
     if (fault_strikes(&run->fault, FAULT_FLIP, run->comm->rank, epoch, step + 1)) {
         uint32_t bits; /* one flipped bit in one parameter of one rank: the drift guard's test */
         memcpy(&bits, &m->params[m->param_count / 2], sizeof bits);

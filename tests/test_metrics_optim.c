@@ -1,5 +1,6 @@
 /* Metrics against hand-computed cases; optimizer steps and schedules against hand-computed
  * values; the random generators' contracts. */
+#include "dptrain/check.h"
 #include "dptrain/metrics.h"
 #include "dptrain/model.h"
 #include "dptrain/optim.h"
@@ -91,6 +92,38 @@ static void test_adam_first_steps(void **state)
     optim_free(opt);
 }
 
+/* A sharded optimizer: the update of three slices (cut inside ranges) equals one whole update,
+ * bit for bit, with decay on the weights only. */
+static void test_update_in_slices(void **state)
+{
+    (void)state;
+    char err[DP_ERR_LEN];
+    enum { N = 37 };
+    struct param_range ranges[2] = {{0, 30, 1}, {30, 7, 0}};
+    float whole[N], parts[N], grads[N];
+    for (int i = 0; i < N; i++) {
+        whole[i] = parts[i] = 0.1f * (float)(i % 11) - 0.5f;
+        grads[i] = 0.03f * (float)((i * 7) % 13) - 0.2f;
+    }
+    struct optimizer *a = optim_create(OPT_ADAM, N, 0.9, 0.01, err), *b = optim_create(OPT_ADAM, N, 0.9, 0.01, err);
+    assert_non_null(a);
+    assert_non_null(b);
+    for (int step = 0; step < 3; step++) {
+        optim_step(a, whole, grads, ranges, 2, 0.01);
+        size_t cuts[4] = {0, 13, 32, N};
+        for (int k = 0; k < 3; k++) {
+            struct optim_part part = {parts, grads, ranges, 2, cuts[k], cuts[k + 1] - cuts[k]};
+            optim_step_part(b, &part, 0.01);
+            b->step -= k < 2; /* one step per update, whichever slices it took */
+        }
+    }
+    assert_memory_equal(whole, parts, sizeof whole);
+    assert_memory_equal(a->first, b->first, sizeof(float) * N);
+    assert_memory_equal(a->second, b->second, sizeof(float) * N);
+    optim_free(a);
+    optim_free(b);
+}
+
 static void test_schedules(void **state)
 {
     (void)state;
@@ -151,6 +184,7 @@ int main(void)
         cmocka_unit_test(test_report_layout),
         cmocka_unit_test(test_sgd_momentum_and_decay),
         cmocka_unit_test(test_adam_first_steps),
+        cmocka_unit_test(test_update_in_slices),
         cmocka_unit_test(test_schedules),
         cmocka_unit_test(test_rng_contracts),
     };

@@ -58,7 +58,7 @@ static void gradient_on_wire(const struct comm *comm, struct model *m, const uin
     struct reducer r;
     struct batch b = {labels, n, GLOBAL, 0.0f, NULL};
     struct batch_sums sums = {0, 0};
-    assert_int_equal(reducer_init(&r, comm, m, bucket_bytes, bf16, err), 0);
+    assert_int_equal(reducer_init(&r, comm, m, &(struct reducer_options){bucket_bytes, bf16, 0}, err), 0);
     assert_int_equal(train_batch_gradient(m, &r, &b, &sums, err), 0);
     assert_int_equal(reducer_free(&r, err), 0);
 }
@@ -114,18 +114,18 @@ static void test_bucket_layout(void **state)
     char err[DP_ERR_LEN];
     struct model *m = make_model(4);
     struct reducer r;
-    assert_int_equal(reducer_init(&r, &world, m, 1, 0, err), 0); /* every layer its own bucket */
+    assert_int_equal(reducer_init(&r, &world, m, &(struct reducer_options){1, 0, 0}, err), 0); /* every layer its own bucket */
     assert_int_equal(r.bucket_count, 3);
     assert_int_equal(r.starts[0], 0);
     assert_int_equal(r.starts[1], 336);
     assert_int_equal(r.starts[2], 540);
     assert_int_equal(r.starts[3], 670);
-    assert_int_equal(reducer_init(&r, &world, m, 600, 0, err), 0); /* the last layer (520 bytes) joins the middle one */
+    assert_int_equal(reducer_init(&r, &world, m, &(struct reducer_options){600, 0, 0}, err), 0); /* the last layer (520 bytes) joins the middle one */
     assert_int_equal(r.bucket_count, 2);
     assert_int_equal(r.starts[1], 336);
-    assert_int_equal(reducer_init(&r, &world, m, 1 << 30, 0, err), 0);
+    assert_int_equal(reducer_init(&r, &world, m, &(struct reducer_options){1 << 30, 0, 0}, err), 0);
     assert_int_equal(r.bucket_count, 1);
-    assert_int_equal(reducer_init(&r, &world, m, 0, 0, err), 0);
+    assert_int_equal(reducer_init(&r, &world, m, &(struct reducer_options){0, 0, 0}, err), 0);
     assert_true(r.fused);
     model_free(m);
 }

@@ -47,6 +47,7 @@ struct config {
     int threads;                      /* 0: chosen from the node (1 with --deterministic) */
     double bucket_mb;                 /* gradient allreduce buckets; 0 = one fused allreduce */
     enum compress_kind compress;      /* the gradient on the wire */
+    int shard_optimizer;              /* reduce-scatter, each rank updates its slice, allgather (reducer.h) */
     int quiet, checkpoint_every, resume;
     int drift_check;                  /* steps between checks that all ranks hold the same parameters; 0 = off */
     double stall_timeout;             /* seconds a collective may wait before the job ends; 0 = no watchdog */

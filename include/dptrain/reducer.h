@@ -45,12 +45,24 @@ struct reducer {
     uint16_t *wire;                              /* [count] what goes on the wire */
     float *residual;                             /* [count] error feedback: what rounding has lost */
     MPI_Op sum_bf16;
+    /* sharded: rank i owns [displs[i], displs[i] + counts[i]) of the parameters */
+    int sharded;
+    int *counts, *displs;
 };
 
-/* Buckets over the model's gradient buffer, cut at its layers' parameter boundaries; bf16: the
- * gradient goes on the wire as bfloat16 with error feedback. */
-int reducer_init(struct reducer *r, const struct comm *comm, struct model *model, size_t bucket_bytes, int bf16,
-                 char *err);
+/* How the gradient is summed: buckets of at least bucket_bytes (0: one fused allreduce), bf16 on
+ * the wire, or sharded (fused, float32): a reduce-scatter leaves each rank the sum of its own
+ * slice of the parameters only, its optimizer updates that slice, and reducer_share gathers the
+ * updated slices (ZeRO stage 1's communication: the same bytes as the ring allreduce's two
+ * halves; each rank does 1/N of the update). */
+struct reducer_options {
+    size_t bucket_bytes;
+    int bf16;
+    int sharded;
+};
+
+int reducer_init(struct reducer *r, const struct comm *comm, struct model *model,
+                 const struct reducer_options *options, char *err);
 int reducer_free(struct reducer *r, char *err);
 /* Bytes of gradient this rank sends into the allreduce per step (0 on one rank). */
 size_t reducer_wire_bytes(const struct reducer *r);
@@ -63,7 +75,13 @@ void reducer_begin(struct reducer *r);
  * once with first_ready 1, so that it starts the same buckets in the same order as the others. */
 void reducer_ready(void *reducer, size_t first_ready);
 /* Reduce what is left (blocking) and wait for every bucket: the sum over the ranks is then in
- * grads. */
+ * grads (sharded: in this rank's slice of grads only). */
 int reducer_finish(struct reducer *r, char *err);
+/* Sharded: this rank's slice of the parameters [first, first + count). The whole buffer
+ * otherwise. */
+void reducer_slice(const struct reducer *r, size_t *first, size_t *count);
+/* Sharded: every rank's slice of data (param_count floats, updated by its owner) to every rank,
+ * in place. Nothing otherwise. */
+int reducer_share(struct reducer *r, float *data, char *err);
 
 #endif
