@@ -248,7 +248,8 @@ def scaling_model(env):
           not os.path.exists(out), f"SCALING_HOSTS=1: {bad.returncode} {bad.stderr[-300:]}")
     r = subprocess.run([f"{ROOT}/scripts/scaling.sh", os.path.dirname(DPTRAIN), out], capture_output=True, text=True,
                        timeout=400, env=dict(env, BENCH_DATA=DATA, SCALING_HOSTS="2", SCALING_IMAGES="2560",
-                                             SCALING_BIG_FLOATS="4096", DPTRAIN_CLUSTER_DIR=state))
+                                             SCALING_BIG_FLOATS="4096", SCALING_REPEATS="1",
+                                             DPTRAIN_CLUSTER_DIR=state))
     check(r.returncode == 0, f"scaling.sh: exit {r.returncode}: {r.stderr[-1500:]}")
     rows = re.findall(r"^(mlp|cnn) +(fp32|bf16) +(.+?) +(\d) +\d+\.\d+ +\d+\.\d+ +[+-]\d+\.\d%$", r.stdout, re.M)
     check(len(rows) == 15, f"scaling.sh: 15 measured configurations expected, got {len(rows)}: {r.stdout}")
