@@ -18,22 +18,9 @@ build=${1:-build}
 [[ -x $build/dptrain && -x $build/bench_kernels ]] || scripts/build.sh "$build" >/dev/null
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 work=$(mktemp -d /tmp/dptrain-cluster-bench-XXXXXX)
-state=${DPTRAIN_CLUSTER_DIR:-}
-own=0
-shaped=()
-cleanup() {
-  for h in "${shaped[@]}"; do ip netns exec "dpt-$h" tc qdisc del dev eth0 root 2>/dev/null || true; done
-  [ "$own" -eq 1 ] && scripts/cluster-down.sh "$state" >/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-if [ -z "$state" ] || [ ! -s "$state/env" ] || ! ip link show dptbr0 >/dev/null 2>&1; then
-  state=$work/cluster
-  scripts/cluster-up.sh 2 "$state" >/dev/null
-  own=1
-fi
-# shellcheck disable=SC1091
-source "$state/env"
+# shellcheck source=cluster-session.sh
+source scripts/cluster-session.sh
+cluster_session 2 "$work"
 data=${BENCH_DATA:-}
 if [ -z "$data" ]; then
   data=$work/data.h5
@@ -43,14 +30,7 @@ log() { echo "cluster-bench: $*" >&2; }
 big_floats=${BENCH_BIG_FLOATS:-4194304}
 
 shape() { # rate (empty: full speed) -- on both hosts' links
-  for h in node1 node2; do
-    ip netns exec "dpt-$h" tc qdisc del dev eth0 root 2>/dev/null || true
-    [ -z "$1" ] && continue
-    local burst=256kb
-    [ "$1" = 10gbit ] && burst=4mb  # at least rate / HZ
-    ip netns exec "dpt-$h" tc qdisc add dev eth0 root tbf rate "$1" burst "$burst" latency 50ms
-    shaped+=("$h")
-  done
+  shape_links "$1" 2
 }
 
 median_seconds() { # where(local|hosts) floats

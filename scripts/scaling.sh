@@ -41,23 +41,9 @@ die() { echo "scaling: $*" >&2; exit 1; }
 [[ -x $build/dptrain && -x $build/bench_kernels ]] || scripts/build.sh "$build" >/dev/null
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 work=$(mktemp -d /tmp/dptrain-scaling-XXXXXX)
-state=${DPTRAIN_CLUSTER_DIR:-}
-own=0
-shaped=()
-cleanup() {
-  for h in "${shaped[@]}"; do ip netns exec "dpt-$h" tc qdisc del dev eth0 root 2>/dev/null || true; done
-  [ "$own" -eq 1 ] && scripts/cluster-down.sh "$state" >/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM # the cleanup runs on a signal too
-if [ -z "$state" ] || [ ! -s "$state/env" ] || [ "$(cat "$state/hosts/count" 2>/dev/null || echo 0)" -lt "$hosts" ]; then
-  state=$work/cluster
-  scripts/cluster-up.sh "$hosts" "$state" >/dev/null
-  own=1
-fi
-# shellcheck disable=SC1091
-source "$state/env"
+# shellcheck source=cluster-session.sh
+source scripts/cluster-session.sh
+cluster_session "$hosts" "$work"
 log() { echo "scaling: $*" >&2; }
 figures=$work/figures.txt
 
@@ -80,18 +66,8 @@ PY
 subset "$images" "$work/mlp.h5"
 subset $((images / 4)) "$work/cnn.h5"
 
-burst_of() { # rate -> tbf burst in KiB: at least rate / HZ
-  [ "$1" = 10gbit ] && echo 4096 || echo 256
-}
-
 shape() { # rate (empty: full speed), on the links of every host
-  for ((i = 1; i <= hosts; i++)); do
-    local h=node$i
-    ip netns exec "dpt-$h" tc qdisc del dev eth0 root 2>/dev/null || true
-    [ -z "$1" ] && continue
-    ip netns exec "dpt-$h" tc qdisc add dev eth0 root tbf rate "$1" burst "$(burst_of "$1")kb" latency 50ms
-    shaped+=("$h")
-  done
+  shape_links "$1" "$hosts"
 }
 
 allreduce() { # net ranks floats

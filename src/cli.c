@@ -71,7 +71,7 @@ static const struct flag flags[] = {
      "the gradient on the wire: none (float32) or bf16 (half the bytes, error feedback) (default none)"},
     {"--shard-optimizer", V_FLAG, AT(shard_optimizer), FOR_TRAINING, 0, 0,
      "each rank updates 1/N of the parameters: a reduce-scatter of the gradient, the optimizer on this rank's "
-     "slice, an allgather of the parameters (ZeRO stage 1; README, Scaling, says when it wins)"},
+     "slice, an allgather of the parameters (ZeRO stage 1; the README says when it wins)"},
     {"--deterministic", V_FLAG, AT(deterministic), FOR_TRAINING, 0, 0,
      "the same parameters, losses and predictions, bit for bit, on any number of ranks (1..12) and hosts, and "
      "on a resume at another rank count: 12 virtual shards, exact gradient sums, 1 BLAS thread by default; "

@@ -159,7 +159,7 @@ for ranks, args, code, fragment in cases:
     if args and args[0] in ("train", "compare", "convert", "eval") and "--out" not in args:
         full += ["--out", out]
     started = time.time()
-    result = run(full, ranks=ranks, timeout=60)
+    result = run(full, ranks=ranks, timeout=60, env=NO_KILL_WAIT)
     if time.time() - started > 5:
         print(f"slow ({time.time() - started:.0f} s): {full}")
     errors = [line for line in result.stderr.splitlines() if line.startswith("dptrain: error:")]
@@ -185,7 +185,7 @@ check(not os.path.exists(long_out), "long output name")
 result = run(["train", "--help"], ranks=2)
 check(result.returncode == 0 and result.stdout.count("usage: dptrain train") == 1, "--help printed once")
 # An existing results file survives a failed run that names it.
-result = run(["train", "--data", not_hdf5, "--out", existing], ranks=2)
+result = run(["train", "--data", not_hdf5, "--out", existing], ranks=2, env=NO_KILL_WAIT)
 check(result.returncode != 0 and open(existing, "rb").read() == b"precious", "existing output intact")
 # --help and --version work and exit 0.
 for args in (["--help"], ["train", "--help"], ["--version"]):

@@ -97,7 +97,7 @@ for path, fragment in cases:
             ("eval", ["eval", "--checkpoint", path, "--data", DATA, "--out", f"{dir}/bad-eval.h5"], 1)):
         if label == "eval" and "steps" in fragment:
             continue   # eval does not continue the run: its position does not matter to it
-        result = run(args, ranks=ranks, timeout=60)
+        result = run(args, ranks=ranks, timeout=60, env=NO_KILL_WAIT)
         errors = [line for line in result.stderr.splitlines() if line.startswith("dptrain: error:")]
         print(f"{os.path.basename(path)} {label}: exit {result.returncode}: {errors}")
         check(result.returncode != 0, f"{path} {label}: exit 0")
@@ -118,7 +118,7 @@ with h5py.File(DATA, "r") as f, h5py.File(zeros, "w") as z, h5py.File(fewer, "w"
 for data, fragment in ((zeros, "trained on other data: the training images of"), (fewer, "has 5000 and 5000")):
     args = ["train", "--data", data, "--epochs", "2", "--quiet", "--model", "mlp:32", "--checkpoint", ckpt,
             "--resume", "--out", f"{dir}/other.h5"]
-    result = run(args, ranks=2, timeout=60)
+    result = run(args, ranks=2, timeout=60, env=NO_KILL_WAIT)
     errors = [line for line in result.stderr.splitlines() if line.startswith("dptrain: error:")]
     check(result.returncode != 0 and len(errors) == 1 and "trained on" in errors[0] and fragment in errors[0],
           f"resume on {data}: {result.stderr!r}")

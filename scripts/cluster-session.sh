@@ -1,0 +1,44 @@
+# Sourced by the scripts that measure on the cluster of namespaced hosts (cluster-bench.sh,
+# scaling.sh). cluster_session NEED WORK: use the cluster in DPTRAIN_CLUSTER_DIR if one is up there
+# with at least NEED hosts, else start one of NEED hosts in WORK/cluster, and source its env. On
+# exit, also on a signal: the links shaped here are freed, a cluster started here is stopped, and
+# WORK is removed. shape_links RATE COUNT: every link of node1..nodeCOUNT limited by tc tbf to
+# RATE (e.g. 10gbit), or freed with an empty RATE.
+
+cluster_session_end() {
+  local h
+  for h in "${shaped[@]}"; do ip netns exec "dpt-$h" tc qdisc del dev eth0 root 2>/dev/null || true; done
+  if [ "$own" -eq 1 ]; then scripts/cluster-down.sh "$state" >/dev/null; fi
+  rm -rf "$session_work"
+}
+
+cluster_session() { # need work
+  state=${DPTRAIN_CLUSTER_DIR:-}
+  own=0
+  shaped=()
+  session_work=$2
+  trap cluster_session_end EXIT
+  trap 'exit 1' INT TERM
+  if [ -z "$state" ] || [ ! -s "$state/env" ] || [ "$(cat "$state/hosts/count" 2>/dev/null || echo 0)" -lt "$1" ]; then
+    state=$2/cluster
+    scripts/cluster-up.sh "$1" "$state" >/dev/null
+    own=1
+  fi
+  # shellcheck disable=SC1091
+  source "$state/env"
+}
+
+burst_of() { # rate -> the tbf burst in KiB: at least rate / HZ
+  if [ "$1" = 10gbit ]; then echo 4096; else echo 256; fi
+}
+
+shape_links() { # rate count
+  local i h
+  for ((i = 1; i <= $2; i++)); do
+    h=node$i
+    ip netns exec "dpt-$h" tc qdisc del dev eth0 root 2>/dev/null || true
+    [ -z "$1" ] && continue
+    ip netns exec "dpt-$h" tc qdisc add dev eth0 root tbf rate "$1" burst "$(burst_of "$1")kb" latency 50ms
+    shaped+=("$h")
+  done
+}
