@@ -64,7 +64,7 @@ static int all_finite(const float *x, size_t n)
  * epoch they are averaged over the units, so that evaluation and checkpoints use one set. By
  * default a sum over the ranks; with --deterministic every unit's row travels alone (adding
  * zeros is exact) and the rows are added in unit order, the same on any rank count. */
-static int average_buffers(const struct run *run, char *err)
+static int average_buffers(struct run *run, char *err)
 {
     struct model *m = run->model;
     const struct shards *d = run->d;
@@ -92,7 +92,7 @@ static int average_buffers(const struct run *run, char *err)
         m->buffers[i] = (float)(sum / d->units);
     }
     tensor_free(rows);
-    run_share_buffers((struct run *)run);
+    run_share_buffers(run);
     return 0;
 fail:
     tensor_free(rows);
