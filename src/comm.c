@@ -150,6 +150,29 @@ fail:
     return -1;
 }
 
+int comm_sum_rows_in_order(const struct comm *comm, const struct comm_rows *rows, double *sums, char *err)
+{
+    size_t width = rows->width;
+    double *all = calloc(rows->count * width + 1, sizeof(double));
+    int ok = all != NULL && (rows->mine != NULL || rows->local == 0);
+    if (!ok)
+        err_set(err, "cannot allocate %zu rows of sums", rows->count);
+    CHECK_DP(comm_agree(comm, ok, err));
+    for (size_t i = 0; i < rows->local * width; i++)
+        all[rows->first * width + i] = rows->mine[i] + 0.0; /* -0 as +0, as a sum with zeros makes it */
+    CHECK_DP(comm_allreduce_doubles(comm, all, rows->count * width, err));
+    for (size_t j = 0; j < width; j++) {
+        sums[j] = 0;
+        for (size_t r = 0; r < rows->count; r++)
+            sums[j] += all[r * width + j];
+    }
+    free(all);
+    return 0;
+fail:
+    free(all);
+    return -1;
+}
+
 void comm_abort(const struct comm *comm, const char *message)
 {
     char host[MPI_MAX_PROCESSOR_NAME];

@@ -57,37 +57,30 @@ struct predictions {
 };
 
 /* Loss and accuracy over the set, chunk by chunk (EVAL_CHUNK, the same shapes on any rank
- * count): every chunk's sums travel alone (adding zeros is exact) and are added in chunk order. */
+ * count), the chunks' sums added in chunk order. */
 static int evaluate_set(const struct comm *comm, const struct evaluator *ev, const struct features *set,
                         const struct predictions *out, struct evaluation *result, char *err)
 {
-    double total = (double)set->count, *rows = NULL;
+    double total = (double)set->count, sums[2];
     CHECK_DP(comm_allreduce_doubles(comm, &total, 1, err));
-    size_t chunks = ((size_t)total + EVAL_CHUNK - 1) / EVAL_CHUNK;
-    int ok = (rows = calloc(2 * chunks + 1, sizeof(double))) != NULL;
-    if (!ok)
-        err_set(err, "cannot allocate the evaluation's sums");
-    CHECK_DP(comm_agree(comm, ok, err));
-    for (size_t start = 0; start < set->count; start += EVAL_CHUNK) {
+    size_t local = (set->count + EVAL_CHUNK - 1) / EVAL_CHUNK;
+    double *mine = malloc(2 * local * sizeof(double) + 1);
+    for (size_t c = 0; mine && c < local; c++) {
+        size_t start = c * EVAL_CHUNK;
         int n = (int)(set->count - start < EVAL_CHUNK ? set->count - start : EVAL_CHUNK);
         const float *logits = batch_logits(ev, set, start, n);
         long correct = 0;
-        size_t chunk = (set->first + start) / EVAL_CHUNK;
-        rows[2 * chunk] = softmax_cross_entropy(&(struct loss_input){logits, ev->labels, n, ev->model->classes, 0.0f}, &(struct loss_output){NULL, 0.0f, &correct, out->classes ? out->classes + start : NULL, out->confidence ? out->confidence + start : NULL}) + 0.0;
-        rows[2 * chunk + 1] = (double)correct;
+        mine[2 * c] = softmax_cross_entropy(&(struct loss_input){logits, ev->labels, n, ev->model->classes, 0.0f}, &(struct loss_output){NULL, 0.0f, &correct, out->classes ? out->classes + start : NULL, out->confidence ? out->confidence + start : NULL});
+        mine[2 * c + 1] = (double)correct;
     }
-    CHECK_DP(comm_allreduce_doubles(comm, rows, 2 * chunks, err));
-    double loss = 0, correct = 0;
-    for (size_t c = 0; c < chunks; c++) {
-        loss += rows[2 * c];
-        correct += rows[2 * c + 1];
-    }
-    free(rows);
-    result->loss = total > 0 ? loss / total : 0.0;
-    result->accuracy = total > 0 ? correct / total : 0.0;
+    struct comm_rows rows = {mine, set->first / EVAL_CHUNK, local, ((size_t)total + EVAL_CHUNK - 1) / EVAL_CHUNK, 2};
+    int status = comm_sum_rows_in_order(comm, &rows, sums, err);
+    free(mine);
+    CHECK_DP(status);
+    result->loss = total > 0 ? sums[0] / total : 0.0;
+    result->accuracy = total > 0 ? sums[1] / total : 0.0;
     return 0;
 fail:
-    free(rows);
     return -1;
 }
 

@@ -84,14 +84,11 @@ static int init_slices(struct reducer *r, char *err)
 {
     CHECK_PTR(r->counts = malloc(sizeof(int) * (size_t)r->ranks), "cannot allocate the optimizer's slices");
     CHECK_PTR(r->displs = malloc(sizeof(int) * (size_t)r->ranks), "cannot allocate the optimizer's slices");
-    size_t blocks = (r->count + 15) / 16;
     for (int i = 0; i < r->ranks; i++) {
         size_t first, count;
-        comm_block(blocks, r->ranks, i, &first, &count);
-        size_t end = (first + count) * 16 < r->count ? (first + count) * 16 : r->count;
-        first = first * 16 < r->count ? first * 16 : r->count;
+        comm_chunk_block(r->count, 16, r->ranks, i, &first, &count);
         r->displs[i] = (int)first;
-        r->counts[i] = (int)(end - first);
+        r->counts[i] = (int)count;
     }
     return 0;
 fail:

@@ -7,7 +7,6 @@
 #include "dptrain/layers.h"
 #include "dptrain/snapshot.h"
 #include "dptrain/stop.h"
-#include "dptrain/tensor.h"
 #include "dptrain/timer.h"
 #include "dptrain/watchdog.h"
 
@@ -62,14 +61,13 @@ static int all_finite(const float *x, size_t n)
 
 /* Batch-norm running statistics are per unit (each sees its own batches); at the end of every
  * epoch they are averaged over the units, so that evaluation and checkpoints use one set. By
- * default a sum over the ranks; with --deterministic every unit's row travels alone (adding
- * zeros is exact) and the rows are added in unit order, the same on any rank count. */
+ * default a sum over the ranks; with --deterministic the units' rows are added in unit order,
+ * the same on any rank count. */
 static int average_buffers(struct run *run, char *err)
 {
     struct model *m = run->model;
     const struct shards *d = run->d;
-    size_t nb = m->buffer_count;
-    float *rows = NULL;
+    size_t nb = m->buffer_count, local = (size_t)d->local_units * nb;
     if (nb == 0 || (run->comm->size == 1 && !run->unit_buffers))
         return 0;
     if (!run->unit_buffers) {
@@ -78,24 +76,19 @@ static int average_buffers(struct run *run, char *err)
             m->buffers[i] /= (float)run->comm->size;
         return 0;
     }
-    int ok = (rows = tensor_alloc((size_t)d->units * nb)) != NULL;
-    if (!ok)
-        err_set(err, "cannot allocate the batch-norm statistics of every unit");
-    CHECK_DP(comm_agree(run->comm, ok, err));
-    for (size_t i = 0; i < (size_t)d->local_units * nb; i++)
-        rows[(size_t)d->first_unit * nb + i] = run->unit_buffers[i] + 0.0f; /* -0 as +0, as a sum makes it */
-    CHECK_DP(comm_allreduce_floats(run->comm, rows, (size_t)d->units * nb, err));
-    for (size_t i = 0; i < nb; i++) {
-        double sum = 0;
-        for (int u = 0; u < d->units; u++)
-            sum += rows[(size_t)u * nb + i];
-        m->buffers[i] = (float)(sum / d->units);
-    }
-    tensor_free(rows);
-    run_share_buffers(run);
-    return 0;
+    double *mine = malloc(local * sizeof(double)), *sums = malloc(nb * sizeof(double));
+    for (size_t i = 0; mine && i < local; i++)
+        mine[i] = run->unit_buffers[i];
+    struct comm_rows rows = {sums ? mine : NULL, (size_t)d->first_unit, (size_t)d->local_units, (size_t)d->units, nb};
+    int status = comm_sum_rows_in_order(run->comm, &rows, sums, err);
+    for (size_t i = 0; status == 0 && i < nb; i++)
+        m->buffers[i] = (float)(sums[i] / d->units);
+    free(mine);
+    free(sums);
+    if (status == 0)
+        run_share_buffers(run);
+    return status;
 fail:
-    tensor_free(rows);
     return -1;
 }
 
@@ -160,10 +153,10 @@ static int unit_step(struct run *run, struct unit *u, int epoch, long step, stru
     profile_end(run->profile, PHASE_DATA, CATEGORY_STEP, clock);
     if (u->buffers != m->buffers)
         memcpy(m->buffers, u->buffers, nb * sizeof(float));
-    if (reducer && train_batch_gradient(m, reducer, &b, &sums, err) != 0)
-        comm_abort(run->comm, err); /* a collective failed: the ranks cannot meet again */
     if (!reducer)
         unit_gradient(m, &b, &sums, NULL);
+    else if (train_batch_gradient(m, reducer, &b, &sums, err) != 0)
+        comm_abort(run->comm, err); /* a collective failed: the ranks cannot meet again */
     if (u->buffers != m->buffers)
         memcpy(u->buffers, m->buffers, nb * sizeof(float));
     int bad = !isfinite(sums.loss - u->partial_loss);
@@ -370,31 +363,23 @@ fail:
     return -1;
 }
 
-/* The epoch's training loss and correct count: every unit's sums travel alone (adding zeros is
- * exact) and are added in unit order, the same on any rank count. */
+/* The epoch's training loss and correct count, added in unit order: the same on any rank count. */
 static int epoch_sums(const struct run *run, double *loss, double *correct, char *err)
 {
     const struct shards *d = run->d;
-    double *rows = calloc(2 * (size_t)d->units, sizeof(double));
-    int ok = rows != NULL;
-    if (!ok)
-        err_set(err, "cannot allocate the epoch's sums");
-    CHECK_DP(comm_agree(run->comm, ok, err));
-    for (int i = 0; i < d->local_units; i++) {
-        rows[2 * (d->first_unit + i)] = run->units[i].partial_loss + 0.0;
-        rows[2 * (d->first_unit + i) + 1] = (double)run->units[i].partial_correct;
+    double *mine = malloc(2 * (size_t)d->local_units * sizeof(double)), sums[2];
+    for (int i = 0; mine && i < d->local_units; i++) {
+        mine[2 * i] = run->units[i].partial_loss;
+        mine[2 * i + 1] = (double)run->units[i].partial_correct;
     }
-    CHECK_DP(comm_allreduce_doubles(run->comm, rows, 2 * (size_t)d->units, err));
-    *loss = *correct = 0;
-    for (int u = 0; u < d->units; u++) {
-        *loss += rows[2 * u];
-        *correct += rows[2 * u + 1];
+    struct comm_rows rows = {mine, (size_t)d->first_unit, (size_t)d->local_units, (size_t)d->units, 2};
+    int status = comm_sum_rows_in_order(run->comm, &rows, sums, err);
+    free(mine);
+    if (status == 0) {
+        *loss = sums[0];
+        *correct = sums[1];
     }
-    free(rows);
-    return 0;
-fail:
-    free(rows);
-    return -1;
+    return status;
 }
 
 /* The epoch's record from every unit's sums, evaluation, and the checkpoint. */

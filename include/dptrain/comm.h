@@ -34,6 +34,15 @@ int comm_bcast_doubles(const struct comm *comm, double *data, size_t count, int 
 /* In-place sums over all ranks. */
 int comm_allreduce_floats(const struct comm *comm, float *data, size_t count, char *err);
 int comm_allreduce_doubles(const struct comm *comm, double *data, size_t count, char *err);
+/* Sums that come out the same on any rank count: of `count` rows of `width` doubles, this rank
+ * holds rows [first, first + local) in `mine` (NULL: it could not allocate them, and every rank
+ * fails); every row travels alone (the other ranks send zeros, and adding zeros is exact), and
+ * sums[j] adds column j over all the rows in row order, on every rank. */
+struct comm_rows {
+    const double *mine;
+    size_t first, local, count, width;
+};
+int comm_sum_rows_in_order(const struct comm *comm, const struct comm_rows *rows, double *sums, char *err);
 
 /* Block [first, first + count) of n items for rank r of `ranks`: contiguous, in rank order,
  * sizes differing by at most one. The layout of the training shards and of the evaluation blocks. */
