@@ -49,6 +49,7 @@ static const struct field fields[] = {
     FIELD("best_epoch", F_INT, best_epoch),
     FIELD("param_count", F_SIZE, param_count),
     FIELD("buffer_count", F_SIZE, buffer_count),
+    FIELD("powersgd_q_count", F_SIZE, powersgd_q_count),
     FIELD("lr", F_DOUBLE, lr),
     FIELD("momentum", F_DOUBLE, momentum),
     FIELD("weight_decay", F_DOUBLE, weight_decay),
@@ -265,6 +266,8 @@ static int write_state(hid_t f, const struct checkpoint *c, const char *path, ch
         CHECK_DP(write_checked(f, &(struct h5io_array){"residual", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, residual_dims},
                                c->residual, path, err));
     }
+    if (c->powersgd_q)
+        CHECK_DP(write_floats(f, "powersgd_q", c->powersgd_q, c->powersgd_q_count, path, err));
     if (c->pca_components > 0)
         CHECK_DP(write_pca(f, &c->pca, path, err));
     return 0;
@@ -472,13 +475,23 @@ static int read_state(hid_t f, struct checkpoint *c, const char *path, char *err
     CHECK_DP((c->partial_loss = read_array(f, &(struct h5io_array){"partial_loss", H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE, 1, (hsize_t[]){ranks}}, path, err)) == NULL);
     CHECK_DP((c->partial_correct = read_array(f, &(struct h5io_array){"partial_correct", H5T_NATIVE_INT64, H5T_NATIVE_INT64, 1, (hsize_t[]){ranks}}, path, err)) == NULL);
     CHECK_DP((c->buffers = read_array(f, &(struct h5io_array){"buffers", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){ranks * c->buffer_count}}, path, err)) == NULL);
-    if (strcmp(c->compress, "bf16") == 0) {
+    struct compression compress;
+    if (config_compress_parse(c->compress, &compress) != 0)
+        FAIL("%s: corrupt checkpoint: unknown compression '%s'", path, c->compress);
+    if ((compress.kind == COMPRESS_POWERSGD) != (c->powersgd_q_count > 0))
+        FAIL("%s: corrupt checkpoint: compression %s with %zu values of PowerSGD's Q", path, c->compress,
+             c->powersgd_q_count);
+    if (compress.kind != COMPRESS_NONE) {
         CHECK_DP((c->residual = read_array(f, &(struct h5io_array){"residual", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1,
                                                                     (hsize_t[]){ranks * n}}, path, err)) == NULL);
         if (!all_finite(c->residual, 0, ranks * n))
             FAIL("%s: corrupt checkpoint: the error-feedback residuals hold values that are not finite", path);
-    } else if (strcmp(c->compress, "none") != 0) {
-        FAIL("%s: corrupt checkpoint: unknown compression '%s'", path, c->compress);
+    }
+    if (compress.kind == COMPRESS_POWERSGD) {
+        CHECK_DP((c->powersgd_q = read_array(f, &(struct h5io_array){"powersgd_q", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1,
+                                                                      (hsize_t[]){c->powersgd_q_count}}, path, err)) == NULL);
+        if (!all_finite(c->powersgd_q, 0, c->powersgd_q_count))
+            FAIL("%s: corrupt checkpoint: PowerSGD's Q holds values that are not finite", path);
     }
     if (!all_finite(c->params, 0, n) || (c->best_params && !all_finite(c->best_params, 0, n)) ||
         !all_finite(c->buffers, 0, ranks * c->buffer_count))
@@ -528,6 +541,7 @@ void checkpoint_free(struct checkpoint *c)
         free(c->partial_correct);
         free(c->buffers);
         free(c->residual);
+        free(c->powersgd_q);
         free(c->pca.mean);
         free(c->pca.basis);
         free(c->pca.explained_variance);

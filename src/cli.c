@@ -68,7 +68,7 @@ static const struct flag flags[] = {
      "reduce the gradients in buckets of at least this many MB, started during backward; 0 = one "
      "blocking allreduce after backward (default 0: faster on one node, see README)"},
     {"--compress", V_COMPRESS, AT(compress), FOR_TRAINING, 0, 0,
-     "the gradient on the wire: none (float32) or bf16 (half the bytes, error feedback) (default none)"},
+     "the gradient on the wire: none (float32), bf16 (half the bytes) or powersgd[:R] (each large weight matrix's rank-R factors, R 1-64, default 4); both with error feedback (default none)"},
     {"--shard-optimizer", V_FLAG, AT(shard_optimizer), FOR_TRAINING, 0, 0,
      "each rank updates 1/N of the parameters: a reduce-scatter of the gradient, the optimizer on this rank's "
      "slice, an allgather of the parameters (ZeRO stage 1; the README says when it wins)"},
@@ -264,7 +264,8 @@ static int apply_flag(const struct flag *f, const char *value, struct config *o,
         return 0;
     case V_COMPRESS:
         if (config_compress_parse(value, &o->compress) != 0)
-            FAIL("%s: unknown compression '%s' (expected none or bf16)", f->name, value);
+            FAIL("%s: unknown compression '%s' (expected none, bf16, powersgd or powersgd:R with R from 1 to %d)",
+                 f->name, value, CONFIG_POWERSGD_MAX_RANK);
         return 0;
     case V_FLAG:
         *(int *)(base + f->offset) = 1;
@@ -308,12 +309,17 @@ static int check_choices(const struct config *o, char *err)
         FAIL("--checkpoint-every needs --checkpoint FILE");
     if (o->command == CMD_EVAL && !o->checkpoint)
         FAIL("eval: --checkpoint FILE is required");
-    if (o->deterministic && o->compress != COMPRESS_NONE)
-        FAIL("--deterministic cannot be combined with --compress %s: its rounding residuals belong to ranks, "
-             "so the result would depend on their number", config_compress_name(o->compress));
-    if (o->shard_optimizer && (o->compress != COMPRESS_NONE || o->bucket_mb > 0 || o->deterministic))
+    char compress[CONFIG_COMPRESS_LENGTH];
+    config_compress_text(&o->compress, compress, sizeof compress);
+    if (o->deterministic && o->compress.kind != COMPRESS_NONE)
+        FAIL("--deterministic cannot be combined with --compress %s: its error-feedback residuals belong to ranks, "
+             "so the result would depend on their number", compress);
+    if (o->shard_optimizer && o->compress.kind != COMPRESS_NONE)
         FAIL("--shard-optimizer reduce-scatters the whole float32 gradient after backward: it cannot be combined "
-             "with %s", o->deterministic ? "--deterministic" : o->bucket_mb > 0 ? "--bucket-mb" : "--compress bf16");
+             "with --compress %s", compress);
+    if (o->shard_optimizer && (o->bucket_mb > 0 || o->deterministic))
+        FAIL("--shard-optimizer reduce-scatters the whole float32 gradient after backward: it cannot be combined "
+             "with %s", o->deterministic ? "--deterministic" : "--bucket-mb");
     if (o->deterministic && o->batch_per_rank > 0)
         FAIL("--deterministic cannot be combined with --batch-per-rank: the global batch would change with the "
              "number of ranks (give --batch)");

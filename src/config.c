@@ -1,12 +1,14 @@
 #include "dptrain/config.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
 static const char *const optimizer_names[] = {[OPT_SGD] = "sgd", [OPT_ADAM] = "adam"};
 static const char *const schedule_names[] = {[SCHEDULE_COSINE] = "cosine", [SCHEDULE_STEP] = "step",
                                              [SCHEDULE_CONSTANT] = "constant"};
-static const char *const compress_names[] = {[COMPRESS_NONE] = "none", [COMPRESS_BF16] = "bf16"};
+static const char *const compress_names[] = {[COMPRESS_NONE] = "none", [COMPRESS_BF16] = "bf16",
+                                             [COMPRESS_POWERSGD] = "powersgd"};
 
 /* The index of name in names, or -1. */
 static int find_name(const char *const *names, int count, const char *name)
@@ -43,17 +45,35 @@ int config_schedule_parse(const char *name, enum schedule_kind *kind)
     return k >= 0 ? 0 : -1;
 }
 
-const char *config_compress_name(enum compress_kind kind)
+void config_compress_text(const struct compression *c, char *out, size_t size)
 {
-    return compress_names[kind];
+    if (c->kind == COMPRESS_POWERSGD)
+        snprintf(out, size, "%s:%d", compress_names[c->kind], c->rank);
+    else
+        snprintf(out, size, "%s", compress_names[c->kind]);
 }
 
-int config_compress_parse(const char *name, enum compress_kind *kind)
+int config_compress_parse(const char *text, struct compression *c)
 {
+    char name[CONFIG_COMPRESS_LENGTH], tail;
+    int rank = CONFIG_POWERSGD_DEFAULT_RANK;
+    size_t length = strcspn(text, ":");
+    if (length >= sizeof name)
+        return -1;
+    memcpy(name, text, length);
+    name[length] = '\0';
     int k = find_name(compress_names, (int)(sizeof compress_names / sizeof *compress_names), name);
-    if (k >= 0)
-        *kind = (enum compress_kind)k;
-    return k >= 0 ? 0 : -1;
+    if (k < 0 || (text[length] == ':' && k != COMPRESS_POWERSGD))
+        return -1;
+    /* the rank: digits only, nothing after them */
+    if (text[length] == ':' && (sscanf(text + length + 1, "%d%c", &rank, &tail) != 1 ||
+                                !isdigit((unsigned char)text[length + 1])))
+        return -1;
+    if (rank < 1 || rank > CONFIG_POWERSGD_MAX_RANK)
+        return -1;
+    c->kind = (enum compress_kind)k;
+    c->rank = k == COMPRESS_POWERSGD ? rank : 0;
+    return 0;
 }
 
 enum model_kind config_model_kind(const char *spec)
@@ -67,7 +87,7 @@ static void setting_text(const struct config *c, enum setting s, const char *rea
 {
     switch (s) {
     case SETTING_MODEL: snprintf(out, size, "%s", c->model); break;
-    case SETTING_COMPRESS: snprintf(out, size, "%s", config_compress_name(c->compress)); break;
+    case SETTING_COMPRESS: config_compress_text(&c->compress, out, size); break;
     case SETTING_PCA: snprintf(out, size, "%d", c->pca); break;
     case SETTING_BATCH: snprintf(out, size, "%d", c->batch); break;
     case SETTING_EPOCHS: snprintf(out, size, "%d", c->epochs); break;

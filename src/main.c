@@ -8,9 +8,11 @@
 #include "dptrain/model.h"
 #include "dptrain/watchdog.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <xmmintrin.h>
 
 /* Before MPI starts, the launcher's environment says which rank this process will be: errors
@@ -24,6 +26,17 @@ static int first_rank_of_job(void)
             return strcmp(value, "0") == 0;
     }
     return 1;
+}
+
+/* A command-line error is printed by the first rank alone. The others wait a moment before they
+ * exit: mpirun ends the job when any rank exits non-zero, and with a short
+ * odls_base_sigkill_timeout it could kill the first rank before its message is out (seen in the
+ * suite, which sets it to 0). */
+static void give_way(void)
+{
+    struct timespec t = {0, 300 * 1000 * 1000};
+    while (nanosleep(&t, &t) != 0 && errno == EINTR)
+        continue;
 }
 
 /* The model spec of every run, checked before MPI starts: a bad one is a command-line error. */
@@ -122,6 +135,8 @@ int main(int argc, char **argv)
     if (cli_parse(argc, argv, &options, err) != 0 || check_model(&options, err) != 0) {
         if (first_rank_of_job())
             fprintf(stderr, "dptrain: error: %s\n", err);
+        else
+            give_way();
         return DP_EXIT_USAGE;
     }
     options.command_line = command_line;

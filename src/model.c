@@ -288,6 +288,20 @@ int model_param_boundaries(const struct model *m, size_t *offsets, int max)
     return count;
 }
 
+int model_weight_shape(const struct model *m, size_t offset, int *rows, int *cols)
+{
+    for (int i = 0; i < m->layer_count; i++) {
+        const struct layer *l = &m->layers[i];
+        if ((l->kind != LAYER_DENSE && l->kind != LAYER_CONV) || l->param_offset != offset)
+            continue;
+        const struct conv_shape *c = &l->conv;
+        *rows = l->kind == LAYER_DENSE ? l->out_size : c->channels_out;
+        *cols = l->kind == LAYER_DENSE ? l->in_size : c->channels_in * c->kernel * c->kernel;
+        return 1;
+    }
+    return 0;
+}
+
 int model_check_spec(const char *spec, int input_size, char *err)
 {
     struct model *m = calloc(1, sizeof *m);

@@ -57,10 +57,63 @@ fail:
     return -1;
 }
 
+/* One segment of bucket b (whose segments so far are [segment_starts[b], segment_starts[b + 1])):
+ * a matrix's P, or plain gradients (joined to the bucket's previous segment when both are plain
+ * and touch). */
+static void add_segment(struct reducer *r, int b, const struct param_range *range, size_t *wire)
+{
+    int rows, cols, k = r->segment_starts[b + 1];
+    struct wire_segment *last = k > r->segment_starts[b] ? &r->segments[k - 1] : NULL;
+    if (model_weight_shape(r->model, range->offset, &rows, &cols) && powersgd_worth(rows, cols, r->psgd.rank) &&
+        r->psgd.count < POWERSGD_MAX_MATRICES) {
+        powersgd_add(&r->psgd, range->offset, rows, cols, *wire);
+        r->segments[r->segment_starts[b + 1]++] = (struct wire_segment){range->offset, range->count, *wire,
+                                                                         r->psgd.count - 1};
+        *wire += (size_t)rows * (size_t)r->psgd.rank;
+        return;
+    }
+    if (last && last->matrix < 0 && last->grad + last->count == range->offset)
+        last->count += range->count;
+    else
+        r->segments[r->segment_starts[b + 1]++] = (struct wire_segment){range->offset, range->count, *wire, -1};
+    *wire += range->count;
+}
+
+/* The wire's layout: each bucket's segments, from the model's parameter ranges (weights, biases,
+ * batch norm), which never straddle a bucket's edge (buckets are cut where a layer starts). */
+static int init_powersgd(struct reducer *r, int rank, char *err)
+{
+    size_t wire = 0;
+    CHECK_PTR(r->residual = calloc(r->count, sizeof *r->residual), "cannot allocate the error-feedback residual");
+    powersgd_init(&r->psgd, rank, r->grads, r->residual, NULL);
+    for (int b = 0; b < r->bucket_count; b++) {
+        r->wire_starts[b] = wire;
+        r->segment_starts[b + 1] = r->segment_starts[b];
+        for (int k = 0; k < r->model->range_count; k++) {
+            const struct param_range *range = &r->model->ranges[k];
+            if (range->offset >= r->starts[b] && range->offset < r->starts[b + 1])
+                add_segment(r, b, range, &wire);
+        }
+    }
+    r->wire_starts[r->bucket_count] = wire;
+    CHECK_PTR(r->factors = malloc(sizeof(float) * (wire + 1)), "cannot allocate PowerSGD's wire buffer");
+    r->psgd.wire = r->factors;
+    CHECK_DP(powersgd_alloc(&r->psgd, err));
+    if (wire > (size_t)INT_MAX || r->psgd.q_count > (size_t)INT_MAX)
+        FAIL("MPI message of %zu PowerSGD floats is too large", wire + r->psgd.q_count);
+    r->powersgd = 1;
+    return 0;
+fail:
+    return -1;
+}
+
 int reducer_free(struct reducer *r, char *err)
 {
     free(r->wire);
     free(r->residual);
+    free(r->factors);
+    powersgd_free(&r->psgd);
+    r->factors = NULL;
     free(r->counts);
     free(r->displs);
     r->wire = NULL;
@@ -69,6 +122,7 @@ int reducer_free(struct reducer *r, char *err)
     if (r->bf16 && r->sum_bf16 != MPI_OP_NULL)
         CHECK_MPI(MPI_Op_free(&r->sum_bf16), "cannot free the bf16 sum operation");
     r->bf16 = 0;
+    r->powersgd = 0;
     return 0;
 fail:
     return -1;
@@ -76,7 +130,11 @@ fail:
 
 size_t reducer_wire_bytes(const struct reducer *r)
 {
-    return r->ranks > 1 ? r->count * (r->bf16 ? sizeof(uint16_t) : sizeof(float)) : 0;
+    if (r->ranks == 1)
+        return 0;
+    if (r->powersgd)
+        return (r->wire_starts[r->bucket_count] + r->psgd.q_count) * sizeof(float);
+    return r->count * (r->bf16 ? sizeof(uint16_t) : sizeof(float));
 }
 
 /* Sharded: every rank's slice, cut at multiples of 16 floats (whole cache lines and vectors). */
@@ -103,6 +161,7 @@ int reducer_init(struct reducer *r, const struct comm *comm, struct model *model
     size_t boundaries[MODEL_MAX_LAYERS], cuts[MODEL_MAX_LAYERS + 1];
     memset(r, 0, sizeof *r);
     r->world = comm->world;
+    r->model = model;
     r->watchdog = comm->watchdog;
     r->rank = comm->rank;
     r->ranks = comm->size;
@@ -129,6 +188,8 @@ int reducer_init(struct reducer *r, const struct comm *comm, struct model *model
     r->sum_bf16 = MPI_OP_NULL;
     if (bf16)
         CHECK_DP(init_bf16(r, err));
+    if (options->powersgd_rank > 0)
+        CHECK_DP(init_powersgd(r, options->powersgd_rank, err));
     r->sharded = options->sharded && r->ranks > 1;
     if (r->sharded)
         CHECK_DP(init_slices(r, err));
@@ -143,11 +204,27 @@ void reducer_begin(struct reducer *r)
     r->mpi_error = 0;
 }
 
+/* PowerSGD: bucket b's section of the wire, its P's computed and its other gradients copied. */
+static void pack(struct reducer *r, int b)
+{
+    for (int k = r->segment_starts[b]; k < r->segment_starts[b + 1]; k++) {
+        const struct wire_segment *g = &r->segments[k];
+        if (g->matrix >= 0)
+            powersgd_project(&r->psgd, g->matrix);
+        else
+            memcpy(r->factors + g->wire, r->grads + g->grad, g->count * sizeof(float));
+    }
+}
+
 static void start_bucket(struct reducer *r, int b)
 {
     size_t first = r->starts[b], count = r->starts[b + 1] - first;
     int rc;
-    if (r->bf16) {
+    if (r->powersgd) {
+        pack(r, b);
+        rc = MPI_Iallreduce(MPI_IN_PLACE, r->factors + r->wire_starts[b], (int)(r->wire_starts[b + 1] - r->wire_starts[b]),
+                            MPI_FLOAT, MPI_SUM, r->world, &r->requests[b]);
+    } else if (r->bf16) {
         compress(r, first, count);
         rc = MPI_Iallreduce(MPI_IN_PLACE, r->wire + first, (int)count, MPI_UINT16_T, r->sum_bf16, r->world,
                             &r->requests[b]);
@@ -175,10 +252,16 @@ void reducer_ready(void *context, size_t first_ready)
     }
 }
 
-/* One blocking allreduce of the gradients [0, count), in float32 or bfloat16. */
-static int allreduce_front(struct reducer *r, size_t count, char *err)
+/* One blocking allreduce of buckets [0, buckets): float32, bfloat16 or PowerSGD's sections. */
+static int allreduce_front(struct reducer *r, int buckets, char *err)
 {
-    if (r->bf16) {
+    size_t count = r->starts[buckets];
+    if (r->powersgd) {
+        for (int b = 0; b < buckets; b++)
+            pack(r, b);
+        CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, r->factors, (int)r->wire_starts[buckets], MPI_FLOAT, MPI_SUM, r->world),
+                  "rank %d: allreduce of %zu PowerSGD factors and gradients failed", r->rank, r->wire_starts[buckets]);
+    } else if (r->bf16) {
         compress(r, 0, count);
         CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, r->wire, (int)count, MPI_UINT16_T, r->sum_bf16, r->world),
                   "rank %d: allreduce of %zu bf16 gradients failed", r->rank, count);
@@ -209,7 +292,7 @@ static int reduce_rest(struct reducer *r, char *err)
     if (r->sharded)
         return reduce_scatter(r, err);
     if (r->fused)
-        return allreduce_front(r, r->count, err);
+        return allreduce_front(r, r->bucket_count, err);
     CHECK_MPI(r->mpi_error, "rank %d: bucketed allreduce of the gradients failed", rank);
     int first_started = r->next;
     if (r->next > 0) {
@@ -217,11 +300,29 @@ static int reduce_rest(struct reducer *r, char *err)
          * over it, which Open MPI's tuned algorithms run about twice as fast as the nonblocking
          * one (measured, bench_kernels allreduce vs iallreduce). It also drives the buckets in
          * flight. */
-        CHECK_DP(allreduce_front(r, r->starts[r->next], err));
+        CHECK_DP(allreduce_front(r, r->next, err));
         r->next = 0;
     }
     CHECK_MPI(MPI_Waitall(r->bucket_count - first_started, r->requests + first_started, MPI_STATUSES_IGNORE),
               "rank %d: waiting for the gradient allreduce failed", rank);
+    return 0;
+fail:
+    return -1;
+}
+
+/* PowerSGD, every section summed: the plain gradients back in place, each matrix's P
+ * orthonormalised and its Q formed, then all the Q's summed in one allreduce. */
+static int reduce_q(struct reducer *r, char *err)
+{
+    for (int k = 0; k < r->segment_starts[r->bucket_count]; k++) {
+        const struct wire_segment *g = &r->segments[k];
+        if (g->matrix >= 0)
+            powersgd_back(&r->psgd, g->matrix);
+        else
+            memcpy(r->grads + g->grad, r->factors + g->wire, g->count * sizeof(float));
+    }
+    CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, r->psgd.q, (int)r->psgd.q_count, MPI_FLOAT, MPI_SUM, r->world),
+              "rank %d: allreduce of %zu PowerSGD factors failed", r->rank, r->psgd.q_count);
     return 0;
 fail:
     return -1;
@@ -233,9 +334,13 @@ int reducer_finish(struct reducer *r, char *err)
         return 0;
     watchdog_wait(r->watchdog, "the gradient allreduce");
     int status = reduce_rest(r, err);
+    if (status == 0 && r->powersgd)
+        status = reduce_q(r, err);
     watchdog_done(r->watchdog);
     for (size_t i = 0; status == 0 && r->bf16 && i < r->count; i++)
         r->grads[i] = from_bf16(r->wire[i]);
+    for (int i = 0; status == 0 && r->powersgd && i < r->psgd.count; i++)
+        powersgd_expand(&r->psgd, i, r->ranks);
     return status;
 }
 

@@ -26,7 +26,8 @@ static int allocate_model(struct run *run, int input, int capacity, char *err)
         FAIL("cannot allocate the model (injected allocation failure)");
     CHECK_DP((run->model = model_create(o->model, input, DATASET_CLASSES, capacity, (float)o->dropout, err)) == NULL);
     run->model->profile = run->profile;
-    struct reducer_options reduce = {(size_t)(o->bucket_mb * 1048576.0), o->compress == COMPRESS_BF16,
+    struct reducer_options reduce = {(size_t)(o->bucket_mb * 1048576.0), o->compress.kind == COMPRESS_BF16,
+                                     o->compress.kind == COMPRESS_POWERSGD ? o->compress.rank : 0,
                                      o->shard_optimizer};
     CHECK_DP(reducer_init(&run->reducer, run->comm, run->model, &reduce, err));
     CHECK_DP(evaluator_init(&run->eval, run->model, o->tta, err));

@@ -14,7 +14,7 @@ struct gathered {
     double *losses;
     int64_t *corrects;
     float *buffers;
-    float *residuals; /* with --compress bf16 */
+    float *residuals; /* with --compress bf16 or powersgd */
 };
 
 static void gathered_free(struct gathered *g)
@@ -43,7 +43,7 @@ static int gather_rows(const struct run *run, struct gathered *mine, struct gath
     const struct reducer *red = &run->reducer;
     int ok = allocate_gathered(mine, local, 0, 0);
     if (comm->rank == 0)
-        ok = ok && allocate_gathered(all, (size_t)run->d->units, nb, red->bf16 ? red->count * (size_t)comm->size : 0);
+        ok = ok && allocate_gathered(all, (size_t)run->d->units, nb, red->residual ? red->count * (size_t)comm->size : 0);
     if (!ok)
         err_set(err, "cannot allocate checkpoint buffers");
     CHECK_DP(comm_agree(comm, ok, err));
@@ -59,7 +59,7 @@ static int gather_rows(const struct run *run, struct gathered *mine, struct gath
     CHECK_DP(comm_gather_items(comm, mine->losses, local, sizeof(double), all->losses, err));
     CHECK_DP(comm_gather_items(comm, mine->corrects, local, sizeof(int64_t), all->corrects, err));
     CHECK_DP(comm_gather_items(comm, run->units[0].buffers, local * nb, sizeof(float), all->buffers, err));
-    if (red->bf16)
+    if (red->residual)
         CHECK_DP(comm_gather_items(comm, red->residual, red->count, sizeof(float), all->residuals, err));
     return 0;
 fail:
@@ -85,6 +85,8 @@ static void describe(const struct run *run, const struct gathered *g, int epochs
         .history = r->history, .dropout_rng = g->dropout, .augment_rng = g->augment, .partial_loss = g->losses,
         .partial_correct = g->corrects, .buffer_count = run->model->buffer_count, .buffers = g->buffers,
         .residual = g->residuals,
+        .powersgd_q_count = run->reducer.powersgd ? run->reducer.psgd.q_count : 0,
+        .powersgd_q = run->reducer.powersgd ? run->reducer.psgd.q : NULL,
     };
     const float *state[2];
     int arrays = optim_state(run->optimizer, state);
@@ -94,7 +96,7 @@ static void describe(const struct run *run, const struct gathered *g, int epochs
     snprintf(c->optimizer, sizeof c->optimizer, "%s", config_optimizer_name(o->optimizer));
     snprintf(c->schedule, sizeof c->schedule, "%s", config_schedule_name(o->schedule));
     snprintf(c->name, sizeof c->name, "%s", r->name);
-    snprintf(c->compress, sizeof c->compress, "%s", config_compress_name(o->compress));
+    config_compress_text(&o->compress, c->compress, sizeof c->compress);
 }
 
 /* A sharded optimizer: every rank's slice of its state to every rank, so that rank 0 saves it
@@ -147,7 +149,7 @@ static void restore_own_rows(struct run *run, const struct checkpoint *c)
     }
     if (run->unit_buffers) /* the units' average at an epoch's end, for an evaluation before any step */
         memcpy(run->model->buffers, c->buffers, nb * sizeof(float));
-    if (c->residual && run->reducer.bf16) /* units are ranks here */
+    if (c->residual && run->reducer.residual) /* units are ranks here */
         memcpy(run->reducer.residual, c->residual + (size_t)run->comm->rank * c->param_count,
                c->param_count * sizeof(float));
 }
@@ -178,7 +180,7 @@ static void restore_elastic(struct run *run, const struct checkpoint *c)
         run->model->buffers[i] = (float)(sum / c->units);
     }
     /* What rounding has not yet delivered is owed by the ranks together: rank 0 carries it all. */
-    for (size_t i = 0; c->residual && run->reducer.bf16 && i < c->param_count; i++) {
+    for (size_t i = 0; c->residual && run->reducer.residual && i < c->param_count; i++) {
         double owed = 0;
         for (int r = 0; rank == 0 && r < c->units; r++)
             owed += c->residual[(size_t)r * c->param_count + i];
@@ -206,6 +208,12 @@ int snapshot_restore(struct run *run, const struct checkpoint *c, char *err)
     run->start_step = c->step;
     run->resumed_epoch_seconds = c->epoch_seconds;
     run->resumed_ranks = c->ranks;
+    if (run->reducer.powersgd) { /* the settings matched: the same compression, the same model */
+        if (c->powersgd_q_count != run->reducer.psgd.q_count)
+            FAIL("%s: corrupt checkpoint: %zu values of PowerSGD's Q, this model has %zu", run->o->checkpoint,
+                 c->powersgd_q_count, run->reducer.psgd.q_count);
+        memcpy(run->reducer.psgd.q, c->powersgd_q, c->powersgd_q_count * sizeof(float));
+    }
     if (c->units == run->d->units)
         restore_own_rows(run, c);
     else

@@ -117,6 +117,15 @@ static void test_every_flag(void **state)
     parse_ok("eval --checkpoint c.h5 --data d.h5 --out e.h5 --tta --threads 2", &c);
     assert_true(c.tta == 1 && c.threads == 2);
     assert_string_equal(c.checkpoint, "c.h5");
+    parse_ok("train --compress powersgd", &c);
+    assert_true(c.compress.kind == COMPRESS_POWERSGD && c.compress.rank == CONFIG_POWERSGD_DEFAULT_RANK);
+    parse_ok("train --compress powersgd:64", &c);
+    assert_true(c.compress.kind == COMPRESS_POWERSGD && c.compress.rank == 64);
+    char text[CONFIG_COMPRESS_LENGTH];
+    config_compress_text(&c.compress, text, sizeof text);
+    assert_string_equal(text, "powersgd:64");
+    parse_ok("train --compress bf16", &c);
+    assert_true(c.compress.kind == COMPRESS_BF16 && c.compress.rank == 0);
     parse_ok("compare --pca 0,50 --batch-per-rank 96", &c); /* the global batch waits for the rank count */
     assert_true(c.batch_per_rank == 96 && c.batch == 0);
 }
@@ -183,6 +192,15 @@ static void test_errors(void **state)
         {"train --data=", "--data: empty value"},
         {"train --threads 0", "--threads: 0 is out of range 1..256"},
         {"train --bucket-mb -1", "--bucket-mb: -1 is out of range 0..1024"},
+        {"train --compress zip", "--compress: unknown compression 'zip' (expected none, bf16, powersgd or powersgd:R"},
+        {"train --compress powersgd:0", "--compress: unknown compression 'powersgd:0'"},
+        {"train --compress powersgd:65", "with R from 1 to 64"},
+        {"train --compress powersgd:4x", "unknown compression 'powersgd:4x'"},
+        {"train --compress powersgd:-4", "unknown compression 'powersgd:-4'"},
+        {"train --compress powersgd:", "unknown compression 'powersgd:'"},
+        {"train --compress bf16:2", "unknown compression 'bf16:2'"},
+        {"train --compress powersgd:2 --deterministic", "--deterministic cannot be combined with --compress powersgd:2"},
+        {"train --compress powersgd --shard-optimizer", "cannot be combined with --compress powersgd:4"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         parse_fails(cases[i][0], cases[i][1]);

@@ -1,6 +1,6 @@
 /* Under mpiexec -n 1, 2, 3: the allreduced gradient of one global batch split across the ranks
  * equals the gradient of the same samples on one rank, and the optimizer step that follows
- * leaves bitwise identical parameters on every rank. */
+ * leaves bitwise identical parameters on every rank; bucketing, bf16 and PowerSGD on the wire. */
 #include "dptrain/check.h"
 #include "dptrain/comm.h"
 #include "dptrain/dataset.h"
@@ -58,7 +58,7 @@ static void gradient_on_wire(const struct comm *comm, struct model *m, const uin
     struct reducer r;
     struct batch b = {labels, n, GLOBAL, 0.0f, NULL};
     struct batch_sums sums = {0, 0};
-    assert_int_equal(reducer_init(&r, comm, m, &(struct reducer_options){bucket_bytes, bf16, 0}, err), 0);
+    assert_int_equal(reducer_init(&r, comm, m, &(struct reducer_options){bucket_bytes, bf16, 0, 0}, err), 0);
     assert_int_equal(train_batch_gradient(m, &r, &b, &sums, err), 0);
     assert_int_equal(reducer_free(&r, err), 0);
 }
@@ -114,18 +114,18 @@ static void test_bucket_layout(void **state)
     char err[DP_ERR_LEN];
     struct model *m = make_model(4);
     struct reducer r;
-    assert_int_equal(reducer_init(&r, &world, m, &(struct reducer_options){1, 0, 0}, err), 0); /* every layer its own bucket */
+    assert_int_equal(reducer_init(&r, &world, m, &(struct reducer_options){1, 0, 0, 0}, err), 0); /* every layer its own bucket */
     assert_int_equal(r.bucket_count, 3);
     assert_int_equal(r.starts[0], 0);
     assert_int_equal(r.starts[1], 336);
     assert_int_equal(r.starts[2], 540);
     assert_int_equal(r.starts[3], 670);
-    assert_int_equal(reducer_init(&r, &world, m, &(struct reducer_options){600, 0, 0}, err), 0); /* the last layer (520 bytes) joins the middle one */
+    assert_int_equal(reducer_init(&r, &world, m, &(struct reducer_options){600, 0, 0, 0}, err), 0); /* the last layer (520 bytes) joins the middle one */
     assert_int_equal(r.bucket_count, 2);
     assert_int_equal(r.starts[1], 336);
-    assert_int_equal(reducer_init(&r, &world, m, &(struct reducer_options){1 << 30, 0, 0}, err), 0);
+    assert_int_equal(reducer_init(&r, &world, m, &(struct reducer_options){1 << 30, 0, 0, 0}, err), 0);
     assert_int_equal(r.bucket_count, 1);
-    assert_int_equal(reducer_init(&r, &world, m, &(struct reducer_options){0, 0, 0}, err), 0);
+    assert_int_equal(reducer_init(&r, &world, m, &(struct reducer_options){0, 0, 0, 0}, err), 0);
     assert_true(r.fused);
     model_free(m);
 }
@@ -221,6 +221,146 @@ static void test_bf16_on_the_wire(void **state)
     model_free(bucketed);
 }
 
+/* PowerSGD: the reducer driven as backward drives it, on gradients set by hand. */
+static void reduce_given(struct reducer *r, const struct model *m)
+{
+    char err[DP_ERR_LEN];
+    size_t offsets[MODEL_MAX_LAYERS];
+    int count = model_param_boundaries(m, offsets, MODEL_MAX_LAYERS);
+    reducer_begin(r);
+    for (int i = 0; i < count; i++)
+        reducer_ready(r, offsets[i]);
+    reducer_ready(r, 0);
+    assert_int_equal(reducer_finish(r, err), 0);
+}
+
+static struct reducer *powersgd_reducer(struct model *m, size_t bucket_bytes, int rank)
+{
+    char err[DP_ERR_LEN];
+    struct reducer *r = malloc(sizeof *r);
+    assert_non_null(r);
+    assert_int_equal(reducer_init(r, &world, m, &(struct reducer_options){bucket_bytes, 0, rank, 0}, err), 0);
+    return r;
+}
+
+static void powersgd_free_reducer(struct reducer *r)
+{
+    char err[DP_ERR_LEN];
+    assert_int_equal(reducer_free(r, err), 0);
+    free(r);
+}
+
+/* This rank's gradient at `step`: weights (rank + 1) u v^T (the sum over the ranks has rank 1)
+ * when rank_one, else full rank; biases anything. */
+static void set_gradient(struct model *m, int rank_one, int step)
+{
+    for (int k = 0; k < m->range_count; k++) {
+        const struct param_range *range = &m->ranges[k];
+        int rows, cols;
+        float *g = m->grads + range->offset;
+        if (!model_weight_shape(m, range->offset, &rows, &cols))
+            rows = 1, cols = (int)range->count;
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++)
+                g[(size_t)i * cols + j] = rank_one && range->decay
+                    ? (float)(world.rank + 1) * sinf(0.3f * (float)i + 1.0f) * cosf(0.7f * (float)j)
+                    : sinf(1.3f * (float)world.rank + 0.71f * (float)step + 0.19f * (float)k + 0.37f * (float)(i * cols + j));
+    }
+}
+
+/* mlp:16,12 on 20 inputs at rank 1: every weight matrix qualifies (16x20, 12x16, 10x12). The
+ * wire holds P0 (16), bias 0 (16), P1 (12), bias 1 (12), P2 (10), bias 2 (10); Q 20 + 16 + 12. A
+ * sum of rank-1 gradients comes through exactly (to rounding), the biases as a plain sum, and
+ * the ranks' residuals sum to zero. On one rank nothing is compressed. */
+static void test_powersgd_rank_one(void **state)
+{
+    (void)state;
+    struct model *m = make_model(4);
+    struct reducer *r = powersgd_reducer(m, 0, 1);
+    assert_int_equal(r->psgd.count, 3);
+    assert_int_equal(r->wire_starts[1], 76);
+    assert_int_equal(r->psgd.q_count, 48);
+    assert_int_equal(reducer_wire_bytes(r), world.size == 1 ? 0 : (76 + 48) * sizeof(float));
+    size_t n = m->param_count;
+    float *given = malloc(n * sizeof(float)), *sum = malloc(n * sizeof(float)), *owed = malloc(n * sizeof(float));
+    set_gradient(m, 1, 0);
+    memcpy(given, m->grads, n * sizeof(float));
+    MPI_Allreduce(given, sum, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    reduce_given(r, m);
+    if (world.size == 1)
+        assert_memory_equal(m->grads, given, n * sizeof(float));
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) {
+        worst = fmax(worst, fabs((double)m->grads[i] - sum[i]));
+        scale = fmax(scale, fabs((double)sum[i]));
+    }
+    assert_true(worst <= 1e-5 * scale);
+    MPI_Allreduce(r->residual, owed, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    for (size_t i = 0; i < n; i++)
+        assert_true(fabs((double)owed[i]) <= 1e-5 * scale);
+    free(given);
+    free(sum);
+    free(owed);
+    powersgd_free_reducer(r);
+    model_free(m);
+}
+
+/* Full-rank gradients at rank 2 over three steps: nothing is lost (what was delivered plus what
+ * the ranks still owe is every gradient given), P's columns are orthonormal, and buckets started
+ * during backward give the same bits as the fused path on up to two ranks. */
+static void test_powersgd_error_feedback(void **state)
+{
+    (void)state;
+    struct model *fused = make_model(4), *bucketed = make_model(4);
+    struct reducer *a = powersgd_reducer(fused, 0, 2), *b = powersgd_reducer(bucketed, 1, 2);
+    assert_int_equal(a->psgd.count, 1); /* only 16x20 is worth it at rank 2 */
+    assert_int_equal(b->bucket_count, 3);
+    size_t n = fused->param_count;
+    double *delivered = calloc(n, sizeof(double)), *given = calloc(n, sizeof(double));
+    float *sum = malloc(n * sizeof(float)), *owed = malloc(n * sizeof(float));
+    for (int step = 0; step < 3; step++) {
+        set_gradient(fused, 0, step);
+        set_gradient(bucketed, 0, step);
+        MPI_Allreduce(fused->grads, sum, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        reduce_given(a, fused);
+        reduce_given(b, bucketed);
+        if (world.size <= 2) {
+            assert_memory_equal(bucketed->grads, fused->grads, n * sizeof(float));
+            assert_memory_equal(b->residual, a->residual, n * sizeof(float));
+        }
+        for (size_t i = 0; i < n; i++) {
+            delivered[i] += fused->grads[i];
+            given[i] += sum[i];
+        }
+    }
+    MPI_Allreduce(a->residual, owed, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) {
+        worst = fmax(worst, fabs(delivered[i] + owed[i] - given[i]));
+        scale = fmax(scale, fabs(given[i]));
+    }
+    assert_true(scale > 0.5);
+    assert_true(worst <= 1e-5 * scale);
+    if (world.size > 1) { /* P [16][2] orthonormal */
+        const float *p = a->factors + a->psgd.matrices[0].p;
+        for (int c = 0; c < 2; c++)
+            for (int d = 0; d < 2; d++) {
+                double dot = 0;
+                for (int i = 0; i < 16; i++)
+                    dot += (double)p[i * 2 + c] * p[i * 2 + d];
+                assert_true(fabs(dot - (c == d)) < 1e-5);
+            }
+    }
+    free(delivered);
+    free(given);
+    free(sum);
+    free(owed);
+    powersgd_free_reducer(a);
+    powersgd_free_reducer(b);
+    model_free(fused);
+    model_free(bucketed);
+}
+
 static void test_local_shares(void **state)
 {
     (void)state;
@@ -253,6 +393,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bucket_layout),
         cmocka_unit_test(test_bucketed_matches_fused),
         cmocka_unit_test(test_bf16_on_the_wire),
+        cmocka_unit_test(test_powersgd_rank_one),
+        cmocka_unit_test(test_powersgd_error_feedback),
         cmocka_unit_test(test_local_shares),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

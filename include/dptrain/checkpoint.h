@@ -12,6 +12,7 @@
 #ifndef DPTRAIN_CHECKPOINT_H
 #define DPTRAIN_CHECKPOINT_H
 
+#include "dptrain/config.h"
 #include "dptrain/dataset.h"
 #include "dptrain/pca.h"
 #include "dptrain/results.h"
@@ -21,12 +22,13 @@
 #include <stdint.h>
 
 #define CHECKPOINT_FORMAT "dptrain-checkpoint"
-#define CHECKPOINT_VERSION 5 /* 2: adds tta; 3: checksums of every array and attribute, data identity;
-                                4: compress and the error-feedback residuals; 5: deterministic, units */
+#define CHECKPOINT_VERSION 6 /* 2: adds tta; 3: checksums of every array and attribute, data identity;
+                                4: compress and the error-feedback residuals; 5: deterministic, units;
+                                6: PowerSGD's Q */
 
 struct checkpoint {
     /* configuration: what must match for a resume */
-    char model[64], optimizer[8], schedule[16], name[64], compress[8];
+    char model[64], optimizer[8], schedule[16], name[64], compress[CONFIG_COMPRESS_LENGTH];
     int pca_components, global_batch, ranks, epochs, validation, augment, tta;
     int deterministic;                        /* --deterministic: rows are the virtual shards */
     int units;                                /* rows of the per-unit arrays: ranks, or virtual shards */
@@ -54,7 +56,9 @@ struct checkpoint {
     int64_t *partial_correct;
     size_t buffer_count;                      /* batch-norm running statistics, per unit */
     float *buffers;                           /* [units][buffer_count] */
-    float *residual;                          /* [units][param_count], compress bf16 only (units = ranks) */
+    float *residual;                          /* [units][param_count], compress bf16 and powersgd (units = ranks) */
+    size_t powersgd_q_count;
+    float *powersgd_q;                        /* [powersgd_q_count]: the last step's summed Q (the same on every rank) */
     int owned;                                /* 1 when checkpoint_read allocated the arrays */
 };
 

@@ -11,8 +11,16 @@
 
 enum command { CMD_NONE, CMD_CONVERT, CMD_TRAIN, CMD_COMPARE, CMD_EVAL };
 enum model_kind { MODEL_MLP, MODEL_CNN };
-/* The gradient on the wire: float32, or bfloat16 with error feedback (reducer.h). */
-enum compress_kind { COMPRESS_NONE, COMPRESS_BF16 };
+/* The gradient on the wire: float32, bfloat16 with error feedback, or PowerSGD's rank-R factors
+ * with error feedback (reducer.h, powersgd.h). */
+enum compress_kind { COMPRESS_NONE, COMPRESS_BF16, COMPRESS_POWERSGD };
+struct compression {
+    enum compress_kind kind;
+    int rank;                         /* PowerSGD's R; 0 otherwise */
+};
+#define CONFIG_POWERSGD_DEFAULT_RANK 4
+#define CONFIG_POWERSGD_MAX_RANK 64
+#define CONFIG_COMPRESS_LENGTH 16     /* "powersgd:64" and its terminator fit */
 
 #define CONFIG_MAX_PCA_RUNS 16
 #define CONFIG_MODEL_LENGTH 64
@@ -46,7 +54,7 @@ struct config {
     int deterministic;                /* the same bits on any rank count: virtual shards, exact sums (train.h) */
     int threads;                      /* 0: chosen from the node (1 with --deterministic) */
     double bucket_mb;                 /* gradient allreduce buckets; 0 = one fused allreduce */
-    enum compress_kind compress;      /* the gradient on the wire */
+    struct compression compress;      /* the gradient on the wire */
     int shard_optimizer;              /* reduce-scatter, each rank updates its slice, allgather (reducer.h) */
     int quiet, checkpoint_every, resume;
     int drift_check;                  /* steps between checks that all ranks hold the same parameters; 0 = off */
@@ -59,8 +67,11 @@ int config_optimizer_parse(const char *name, enum optimizer_kind *kind);
 const char *config_schedule_name(enum schedule_kind kind);
 int config_schedule_parse(const char *name, enum schedule_kind *kind);
 enum model_kind config_model_kind(const char *spec);
-const char *config_compress_name(enum compress_kind kind);
-int config_compress_parse(const char *name, enum compress_kind *kind);
+/* "none", "bf16", "powersgd:R" (at most CONFIG_COMPRESS_LENGTH bytes with the terminator). */
+void config_compress_text(const struct compression *c, char *out, size_t size);
+/* "none", "bf16", "powersgd" (rank CONFIG_POWERSGD_DEFAULT_RANK) or "powersgd:R" with R in
+ * 1..CONFIG_POWERSGD_MAX_RANK: 0 and *c set, -1 otherwise. */
+int config_compress_parse(const char *text, struct compression *c);
 
 /* The options that messages outside cli name (cli_flag spells them as users type them). */
 enum option {

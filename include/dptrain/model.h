@@ -83,6 +83,10 @@ uint64_t model_param_hash(const struct model *m);
 /* The offsets in the flat parameter buffer where a layer's parameters begin, from the last layer
  * to the first, leaving out 0 (the gradient reducer cuts its buckets there). Returns the count. */
 int model_param_boundaries(const struct model *m, size_t *offsets, int max);
+/* The weight matrix that starts at `offset` of the flat buffer, as rows × cols (dense: outputs ×
+ * inputs; convolution: output channels × input channels·k·k): 1, or 0 when no dense or
+ * convolution weight starts there (gradient compression treats each as a matrix). */
+int model_weight_shape(const struct model *m, size_t offset, int *rows, int *cols);
 /* Parse a model spec without allocating it: the command line's check, before MPI starts. */
 int model_check_spec(const char *spec, int input_size, char *err);
 struct model *model_create(const char *spec, int input_size, int classes, int max_batch,

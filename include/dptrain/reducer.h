@@ -16,20 +16,35 @@
  * bfloat16 (nearest even) and keeps what the rounding lost as the next step's residual, so that
  * no part of a gradient is lost over the steps (only delayed). The allreduce sums bfloat16
  * vectors with a user-defined operation that adds in float32 and rounds each partial sum back to
- * bfloat16; the sum is widened to float32 at the end. On one rank nothing goes on the wire and
- * nothing is rounded. */
+ * bfloat16; the sum is widened to float32 at the end.
+ *
+ * PowerSGD on the wire (--compress powersgd:R, powersgd.h): each bucket's section of the wire
+ * holds, in buffer order, the P factor of each of its large weight matrices and the bucket's
+ * other gradients (biases, batch norm, small layers) whole; the sections are reduced as the
+ * float32 buckets are (started during backward, or fused after it). Once every section is summed
+ * the P's are orthonormalised, each rank forms its Q's, and one more allreduce sums all the Q's.
+ * On one rank nothing goes on the wire and nothing is rounded or compressed. */
 #ifndef DPTRAIN_REDUCER_H
 #define DPTRAIN_REDUCER_H
 
 #include "dptrain/comm.h"
 #include "dptrain/model.h"
+#include "dptrain/powersgd.h"
 
 #include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
 
+/* A run of the flat gradient buffer and where it travels in the PowerSGD wire buffer: whole
+ * (matrix -1), or as the P factor of matrix `matrix`. */
+struct wire_segment {
+    size_t grad, count, wire;
+    int matrix;
+};
+
 struct reducer {
     MPI_Comm world;
+    const struct model *model;
     struct watchdog *watchdog;                   /* told when the step waits for the sum */
     int rank, ranks;
     float *grads;
@@ -43,21 +58,32 @@ struct reducer {
     /* bf16 on the wire */
     int bf16;
     uint16_t *wire;                              /* [count] what goes on the wire */
-    float *residual;                             /* [count] error feedback: what rounding has lost */
+    float *residual;                             /* [count] error feedback (bf16 and PowerSGD): what has not
+                                                    been delivered yet */
     MPI_Op sum_bf16;
+    /* PowerSGD on the wire */
+    int powersgd;
+    struct powersgd psgd;
+    float *factors;                              /* the wire: bucket b's section is
+                                                    [wire_starts[b], wire_starts[b + 1]) */
+    size_t wire_starts[MODEL_MAX_LAYERS + 1];
+    struct wire_segment segments[MODEL_MAX_LAYERS]; /* in buffer order; bucket b's are
+                                                    [segment_starts[b], segment_starts[b + 1]) */
+    int segment_starts[MODEL_MAX_LAYERS + 1];
     /* sharded: rank i owns [displs[i], displs[i] + counts[i]) of the parameters */
     int sharded;
     int *counts, *displs;
 };
 
-/* How the gradient is summed: buckets of at least bucket_bytes (0: one fused allreduce), bf16 on
- * the wire, or sharded (fused, float32): a reduce-scatter leaves each rank the sum of its own
+/* How the gradient is summed: buckets of at least bucket_bytes (0: one fused allreduce), bf16 or
+ * PowerSGD on the wire, or sharded (fused, float32): a reduce-scatter leaves each rank the sum of its own
  * slice of the parameters only, its optimizer updates that slice, and reducer_share gathers the
  * updated slices (ZeRO stage 1's communication: the same bytes as the ring allreduce's two
  * halves; each rank does 1/N of the update). */
 struct reducer_options {
     size_t bucket_bytes;
     int bf16;
+    int powersgd_rank;                           /* 0: no PowerSGD */
     int sharded;
 };
 

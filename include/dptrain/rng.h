@@ -14,6 +14,7 @@ enum rng_purpose {
     RNG_DROPOUT = 3,
     RNG_AUGMENT = 4,
     RNG_VALIDATION = 5,
+    RNG_POWERSGD = 6,
 };
 
 struct rng {
