@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Throughput benchmark: dptrain's MLP and CNN at 1 rank, 2 ranks (1 BLAS thread each, fused and
-# bucketed allreduce, weak scaling: --batch-per-rank 128, --compress bf16, --deterministic and
-# --shard-optimizer) and 1 rank with 2 BLAS threads; the phase shares of a step from --trace; the
+# bucketed allreduce, weak scaling: --batch-per-rank 128, --compress bf16 and powersgd:4,
+# --deterministic and --shard-optimizer) and 1 rank with 2 BLAS threads; the phase shares of a step from --trace; the
 # achieved GFLOP/s against the single-core cblas_sgemm peak measured in this same run; peak memory
 # per rank; the times of convert and of the PCA fit; and, if Debian's python3-torch is installed
 # (this script does not install it), PyTorch on the same networks, data, batch and threads.
@@ -53,6 +53,7 @@ for model in mlp cnn; do
   train "${model}_2ranks_bucketed" 2 1 $model "$epochs" --bucket-mb "${BENCH_BUCKET_MB:-0.1}"
   train "${model}_2ranks_weak" 2 1 $model "$epochs" --batch-per-rank 128
   train "${model}_2ranks_bf16" 2 1 $model "$epochs" --compress bf16
+  train "${model}_2ranks_psgd" 2 1 $model "$epochs" --compress powersgd:4
   train "${model}_2ranks_deterministic" 2 1 $model "$epochs" --deterministic
   train "${model}_2ranks_sharded" 2 1 $model "$epochs" --shard-optimizer
   train "${model}_1rank_2threads" 1 2 $model "$epochs"

@@ -58,6 +58,7 @@ for model in ("mlp", "cnn"):
                               (f"{model}_2ranks_bucketed", "2 x 1", "bucketed"),
                               (f"{model}_2ranks_weak", "2 x 1 weak", "fused"),
                               (f"{model}_2ranks_bf16", "2 x 1", "bf16"),
+                              (f"{model}_2ranks_psgd", "2 x 1", "psgd:4"),
                               (f"{model}_2ranks_deterministic", "2 x 1", "exact"),
                               (f"{model}_2ranks_sharded", "2 x 1", "sharded"),
                               (f"{model}_1rank_2threads", "1 x 2", "-")):
@@ -67,7 +68,7 @@ for model in ("mlp", "cnn"):
               f"{s['forward']:5.1f}% {s['backward']:5.1f}% {s['allreduce wait'] + s['stop check']:5.1f}% "
               f"{s['optimizer']:5.1f}% {r['products']:5.1f}% {r['gflops']:8.1f} "
               f"{100 * r['gflops'] / (peak * r['cores']):6.1f}% {r['memory']:8d}")
-print("(weak = --batch-per-rank 128: a global batch of 256 on 2 ranks; exact = --deterministic; sharded = --shard-optimizer; "
+print("(weak = --batch-per-rank 128: a global batch of 256 on 2 ranks; psgd:4 = --compress powersgd:4; exact = --deterministic; sharded = --shard-optimizer; "
       "shares of rank 0's step time; wait = allreduce wait + the per-step stop check; GEMM = the dense and "
       "convolution layers, im2col included; % peak = of the sgemm peak times the cores used)")
 
@@ -76,10 +77,11 @@ for model in ("mlp", "cnn"):
     one, fused, bucketed = results[f"{model}_1rank"], results[f"{model}_2ranks"], results[f"{model}_2ranks_bucketed"]
     threads = results[f"{model}_1rank_2threads"]
     hidden = 100 * (1 - bucketed["wait_ms"] / fused["wait_ms"]) if fused["wait_ms"] > 0 else 0.0
-    weak, bf16 = results[f"{model}_2ranks_weak"], results[f"{model}_2ranks_bf16"]
+    weak, bf16, psgd = results[f"{model}_2ranks_weak"], results[f"{model}_2ranks_bf16"], results[f"{model}_2ranks_psgd"]
     exact, sharded = results[f"{model}_2ranks_deterministic"], results[f"{model}_2ranks_sharded"]
     print(f"{model}: 2 ranks / 1 rank {fused['rate'] / one['rate']:.2f}x (bucketed allreduce "
           f"{bucketed['rate'] / one['rate']:.2f}x, bf16 {bf16['rate'] / one['rate']:.2f}x, "
+          f"powersgd:4 {psgd['rate'] / one['rate']:.2f}x, "
           f"sharded optimizer {sharded['rate'] / one['rate']:.2f}x, "
           f"weak scaling {weak['rate'] / one['rate']:.2f}x); "
           f"deterministic step / default step on 2 ranks {exact['step_ms'] / fused['step_ms']:.2f}x; "

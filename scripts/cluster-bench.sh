@@ -2,7 +2,8 @@
 # Figures across hosts, on the cluster of namespaced hosts (scripts/cluster-up.sh): the allreduce's
 # latency (1 float) and bandwidth (the MLP's 235,146-float gradient and 4 Mi floats) over shared
 # memory on one host and over TCP between 2 hosts, and MLP and CNN training samples/s on 1 host x 2
-# ranks against 2 hosts x 1 rank (the MLP also with --compress bf16); the TCP figures at full speed and with both hosts' links limited
+# ranks against 2 hosts x 1 rank (the MLP also with --compress bf16 and
+# powersgd:4, and powersgd:4 with weak scaling, --batch-per-rank 128); the TCP figures at full speed and with both hosts' links limited
 # by tc tbf to 10 Gbit/s and 1 Gbit/s (this kernel has no netem: no added latency). One BLAS thread
 # per rank. Prints one table, headed by the OpenBLAS kernels in use. Needs root.
 #
@@ -68,25 +69,28 @@ PY
 
 row() { # label where rate
   shape "$3"
-  local one mlp_grad big mlp mlp_bf16 cnn=-
+  local one mlp_grad big mlp mlp_bf16 mlp_psgd mlp_psgd_weak cnn=-
   one=$(median_seconds "$2" 1)
   mlp_grad=$(median_seconds "$2" 235146)
   big=$(median_seconds "$2" "$big_floats")
   mlp=$(samples_per_second "$2" mlp "${BENCH_MLP_EPOCHS:-3}")
   mlp_bf16=$(samples_per_second "$2" mlp "${BENCH_MLP_EPOCHS:-3}" --compress bf16)
+  mlp_psgd=$(samples_per_second "$2" mlp "${BENCH_MLP_EPOCHS:-3}" --compress powersgd:4)
+  mlp_psgd_weak=$(samples_per_second "$2" mlp "${BENCH_MLP_EPOCHS:-3}" --compress powersgd:4 --batch-per-rank 128)
   [ "${BENCH_CNN_EPOCHS:-1}" -gt 0 ] && cnn=$(samples_per_second "$2" cnn "${BENCH_CNN_EPOCHS:-1}")
   awk -v l="$1" -v one="$one" -v g="$mlp_grad" -v b="$big" -v n="$big_floats" -v mlp="$mlp" -v m16="$mlp_bf16" \
-      -v cnn="$cnn" 'BEGIN {
-    printf "%-30s %9.1f %9.3f %9.2f %9.3f %9.2f %10s %10s %9s\n", l, one * 1e6, g * 1e3, 235146 * 4 / g / 1e9,
-           b * 1e3, n * 4 / b / 1e9, mlp, m16, cnn }'
+      -v psgd="$mlp_psgd" -v weak="$mlp_psgd_weak" -v cnn="$cnn" 'BEGIN {
+    printf "%-30s %9.1f %9.3f %9.2f %9.3f %9.2f %10s %10s %10s %10s %9s\n", l, one * 1e6, g * 1e3, 235146 * 4 / g / 1e9,
+           b * 1e3, n * 4 / b / 1e9, mlp, m16, psgd, weak, cnn }'
   log "$1 done"
 }
 
 echo "OpenBLAS kernels: ${OPENBLAS_CORETYPE:-auto-detected} (OPENBLAS_CORETYPE); $(nproc) cores; $(date -u +%F)"
 big_label=$(awk -v n="$big_floats" 'BEGIN { printf "%.3g MiB", n * 4 / 1048576 }')
-printf "%-30s %9s %9s %9s %9s %9s %10s %10s %9s\n" "2 ranks on" "1 float" "MLP grad" "GB/s" "$big_label" "GB/s" "MLP" \
-  "MLP bf16" "CNN"
-printf "%-30s %9s %9s %9s %9s %9s %10s %10s %9s\n" "" "us" "ms" "" "ms" "" "samples/s" "samples/s" "samples/s"
+printf "%-30s %9s %9s %9s %9s %9s %10s %10s %10s %10s %9s\n" "2 ranks on" "1 float" "MLP grad" "GB/s" "$big_label" "GB/s" \
+  "MLP" "MLP bf16" "MLP psgd:4" "+weak" "CNN"
+printf "%-30s %9s %9s %9s %9s %9s %10s %10s %10s %10s %9s\n" "" "us" "ms" "" "ms" "" "samples/s" "samples/s" "samples/s" \
+  "samples/s" "samples/s"
 one_rank=$(samples_per_second one mlp "${BENCH_MLP_EPOCHS:-3}")
 row "1 host (shared memory)" local ""
 row "2 hosts (TCP, full speed)" hosts ""

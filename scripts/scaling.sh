@@ -6,11 +6,14 @@
 #     over TCP between 2 to HOSTS hosts at full speed and with every host's link limited by tc tbf
 #     to 10 Gbit/s and 1 Gbit/s (this kernel has no netem: latency enters the model as a parameter);
 #   - each model's step on 1 rank at per-rank batches 128, 64, 32 and 16 (compute per sample, and
-#     the optimizer's update), from dptrain's own profile line, and the MLP's with --compress bf16
-#     on 2 ranks of one host (bf16's own cost per parameter);
+#     the optimizer's update), from dptrain's own profile line; the same step at batch 64 in two
+#     1-rank runs at once (what a rank loses to a neighbour computing beside it: shared memory
+#     bandwidth and caches); the MLP's with --compress bf16
+#     and powersgd:4 on 2 ranks of one host (each compression's own cost per parameter);
 #   - the step time of every configuration that fits on this machine: the MLP on 1 to 4 ranks of
-#     one host and on 2 to HOSTS hosts at each shaping (float32; bf16 on 2 hosts), the CNN on 1
-#     and 2 ranks of one host and on 2 hosts at each shaping;
+#     one host and on 2 to HOSTS hosts at each shaping (float32; bf16 and powersgd:4 on 2 hosts),
+#     the CNN on 1 and 2 ranks of one host and on 2 hosts at each shaping (and powersgd:4 at
+#     10 Gbit/s);
 # then scripts/scaling_model.py fits the model from the first two kinds of figures only, prints
 # its equations and constants, every measured configuration beside its prediction, the
 # predicted efficiency for 1 to 256 nodes, draws OUT/scaling.png (the figures it used are kept in
@@ -82,7 +85,8 @@ allreduce() { # net ranks floats
 }
 
 # SCALING_REPEATS training runs of one configuration; appends the median's
-# "KIND model compress where net ranks batch step_ms optimizer_ms params".
+# "KIND model compress where net ranks batch step_ms optimizer_ms params [wire_bytes]" (the bytes
+# per step for PowerSGD, as dptrain printed them).
 step() { # kind model compress where(host|hosts) net ranks batch
   local kind=$1 model=$2 compress=$3 where=$4 net=$5 ranks=$6 batch=$7 launcher logs=()
   if [ "$where" = host ]; then # this namespace has no cluster subnet: no MCA settings for it
@@ -105,9 +109,33 @@ for path in sys.argv[2:]:
     text = open(path).read()
     step = re.search(r"profile \(rank 0\): ([0-9.]+) ms per step:.* optimizer ([0-9.]+)%", text)
     params = re.search(r"\((\d+) parameters\)", text).group(1)
+    wire = re.search(r"^gradient allreduce: .*\((\d+) bytes: PowerSGD", text, re.M)
     runs.append((float(step.group(1)), float(step.group(1)) * float(step.group(2)) / 100))
 ms, update = sorted(runs)[len(runs) // 2]
-print(f"{sys.argv[1]} {ms:.4f} {update:.4f} {params}")
+print(f"{sys.argv[1]} {ms:.4f} {update:.4f} {params}" + (f" {wire.group(1)}" if wire else ""))
+PY
+}
+
+# Two 1-rank runs at once, each at per-rank batch 64 (2 ranks' share of 128): "contended model 64
+# step_ms", the median over SCALING_REPEATS of the two runs' mean.
+contended() { # model
+  local model=$1 r i pids
+  for ((r = 1; r <= repeats; r++)); do
+    pids=()
+    for i in 1 2; do
+      env -u OMPI_MCA_btl_tcp_if_include -u OMPI_MCA_oob_tcp_if_include mpirun -np 1 --bind-to none \
+        "$build/dptrain" train --model "$model" --data "$work/$model.h5" --out "$work/busy$i.h5" --epochs 1 \
+        --batch 64 --threads 1 > "$work/busy$r-$i.log" &
+      pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i"; done
+    rm -f "$work"/busy?.h5
+  done
+  /usr/bin/python3 - "$model" "$work"/busy*-?.log >> "$figures" <<'PY'
+import re, statistics, sys
+steps = [float(re.search(r"profile \(rank 0\): ([0-9.]+) ms per step", open(p).read()).group(1)) for p in sys.argv[2:]]
+pairs = [(a + b) / 2 for a, b in zip(steps[::2], steps[1::2])]
+print(f"contended {sys.argv[1]} 64 {statistics.median(pairs):.4f}")
 PY
 }
 
@@ -120,8 +148,10 @@ done
 for model in mlp cnn; do
   for batch in 128 64 32 16; do step compute "$model" none host shm 1 "$batch"; done
 done
+for model in mlp cnn; do contended "$model"; done
 # bf16's own cost (rounding with error feedback, the user-defined sum): the MLP on 2 ranks of one host
 step compute mlp bf16 host shm 2 128
+step compute mlp powersgd:4 host shm 2 128
 log "compute per sample measured"
 for net in shm tcp 10gbit 1gbit; do
   case $net in shm | tcp) shape "" ;; *) shape "$net" ;; esac
@@ -141,7 +171,9 @@ for net in tcp 10gbit 1gbit; do
   if [ "$net" = tcp ]; then shape ""; else shape "$net"; fi
   for ((n = 2; n <= hosts; n++)); do step measured mlp none hosts "$net" "$n" 128; done
   step measured mlp bf16 hosts "$net" 2 128
+  step measured mlp powersgd:4 hosts "$net" 2 128
   step measured cnn none hosts "$net" 2 128
+  if [ "$net" = 10gbit ]; then step measured cnn powersgd:4 hosts "$net" 2 128; fi
   log "$net measured"
 done
 shape ""

@@ -12,16 +12,23 @@ step time of every training configuration that was measured, which never enters 
   C(b)                             forward, backward and data for a per-rank batch of b samples:
                                    linear between the batches measured on 1 rank (16..128)
   U                                the optimizer's update (every rank updates every parameter)
-  K       = k * P                  bf16's own work on P parameters (0 in float32 and on 1 rank),
-                                   k from the MLP's bf16 step on 2 ranks of one host
-  A(N, n) = 2 (N - 1) alpha_N + 2 (N - 1) / N * n * beta_N     a ring allreduce of n bytes, 0 for N = 1
-  S       = ceil(R / cores)        the busiest core's ranks (R ranks on this machine, hosts or not):
-                                   the step waits for the slowest rank
+  K       = k * P                  the compression's own work on P parameters (0 in float32 and on
+                                   1 rank), k for bf16 and for PowerSGD each from the MLP's step
+                                   with it on 2 ranks of one host
+  A(N, n) = m 2 (N - 1) alpha_N + 2 (N - 1) / N * n * beta_N + 2 ceil(log2 N) alpha_N
+                                   m ring allreduces moving n bytes in all (m = 1; PowerSGD m = 2:
+                                   the P's, then the Q's), and the per-step stop check (one int:
+                                   latency only, recursive doubling as MPI does for small
+                                   messages); 0 for N = 1
+  S       = ceil(R / cores) * f    the busiest core's ranks (R ranks on this machine, hosts or not):
+                                   the step waits for the slowest rank; f (R > 1 only): how much
+                                   slower a rank computes while another computes beside it (memory
+                                   and caches are shared), from two 1-rank runs at once
   on this machine's tbf-shaped links, minus the token bucket's burst: min(burst, rate x compute)
   bytes of each step's allreduce leave at the unshaped speed (bucket_saving)
 
 with N ranks, global batch 128 (strong scaling: b = ceil(128 / N)) or 128 per rank (weak), n =
-4 bytes x parameters (float32) or 2 x parameters (bf16). alpha_N and beta_N come from the
+4 bytes x parameters (float32), 2 x parameters (bf16), or PowerSGD's bytes as dptrain printed them. alpha_N and beta_N come from the
 N-rank allreduces of one float (all latency) and of the large buffer (the rest is bandwidth).
 The default allreduce is fused after backward, so no overlap is subtracted. For nodes of a real
 cluster S = 1 (a node per rank); alpha and beta come from the 2-rank figures of the tbf-shaped
@@ -43,8 +50,13 @@ def fail(message):
     sys.exit(1)
 
 
+def wire_of(compress):
+    """none -> fp32, bf16, powersgd:R -> psgd (the figures are for one R, scaling.sh's)."""
+    return "psgd" if compress.startswith("powersgd") else "fp32" if compress == "none" else compress
+
+
 def read(path):
-    figures = {"allreduce": {}, "compute": {}, "measured": [], "params": {}}
+    figures = {"allreduce": {}, "compute": {}, "measured": [], "params": {}, "psgd_bytes": {}, "contended": {}}
     try:
         lines = open(path).read().splitlines()
     except OSError as e:
@@ -58,14 +70,18 @@ def read(path):
                 figures["kernels"] = f[1]
             elif f[0] == "shaping":
                 figures.setdefault("shaping", {})[f[1]] = {"rate": float(f[2]) / 8, "burst": float(f[3])}
+            elif f[0] == "contended":
+                figures["contended"][(f[1], int(f[2]))] = float(f[3]) / 1e3
             elif f[0] == "allreduce":
                 figures["allreduce"][(f[1], int(f[2]), int(f[3]))] = float(f[4])
             elif f[0] in ("compute", "measured"):
-                row = {"model": f[1], "compress": f[2], "where": f[3], "net": f[4], "ranks": int(f[5]),
+                row = {"model": f[1], "compress": wire_of(f[2]), "where": f[3], "net": f[4], "ranks": int(f[5]),
                        "batch": int(f[6]), "step": float(f[7]) / 1e3, "update": float(f[8]) / 1e3}
                 figures["params"][f[1]] = int(f[9])
-                if f[0] == "compute" and row["compress"] == "bf16":
-                    figures["bf16"] = row
+                if row["compress"] == "psgd" and len(f) > 10:  # PowerSGD's bytes per step, as dptrain said
+                    figures["psgd_bytes"][f[1]] = int(f[10])
+                if f[0] == "compute" and row["compress"] in ("bf16", "psgd"):
+                    figures[row["compress"]] = row
                 elif f[0] == "compute":
                     figures["compute"][(f[1], row["batch"])] = row
                 else:
@@ -89,6 +105,9 @@ def fit(figures):
             fail(f"the {name} needs 1-rank compute figures at two batches at least")
         model["compute"][name] = {"points": [(b, r["step"] - r["update"]) for b, r in rows],
                                   "update": sum(r["update"] for _, r in rows) / len(rows)}
+    # f: a rank's step while another rank computes beside it, over its step alone (1 without figures)
+    model["busy"] = {name: seconds / (compute(model, name, batch) + model["compute"][name]["update"])
+                     for (name, batch), seconds in figures["contended"].items()}
     sizes = sorted({floats for (_, _, floats) in figures["allreduce"]})
     if len(sizes) != 2:
         fail("the allreduce figures need exactly two sizes (1 float and a large buffer)")
@@ -107,12 +126,15 @@ def fit(figures):
             fail(f"no 2-rank allreduce figures for {net}")
     # bf16's own cost per parameter: what its 2-rank step on one host takes beyond the model's
     # float32 step with half the bytes (at least 0)
-    model["bf16_cost"] = 0.0
-    if "bf16" in figures:
-        row = figures["bf16"]
-        params = figures["params"]["mlp"]
-        without = step_time(model, "mlp", params, 2, 64, model["net"][("shm", 2)], "bf16", 1)
-        model["bf16_cost"] = max(row["step"] - without, 0.0) / params
+    model["bf16_cost"] = model["psgd_cost"] = 0.0
+    model["psgd_bytes"] = figures["psgd_bytes"]
+    for wire in ("bf16", "psgd"):
+        if wire in figures and (wire == "bf16" or "mlp" in model["psgd_bytes"]):
+            row = figures[wire]
+            params = figures["params"]["mlp"]
+            without = step_time(model, "mlp", params, 2, 64, model["net"][("shm", 2)], wire,
+                                model["busy"].get("mlp", 1.0))
+            model[f"{wire}_cost"] = max(row["step"] - without, 0.0) / params
     latency = os.environ.get("SCALING_LATENCY_US")
     ten = model["net"][("10gbit", 2)]
     efficiency = (8 / 10e9) / ten["beta"] if ten["beta"] > 0 else 1.0
@@ -140,17 +162,38 @@ def compute(model, name, batch):
     return t1 + (t1 - t0) * (batch - b1) / (b1 - b0)
 
 
-def allreduce(net, ranks, nbytes):
+def wire_bytes(model, name, params, compress):
+    """Bytes of each rank's allreduces per step: float32, bfloat16, or PowerSGD's factors and the
+    gradients it sends whole (as dptrain printed them)."""
+    if compress == "psgd":
+        if name not in model["psgd_bytes"]:
+            fail(f"no PowerSGD byte count for the {name}")
+        return model["psgd_bytes"][name]
+    return params * (2 if compress == "bf16" else 4)
+
+
+def allreduces(net, ranks, nbytes, count):
+    """count allreduces that move nbytes between them: count latencies, the bytes once."""
     if ranks == 1:
         return 0.0
-    return 2 * (ranks - 1) * net["alpha"] + 2 * (ranks - 1) / ranks * nbytes * net["beta"]
+    return count * 2 * (ranks - 1) * net["alpha"] + 2 * (ranks - 1) / ranks * nbytes * net["beta"]
+
+
+def latencies(compress):
+    """m: the gradient's allreduces (PowerSGD: the P's and the Q's)."""
+    return 2 if compress == "psgd" else 1
+
+
+def stop_check(net, ranks):
+    """The per-step allreduce of one int (any rank's stop signal): latency only, log2 N rounds."""
+    return 0.0 if ranks == 1 else 2 * math.ceil(math.log2(ranks)) * net["alpha"]
 
 
 def step_time(model, name, params, ranks, batch, net, compress, sharing):
-    nbytes = params * (2 if compress == "bf16" else 4)
-    rounding = model.get("bf16_cost", 0.0) * params if compress == "bf16" and ranks > 1 else 0.0
-    work = compute(model, name, batch) + model["compute"][name]["update"] + rounding
-    return sharing * work + allreduce(net, ranks, nbytes)
+    nbytes = wire_bytes(model, name, params, compress)
+    own = model.get(f"{compress}_cost", 0.0) * params if compress in ("bf16", "psgd") and ranks > 1 else 0.0
+    work = compute(model, name, batch) + model["compute"][name]["update"] + own
+    return sharing * work + allreduces(net, ranks, nbytes, latencies(compress)) + stop_check(net, ranks)
 
 
 def bucket_saving(model, row, params, gap):
@@ -162,7 +205,7 @@ def bucket_saving(model, row, params, gap):
     if not shaping or row["ranks"] == 1:
         return 0.0
     ranks = row["ranks"]
-    sent = 2 * (ranks - 1) / ranks * params * (2 if row["compress"] == "bf16" else 4)
+    sent = 2 * (ranks - 1) / ranks * wire_bytes(model, row["model"], params, row["compress"])
     fast = min(shaping["burst"], shaping["rate"] * gap, sent)
     full = model["net"][("tcp", max(ranks, 2))]["beta"]
     shaped = model["net"][(row["net"], max(ranks, 2))]["beta"]
@@ -171,12 +214,15 @@ def bucket_saving(model, row, params, gap):
 
 def predicted_here(model, row, params):
     sharing = math.ceil(row["ranks"] / model["cores"])
+    if row["ranks"] > 1:
+        sharing *= model["busy"].get(row["model"], 1.0)
     batch = math.ceil(row["batch"] / row["ranks"])
     net = model["net"].get((row["net"], max(row["ranks"], 2)))
     if net is None:
         fail(f"no allreduce figures for {row['net']} on {row['ranks']} ranks")
     total = step_time(model, row["model"], params, row["ranks"], batch, net, row["compress"], sharing)
-    gap = total - allreduce(net, row["ranks"], params * (2 if row["compress"] == "bf16" else 4))
+    nbytes = wire_bytes(model, row["model"], params, row["compress"])
+    gap = total - allreduces(net, row["ranks"], nbytes, latencies(row["compress"])) - stop_check(net, row["ranks"])
     return total - bucket_saving(model, row, params, gap)
 
 
@@ -190,14 +236,18 @@ def efficiency(model, name, params, nodes, link, compress, weak):
 def report(figures, model):
     print(f"scaling model ({figures['cores']} cores; OpenBLAS kernels {figures['kernels']}; fitted from the "
           f"allreduce and 1-rank step figures only)")
-    print("  T(N, b) = S (C(b) + U + K) + 2 (N-1) alpha_N + 2 (N-1)/N n beta_N,  S = ceil(ranks on this machine / cores),"
-          " K = k P with bf16 on N > 1;"
+    print("  T(N, b) = S (C(b) + U + K) + m 2 (N-1) alpha_N + 2 (N-1)/N n beta_N + 2 ceil(log2 N) alpha_N (m = 1, PowerSGD 2; the last term the stop check),  S = ceil(ranks on this machine / cores) f,"
+          " K = k P with compression on N > 1;"
           " on tbf-shaped links minus min(burst, rate x compute) bytes at the unshaped speed")
     print(f"  bf16: k = {model['bf16_cost'] * 1e9:.2f} ns per parameter (rounding, error feedback, the user-defined sum)")
+    if model["psgd_bytes"]:
+        sizes = ", ".join(f"{name} {n / 1e3:.1f} KB" for name, n in sorted(model["psgd_bytes"].items()))
+        print(f"  PowerSGD: k = {model['psgd_cost'] * 1e9:.2f} ns per parameter (the factors' products, "
+              f"orthonormalisation, error feedback); n = {sizes}")
     for name, c in model["compute"].items():
         points = ", ".join(f"C({b}) = {t * 1e3:.3f}" for b, t in c["points"])
         print(f"  {name}: {points} ms; U = {c['update'] * 1e3:.3f} ms; n = {figures['params'][name] * 4 / 1e6:.2f} MB "
-              f"(float32)")
+              f"(float32); f = {model['busy'].get(name, 1.0):.3f}")
     for (net, ranks), v in sorted(model["net"].items(), key=lambda item: (list(NET_NAMES).index(item[0][0]), item[0][1])):
         print(f"  {NET_NAMES[net]:25} N = {ranks}: alpha = {v['alpha'] * 1e6:7.1f} us, beta = {v['beta'] * 1e9:7.3f} "
               f"ns/byte ({1 / v['beta'] / 1e9 if v['beta'] > 0 else float('inf'):.2f} GB/s)")
@@ -212,7 +262,7 @@ def report(figures, model):
         if row["ranks"] <= model["cores"]:
             worst_unshared = max(worst_unshared, abs(error))
         where = NET_NAMES[row["net"]] if row["where"] == "hosts" or row["net"] == "shm" else row["net"]
-        print(f"{row['model']:5} {'bf16' if row['compress'] == 'bf16' else 'fp32':5} {where:26} {row['ranks']:5d} "
+        print(f"{row['model']:5} {row['compress']:5} {where:26} {row['ranks']:5d} "
               f"{row['step'] * 1e3:12.3f} {predicted * 1e3:13.3f} {error:+6.1f}%")
     print(f"(worst error where every rank has a core of its own: {worst_unshared:.1f}%)")
     print()
@@ -222,12 +272,14 @@ def report(figures, model):
     for name in ("mlp", "cnn"):
         params = figures["params"][name]
         for link_name, link in model["cluster"].items():
-            for compress in ("none", "bf16"):
+            for compress in ("fp32", "bf16", "psgd"):
+                if compress == "psgd" and name not in model["psgd_bytes"]:
+                    continue
                 for weak in (False, True):
                     values = [efficiency(model, name, params, n, link, compress, weak) if weak or n <= 128 else None
                               for n in nodes]
                     cells = " ".join(f"{100 * v:5.0f}%" if v is not None else f"{'-':>6}" for v in values)
-                    print(f"{name:5} {link_name:8} {'fp32' if compress == 'none' else 'bf16':5} "
+                    print(f"{name:5} {link_name:8} {compress:5} "
                           f"{'weak' if weak else 'strong':7} {cells}")
     return worst
 
@@ -240,13 +292,13 @@ def draw(figures, model, path):
     for row_index, name in enumerate(("mlp", "cnn")):
         params = figures["params"][name]
         here = axes[row_index][0]
-        measured = [r for r in figures["measured"] if r["model"] == name and r["compress"] == "none"]
+        measured = [r for r in figures["measured"] if r["model"] == name and r["compress"] == "fp32"]
         for net in ("shm", "tcp", "10gbit", "1gbit"):
             points = sorted((r["ranks"], r["step"]) for r in measured if r["net"] == net)
             if not points:
                 continue
             ranks = [p[0] for p in points]
-            line = [predicted_here(model, {"model": name, "compress": "none", "net": net, "ranks": n, "batch": 128},
+            line = [predicted_here(model, {"model": name, "compress": "fp32", "net": net, "ranks": n, "batch": 128},
                                    params) * 1e3 for n in ranks]
             here.plot(ranks, line, "-x", color=COLORS[net], label=f"{NET_NAMES[net]}: predicted")
             here.plot([p[0] for p in points], [p[1] * 1e3 for p in points], "o", color=COLORS[net],
@@ -259,10 +311,12 @@ def draw(figures, model, path):
         there = axes[row_index][1]
         nodes = [2 ** k for k in range(9)]
         for (link_name, link), style in zip(model["cluster"].items(), (":", "--", "-")):
-            for compress, color in (("none", "tab:blue"), ("bf16", "tab:purple")):
+            for compress, color in (("fp32", "tab:blue"), ("bf16", "tab:purple"), ("psgd", "tab:brown")):
+                if compress == "psgd" and name not in model["psgd_bytes"]:
+                    continue
                 strong = [(n, efficiency(model, name, params, n, link, compress, False)) for n in nodes if n <= 128]
                 weak = [(n, efficiency(model, name, params, n, link, compress, True)) for n in nodes]
-                wire = "fp32" if compress == "none" else "bf16"
+                wire = compress
                 there.plot([n for n, _ in weak], [n * e for n, e in weak], style, color=color,
                            label=f"weak, {link_name}, {wire}")
                 there.plot([n for n, _ in strong], [n * e for n, e in strong], style, color=color, alpha=0.45,

@@ -26,8 +26,9 @@ void console_announce(const struct run *run)
         printf("deterministic: %d virtual shards (this rank %d..%d), exact gradient sums: the same bits on any "
                "rank count\n", run->d->units, run->d->first_unit + 1, run->d->first_unit + run->d->local_units);
     else if (wire > 0 && run->reducer.powersgd)
-        printf("gradient allreduce: %.3f MB per step from each rank (PowerSGD rank %d on %d weight matrices, "
-               "the other gradients float32; error feedback)\n", (double)wire / 1e6, o->compress.rank, run->reducer.psgd.count);
+        printf("gradient allreduce: %.3f MB per step from each rank (%zu bytes: PowerSGD rank %d on %d weight "
+               "matrices, the other gradients float32; error feedback)\n", (double)wire / 1e6, wire,
+               o->compress.rank, run->reducer.psgd.count);
     else if (wire > 0)
         printf("gradient allreduce: %.2f MB per step from each rank (%s)\n", (double)wire / 1e6,
                run->reducer.bf16 ? "bfloat16 with error feedback" : "float32");

@@ -25,8 +25,9 @@ if result.returncode != 0:
 out = result.stdout
 check(re.search(r"OpenBLAS kernels \S+, single-core cblas_sgemm peak \d+\.\d GFLOP/s", out), out[:400])
 rows = [l for l in out.splitlines() if re.match(r"^(mlp|cnn) +[12] x [12] ", l)]
-check(len(rows) == 16, f"16 rows, got {len(rows)}:\n{out}")
+check(len(rows) == 18, f"18 rows, got {len(rows)}:\n{out}")
 check(len([r for r in rows if r.split()[4] == "bf16"]) == 2, f"the bf16 rows:\n{out}")
+check(len([r for r in rows if r.split()[4] == "psgd:4"]) == 2, f"the powersgd rows:\n{out}")
 check(len([r for r in rows if r.split()[4] == "exact"]) == 2, f"the --deterministic rows:\n{out}")
 check(len([r for r in rows if r.split()[4] == "sharded"]) == 2, f"the --shard-optimizer rows:\n{out}")
 for row in rows:
@@ -36,6 +37,7 @@ for row in rows:
     check(rate > 0 and abs(sum(shares) - 100) < 1.0, f"row {row!r}: rate or shares")
 for model in ("mlp", "cnn"):
     check(re.search(rf"^{model}: 2 ranks / 1 rank \d+\.\d\dx \(bucketed allreduce \d+\.\d\dx, bf16 \d+\.\d\dx, "
+                    rf"powersgd:4 \d+\.\d\dx, "
                     rf"sharded optimizer \d+\.\d\dx, "
                     rf"weak scaling \d+\.\d\dx\); deterministic step / default step on 2 ranks \d+\.\d\dx; "
                     rf"1 rank x 2 threads",

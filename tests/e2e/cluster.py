@@ -226,7 +226,7 @@ def cluster_bench(env):
     number = r"\d+\.\d+"
     for label in ("1 host (shared memory)", "2 hosts (TCP, full speed)", "2 hosts, links at 10 Gbit/s",
                   "2 hosts, links at 1 Gbit/s"):
-        check(re.search(rf"^{re.escape(label)} +{number} +{number} +{number} +{number} +{number} +\d+ +\d+ +-$", r.stdout,
+        check(re.search(rf"^{re.escape(label)} +{number} +{number} +{number} +{number} +{number} +\d+ +\d+ +\d+ +\d+ +-$", r.stdout,
                         re.M), f"cluster-bench.sh: no row '{label}' in {r.stdout}")
     check("OpenBLAS kernels:" in r.stdout, "cluster-bench.sh names the kernels")
     check(re.search(r"^\(1 rank, no allreduce: MLP \d+ samples/s;", r.stdout, re.M), f"the one-rank line: {r.stdout}")
@@ -251,10 +251,12 @@ def scaling_model(env):
                                              SCALING_BIG_FLOATS="4096", SCALING_REPEATS="1",
                                              DPTRAIN_CLUSTER_DIR=state))
     check(r.returncode == 0, f"scaling.sh: exit {r.returncode}: {r.stderr[-1500:]}")
-    rows = re.findall(r"^(mlp|cnn) +(fp32|bf16) +(.+?) +(\d) +\d+\.\d+ +\d+\.\d+ +[+-]\d+\.\d%$", r.stdout, re.M)
-    check(len(rows) == 15, f"scaling.sh: 15 measured configurations expected, got {len(rows)}: {r.stdout}")
+    rows = re.findall(r"^(mlp|cnn) +(fp32|bf16|psgd) +(.+?) +(\d) +\d+\.\d+ +\d+\.\d+ +[+-]\d+\.\d%$", r.stdout, re.M)
+    check(len(rows) == 19, f"scaling.sh: 19 measured configurations expected, got {len(rows)}: {r.stdout}")
+    check(len([row for row in rows if row[1] == "psgd"]) == 4, f"scaling.sh: the PowerSGD rows: {r.stdout}")
     check(re.search(r"\nworst prediction error: \d+\.\d%\n?$", r.stdout), f"scaling.sh: last line: {r.stdout[-300:]}")
-    check(re.search(r"^mlp +10 GbE +bf16 +weak ", r.stdout, re.M), "scaling.sh: the cluster predictions")
+    check(re.search(r"^mlp +10 GbE +bf16 +weak ", r.stdout, re.M) and re.search(r"^cnn +1 GbE +psgd +strong ", r.stdout, re.M),
+          "scaling.sh: the cluster predictions")
     check(open(f"{out}/scaling.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n", "scaling.png is not a PNG")
     check(os.path.getsize(f"{out}/scaling-figures.txt") > 0, "the figures behind the plot are kept")
     shaped = subprocess.run(["ip", "netns", "exec", "dpt-node1", "tc", "qdisc", "show", "dev", "eth0"],

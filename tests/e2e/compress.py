@@ -68,9 +68,9 @@ def resume_exact(mode, other, state):
 
 accuracy("bf16", "gradient allreduce: 0.47 MB per step from each rank (bfloat16 with error feedback)", 0.002)
 # 784x256 and 256x128 at rank 4: P (256 + 128) x 4 and Q (784 + 256) x 4; the rest whole (1280 + 394):
-# 7370 floats, 29480 bytes
-accuracy("powersgd:4", "gradient allreduce: 0.029 MB per step from each rank (PowerSGD rank 4 on 2 weight "
-         "matrices, the other gradients float32; error feedback)", 0.005)
+# 7370 floats
+accuracy("powersgd:4", "gradient allreduce: 0.029 MB per step from each rank (29480 bytes: PowerSGD rank 4 on 2 "
+         "weight matrices, the other gradients float32; error feedback)", 0.005)
 for mode in ("bf16", "powersgd:4"):
     buckets_equal_fused(mode)
 resume_exact("bf16", "none", [])
