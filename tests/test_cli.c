@@ -54,15 +54,15 @@ static void test_train_defaults(void **state)
     assert_string_equal(c.data, "data/fashion-mnist.h5");
     assert_string_equal(c.out, "results/train.h5");
     assert_true(c.out_is_default);
-    assert_string_equal(c.model, "mlp");
+    assert_string_equal(c.model, "mlp:512,256");
     assert_int_equal(c.model_kind, MODEL_MLP);
     assert_int_equal(c.pca, 0);
-    assert_int_equal(c.epochs, 20);
+    assert_int_equal(c.epochs, 30);
     assert_int_equal(c.batch, 128);
     assert_int_equal(c.optimizer, OPT_ADAM);
     assert_true(c.lr == 1e-3 && c.momentum == 0.9 && c.weight_decay == 1e-4);
     assert_int_equal(c.schedule, SCHEDULE_COSINE);
-    assert_true(c.warmup == 1 && c.dropout == 0.1 && c.label_smoothing == 0);
+    assert_true(c.warmup == 1 && c.dropout == 0.2 && c.label_smoothing == 0.1);
     assert_true(c.seed == 1 && c.tta == 0 && c.threads == 0 && c.bucket_mb == 0);
     assert_true(c.stall_timeout == 30 && c.drift_check == 200 && c.batch_per_rank == 0);
     assert_null(c.checkpoint);
@@ -146,6 +146,9 @@ static void test_dependent_defaults(void **state)
     parse_ok("train --model cnn", &c);
     assert_int_equal(c.epochs, 20);
     assert_int_equal(c.tta, 0);
+    assert_true(c.dropout == 0.1 && c.label_smoothing == 0); /* a CNN's own defaults */
+    parse_ok("train --model mlp --dropout 0 --label-smoothing 0.05", &c); /* given values stay */
+    assert_true(c.epochs == 30 && c.dropout == 0 && c.label_smoothing == 0.05);
     parse_ok("compare --pca 0,50,100", &c);
     assert_int_equal(c.pca_runs, 3);
     assert_int_equal(c.pca_list[0], 0);
