@@ -41,6 +41,8 @@ log "sgemm peak measured"
 train() {
   local name=$1 ranks=$2 threads=$3 model=$4 epochs=$5
   shift 5
+  # the MLP as bench_torch.py builds it: dropout 0.1, no label smoothing (the default MLP differs)
+  [[ $model == mlp ]] && set -- --dropout 0.1 --label-smoothing 0 "$@"
   mpirun -np "$ranks" --oversubscribe --bind-to "$([[ $threads == 1 ]] && echo core || echo none)" \
     "$dptrain" train --data "$work/data.h5" --out "$work/$name.h5" --model "$model" --epochs "$epochs" \
     --threads "$threads" --trace "$work/$name.json" "$@" > "$work/$name.log"
