@@ -88,7 +88,7 @@ def same_results(a, b, what):
 
 
 def train_across_hosts(env, labels):
-    common_args = ["train", "--data", DATA, "--epochs", "1", "--quiet"]
+    common_args = ["train", "--data", DATA, "--model", "mlp", "--epochs", "1", "--quiet"]
     for ranks in (2, 3):
         here, there = f"{work}/local{ranks}.h5", f"{work}/hosts{ranks}.h5"
         must_succeed(run(common_args + ["--out", here], ranks=ranks))
@@ -116,7 +116,7 @@ def host_without_data(env):
         f.write(shared + "\n")
     try:
         out = f"{work}/hidden.h5"
-        r = across(2, ["train", "--data", data, "--out", out, "--epochs", "1"], env, timeout=120)
+        r = across(2, ["train", "--data", data, "--out", out, "--model", "mlp", "--epochs", "1"], env, timeout=120)
     finally:
         os.remove(f"{state}/hosts/node2/hide")
     errors = [line for line in r.stderr.splitlines() if line.startswith("dptrain: error:")]
@@ -168,7 +168,7 @@ def fault(env, name, inject, message):
     for path in (checkpoint, out):
         if os.path.exists(path):
             os.remove(path)
-    args = ["train", "--data", DATA, "--out", out, "--checkpoint", checkpoint, "--epochs", str(EPOCHS),
+    args = ["train", "--data", DATA, "--out", out, "--checkpoint", checkpoint, "--model", "mlp", "--epochs", str(EPOCHS),
             "--stall-timeout", "4", "--quiet"]
     job = start_across(2, args, env)
     try:
@@ -207,7 +207,7 @@ def fault(env, name, inject, message):
 def merely_slow(env):
     out = f"{work}/slow.h5"
     job_env = {"DPTRAIN_FAULT": "slow@1:1"}  # rank 1's end of epoch 1 takes 6 s longer
-    job = start_across(2, ["train", "--data", DATA, "--out", out, "--epochs", "2", "--stall-timeout", "2"], env,
+    job = start_across(2, ["train", "--data", DATA, "--out", out, "--model", "mlp", "--epochs", "2", "--stall-timeout", "2"], env,
                        job_env)
     stdout, stderr = job.communicate(timeout=120)
     check(job.returncode == 0 and os.path.exists(out),
@@ -277,7 +277,7 @@ def slurm_across_nodes(env, labels):
         return f"{results}/job-{job}/{name}"
 
     for nodes in (3,):  # 2 nodes: the requeued job below
-        job = slurm_jobs.submit(env, ROOT, "jobs/train.sbatch", dict(exports, DPTRAIN_ARGS="--epochs 1 --quiet"),
+        job = slurm_jobs.submit(env, ROOT, "jobs/train.sbatch", dict(exports, DPTRAIN_ARGS="--model mlp --epochs 1 --quiet"),
                                 [f"-N{nodes}", log])
         slurm_jobs.wait_state(env, ROOT, job, ("COMPLETED",), 300, f"{results}/slurm-{job}.out")
         with h5py.File(job_file(job, "results.h5"), "r") as f:
@@ -287,14 +287,14 @@ def slurm_across_nodes(env, labels):
         print(f"sbatch -N {nodes} jobs/train.sbatch: {2 * nodes} ranks on {nodes} hosts")
 
     job = slurm_jobs.submit(env, ROOT, "jobs/compare.sbatch",
-                            dict(exports, DPTRAIN_PCA="0,50", DPTRAIN_ARGS="--epochs 1"), ["-N3", log])
+                            dict(exports, DPTRAIN_PCA="0,50", DPTRAIN_ARGS="--model mlp --epochs 1"), ["-N3", log])
     slurm_jobs.wait_state(env, ROOT, job, ("COMPLETED",), 300, f"{results}/slurm-{job}.out")
     check(os.path.exists(job_file(job, "report/REPORT.md")), "compare.sbatch -N 3 wrote no report")
     with h5py.File(job_file(job, "compare.h5"), "r") as f:
         check(sorted(f["runs"]) == ["pca50", "raw"] and f.attrs["hosts"] == 3, "compare.sbatch -N 3 results")
     print("sbatch -N 3 jobs/compare.sbatch: raw and pca50 on 3 hosts, with the report")
 
-    job = slurm_jobs.submit(env, ROOT, "jobs/scaling.sbatch", dict(exports, DPTRAIN_ARGS="--epochs 1"),
+    job = slurm_jobs.submit(env, ROOT, "jobs/scaling.sbatch", dict(exports, DPTRAIN_ARGS="--model mlp --epochs 1"),
                             ["-N2", log])
     slurm_jobs.wait_state(env, ROOT, job, ("COMPLETED",), 300, f"{results}/slurm-{job}.out")
     table = open(f"{results}/slurm-{job}.out").read()

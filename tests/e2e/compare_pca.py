@@ -33,6 +33,6 @@ with h5py.File(out, "r") as f:
     for k in range(10):
         check(abs(abs(components[k] @ vectors[:, k]) - 1) < 1e-3, f"component {k} direction")
         check(components[k][np.argmax(np.abs(components[k]))] > 0, f"component {k} sign")
-    check(f["runs/pca50"].attrs["parameters"] == 50 * 256 + 256 + 256 * 128 + 128 + 1290, "parameters")
+    check(f["runs/pca50"].attrs["parameters"] == 50 * 512 + 512 + 512 * 256 + 256 + 2570, "parameters")
     check(f["runs/pca50"].attrs["test_accuracy"] > 0.84, "PCA-50 trains")
 print("ok: max ratio difference", worst)

@@ -13,7 +13,7 @@ PHASES = ["stop check", "data", "forward", "backward", "allreduce wait", "optimi
 
 # --- trace and profile: 2 ranks, 2 epochs, checkpoints -----------------------------------------
 trace = f"{dir}/trace.json"
-result = must_succeed(run(["train", "--data", DATA, "--out", f"{dir}/r.h5", "--epochs", "2",
+result = must_succeed(run(["train", "--data", DATA, "--out", f"{dir}/r.h5", "--epochs", "2", "--model", "mlp",
                            "--checkpoint", f"{dir}/c.h5", "--trace", trace], ranks=2))
 check(os.path.exists(trace) and not os.path.exists(trace + ".tmp"), "trace written through a temporary name")
 with open(trace) as f:

@@ -8,7 +8,7 @@ from common import *
 
 dir = temp_dir()
 ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OPENBLAS_NUM_THREADS": "1"}
-BASE = ["train", "--data", DATA, "--epochs", "3", "--quiet"]
+BASE = ["train", "--data", DATA, "--model", "mlp", "--epochs", "3", "--quiet"]
 with h5py.File(DATA, "r") as f:
     test_labels = f["test/labels"][:]
 

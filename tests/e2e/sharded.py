@@ -14,7 +14,7 @@ import shutil
 from common import *
 
 work = temp_dir()
-BASE = ["train", "--data", DATA, "--quiet", "--drift-check", "20"]
+BASE = ["train", "--data", DATA, "--model", "mlp", "--quiet", "--drift-check", "20"]
 
 
 def accuracy(path):
@@ -25,8 +25,7 @@ def accuracy(path):
 for ranks in (2, 3):
     plain, sharded = f"{work}/plain{ranks}.h5", f"{work}/sharded{ranks}.h5"
     must_succeed(run(BASE + ["--epochs", "2", "--out", plain], ranks=ranks))
-    result = must_succeed(run(["train", "--data", DATA, "--epochs", "2", "--drift-check", "20", "--shard-optimizer",
-                               "--out", sharded], ranks=ranks))
+    result = must_succeed(run(BASE + ["--epochs", "2", "--shard-optimizer", "--out", sharded], ranks=ranks))
     check(f"optimizer sharded: each rank updates {100 / ranks:.1f}% of the parameters" in result.stdout,
           f"the run line: {result.stdout[:600]}")
     a, b = accuracy(plain), accuracy(sharded)

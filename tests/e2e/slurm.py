@@ -53,7 +53,7 @@ try:
 
     # 1. A short training through sbatch --wait.
     start = time.time()
-    r = submit("--epochs 2 --quiet", wait=True)
+    r = submit("--model mlp --epochs 2 --quiet", wait=True)
     job = r.stdout.strip().split(";")[0]
     print(f"job {job}: sbatch --wait returned {r.returncode} after {time.time() - start:.0f} s")
     check(r.returncode == 0, f"job {job} failed: {r.stderr}")
@@ -66,7 +66,7 @@ try:
     # 2. Requeue in the middle: SIGTERM reaches the ranks, they checkpoint, the job comes back
     #    with SLURM_RESTART_COUNT=1, on one task instead of two, and resumes on 1 rank.
     epochs = 8
-    job = submit(f"--epochs {epochs} --quiet").stdout.strip().split(";")[0]
+    job = submit(f"--model mlp --epochs {epochs} --quiet").stdout.strip().split(";")[0]
     wait_state(job, ("RUNNING",), 120)
     slurm_jobs.wait_checkpoint_epoch(f"{results}/job-{job}/checkpoint.h5", 2, 180)
     requeued_at = time.time()
