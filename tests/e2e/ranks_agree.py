@@ -5,7 +5,7 @@ dir = temp_dir()
 accuracy = {}
 for ranks in (1, 2, 3):
     out = os.path.join(dir, f"r{ranks}.h5")
-    must_succeed(run(["train", "--data", DATA, "--out", out, "--epochs", "2", "--quiet"], ranks=ranks))
+    must_succeed(run(["train", "--data", DATA, "--out", out, "--model", "mlp", "--epochs", "2", "--quiet"], ranks=ranks))
     with h5py.File(out, "r") as f:
         accuracy[ranks] = f["runs/raw"].attrs["test_accuracy"]
 print("test accuracy by rank count:", accuracy)

@@ -19,7 +19,7 @@ data = f"{dir}/small.h5"
 xml = f"{dir}/memcheck.xml"
 must_succeed(run(["convert", "--source", dir, "--out", data]))
 command = ["valgrind", "--tool=memcheck", "--leak-check=full", "--xml=yes", f"--xml-file={xml}",
-           DPTRAIN, "train", "--data", data, "--out", f"{dir}/r.h5", "--epochs", "1", "--batch", "50",
+           DPTRAIN, "train", "--data", data, "--out", f"{dir}/r.h5", "--model", "mlp", "--epochs", "1", "--batch", "50",
            "--pca", "20", "--validation", "100", "--checkpoint", f"{dir}/c.h5", "--quiet"]
 env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OPENBLAS_NUM_THREADS="1")
 # valgrind 3.19 cannot decode AVX-512: on such a CPU OpenBLAS must use its AVX2 kernels (dptrain
