@@ -47,7 +47,7 @@ def run_figures(name):
 
 print(f"\ndptrain benchmark ({os.uname().nodename}, {os.cpu_count()} cores; OpenBLAS kernels "
       f"{figures['openblas_core']}, single-core cblas_sgemm peak {peak:.1f} GFLOP/s at n={figures['sgemm_peak_size']}); "
-      f"batch 128, Adam, default dropout")
+      f"batch 128, Adam, dropout 0.1")
 header = (f"{'model':5} {'ranks x threads':16} {'allreduce':9} {'samples/s':>10} {'ms/step':>8} {'data':>6} "
           f"{'fwd':>6} {'bwd':>6} {'wait':>6} {'optim':>6} {'GEMM':>6} {'GFLOP/s':>8} {'% peak':>7} {'MB/rank':>8}")
 print(header)
