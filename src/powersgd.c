@@ -2,8 +2,8 @@
 
 #include "dptrain/check.h"
 #include "dptrain/rng.h"
+#include "dptrain/tensor.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,8 +55,8 @@ void powersgd_project(const struct powersgd *s, int i)
     const float *e = s->residual + m->offset;
     for (size_t j = 0; j < n; j++)
         g[j] += e[j];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m->rows, s->rank, m->cols, 1.0f, g, m->cols,
-                s->q + m->q, s->rank, 0.0f, s->wire + m->p, s->rank);
+    tensor_gemm(&(struct gemm){0, 0, m->rows, s->rank, m->cols, 1.0f, g, m->cols, s->q + m->q, s->rank, 0.0f,
+                               s->wire + m->p, s->rank});
 }
 
 /* Modified Gram-Schmidt on the columns of p [rows][r], sums in double. A column with nothing left
@@ -87,8 +87,8 @@ void powersgd_back(struct powersgd *s, int i)
     const struct psgd_matrix *m = &s->matrices[i];
     float *p = s->wire + m->p;
     orthonormalise(p, m->rows, s->rank);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m->cols, s->rank, m->rows, 1.0f, s->grads + m->offset,
-                m->cols, p, s->rank, 0.0f, s->q + m->q, s->rank);
+    tensor_gemm(&(struct gemm){1, 0, m->cols, s->rank, m->rows, 1.0f, s->grads + m->offset, m->cols, p, s->rank,
+                               0.0f, s->q + m->q, s->rank});
 }
 
 void powersgd_expand(const struct powersgd *s, int i, int ranks)
@@ -98,8 +98,8 @@ void powersgd_expand(const struct powersgd *s, int i, int ranks)
     float *g = s->grads + m->offset, *e = s->residual + m->offset;
     float share = 1.0f / (float)ranks;
     memcpy(e, g, n * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m->rows, m->cols, s->rank, 1.0f, s->wire + m->p, s->rank,
-                s->q + m->q, s->rank, 0.0f, g, m->cols);
+    tensor_gemm(&(struct gemm){0, 1, m->rows, m->cols, s->rank, 1.0f, s->wire + m->p, s->rank, s->q + m->q, s->rank,
+                               0.0f, g, m->cols});
     for (size_t j = 0; j < n; j++)
         e[j] -= g[j] * share;
 }

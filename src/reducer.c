@@ -50,7 +50,6 @@ static int init_bf16(struct reducer *r, char *err)
 {
     r->bf16 = 1;
     CHECK_PTR(r->wire = malloc(r->count * sizeof *r->wire), "cannot allocate the bf16 wire buffer");
-    CHECK_PTR(r->residual = calloc(r->count, sizeof *r->residual), "cannot allocate the error-feedback residual");
     CHECK_MPI(MPI_Op_create(sum_bf16, 1, &r->sum_bf16), "cannot create the bf16 sum operation");
     return 0;
 fail:
@@ -60,11 +59,12 @@ fail:
 /* One segment of bucket b (whose segments so far are [segment_starts[b], segment_starts[b + 1])):
  * a matrix's P, or plain gradients (joined to the bucket's previous segment when both are plain
  * and touch). */
-static void add_segment(struct reducer *r, int b, const struct param_range *range, size_t *wire)
+static void add_segment(struct reducer *r, const struct model *model, int b, const struct param_range *range,
+                        size_t *wire)
 {
     int rows, cols, k = r->segment_starts[b + 1];
     struct wire_segment *last = k > r->segment_starts[b] ? &r->segments[k - 1] : NULL;
-    if (model_weight_shape(r->model, range->offset, &rows, &cols) && powersgd_worth(rows, cols, r->psgd.rank) &&
+    if (model_weight_shape(model, range->offset, &rows, &cols) && powersgd_worth(rows, cols, r->psgd.rank) &&
         r->psgd.count < POWERSGD_MAX_MATRICES) {
         powersgd_add(&r->psgd, range->offset, rows, cols, *wire);
         r->segments[r->segment_starts[b + 1]++] = (struct wire_segment){range->offset, range->count, *wire,
@@ -81,18 +81,17 @@ static void add_segment(struct reducer *r, int b, const struct param_range *rang
 
 /* The wire's layout: each bucket's segments, from the model's parameter ranges (weights, biases,
  * batch norm), which never straddle a bucket's edge (buckets are cut where a layer starts). */
-static int init_powersgd(struct reducer *r, int rank, char *err)
+static int init_powersgd(struct reducer *r, const struct model *model, int rank, char *err)
 {
     size_t wire = 0;
-    CHECK_PTR(r->residual = calloc(r->count, sizeof *r->residual), "cannot allocate the error-feedback residual");
     powersgd_init(&r->psgd, rank, r->grads, r->residual, NULL);
     for (int b = 0; b < r->bucket_count; b++) {
         r->wire_starts[b] = wire;
         r->segment_starts[b + 1] = r->segment_starts[b];
-        for (int k = 0; k < r->model->range_count; k++) {
-            const struct param_range *range = &r->model->ranges[k];
+        for (int k = 0; k < model->range_count; k++) {
+            const struct param_range *range = &model->ranges[k];
             if (range->offset >= r->starts[b] && range->offset < r->starts[b + 1])
-                add_segment(r, b, range, &wire);
+                add_segment(r, model, b, range, &wire);
         }
     }
     r->wire_starts[r->bucket_count] = wire;
@@ -161,7 +160,6 @@ int reducer_init(struct reducer *r, const struct comm *comm, struct model *model
     size_t boundaries[MODEL_MAX_LAYERS], cuts[MODEL_MAX_LAYERS + 1];
     memset(r, 0, sizeof *r);
     r->world = comm->world;
-    r->model = model;
     r->watchdog = comm->watchdog;
     r->rank = comm->rank;
     r->ranks = comm->size;
@@ -186,10 +184,12 @@ int reducer_init(struct reducer *r, const struct comm *comm, struct model *model
     r->starts[r->bucket_count] = r->count;
     r->next = r->bucket_count;
     r->sum_bf16 = MPI_OP_NULL;
+    if (bf16 || options->powersgd_rank > 0) /* error feedback: what has not been delivered yet */
+        CHECK_PTR(r->residual = calloc(r->count, sizeof *r->residual), "cannot allocate the error-feedback residual");
     if (bf16)
         CHECK_DP(init_bf16(r, err));
     if (options->powersgd_rank > 0)
-        CHECK_DP(init_powersgd(r, options->powersgd_rank, err));
+        CHECK_DP(init_powersgd(r, model, options->powersgd_rank, err));
     r->sharded = options->sharded && r->ranks > 1;
     if (r->sharded)
         CHECK_DP(init_slices(r, err));

@@ -44,7 +44,6 @@ struct wire_segment {
 
 struct reducer {
     MPI_Comm world;
-    const struct model *model;
     struct watchdog *watchdog;                   /* told when the step waits for the sum */
     int rank, ranks;
     float *grads;
