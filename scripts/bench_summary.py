@@ -88,6 +88,25 @@ for model in ("mlp", "cnn"):
           f"1 rank x 2 threads / 1 rank {threads['rate'] / one['rate']:.2f}x; "
           f"allreduce wait per step {fused['wait_ms']:.3f} ms fused, {bucketed['wait_ms']:.3f} ms bucketed "
           f"({hidden:.0f}% of it hidden behind backward)")
+
+
+def layer_split(name):
+    """Milliseconds per step of each layer kind, forward and backward, on rank 0 (from --trace)."""
+    with open(f"{work}/{name}.json") as f:
+        totals = json.load(f)["otherData"]["ranks"][0]
+    steps = totals["counts"]["optimizer"]
+    return {k: 1e3 * v / steps for k, v in totals["seconds"].items()
+            if k.endswith((" forward", " backward"))}
+
+
+split = layer_split("cnn_1rank")
+step_ms = results["cnn_1rank"]["step_ms"]
+print(f"\ncnn, 1 rank x 1: the step's {step_ms:.1f} ms by layer (ms per step, share of the step; "
+      "bn+relu = batch normalisation with its ReLU, +pool with the pooling after it: one layer each):")
+for kind, ms in sorted(split.items(), key=lambda item: -item[1]):
+    print(f"  {kind:24} {ms:7.2f} ms {100 * ms / step_ms:5.1f}%")
+print(f"  {'the rest (data, update)':24} {step_ms - sum(split.values()):7.2f} ms "
+      f"{100 * (step_ms - sum(split.values())) / step_ms:5.1f}%")
 pca_log = open(f"{work}/pca.log").read()
 fit = re.search(r"fit (\d+\.\d+) s", pca_log).group(1)
 print(f"convert {float(figures['convert_seconds']):.2f} s; PCA fit (50 components, 2 ranks) {fit} s")

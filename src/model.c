@@ -2,6 +2,7 @@
 
 #include "dptrain/check.h"
 #include "dptrain/layers.h"
+#include "dptrain/pool.h"
 #include "dptrain/tensor.h"
 
 #include <errno.h>
@@ -56,7 +57,8 @@ static void set_shape(struct layer *l, int c, int h, int w)
     l->width = w;
 }
 
-/* 3×3 convolution (no bias: the batch norm's shift replaces it) → batch norm → ReLU. */
+/* 3×3 convolution (no bias: the batch norm's shift replaces it) → batch norm with ReLU (one
+ * layer: batchnorm.h). */
 static void add_conv_block(struct model *m, int *c, int h, int w, int out_channels)
 {
     int in = *c * h * w, out = out_channels * h * w;
@@ -72,8 +74,6 @@ static void add_conv_block(struct model *m, int *c, int h, int w, int out_channe
     m->param_count += 2 * (size_t)out_channels;
     bn->running_mean = (float *)(uintptr_t)m->buffer_count; /* offsets until bound */
     m->buffer_count += 2 * (size_t)out_channels;
-    struct layer *relu = add_layer(m, LAYER_RELU, out, out);
-    set_shape(relu, out_channels, h, w);
     *c = out_channels;
 }
 
@@ -126,8 +126,14 @@ static int parse_cnn(struct model *m, const char *spec, float dropout, char *err
         if (*p == 'p' && (p[1] == ',' || p[1] == '\0')) {
             if (dense || h % 2 || w % 2)
                 FAIL("pooling in '%s' needs an even image side before any dense layer", spec);
-            struct layer *l = add_layer(m, LAYER_MAXPOOL, c * h * w, c * (h / 2) * (w / 2));
-            set_shape(l, c, h, w);
+            struct layer *last = &m->layers[m->layer_count - 1];
+            if (last->kind == LAYER_BATCHNORM && !last->pool) { /* fused into the block */
+                last->pool = 1;
+                last->out_size = c * (h / 2) * (w / 2);
+            } else {
+                struct layer *l = add_layer(m, LAYER_MAXPOOL, c * h * w, c * (h / 2) * (w / 2));
+                set_shape(l, c, h, w);
+            }
             h /= 2;
             w /= 2;
             end = (char *)p + 1;
@@ -230,13 +236,13 @@ static int alloc_buffers(struct model *m, char *err)
         if (l->kind == LAYER_DROPOUT)
             CHECK_PTR(l->mask = tensor_alloc(size), "cannot allocate dropout mask");
         if (l->kind == LAYER_BATCHNORM) {
-            CHECK_PTR(l->xhat = tensor_alloc(size), "cannot allocate batch-norm state");
+            CHECK_PTR(l->batch_mean = tensor_alloc((size_t)l->channels), "cannot allocate batch-norm state");
             CHECK_PTR(l->inv_std = tensor_alloc((size_t)l->channels), "cannot allocate batch-norm state");
         }
-        if (l->kind == LAYER_MAXPOOL)
+        if (l->kind == LAYER_MAXPOOL || (l->kind == LAYER_BATCHNORM && l->pool))
             CHECK_PTR(l->argmax = malloc(size + 1), "cannot allocate pooling state");
         if (l->kind == LAYER_CONV) {
-            size_t need = (size_t)l->conv.channels_in * 9 * rows * l->height * l->width;
+            size_t need = conv_workspace_floats(&l->conv, m->max_batch);
             workspace = need > workspace ? need : workspace;
         }
     }
@@ -325,7 +331,6 @@ struct model *model_create(const char *spec, int input_size, int classes, int ma
     m->input_size = input_size;
     m->classes = classes;
     m->max_batch = max_batch;
-    m->workspace_layer = -1;
     CHECK_DP(parse_spec(m, spec, dropout, err));
     CHECK_DP(alloc_buffers(m, err));
     return m;
@@ -347,7 +352,7 @@ void model_free(struct model *m)
         tensor_free(m->grad_acts[i]);
         if (i < m->layer_count) {
             tensor_free(m->layers[i].mask);
-            tensor_free(m->layers[i].xhat);
+            tensor_free(m->layers[i].batch_mean);
             tensor_free(m->layers[i].inv_std);
             free(m->layers[i].argmax);
         }
@@ -384,14 +389,20 @@ void model_init_params(struct model *m, struct rng *rng)
 /* Names for the profile (string literals: the profile keeps the pointers). */
 static const char *const forward_names[] = {
     [LAYER_DENSE] = "dense forward", [LAYER_RELU] = "relu forward", [LAYER_DROPOUT] = "dropout forward",
-    [LAYER_CONV] = "conv forward", [LAYER_BATCHNORM] = "batchnorm forward",
+    [LAYER_CONV] = "conv forward", [LAYER_BATCHNORM] = "bn+relu forward",
     [LAYER_MAXPOOL] = "maxpool forward", [LAYER_TO_ROWS] = "to_rows forward",
 };
 static const char *const backward_names[] = {
     [LAYER_DENSE] = "dense backward", [LAYER_RELU] = "relu backward", [LAYER_DROPOUT] = "dropout backward",
-    [LAYER_CONV] = "conv backward", [LAYER_BATCHNORM] = "batchnorm backward",
+    [LAYER_CONV] = "conv backward", [LAYER_BATCHNORM] = "bn+relu backward",
     [LAYER_MAXPOOL] = "maxpool backward", [LAYER_TO_ROWS] = "to_rows backward",
 };
+
+static struct batchnorm layer_batchnorm(const struct layer *l, int batch)
+{
+    return (struct batchnorm){l->channels, batch, l->height, l->width, l->pool,
+                              l->weight, l->bias, l->running_mean, l->running_var};
+}
 
 const float *model_forward(struct model *m, int batch, int training, struct rng *rng)
 {
@@ -402,7 +413,8 @@ const float *model_forward(struct model *m, int batch, int training, struct rng 
         const float *x = m->acts[i];
         float *y = m->acts[i + 1];
         size_t n = (size_t)batch * l->out_size;
-        size_t per_channel = (size_t)batch * l->height * l->width;
+        struct batchnorm bn = layer_batchnorm(l, batch);
+        struct pool_shape pool = {(size_t)l->channels * batch, l->height, l->width};
         double started = profile_now(profile);
         switch (l->kind) {
         case LAYER_DENSE:
@@ -419,22 +431,21 @@ const float *model_forward(struct model *m, int batch, int training, struct rng 
             break;
         case LAYER_CONV:
             conv_forward(&l->conv, batch, x, l->weight, y, m->workspace);
-            m->workspace_layer = training ? i : -1;
             break;
         case LAYER_BATCHNORM:
             if (training)
-                batchnorm_forward_train(&(struct batchnorm){l->channels, per_channel, l->weight, l->bias, l->running_mean, l->running_var}, x, y, l->xhat, l->inv_std);
+                batchnorm_forward_train(&bn, x, y, &(struct batchnorm_saved){l->batch_mean, l->inv_std, l->argmax});
             else
-                batchnorm_forward_eval(&(struct batchnorm){l->channels, per_channel, l->weight, l->bias, l->running_mean, l->running_var}, x, y);
+                batchnorm_forward_eval(&bn, x, y, l->argmax);
             break;
         case LAYER_MAXPOOL:
-            maxpool_forward(x, y, l->argmax, l->channels * batch, l->height, l->width);
+            maxpool_forward(x, y, l->argmax, &pool, &(struct pool_map){1.0f, 0.0f, 0});
             break;
         case LAYER_TO_ROWS:
             channels_to_rows(x, y, l->channels, batch, l->height * l->width);
             break;
         }
-        profile_end(profile, forward_names[l->kind], CATEGORY_LAYER, started);
+        profile_end(profile, l->pool ? "bn+relu+pool forward" : forward_names[l->kind], CATEGORY_LAYER, started);
     }
     return m->acts[m->layer_count];
 }
@@ -446,7 +457,8 @@ void model_backward(struct model *m, int batch, const struct backward_hook *hook
         const float *dy = m->grad_acts[i + 1];
         float *dx = i == 0 ? NULL : m->grad_acts[i]; /* the input's gradient is never used */
         size_t n = (size_t)batch * l->out_size;
-        size_t per_channel = (size_t)batch * l->height * l->width;
+        struct batchnorm bn = layer_batchnorm(l, batch);
+        struct pool_shape pool = {(size_t)l->channels * batch, l->height, l->width};
         double started = profile_now(m->profile);
         switch (l->kind) {
         case LAYER_DENSE:
@@ -459,20 +471,20 @@ void model_backward(struct model *m, int batch, const struct backward_hook *hook
             dropout_backward(l->mask, dy, m->grad_acts[i], n);
             break;
         case LAYER_CONV:
-            conv_backward(&l->conv, batch, &(struct conv_inputs){m->acts[i], l->weight, m->workspace, m->workspace_layer == i}, dy, &(struct conv_grads){dx, l->grad_weight});
-            m->workspace_layer = -1;
+            conv_backward(&l->conv, batch, &(struct conv_inputs){m->acts[i], l->weight, m->workspace}, dy, &(struct conv_grads){dx, l->grad_weight});
             break;
         case LAYER_BATCHNORM:
-            batchnorm_backward(&(struct batchnorm){l->channels, per_channel, l->weight, NULL, NULL, NULL}, dy, l->xhat, l->inv_std, &(struct batchnorm_grads){m->grad_acts[i], l->grad_weight, l->grad_bias});
+            batchnorm_backward(&bn, &(struct batchnorm_saved){l->batch_mean, l->inv_std, l->argmax},
+                               &(struct batchnorm_backward_io){m->acts[i], m->acts[i + 1], dy, m->grad_acts[i], l->grad_weight, l->grad_bias});
             break;
         case LAYER_MAXPOOL:
-            maxpool_backward(dy, l->argmax, m->grad_acts[i], l->channels * batch, l->height, l->width);
+            maxpool_backward(dy, l->argmax, m->grad_acts[i], &pool);
             break;
         case LAYER_TO_ROWS:
             rows_to_channels(dy, m->grad_acts[i], l->channels, batch, l->height * l->width);
             break;
         }
-        profile_end(m->profile, backward_names[l->kind], CATEGORY_LAYER, started);
+        profile_end(m->profile, l->pool ? "bn+relu+pool backward" : backward_names[l->kind], CATEGORY_LAYER, started);
         if (hook && l->weight)
             hook->grads_ready(hook->context, l->param_offset);
     }

@@ -1,9 +1,11 @@
 /* Convolution, im2col, max pooling, batch normalisation and the layout transposes: finite-
  * difference gradient checks, and a whole small CNN's flat gradient. */
+#include "dptrain/batchnorm.h"
 #include "dptrain/check.h"
 #include "dptrain/conv.h"
 #include "dptrain/layers.h"
 #include "dptrain/model.h"
+#include "dptrain/pool.h"
 #include "dptrain/rng.h"
 #include "test_util.h"
 
@@ -41,13 +43,7 @@ static void test_conv_gradients(void **state)
     test_fill_normal(x, sizeof x / sizeof *x, &rng);
     test_fill_normal(w, sizeof w / sizeof *w, &rng);
     test_fill_normal(r, sizeof r / sizeof *r, &rng);
-    conv_backward(&s, B, &(struct conv_inputs){x, w, col, 0}, r, &(struct conv_grads){dx, dw});
-    /* Reusing forward's im2col (the workspace still holding it) gives the same gradients. */
-    float dx_reused[CI * B * H * W], dw_reused[CO * CI * 9];
-    conv_forward(&s, B, x, w, y, col);
-    conv_backward(&s, B, &(struct conv_inputs){x, w, col, 1}, r, &(struct conv_grads){dx_reused, dw_reused});
-    assert_memory_equal(dx, dx_reused, sizeof dx);
-    assert_memory_equal(dw, dw_reused, sizeof dw);
+    conv_backward(&s, B, &(struct conv_inputs){x, w, col}, r, &(struct conv_grads){dx, dw});
     float *targets[2] = {x, w}, *grads[2] = {dx, dw};
     size_t sizes[2] = {sizeof x / sizeof *x, sizeof w / sizeof *w};
     for (int t = 0; t < 2; t++)
@@ -89,6 +85,52 @@ static void test_conv_matches_direct_sum(void **state)
                 }
 }
 
+/* A batch of several chunks (the last one short): forward, dw and dx against plain sums. */
+static void test_conv_chunks(void **state)
+{
+    (void)state;
+    enum { CIN = 32, COUT = 4, SIDE = 14, N = 5, PLANE = SIDE * SIDE };
+    struct conv_shape s = {CIN, COUT, SIDE, SIDE, 3};
+    assert_true(conv_chunk_samples(&s) < N && N % conv_chunk_samples(&s) != 0);
+    size_t nx = (size_t)CIN * N * PLANE, ny = (size_t)COUT * N * PLANE, nw = (size_t)COUT * CIN * 9;
+    float *x = malloc(nx * sizeof(float)), *dx = malloc(nx * sizeof(float)), *y = malloc(ny * sizeof(float));
+    float *dy = malloc(ny * sizeof(float)), *w = malloc(nw * sizeof(float)), *dw = malloc(nw * sizeof(float));
+    float *col = malloc(conv_workspace_floats(&s, N) * sizeof(float));
+    double *ex = calloc(nx, sizeof(double)), *ew = calloc(nw, sizeof(double));
+    struct rng rng;
+    rng_seed(&rng, 27, 0, 0, 0);
+    test_fill_normal(x, nx, &rng);
+    test_fill_normal(dy, ny, &rng);
+    test_fill_normal(w, nw, &rng);
+    conv_forward(&s, N, x, w, y, col);
+    conv_backward(&s, N, &(struct conv_inputs){x, w, col}, dy, &(struct conv_grads){dx, dw});
+    for (int co = 0; co < COUT; co++)
+        for (int n = 0; n < N; n++)
+            for (int p = 0; p < PLANE; p++) {
+                int py = p / SIDE, px = p % SIDE;
+                size_t o = ((size_t)co * N + n) * PLANE + p;
+                double sum = 0;
+                for (int ci = 0; ci < CIN; ci++)
+                    for (int t = 0; t < 9; t++) {
+                        int sy = py + t / 3 - 1, sx = px + t % 3 - 1;
+                        if (sy < 0 || sy >= SIDE || sx < 0 || sx >= SIDE)
+                            continue;
+                        size_t i = ((size_t)ci * N + n) * PLANE + (size_t)sy * SIDE + sx, k = ((size_t)co * CIN + ci) * 9 + t;
+                        sum += (double)w[k] * x[i];
+                        ew[k] += (double)dy[o] * x[i];
+                        ex[i] += (double)dy[o] * w[k];
+                    }
+                assert_float_equal(y[o], sum, 1e-3);
+            }
+    for (size_t k = 0; k < nw; k++)
+        assert_float_equal(dw[k], ew[k], 1e-2);
+    for (size_t i = 0; i < nx; i++)
+        assert_float_equal(dx[i], ex[i], 1e-3);
+    void *buffers[] = {x, dx, y, dy, w, dw, col, ex, ew};
+    for (size_t b = 0; b < sizeof buffers / sizeof *buffers; b++)
+        free(buffers[b]);
+}
+
 static void test_maxpool(void **state)
 {
     (void)state;
@@ -99,16 +141,18 @@ static void test_maxpool(void **state)
     uint8_t arg[P * PH * PW / 4];
     test_fill_normal(x, P * PH * PW, &rng);
     test_fill_normal(r, P * PH * PW / 4, &rng);
-    maxpool_forward(x, y, arg, P, PH, PW);
-    maxpool_backward(r, arg, dx, P, PH, PW);
+    struct pool_shape shape = {P, PH, PW};
+    struct pool_map plain = {1.0f, 0.0f, 0};
+    maxpool_forward(x, y, arg, &shape, &plain);
+    maxpool_backward(r, arg, dx, &shape);
     assert_float_equal(y[0], fmaxf(fmaxf(x[0], x[1]), fmaxf(x[PW], x[PW + 1])), 0);
     for (size_t i = 0; i < P * PH * PW; i++) {
         float keep = x[i];
         x[i] = keep + STEP;
-        maxpool_forward(x, y, arg, P, PH, PW);
+        maxpool_forward(x, y, arg, &shape, &plain);
         double up = test_dot(y, r, P * PH * PW / 4);
         x[i] = keep - STEP;
-        maxpool_forward(x, y, arg, P, PH, PW);
+        maxpool_forward(x, y, arg, &shape, &plain);
         double down = test_dot(y, r, P * PH * PW / 4);
         x[i] = keep;
         test_assert_gradient(dx[i], (up - down) / (2 * STEP), GRADIENT_TOLERANCE, "maxpool dx", i);
@@ -130,7 +174,7 @@ static void test_maxpool_ties_and_widths(void **state)
         uint8_t *arg = malloc(out);
         for (size_t i = 0; i < in; i++)
             x[i] = (float)rng_below(&rng, 3);
-        maxpool_forward(x, y, arg, planes, h, w);
+        maxpool_forward(x, y, arg, &(struct pool_shape){(size_t)planes, h, w}, &(struct pool_map){1.0f, 0.0f, 0});
         for (int p = 0; p < planes; p++)
             for (int oy = 0; oy < h / 2; oy++)
                 for (int ox = 0; ox < w / 2; ox++) {
@@ -150,69 +194,206 @@ static void test_maxpool_ties_and_widths(void **state)
     }
 }
 
+enum { BN_C = 3, BN_N = 3, BN_H = 2, BN_W = 10, BN_COUNT = BN_C * BN_N * BN_H * BN_W };
+
+/* The block computed plainly, in double: batch statistics, normalisation, ReLU, then pooling.
+ * 60 values per channel and rows of 5 windows: the vector loops' tails are covered too. */
+static void batchnorm_reference(const float *x, const float *gamma, const float *beta, int pool, double *y)
+{
+    enum { PER = BN_N * BN_H * BN_W };
+    for (int c = 0; c < BN_C; c++) {
+        double mean = 0, var = 0, v[PER];
+        for (int i = 0; i < PER; i++)
+            mean += x[c * PER + i] / PER;
+        for (int i = 0; i < PER; i++)
+            var += (x[c * PER + i] - mean) * (x[c * PER + i] - mean) / PER;
+        for (int i = 0; i < PER; i++)
+            v[i] = fmax(0, gamma[c] * (x[c * PER + i] - mean) / sqrt(var + 1e-5) + beta[c]);
+        if (!pool) {
+            memcpy(y + c * PER, v, sizeof v);
+            continue;
+        }
+        for (int n = 0; n < BN_N; n++)
+            for (int oy = 0; oy < BN_H / 2; oy++)
+                for (int ox = 0; ox < BN_W / 2; ox++) {
+                    const double *w = v + (n * BN_H + 2 * oy) * BN_W + 2 * ox;
+                    y[((c * BN_N + n) * (BN_H / 2) + oy) * (BN_W / 2) + ox] = fmax(fmax(w[0], w[1]), fmax(w[BN_W], w[BN_W + 1]));
+                }
+    }
+}
+
+/* Batch normalisation with ReLU, plain and pooled: the output against the plain reference, the
+ * running statistics, every gradient against finite differences (gamma of both signs), and
+ * evaluation with the batch's statistics as running ones. */
 static void test_batchnorm(void **state)
 {
     (void)state;
-    enum { C = 3, N = 10 };
-    struct rng rng;
-    rng_seed(&rng, 24, 0, 0, 0);
-    float x[C * N], y[C * N], r[C * N], xhat[C * N], inv[C], dx[C * N];
-    float gamma[C] = {1.5f, 0.7f, -0.3f}, beta[C] = {0.1f, -0.2f, 0.3f}, dg[C], db[C];
-    float mean[C] = {0}, var[C] = {1, 1, 1};
-    test_fill_normal(x, C * N, &rng);
-    test_fill_normal(r, C * N, &rng);
-    batchnorm_forward_train(&(struct batchnorm){C, N, gamma, beta, mean, var}, x, y, xhat, inv);
-    batchnorm_backward(&(struct batchnorm){C, N, gamma, NULL, NULL, NULL}, r, xhat, inv, &(struct batchnorm_grads){dx, dg, db});
-    /* Normalised output: each channel's xhat has mean 0 and variance 1. */
-    for (int c = 0; c < C; c++) {
-        double m = 0, v = 0;
-        for (int i = 0; i < N; i++)
-            m += xhat[c * N + i] / N;
-        for (int i = 0; i < N; i++)
-            v += (xhat[c * N + i] - m) * (xhat[c * N + i] - m) / N;
-        assert_float_equal(m, 0, 1e-6);
-        assert_float_equal(v, 1, 1e-3);
+    for (int pool = 0; pool <= 1; pool++) {
+        int outputs = pool ? BN_COUNT / 4 : BN_COUNT;
+        struct rng rng;
+        rng_seed(&rng, 24, 0, 0, 0);
+        float x[BN_COUNT], y[BN_COUNT], r[BN_COUNT], dx[BN_COUNT], batch_mean[BN_C], inv[BN_C];
+        float gamma[BN_C] = {1.5f, 0.7f, -0.3f}, beta[BN_C] = {0.1f, -0.2f, 0.3f}, dg[BN_C], db[BN_C];
+        float mean[BN_C] = {0}, var[BN_C] = {1, 1, 1};
+        uint8_t arg[BN_COUNT];
+        double expected[BN_COUNT];
+        test_fill_normal(x, BN_COUNT, &rng);
+        test_fill_normal(r, BN_COUNT, &rng);
+        struct batchnorm bn = {BN_C, BN_N, BN_H, BN_W, pool, gamma, beta, mean, var};
+        struct batchnorm_saved saved = {batch_mean, inv, arg};
+        batchnorm_forward_train(&bn, x, y, &saved);
+        batchnorm_reference(x, gamma, beta, pool, expected);
+        for (int i = 0; i < outputs; i++)
+            assert_float_equal(y[i], expected[i], 1e-5);
+        batchnorm_backward(&bn, &saved, &(struct batchnorm_backward_io){x, y, r, dx, dg, db});
         /* Running statistics: one update with momentum 0.1 from (0, 1), with the batch's mean and
          * its unbiased variance. */
-        double xm = 0, xv = 0;
-        for (int i = 0; i < N; i++)
-            xm += x[c * N + i] / N;
-        for (int i = 0; i < N; i++)
-            xv += (x[c * N + i] - xm) * (x[c * N + i] - xm) / (N - 1);
-        assert_float_equal(mean[c], 0.1 * xm, 1e-6);
-        assert_float_equal(var[c], 0.9 + 0.1 * xv, 1e-5);
-    }
-    float *targets[3] = {x, gamma, beta}, *grads[3] = {dx, dg, db};
-    size_t sizes[3] = {C * N, C, C};
-    const char *names[3] = {"bn dx", "bn dgamma", "bn dbeta"};
-    for (int t = 0; t < 3; t++)
-        for (size_t i = 0; i < sizes[t]; i++) {
-            float keep = targets[t][i];
-            targets[t][i] = keep + STEP;
-            batchnorm_forward_train(&(struct batchnorm){C, N, gamma, beta, mean, var}, x, y, xhat, inv);
-            double up = test_dot(y, r, C * N);
-            targets[t][i] = keep - STEP;
-            batchnorm_forward_train(&(struct batchnorm){C, N, gamma, beta, mean, var}, x, y, xhat, inv);
-            double down = test_dot(y, r, C * N);
-            targets[t][i] = keep;
-            test_assert_gradient(grads[t][i], (up - down) / (2 * STEP), GRADIENT_TOLERANCE, names[t], i);
+        enum { PER = BN_N * BN_H * BN_W };
+        float eval_mean[BN_C], eval_var[BN_C];
+        for (int c = 0; c < BN_C; c++) {
+            double xm = 0, xv = 0;
+            for (int i = 0; i < PER; i++)
+                xm += x[c * PER + i] / PER;
+            for (int i = 0; i < PER; i++)
+                xv += (x[c * PER + i] - xm) * (x[c * PER + i] - xm) / (PER - 1);
+            assert_float_equal(mean[c], 0.1 * xm, 1e-6);
+            assert_float_equal(var[c], 0.9 + 0.1 * xv, 1e-5);
+            eval_mean[c] = (float)xm;
+            eval_var[c] = (float)(xv * (PER - 1) / PER);
         }
-    /* Evaluation with running statistics equal to the batch's reproduces training's output,
-     * up to the unbiased variance the running statistics keep. */
-    float batch_mean[C], batch_var[C], ye[C * N];
-    for (int c = 0; c < C; c++) {
-        double m = 0, v = 0;
-        for (int i = 0; i < N; i++)
-            m += x[c * N + i] / N;
-        for (int i = 0; i < N; i++)
-            v += (x[c * N + i] - m) * (x[c * N + i] - m) / N;
-        batch_mean[c] = (float)m;
-        batch_var[c] = (float)v;
+        float *targets[3] = {x, gamma, beta}, *grads[3] = {dx, dg, db};
+        size_t sizes[3] = {BN_COUNT, BN_C, BN_C};
+        const char *names[2][3] = {{"bn dx", "bn dgamma", "bn dbeta"}, {"pooled bn dx", "pooled bn dgamma", "pooled bn dbeta"}};
+        /* A ReLU kink within the step spoils a quotient: such a value is checked again with a
+         * tenth of the step, where a wiring mistake still shows. */
+        for (int t = 0; t < 3; t++)
+            for (size_t i = 0; i < sizes[t]; i++) {
+                double numeric = 0;
+                for (float step = STEP; step > STEP / 20; step /= 10) {
+                    float keep = targets[t][i];
+                    targets[t][i] = keep + step;
+                    batchnorm_forward_train(&bn, x, y, &saved);
+                    double up = test_dot(y, r, (size_t)outputs);
+                    targets[t][i] = keep - step;
+                    batchnorm_forward_train(&bn, x, y, &saved);
+                    double down = test_dot(y, r, (size_t)outputs);
+                    targets[t][i] = keep;
+                    numeric = (up - down) / (2 * step);
+                    if (fabs(grads[t][i] - numeric) <= GRADIENT_TOLERANCE + 1e-2 * fabs(numeric))
+                        break;
+                }
+                test_assert_gradient(grads[t][i], numeric, GRADIENT_TOLERANCE, names[pool][t], i);
+            }
+        /* Evaluation with the batch's statistics as the running ones reproduces training. */
+        float ye[BN_COUNT];
+        uint8_t eval_arg[BN_COUNT];
+        batchnorm_forward_train(&bn, x, y, &saved);
+        batchnorm_forward_eval(&(struct batchnorm){BN_C, BN_N, BN_H, BN_W, pool, gamma, beta, eval_mean, eval_var},
+                               x, ye, eval_arg);
+        for (int i = 0; i < outputs; i++)
+            assert_float_equal(ye[i], y[i], 1e-4);
     }
-    batchnorm_forward_train(&(struct batchnorm){C, N, gamma, beta, mean, var}, x, y, xhat, inv);
-    batchnorm_forward_eval(&(struct batchnorm){C, N, gamma, beta, batch_mean, batch_var}, x, ye);
-    for (int i = 0; i < C * N; i++)
-        assert_float_equal(ye[i], y[i], 1e-4);
+}
+
+/* The block's backward in double for one channel of n values in planes of h x w: y = ReLU of
+ * the normalised x (pooled when pool), r the gradient of y; writes dx and returns dgamma, dbeta. */
+static void reference_channel_backward(const float *x, const float *r, const int shape[4], float gamma,
+                                       double *dx, double grads[2])
+{
+    int n = shape[0] * shape[1] * shape[2], w = shape[2], pool = shape[3];
+    double mean = 0, var = 0, beta = 0.1;
+    for (int i = 0; i < n; i++)
+        mean += x[i] / (double)n;
+    for (int i = 0; i < n; i++)
+        var += (x[i] - mean) * (x[i] - mean) / n;
+    double istd = 1 / sqrt(var + 1e-5), *g = calloc((size_t)n, sizeof(double));
+    for (int i = 0, k = 0; i < n; i += pool ? 2 : 1) {
+        if (pool && (i / w) % 2) { /* a bottom row: its windows were done with the top row */
+            i += w - 2;
+            continue;
+        }
+        int best = i;
+        if (pool) {
+            int cells[4] = {i, i + 1, i + w, i + w + 1};
+            for (int c = 1; c < 4; c++)
+                if (gamma * (x[cells[c]] - mean) > gamma * (x[best] - mean))
+                    best = cells[c];
+        }
+        if (gamma * (x[best] - mean) * istd + beta > 0)
+            g[best] = r[k];
+        k++;
+    }
+    grads[0] = grads[1] = 0;
+    for (int i = 0; i < n; i++) {
+        grads[0] += g[i] * (x[i] - mean) * istd;
+        grads[1] += g[i];
+    }
+    for (int i = 0; i < n; i++)
+        dx[i] = gamma * istd * (g[i] - grads[1] / n - (x[i] - mean) * istd * grads[0] / n);
+    free(g);
+}
+
+/* CNN-sized channels (8 images of 28 x 28: several chunks of backward's first pass), pooled and
+ * not: the gradients against the reference in double. */
+static void test_batchnorm_large(void **state)
+{
+    (void)state;
+    enum { C = 2, N = 8, SIDE = 28, PER = N * SIDE * SIDE };
+    float *x = malloc(C * PER * sizeof(float)), *y = malloc(C * PER * sizeof(float));
+    float *r = malloc(C * PER * sizeof(float)), *dx = malloc(C * PER * sizeof(float));
+    double *expected = malloc(PER * sizeof(double));
+    float gamma[C] = {1.2f, -0.8f}, beta[C] = {0.1f, 0.1f}, mean[C] = {0}, var[C] = {1, 1};
+    float batch_mean[C], inv[C], dg[C], db[C];
+    uint8_t *arg = malloc(C * PER);
+    struct rng rng;
+    rng_seed(&rng, 28, 0, 0, 0);
+    test_fill_normal(x, C * PER, &rng);
+    test_fill_normal(r, C * PER, &rng);
+    for (int pool = 0; pool <= 1; pool++) {
+        struct batchnorm bn = {C, N, SIDE, SIDE, pool, gamma, beta, mean, var};
+        struct batchnorm_saved saved = {batch_mean, inv, arg};
+        batchnorm_forward_train(&bn, x, y, &saved);
+        batchnorm_backward(&bn, &saved, &(struct batchnorm_backward_io){x, y, r, dx, dg, db});
+        for (int c = 0; c < C; c++) {
+            double grads[2];
+            reference_channel_backward(x + c * PER, r + c * (pool ? PER / 4 : PER), (int[4]){N, SIDE, SIDE, pool},
+                                       gamma[c], expected, grads);
+            assert_float_equal(dg[c], grads[0], 1e-3 * (1 + fabs(grads[0])));
+            assert_float_equal(db[c], grads[1], 1e-3 * (1 + fabs(grads[1])));
+            for (int i = 0; i < PER; i++)
+                if (fabs(dx[c * PER + i] - expected[i]) > 1e-4)
+                    fail_msg("pool %d channel %d dx[%d]: %g, expected %g", pool, c, i, dx[c * PER + i], expected[i]);
+        }
+    }
+    void *buffers[] = {x, y, r, dx, expected, arg};
+    for (size_t b = 0; b < sizeof buffers / sizeof *buffers; b++)
+        free(buffers[b]);
+}
+
+/* A channel whose mean is far from zero (1000 + noise of 0.01): the statistics keep its
+ * variance, and a long channel (128 images x 28 x 28, as the CNN's first block) keeps its
+ * mean and variance to float precision. */
+static void test_batchnorm_precision(void **state)
+{
+    (void)state;
+    enum { N = 128, SIDE = 28, COUNT = N * SIDE * SIDE };
+    float *x = malloc(COUNT * sizeof(float)), *y = malloc(COUNT * sizeof(float));
+    float gamma = 1, beta = 0, mean = 0, var = 1, batch_mean, inv;
+    struct rng rng;
+    rng_seed(&rng, 26, 0, 0, 0);
+    double sum = 0, squares = 0;
+    for (int i = 0; i < COUNT; i++) {
+        x[i] = 1000.0f + 0.01f * rng_normal(&rng);
+        sum += x[i];
+    }
+    for (int i = 0; i < COUNT; i++)
+        squares += (x[i] - sum / COUNT) * (x[i] - sum / COUNT);
+    struct batchnorm bn = {1, N, SIDE, SIDE, 0, &gamma, &beta, &mean, &var};
+    batchnorm_forward_train(&bn, x, y, &(struct batchnorm_saved){&batch_mean, &inv, NULL});
+    assert_float_equal(batch_mean, sum / COUNT, 1e-3);
+    assert_float_equal(1.0 / ((double)inv * inv), squares / COUNT + 1e-5, 2e-6);
+    free(x);
+    free(y);
 }
 
 static void test_layout_transposes(void **state)
@@ -300,9 +481,12 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_gradients),
         cmocka_unit_test(test_conv_matches_direct_sum),
+        cmocka_unit_test(test_conv_chunks),
         cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_maxpool_ties_and_widths),
         cmocka_unit_test(test_batchnorm),
+        cmocka_unit_test(test_batchnorm_large),
+        cmocka_unit_test(test_batchnorm_precision),
         cmocka_unit_test(test_layout_transposes),
         cmocka_unit_test(test_cnn_model_gradient),
         cmocka_unit_test(test_cnn_specs),

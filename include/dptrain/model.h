@@ -6,10 +6,13 @@
  * to the classes, followed by softmax cross-entropy.
  * "cnn" = "cnn:32,p,64,p,f256"; "cnn:TOKENS" with tokens C (3×3 convolution to C channels,
  * batch normalisation, ReLU), p (2×2 max pooling) and fN (dense N, ReLU, dropout); convolutional
- * activations are channel-major [C][N][H][W] (see conv.h). */
+ * activations are channel-major [C][N][H][W] (see conv.h). Batch normalisation, its ReLU and a
+ * pooling right after them are one layer (LAYER_BATCHNORM, batchnorm.h); a second pooling in a
+ * row is its own layer. */
 #ifndef DPTRAIN_MODEL_H
 #define DPTRAIN_MODEL_H
 
+#include "dptrain/batchnorm.h"
 #include "dptrain/conv.h"
 #include "dptrain/profile.h"
 #include "dptrain/rng.h"
@@ -28,10 +31,12 @@ struct layer {
     int in_size, out_size;      /* features per sample */
     int channels, height, width;            /* input shape of conv/bn/pool/to_rows */
     struct conv_shape conv;
-    /* batch normalisation: gamma, beta are weight, bias; running statistics in model->buffers */
+    /* batch normalisation (with its ReLU, and its pooling when pool is set: batchnorm.h):
+     * gamma, beta are weight, bias; running statistics in model->buffers */
     float *running_mean, *running_var;
-    float *xhat, *inv_std;                  /* saved for backward */
-    uint8_t *argmax;                        /* max pooling */
+    float *batch_mean, *inv_std;            /* saved for backward */
+    int pool;
+    uint8_t *argmax;                        /* max pooling (fused or not) */
     /* dense: views into the model's flat buffers */
     float *weight, *bias;       /* [out][in], [out] */
     float *grad_weight, *grad_bias;
@@ -59,8 +64,7 @@ struct model {
     float *params, *grads;      /* one allocation each */
     size_t buffer_count;
     float *buffers;             /* batch-norm running statistics: state, not trained */
-    float *workspace;           /* im2col, shared by every convolution */
-    int workspace_layer;        /* the layer whose im2col(input) the workspace holds, or -1 */
+    float *workspace;           /* im2col of one chunk of samples, shared by every convolution */
     int is_conv;
     /* acts[0] is the input batch [max_batch][input_size]; acts[i+1] is layer i's output.
      * grad_acts[i] is the gradient with respect to acts[i]. */

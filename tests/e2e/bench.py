@@ -42,6 +42,14 @@ for model in ("mlp", "cnn"):
                     rf"weak scaling \d+\.\d\dx\); deterministic step / default step on 2 ranks \d+\.\d\dx; "
                     rf"1 rank x 2 threads",
                     out, re.M), f"{model} summary line")
+# the CNN's step by layer: the fused blocks and the convolutions are there, and the lines add up
+split = re.search(r"^cnn, 1 rank x 1: the step's (\d+\.\d) ms by layer.*?\n((?:  .*\n)+)", out, re.M)
+check(split, f"the CNN's per-layer split:\n{out}")
+kinds = {l[:26].strip(): float(l[26:].split()[0]) for l in split.group(2).splitlines()}
+for kind in ("conv forward", "conv backward", "bn+relu+pool forward", "bn+relu+pool backward", "dense forward"):
+    check(kinds.get(kind, 0) > 0, f"per-layer split has no {kind}:\n{split.group(0)}")
+check(abs(sum(kinds.values()) - float(split.group(1))) < 0.05 + 0.01 * float(split.group(1)),
+      f"per-layer split does not add up to the step:\n{split.group(0)}")
 check(re.search(r"^convert \d+\.\d\d s; PCA fit \(50 components, 2 ranks\) \d+\.\d\d s", out, re.M), "times line")
 has_torch = subprocess.run(["/usr/bin/python3", "-c", "import torch"], capture_output=True).returncode == 0
 check(("PyTorch 1" in out) == has_torch and ("not installed" in out) != has_torch, "PyTorch part")

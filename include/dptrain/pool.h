@@ -1,0 +1,36 @@
+/* 2×2 max pooling with stride 2 over planes of H×W values (H and W even), optionally of an
+ * affine map of the input followed by ReLU: the form batch normalisation's fused block uses
+ * (batchnorm.h), which so never writes its full-size output. */
+#ifndef DPTRAIN_POOL_H
+#define DPTRAIN_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct pool_shape {
+    size_t planes;
+    int height, width;
+};
+
+/* Each input x is pooled as scale·x + shift, and the maximum then goes through ReLU when relu
+ * is set. {1, 0, 0} is plain max pooling. */
+struct pool_map {
+    float scale, shift;
+    int relu;
+};
+
+/* y[p][oy][ox] = the (mapped) maximum of the 2×2 window; argmax = 2 × row + column of the
+ * first maximum in row-major order, for backward. */
+void maxpool_forward(const float *x, float *y, uint8_t *argmax, const struct pool_shape *s,
+                     const struct pool_map *map);
+/* dx = dy placed at each window's maximum, zero elsewhere. */
+void maxpool_backward(const float *dy, const uint8_t *argmax, float *dx, const struct pool_shape *s);
+
+/* Index of output k's winning input, for the output at row oy, column ox of plane p. */
+static inline size_t maxpool_source(const struct pool_shape *s, size_t p, int oy, int ox, uint8_t which)
+{
+    return (p * (size_t)s->height + (size_t)(2 * oy + (which >> 1))) * (size_t)s->width +
+           (size_t)(2 * ox + (which & 1));
+}
+
+#endif
