@@ -1,6 +1,7 @@
 #include "dptrain/conv.h"
 
 #include "dptrain/tensor.h"
+#include "dptrain/winograd.h"
 
 #include <string.h>
 
@@ -37,11 +38,31 @@ int conv_chunk_samples(const struct conv_shape *s)
     return samples < 1 ? 1 : (int)samples;
 }
 
+/* Winograd's F(2×2, 3×3) for 3×3 layers with enough input channels that its transforms cost
+ * little beside the products it saves (the CNN's second convolution: 32 -> 64); im2col and one
+ * GEMM for the others (the first: 1 input channel, where the products are few anyway). */
+static int uses_winograd(const struct conv_shape *s)
+{
+    return s->kernel == 3 && s->channels_in >= 16 && s->width <= WINOGRAD_MAX_SIDE && s->height <= WINOGRAD_MAX_SIDE;
+}
+
+static struct winograd_shape winograd_shape(const struct conv_shape *s, int swapped)
+{
+    return (struct winograd_shape){swapped ? s->channels_out : s->channels_in,
+                                   swapped ? s->channels_in : s->channels_out, s->height, s->width};
+}
+
 size_t conv_workspace_floats(const struct conv_shape *s, int max_batch)
 {
     int chunk = conv_chunk_samples(s);
     size_t samples = (size_t)(chunk < max_batch ? chunk : max_batch);
-    return (size_t)s->channels_in * s->kernel * s->kernel * samples * s->height * s->width;
+    size_t floats = (size_t)s->channels_in * s->kernel * s->kernel * samples * s->height * s->width;
+    if (uses_winograd(s)) {
+        struct winograd_shape ws = winograd_shape(s, 0);
+        size_t need = winograd_workspace_floats(&ws);
+        floats = need > floats ? need : floats;
+    }
+    return floats;
 }
 
 /* col[(ci·k + ky)·k + kx][j·H·W + y·W + x] = in[ci][first + j][y + ky − p][x + kx − p] (0 outside)
@@ -103,6 +124,12 @@ static void col2im(const float *col, float *dx_out, const struct conv_shape *sha
 
 void conv_forward(const struct conv_shape *s, int batch, const float *x, const float *w, float *y, float *col)
 {
+    if (uses_winograd(s)) {
+        struct winograd_shape ws = winograd_shape(s, 0);
+        winograd_filters(w, col, &ws, 0);
+        winograd_convolve(&ws, batch, x, y, col);
+        return;
+    }
     int k = s->channels_in * s->kernel * s->kernel, plane = s->height * s->width, chunk = conv_chunk_samples(s);
     for (int first = 0; first < batch; first += chunk) {
         struct span span = {batch, first, batch - first < chunk ? batch - first : chunk};
@@ -117,6 +144,7 @@ void conv_backward(const struct conv_shape *s, int batch, const struct conv_inpu
                    const struct conv_grads *grads)
 {
     int k = s->channels_in * s->kernel * s->kernel, plane = s->height * s->width, chunk = conv_chunk_samples(s);
+    int winograd = uses_winograd(s);
     for (int first = 0; first < batch; first += chunk) {
         struct span span = {batch, first, batch - first < chunk ? batch - first : chunk};
         int columns = span.count * plane;
@@ -125,11 +153,17 @@ void conv_backward(const struct conv_shape *s, int batch, const struct conv_inpu
         /* dw = Σ over chunks of dy_chunk · colᵀ */
         tensor_gemm(&(struct gemm){0, 1, s->channels_out, k, columns, 1.0f, dy_chunk, batch * plane, in->col, columns,
                                    first == 0 ? 0.0f : 1.0f, grads->dw, k});
-        if (!grads->dx)
+        if (!grads->dx || winograd)
             continue;
         tensor_gemm(&(struct gemm){1, 0, k, columns, s->channels_out, 1.0f, in->w, k, dy_chunk, batch * plane, 0.0f,
                                    in->col, columns});
         col2im(in->col, grads->dx, s, &span);
+    }
+    if (grads->dx && winograd) {
+        /* dx is the convolution of dy with the filters rotated by 180° from out to in channels */
+        struct winograd_shape forward = winograd_shape(s, 0), swapped = winograd_shape(s, 1);
+        winograd_filters(in->w, in->col, &forward, 1);
+        winograd_convolve(&swapped, batch, dy, grads->dx, in->col);
     }
 }
 

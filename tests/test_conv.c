@@ -85,50 +85,65 @@ static void test_conv_matches_direct_sum(void **state)
                 }
 }
 
-/* A batch of several chunks (the last one short): forward, dw and dx against plain sums. */
-static void test_conv_chunks(void **state)
+/* One shape against plain sums in double: forward, dw and dx. */
+static void check_conv_against_sums(const struct conv_shape *s, int batch)
 {
-    (void)state;
-    enum { CIN = 32, COUT = 4, SIDE = 14, N = 5, PLANE = SIDE * SIDE };
-    struct conv_shape s = {CIN, COUT, SIDE, SIDE, 3};
-    assert_true(conv_chunk_samples(&s) < N && N % conv_chunk_samples(&s) != 0);
-    size_t nx = (size_t)CIN * N * PLANE, ny = (size_t)COUT * N * PLANE, nw = (size_t)COUT * CIN * 9;
+    int cin = s->channels_in, cout = s->channels_out, h = s->height, w = s->width, plane = h * w;
+    size_t nx = (size_t)cin * batch * plane, ny = (size_t)cout * batch * plane, nw = (size_t)cout * cin * 9;
     float *x = malloc(nx * sizeof(float)), *dx = malloc(nx * sizeof(float)), *y = malloc(ny * sizeof(float));
-    float *dy = malloc(ny * sizeof(float)), *w = malloc(nw * sizeof(float)), *dw = malloc(nw * sizeof(float));
-    float *col = malloc(conv_workspace_floats(&s, N) * sizeof(float));
+    float *dy = malloc(ny * sizeof(float)), *wt = malloc(nw * sizeof(float)), *dw = malloc(nw * sizeof(float));
+    float *work = malloc(conv_workspace_floats(s, batch) * sizeof(float));
     double *ex = calloc(nx, sizeof(double)), *ew = calloc(nw, sizeof(double));
     struct rng rng;
     rng_seed(&rng, 27, 0, 0, 0);
     test_fill_normal(x, nx, &rng);
     test_fill_normal(dy, ny, &rng);
-    test_fill_normal(w, nw, &rng);
-    conv_forward(&s, N, x, w, y, col);
-    conv_backward(&s, N, &(struct conv_inputs){x, w, col}, dy, &(struct conv_grads){dx, dw});
-    for (int co = 0; co < COUT; co++)
-        for (int n = 0; n < N; n++)
-            for (int p = 0; p < PLANE; p++) {
-                int py = p / SIDE, px = p % SIDE;
-                size_t o = ((size_t)co * N + n) * PLANE + p;
+    test_fill_normal(wt, nw, &rng);
+    conv_forward(s, batch, x, wt, y, work);
+    conv_backward(s, batch, &(struct conv_inputs){x, wt, work}, dy, &(struct conv_grads){dx, dw});
+    for (int co = 0; co < cout; co++)
+        for (int n = 0; n < batch; n++)
+            for (int p = 0; p < plane; p++) {
+                size_t o = ((size_t)co * batch + n) * plane + p;
                 double sum = 0;
-                for (int ci = 0; ci < CIN; ci++)
+                for (int ci = 0; ci < cin; ci++)
                     for (int t = 0; t < 9; t++) {
-                        int sy = py + t / 3 - 1, sx = px + t % 3 - 1;
-                        if (sy < 0 || sy >= SIDE || sx < 0 || sx >= SIDE)
+                        int sy = p / w + t / 3 - 1, sx = p % w + t % 3 - 1;
+                        if (sy < 0 || sy >= h || sx < 0 || sx >= w)
                             continue;
-                        size_t i = ((size_t)ci * N + n) * PLANE + (size_t)sy * SIDE + sx, k = ((size_t)co * CIN + ci) * 9 + t;
-                        sum += (double)w[k] * x[i];
+                        size_t i = ((size_t)ci * batch + n) * plane + (size_t)sy * w + sx, k = ((size_t)co * cin + ci) * 9 + t;
+                        sum += (double)wt[k] * x[i];
                         ew[k] += (double)dy[o] * x[i];
-                        ex[i] += (double)dy[o] * w[k];
+                        ex[i] += (double)dy[o] * wt[k];
                     }
-                assert_float_equal(y[o], sum, 1e-3);
+                if (fabs(y[o] - sum) > 1e-4 * (1 + sqrt(cin * 9.0)))
+                    fail_msg("%dx%dx%dx%d y[%zu] %g, expected %g", cin, cout, h, w, o, y[o], sum);
             }
     for (size_t k = 0; k < nw; k++)
-        assert_float_equal(dw[k], ew[k], 1e-2);
+        if (fabs(dw[k] - ew[k]) > 1e-4 * (1 + sqrt((double)batch * plane)))
+            fail_msg("%dx%dx%dx%d dw[%zu] %g, expected %g", cin, cout, h, w, k, dw[k], ew[k]);
     for (size_t i = 0; i < nx; i++)
-        assert_float_equal(dx[i], ex[i], 1e-3);
-    void *buffers[] = {x, dx, y, dy, w, dw, col, ex, ew};
+        if (fabs(dx[i] - ex[i]) > 1e-4 * (1 + sqrt(cout * 9.0)))
+            fail_msg("%dx%dx%dx%d dx[%zu] %g, expected %g", cin, cout, h, w, i, dx[i], ex[i]);
+    void *buffers[] = {x, dx, y, dy, wt, dw, work, ex, ew};
     for (size_t b = 0; b < sizeof buffers / sizeof *buffers; b++)
         free(buffers[b]);
+}
+
+/* Both methods (im2col and GEMM; Winograd from 16 input channels), each over several chunks of
+ * samples with the last one short, and Winograd on odd sides (cropped tiles). */
+static void test_conv_methods_and_chunks(void **state)
+{
+    (void)state;
+    struct conv_shape direct = {8, 3, 28, 28, 3}, winograd = {32, 4, 14, 14, 3}, odd = {16, 3, 7, 9, 3};
+    struct conv_shape many_chunks = {64, 64, 14, 14, 3};
+    assert_true(conv_chunk_samples(&direct) < 5 && 5 % conv_chunk_samples(&direct) != 0);
+    assert_true(conv_chunk_samples(&winograd) < 5 && 5 % conv_chunk_samples(&winograd) != 0);
+    check_conv_against_sums(&direct, 5);
+    check_conv_against_sums(&winograd, 5);
+    check_conv_against_sums(&odd, 3);
+    /* Winograd's chunks: its tiles of 5 images do not fit one (1 MB; 458 KB per image here) */
+    check_conv_against_sums(&many_chunks, 5);
 }
 
 static void test_maxpool(void **state)
@@ -481,7 +496,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_gradients),
         cmocka_unit_test(test_conv_matches_direct_sum),
-        cmocka_unit_test(test_conv_chunks),
+        cmocka_unit_test(test_conv_methods_and_chunks),
         cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_maxpool_ties_and_widths),
         cmocka_unit_test(test_batchnorm),
