@@ -143,8 +143,17 @@ void conv_forward(const struct conv_shape *s, int batch, const float *x, const f
 void conv_backward(const struct conv_shape *s, int batch, const struct conv_inputs *in, const float *dy,
                    const struct conv_grads *grads)
 {
+    if (uses_winograd(s)) {
+        struct winograd_shape forward = winograd_shape(s, 0), swapped = winograd_shape(s, 1);
+        winograd_filter_gradient(&forward, batch, in->x, dy, grads->dw, in->col);
+        if (!grads->dx)
+            return;
+        /* dx is the convolution of dy with the filters rotated by 180°, from out to in channels */
+        winograd_filters(in->w, in->col, &forward, 1);
+        winograd_convolve(&swapped, batch, dy, grads->dx, in->col);
+        return;
+    }
     int k = s->channels_in * s->kernel * s->kernel, plane = s->height * s->width, chunk = conv_chunk_samples(s);
-    int winograd = uses_winograd(s);
     for (int first = 0; first < batch; first += chunk) {
         struct span span = {batch, first, batch - first < chunk ? batch - first : chunk};
         int columns = span.count * plane;
@@ -153,17 +162,11 @@ void conv_backward(const struct conv_shape *s, int batch, const struct conv_inpu
         /* dw = Σ over chunks of dy_chunk · colᵀ */
         tensor_gemm(&(struct gemm){0, 1, s->channels_out, k, columns, 1.0f, dy_chunk, batch * plane, in->col, columns,
                                    first == 0 ? 0.0f : 1.0f, grads->dw, k});
-        if (!grads->dx || winograd)
+        if (!grads->dx)
             continue;
         tensor_gemm(&(struct gemm){1, 0, k, columns, s->channels_out, 1.0f, in->w, k, dy_chunk, batch * plane, 0.0f,
                                    in->col, columns});
         col2im(in->col, grads->dx, s, &span);
-    }
-    if (grads->dx && winograd) {
-        /* dx is the convolution of dy with the filters rotated by 180° from out to in channels */
-        struct winograd_shape forward = winograd_shape(s, 0), swapped = winograd_shape(s, 1);
-        winograd_filters(in->w, in->col, &forward, 1);
-        winograd_convolve(&swapped, batch, dy, grads->dx, in->col);
     }
 }
 

@@ -2,6 +2,7 @@
 
 #include "dptrain/tensor.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* The transformed tiles of about this many bytes (inputs and outputs together) at a time: they
@@ -92,26 +93,63 @@ static inline void store_lanes(float *p, lanes v)
     memcpy(p, &v, sizeof v);
 }
 
+/* One plane of a tensor, and the tensor's bounds: whole-vector reads may run past the plane's
+ * rows but not past the tensor. */
+struct source {
+    const float *plane, *begin, *end;
+};
+
+/* Which image row to split, at which column offset in the zero-padded row, into how many groups. */
+struct row_at {
+    int y, offset, groups;
+};
+
+/* Image row y (zeros when outside the image), shifted right by offset columns into a zero-padded
+ * row, split into its even and odd columns: groups·LANES of each. The row is read straight from
+ * the tensor in whole vectors, the columns outside the image masked to zero; only where those
+ * reads would leave the tensor is it copied into a zeroed buffer first (a copy per row, and the
+ * stalled loads after it, took 15% of a CNN step). */
+static void split_row(const struct source *src, const struct winograd_shape *s, struct row_at at, float *even,
+                      float *odd)
+{
+    typedef int32_t lane_index __attribute__((vector_size(LANES * sizeof(int32_t))));
+    const lane_index iota = {0, 1, 2, 3, 4, 5, 6, 7};
+    long first = (long)at.y * s->width - at.offset, padded = 2L * LANES * at.groups;
+    if (at.y < 0 || at.y >= s->height) {
+        memset(even, 0, (size_t)(LANES * at.groups) * sizeof(float));
+        memset(odd, 0, (size_t)(LANES * at.groups) * sizeof(float));
+        return;
+    }
+    float copy[2 * (MAX_TILES + LANES)];
+    long start = (long)(src->plane - src->begin) + first; /* where the reads start in the tensor */
+    const float *row = copy;
+    if (start >= 0 && start + padded <= (long)(src->end - src->begin))
+        row = src->begin + start;
+    else {
+        memset(copy, 0, sizeof copy);
+        memcpy(copy + at.offset, src->plane + (size_t)at.y * s->width, (size_t)s->width * sizeof(float));
+    }
+    for (int g = 0; g < at.groups; g++) {
+        lane_index column = iota + (2 * LANES * g - at.offset), next = column + LANES;
+        lanes lo = load_lanes(row + 2 * LANES * g), hi = load_lanes(row + 2 * LANES * g + LANES);
+        lo = (lanes)((lane_index)lo & ((column >= 0) & (column < s->width)));
+        hi = (lanes)((lane_index)hi & ((next >= 0) & (next < s->width)));
+        store_lanes(even + LANES * g, __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14));
+        store_lanes(odd + LANES * g, __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15));
+    }
+}
+
 /* One input plane's tiles: v[ξ][t] = Bᵀ d B of each 4×4 tile d, whose rows are the image rows
  * 2·ty − 1 .. 2·ty + 2 and columns 2·tx − 1 .. 2·tx + 2 (zeros outside), t = ty·stride + tx.
  * Each padded row (column j = image column j − 1) is split into its even and odd columns, so that
  * Bᵀ on the rows and then on each tile's columns are whole-vector operations. */
-static void input_tiles(const float *plane, const struct winograd_shape *s, const struct tiling *t, float *v,
+static void input_tiles(const struct source *src, const struct winograd_shape *s, const struct tiling *t, float *v,
                         size_t stride)
 {
     int groups = t->stride / LANES + 1, padded_rows = 2 * t->rows + 2;
     float even[2 * MAX_TILES + 2][MAX_TILES + LANES], odd[2 * MAX_TILES + 2][MAX_TILES + LANES];
-    for (int r = 0; r < padded_rows; r++) {
-        float row[2 * (MAX_TILES + LANES)] = {0};
-        int y = r - 1;
-        if (y >= 0 && y < s->height)
-            memcpy(row + 1, plane + (size_t)y * s->width, (size_t)s->width * sizeof(float));
-        for (int g = 0; g < groups; g++) {
-            lanes lo = load_lanes(row + 2 * LANES * g), hi = load_lanes(row + 2 * LANES * g + LANES);
-            store_lanes(even[r] + LANES * g, __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14));
-            store_lanes(odd[r] + LANES * g, __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15));
-        }
-    }
+    for (int r = 0; r < padded_rows; r++)
+        split_row(src, s, (struct row_at){r - 1, 1, groups}, even[r], odd[r]);
     for (int ty = 0; ty < t->rows; ty++) {
         float re[TILE][MAX_TILES + LANES], ro[TILE][MAX_TILES + LANES];
         const float(*e)[MAX_TILES + LANES] = even + 2 * ty, (*o)[MAX_TILES + LANES] = odd + 2 * ty;
@@ -126,8 +164,12 @@ static void input_tiles(const float *plane, const struct winograd_shape *s, cons
         }
         for (int a = 0; a < TILE; a++)
             for (int k = 0; k < t->stride; k += LANES) {   /* tile tx: padded columns 2tx .. 2tx + 3 */
-                lanes left = load_lanes(re[a] + k), right = load_lanes(re[a] + k + 1);
-                lanes left_odd = load_lanes(ro[a] + k), right_odd = load_lanes(ro[a] + k + 1);
+                /* the next column's values by a shuffle, not an unaligned load of what was just
+                 * stored (the load would wait for the stores to drain) */
+                lanes left = load_lanes(re[a] + k), left_odd = load_lanes(ro[a] + k);
+                lanes after = load_lanes(re[a] + k + LANES), after_odd = load_lanes(ro[a] + k + LANES);
+                lanes right = __builtin_shufflevector(left, after, 1, 2, 3, 4, 5, 6, 7, 8);
+                lanes right_odd = __builtin_shufflevector(left_odd, after_odd, 1, 2, 3, 4, 5, 6, 7, 8);
                 float *out = v + (size_t)(4 * a) * stride + (size_t)ty * t->stride + k;
                 store_lanes(out, left - right);
                 store_lanes(out + stride, left_odd + right);
@@ -166,6 +208,87 @@ static void output_tiles(const float *m, size_t stride, const struct winograd_sh
     }
 }
 
+/* One output-gradient plane's tiles: dm[ξ][t] = A dY Aᵀ of each tile's 2×2 block dY (zeros past
+ * the image's edge), the gradient of the tile's 16 products. */
+static void gradient_tiles(const struct source *src, const struct winograd_shape *s, const struct tiling *t, float *dm,
+                           size_t stride)
+{
+    int groups = t->stride / LANES;
+    for (int ty = 0; ty < t->rows; ty++) {
+        float even[2][MAX_TILES + LANES], odd[2][MAX_TILES + LANES];
+        for (int i = 0; i < 2; i++)
+            split_row(src, s, (struct row_at){2 * ty + i, 0, groups}, even[i], odd[i]);
+        for (int k = 0; k < t->stride; k += LANES) {
+            lanes top[2] = {load_lanes(even[0] + k), load_lanes(odd[0] + k)};
+            lanes bottom[2] = {load_lanes(even[1] + k), load_lanes(odd[1] + k)};
+            lanes rows[TILE][2];                        /* A dY: 4 rows of 2 */
+            for (int j = 0; j < 2; j++) {
+                rows[0][j] = top[j];
+                rows[1][j] = top[j] + bottom[j];
+                rows[2][j] = top[j] - bottom[j];
+                rows[3][j] = -bottom[j];
+            }
+            float *out = dm + (size_t)ty * t->stride + k;
+            for (int a = 0; a < TILE; a++) {            /* (A dY) Aᵀ */
+                store_lanes(out + (size_t)(4 * a) * stride, rows[a][0]);
+                store_lanes(out + (size_t)(4 * a + 1) * stride, rows[a][0] + rows[a][1]);
+                store_lanes(out + (size_t)(4 * a + 2) * stride, rows[a][0] - rows[a][1]);
+                store_lanes(out + (size_t)(4 * a + 3) * stride, -rows[a][1]);
+            }
+        }
+    }
+}
+
+/* dw = Gᵀ du G for one filter: the 3×3 gradient from the 4×4 gradient of its transform
+ * (du[ξ·stride], ξ = 4·row + column). */
+static void filter_gradient_tile(const float *du, size_t stride, float dw[9])
+{
+    float t[3][TILE];
+    for (int b = 0; b < TILE; b++) {
+        float d0 = du[(size_t)b * stride], d1 = du[(size_t)(4 + b) * stride];
+        float d2 = du[(size_t)(8 + b) * stride], d3 = du[(size_t)(12 + b) * stride];
+        t[0][b] = d0 + 0.5f * (d1 + d2);
+        t[1][b] = 0.5f * (d1 - d2);
+        t[2][b] = 0.5f * (d1 + d2) + d3;
+    }
+    for (int r = 0; r < 3; r++) {
+        dw[3 * r] = t[r][0] + 0.5f * (t[r][1] + t[r][2]);
+        dw[3 * r + 1] = 0.5f * (t[r][1] - t[r][2]);
+        dw[3 * r + 2] = 0.5f * (t[r][1] + t[r][2]) + t[r][3];
+    }
+}
+
+void winograd_filter_gradient(const struct winograd_shape *s, int batch, const float *in, const float *dy,
+                              float *dw, float *work)
+{
+    struct tiling t = tiling_of(s, batch);
+    int cin = s->channels_in, cout = s->channels_out;
+    size_t plane = (size_t)s->height * s->width, chunk_tiles = (size_t)t.images * t.per_image;
+    float *du = work, *v = work + (size_t)TILE_VALUES * cin * cout;
+    float *dm = v + (size_t)TILE_VALUES * cin * chunk_tiles;
+    for (int first = 0; first < batch; first += t.images) {
+        int images = batch - first < t.images ? batch - first : t.images;
+        int tiles = images * t.per_image;
+        size_t v_stride = (size_t)cin * tiles, m_stride = (size_t)cout * tiles;
+        for (int ci = 0; ci < cin; ci++)
+            for (int n = 0; n < images; n++)
+                input_tiles(&(struct source){in + ((size_t)ci * batch + first + n) * plane, in, in + (size_t)cin * batch * plane}, s, &t,
+                            v + (size_t)ci * tiles + (size_t)n * t.per_image, v_stride);
+        for (int co = 0; co < cout; co++)
+            for (int n = 0; n < images; n++)
+                gradient_tiles(&(struct source){dy + ((size_t)co * batch + first + n) * plane, dy, dy + (size_t)cout * batch * plane}, s, &t,
+                               dm + (size_t)co * tiles + (size_t)n * t.per_image, m_stride);
+        /* du[ξ] (+)= dm[ξ] · v[ξ]ᵀ: summed over the tiles of every chunk */
+        for (int xi = 0; xi < TILE_VALUES; xi++)
+            tensor_gemm(&(struct gemm){0, 1, cout, cin, tiles, 1.0f, dm + (size_t)xi * m_stride, tiles,
+                                       v + (size_t)xi * v_stride, tiles, first == 0 ? 0.0f : 1.0f,
+                                       du + (size_t)xi * cin * cout, cin});
+    }
+    for (int co = 0; co < cout; co++)
+        for (int ci = 0; ci < cin; ci++)
+            filter_gradient_tile(du + (size_t)co * cin + ci, (size_t)cin * cout, dw + ((size_t)co * cin + ci) * 9);
+}
+
 void winograd_convolve(const struct winograd_shape *s, int batch, const float *in, float *out, float *work)
 {
     struct tiling t = tiling_of(s, batch);
@@ -180,7 +303,7 @@ void winograd_convolve(const struct winograd_shape *s, int batch, const float *i
         size_t v_stride = (size_t)cin * tiles, m_stride = (size_t)cout * tiles;
         for (int ci = 0; ci < cin; ci++)
             for (int n = 0; n < images; n++)
-                input_tiles(in + ((size_t)ci * batch + first + n) * plane, s, &t,
+                input_tiles(&(struct source){in + ((size_t)ci * batch + first + n) * plane, in, in + (size_t)cin * batch * plane}, s, &t,
                             v + (size_t)ci * tiles + (size_t)n * t.per_image, v_stride);
         for (int xi = 0; xi < TILE_VALUES; xi++)
             tensor_gemm(&(struct gemm){0, 0, cout, tiles, cin, 1.0f, u + (size_t)xi * cin * cout, cin,

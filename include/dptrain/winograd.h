@@ -27,4 +27,9 @@ void winograd_filters(const float *w, float *u, const struct winograd_shape *s, 
  * filters g that u was made from; work holds u first (winograd_filters wrote it there). */
 void winograd_convolve(const struct winograd_shape *s, int batch, const float *in, float *out, float *work);
 
+/* dw[co][ci][ky][kx] = Σ_n,y,x dy[co][n][y][x] · in[ci][n][y + ky − 1][x + kx − 1], the filter
+ * gradient of that convolution, from the same tiles: the 16 GEMMs sum the tiles' products. */
+void winograd_filter_gradient(const struct winograd_shape *s, int batch, const float *in, const float *dy,
+                              float *dw, float *work);
+
 #endif
