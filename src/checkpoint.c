@@ -56,6 +56,7 @@ static const struct field fields[] = {
     FIELD("warmup", F_DOUBLE, warmup),
     FIELD("dropout", F_DOUBLE, dropout),
     FIELD("label_smoothing", F_DOUBLE, label_smoothing),
+    FIELD("erase", F_DOUBLE, erase),
     FIELD("train_seconds", F_DOUBLE, train_seconds),
     FIELD("epoch_seconds", F_DOUBLE, epoch_seconds),
     FIELD("best_val", F_DOUBLE, best_val),
@@ -366,8 +367,8 @@ static int check_scalars(const struct checkpoint *c, const char *path, char *err
     REQUIRE(isfinite(c->lr) && c->lr > 0 && c->momentum >= 0 && c->momentum < 1 && c->weight_decay >= 0 &&
             c->weight_decay <= 1, "lr %g, momentum %g, weight decay %g", c->lr, c->momentum, c->weight_decay);
     REQUIRE(c->warmup >= 0 && c->warmup <= 1000 && c->dropout >= 0 && c->dropout <= 0.95 &&
-            c->label_smoothing >= 0 && c->label_smoothing <= 0.5,
-            "warmup %g, dropout %g, label smoothing %g", c->warmup, c->dropout, c->label_smoothing);
+            c->label_smoothing >= 0 && c->label_smoothing <= 0.5 && c->erase >= 0 && c->erase <= 1,
+            "warmup %g, dropout %g, label smoothing %g, erase %g", c->warmup, c->dropout, c->label_smoothing, c->erase);
     REQUIRE(isfinite(c->train_seconds) && c->train_seconds >= 0 && isfinite(c->epoch_seconds) &&
             c->epoch_seconds >= 0, "train_seconds %g, epoch_seconds %g", c->train_seconds, c->epoch_seconds);
     REQUIRE(c->best_val == -1 || (c->best_val >= 0 && c->best_val <= 1), "best_val %g", c->best_val);

@@ -79,6 +79,8 @@ static const struct flag flags[] = {
     {"--trace", V_STRING, AT(trace), FOR_TRAINING, 0, 0,
      "write a Chrome trace-event JSON of every step's phases, all ranks in one file"},
     {"--augment", V_FLAG, AT(augment), FOR_TRAINING, 0, 0, "random flips and shifts of training images"},
+    {"--erase", V_DOUBLE, AT(erase), FOR_TRAINING, 0, 1,
+     "with --augment: the probability that a random rectangle (2-40% of an image) of a training image is set to the mean pixel (random erasing; default 0)"},
     {"--tta", V_FLAG, AT(tta), FOR_TRAIN | FOR_EVAL, 0, 0,
      "test-time augmentation: average the logits of each image and its mirror image (raw inputs; "
      "default for cnn with --augment)"},
@@ -136,6 +138,7 @@ static void set_defaults(struct config *o)
     o->warmup = 1;
     o->dropout = -1;         /* chosen by model below */
     o->label_smoothing = -1; /* chosen by model below */
+    o->erase = -1;           /* chosen below */
     o->tta = -1;             /* chosen by model below */
     o->seed = 1;
     o->threads = 0;          /* chosen per node at start-up (train.c) */
@@ -414,6 +417,10 @@ int cli_parse(int argc, char **argv, struct config *o, char *err)
         o->dropout = cnn ? 0.1 : 0.2;
     if (o->label_smoothing < 0)
         o->label_smoothing = cnn ? 0 : 0.1;
+    if (o->erase > 0 && !o->augment)
+        FAIL("--erase %g needs --augment: erasing is part of the training images' augmentation", o->erase);
+    if (o->erase < 0)
+        o->erase = 0;
     set_output_default(o);
     return check_choices(o, err);
 fail:
@@ -452,7 +459,7 @@ const char *cli_setting_flag(enum setting s)
         [SETTING_OPTIMIZER] = "--optimizer", [SETTING_LR] = "--lr", [SETTING_MOMENTUM] = "--momentum",
         [SETTING_WEIGHT_DECAY] = "--weight-decay", [SETTING_SCHEDULE] = "--schedule", [SETTING_WARMUP] = "--warmup",
         [SETTING_DROPOUT] = "--dropout", [SETTING_LABEL_SMOOTHING] = "--label-smoothing",
-        [SETTING_AUGMENT] = "--augment", [SETTING_TTA] = "--tta", [SETTING_VALIDATION] = "--validation",
+        [SETTING_AUGMENT] = "--augment", [SETTING_ERASE] = "--erase", [SETTING_TTA] = "--tta", [SETTING_VALIDATION] = "--validation",
         [SETTING_COMPRESS] = "--compress", [SETTING_DETERMINISTIC] = "--deterministic",
         [SETTING_NONE] = "",
     };

@@ -125,8 +125,32 @@ void features_mirror(float *batch, int n)
         }
 }
 
+/* A uniform double in [0, 1). */
+static double uniform(struct rng *rng)
+{
+    return (double)(rng_next(rng) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* Random erasing: up to 10 draws of a rectangle's area and aspect ratio until it fits the image
+ * (as the paper and torchvision do), then its place; its pixels become 0, the mean pixel. */
+static void erase_rectangle(float *image, struct rng *rng)
+{
+    for (int attempt = 0; attempt < 10; attempt++) {
+        double area = (0.02 + 0.38 * uniform(rng)) * DATASET_PIXELS;
+        double ratio = exp(log(0.3) + 2.0 * log(1 / 0.3) * uniform(rng));
+        long h = lround(sqrt(area * ratio)), w = lround(sqrt(area / ratio));
+        if (h < 1 || w < 1 || h >= DATASET_ROWS || w >= DATASET_COLS)
+            continue;
+        int top = (int)rng_below(rng, (uint64_t)(DATASET_ROWS - h + 1));
+        int left = (int)rng_below(rng, (uint64_t)(DATASET_COLS - w + 1));
+        for (long r = 0; r < h; r++)
+            memset(image + (size_t)(top + r) * DATASET_COLS + left, 0, (size_t)w * sizeof(float));
+        return;
+    }
+}
+
 void features_gather(const struct features *f, const uint32_t *indices, int n, float *out, uint8_t *labels_out,
-                     struct rng *augment)
+                     const struct augmentation *augment)
 {
     size_t dim = (size_t)f->dim;
     const struct linear map = {1.0f / (255.0f * f->norm.std), -f->norm.mean / f->norm.std};
@@ -140,10 +164,13 @@ void features_gather(const struct features *f, const uint32_t *indices, int n, f
         }
         struct placement at = {0, 0, 0};
         if (augment) { /* in this order: the streams must draw as they always have */
-            at.flip = (int)rng_below(augment, 2);
-            at.dy = (int)rng_below(augment, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
-            at.dx = (int)rng_below(augment, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
+            at.flip = (int)rng_below(augment->rng, 2);
+            at.dy = (int)rng_below(augment->rng, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
+            at.dx = (int)rng_below(augment->rng, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
         }
         standardise_image(f->pixels + i * DATASET_PIXELS, dst, &map, &at);
+        /* drawn after the rest, and only when asked: runs without erasing draw as before */
+        if (augment && augment->erase > 0 && uniform(augment->rng) < augment->erase)
+            erase_rectangle(dst, augment->rng);
     }
 }

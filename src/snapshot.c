@@ -76,7 +76,7 @@ static void describe(const struct run *run, const struct gathered *g, int epochs
         .units = run->d->units, .deterministic = o->deterministic,
         .epochs = o->epochs, .validation = o->validation, .augment = o->augment, .tta = o->tta, .seed = o->seed,
         .lr = o->lr, .momentum = o->momentum, .weight_decay = o->weight_decay,
-        .warmup = o->warmup, .dropout = o->dropout, .label_smoothing = o->label_smoothing,
+        .warmup = o->warmup, .dropout = o->dropout, .label_smoothing = o->label_smoothing, .erase = o->erase,
         .epoch = epochs_done, .step = step, .train_seconds = r->train_seconds,
         .epoch_seconds = epoch_seconds, .param_count = run->model->param_count,
         .params = run->model->params, .opt_step = optim_steps(run->optimizer),
@@ -239,6 +239,7 @@ int snapshot_settings(const struct checkpoint *c, const struct config *given, st
     saved->dropout = c->dropout;
     saved->label_smoothing = c->label_smoothing;
     saved->augment = c->augment;
+    saved->erase = c->erase;
     saved->tta = c->tta;
     saved->validation = c->validation;
     saved->deterministic = c->deterministic;

@@ -146,7 +146,7 @@ static void test_dependent_defaults(void **state)
     parse_ok("train --model cnn", &c);
     assert_int_equal(c.epochs, 20);
     assert_int_equal(c.tta, 0);
-    assert_true(c.dropout == 0.1 && c.label_smoothing == 0); /* a CNN's own defaults */
+    assert_true(c.dropout == 0.1 && c.label_smoothing == 0 && c.erase == 0); /* a CNN's own defaults */
     parse_ok("train --model mlp --dropout 0 --label-smoothing 0.05", &c); /* given values stay */
     assert_true(c.epochs == 30 && c.dropout == 0 && c.label_smoothing == 0.05);
     parse_ok("compare --pca 0,50,100", &c);
@@ -195,6 +195,8 @@ static void test_errors(void **state)
         {"train --data=", "--data: empty value"},
         {"train --threads 0", "--threads: 0 is out of range 1..256"},
         {"train --bucket-mb -1", "--bucket-mb: -1 is out of range 0..1024"},
+        {"train --erase 0.5", "--erase 0.5 needs --augment"},
+        {"train --augment --erase 1.5", "--erase: 1.5 is out of range 0..1"},
         {"train --compress zip", "--compress: unknown compression 'zip' (expected none, bf16, powersgd or powersgd:R"},
         {"train --compress powersgd:0", "--compress: unknown compression 'powersgd:0'"},
         {"train --compress powersgd:65", "with R from 1 to 64"},

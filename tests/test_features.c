@@ -101,8 +101,8 @@ static void test_augment(void **state)
     rng_seed(&replay, 5, RNG_AUGMENT, 1, 0);
     for (int draw = 0; draw < 400; draw++) {
         int row = -1, col = -1;
-        features_gather(&f, order, 1, out, got, &rng);
-        features_gather(&f, order, 1, again, got, &replay);
+        features_gather(&f, order, 1, out, got, &(struct augmentation){&rng, 0});
+        features_gather(&f, order, 1, again, got, &(struct augmentation){&replay, 0});
         assert_memory_equal(out, again, sizeof out); /* the same stream, the same images */
         find_bright(out, &row, &col);
         int dy = row - 10, flip = col > DATASET_COLS / 2, dx = flip ? col - (DATASET_COLS - 1 - 5) : col - 5;
@@ -117,12 +117,58 @@ static void test_augment(void **state)
     features_free(&f);
 }
 
+/* Random erasing: at probability 1 every image has one rectangle of zeros (the mean pixel),
+ * 2-40% of the image with rounding; at 0.5 about half the images have one; the same stream
+ * erases the same rectangles. */
+static void test_erase(void **state)
+{
+    (void)state;
+    char err[DP_ERR_LEN];
+    struct features f;
+    struct split set = {1, 0, images, labels};
+    uint32_t order[1] = {0};
+    float out[DATASET_PIXELS], again[DATASET_PIXELS];
+    uint8_t got[1];
+    make_images();
+    assert_int_equal(features_create(&f, &set, &norm, NULL, 0, err), 0);
+    struct rng rng, replay;
+    rng_seed(&rng, 6, RNG_AUGMENT, 1, 0);
+    rng_seed(&replay, 6, RNG_AUGMENT, 1, 0);
+    int erased_at_half = 0, smallest = DATASET_PIXELS, largest = 0;
+    for (int draw = 0; draw < 400; draw++) {
+        double p = draw < 200 ? 1.0 : 0.5;
+        features_gather(&f, order, 1, out, got, &(struct augmentation){&rng, p});
+        features_gather(&f, order, 1, again, got, &(struct augmentation){&replay, p});
+        assert_memory_equal(out, again, sizeof out);
+        int top = DATASET_ROWS, bottom = -1, left = DATASET_COLS, right = -1, zeros = 0;
+        for (int i = 0; i < DATASET_PIXELS; i++) /* no pixel of these images standardises to 0 */
+            if (out[i] == 0.0f) {
+                int r = i / DATASET_COLS, c = i % DATASET_COLS;
+                zeros++;
+                top = r < top ? r : top, bottom = r > bottom ? r : bottom;
+                left = c < left ? c : left, right = c > right ? c : right;
+            }
+        if (draw < 200)
+            assert_true(zeros > 0);
+        if (zeros == 0)
+            continue;
+        erased_at_half += draw >= 200;
+        assert_int_equal(zeros, (bottom - top + 1) * (right - left + 1)); /* one whole rectangle */
+        smallest = zeros < smallest ? zeros : smallest;
+        largest = zeros > largest ? zeros : largest;
+    }
+    assert_true(smallest >= 10 && largest <= 0.45 * DATASET_PIXELS && largest > 0.3 * DATASET_PIXELS);
+    assert_true(erased_at_half > 70 && erased_at_half < 130);
+    features_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_standardise_and_labels),
         cmocka_unit_test(test_mirror),
         cmocka_unit_test(test_augment),
+        cmocka_unit_test(test_erase),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,9 +22,9 @@
 #include <stdint.h>
 
 #define CHECKPOINT_FORMAT "dptrain-checkpoint"
-#define CHECKPOINT_VERSION 6 /* 2: adds tta; 3: checksums of every array and attribute, data identity;
+#define CHECKPOINT_VERSION 7 /* 2: adds tta; 3: checksums of every array and attribute, data identity;
                                 4: compress and the error-feedback residuals; 5: deterministic, units;
-                                6: PowerSGD's Q */
+                                6: PowerSGD's Q; 7: erase */
 
 struct checkpoint {
     /* configuration: what must match for a resume */
@@ -33,7 +33,7 @@ struct checkpoint {
     int deterministic;                        /* --deterministic: rows are the virtual shards */
     int units;                                /* rows of the per-unit arrays: ranks, or virtual shards */
     uint64_t seed;
-    double lr, momentum, weight_decay, warmup, dropout, label_smoothing;
+    double lr, momentum, weight_decay, warmup, dropout, label_smoothing, erase;
     /* position: `epoch` epochs are complete, and `step` steps of the next one */
     int epoch;
     long step;

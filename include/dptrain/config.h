@@ -48,6 +48,7 @@ struct config {
     enum schedule_kind schedule;
     double warmup;                    /* epochs of linear warm-up */
     double label_smoothing, dropout;
+    double erase;                     /* --augment: probability of random erasing per image */
     uint64_t seed;
     int augment, tta, validation;
     /* execution */
@@ -84,7 +85,7 @@ enum option {
 enum setting {
     SETTING_MODEL, SETTING_PCA, SETTING_BATCH, SETTING_EPOCHS, SETTING_SEED, SETTING_OPTIMIZER,
     SETTING_LR, SETTING_MOMENTUM, SETTING_WEIGHT_DECAY, SETTING_SCHEDULE, SETTING_WARMUP, SETTING_DROPOUT,
-    SETTING_LABEL_SMOOTHING, SETTING_AUGMENT, SETTING_TTA, SETTING_VALIDATION, SETTING_COMPRESS,
+    SETTING_LABEL_SMOOTHING, SETTING_AUGMENT, SETTING_ERASE, SETTING_TTA, SETTING_VALIDATION, SETTING_COMPRESS,
     SETTING_DETERMINISTIC, SETTING_NONE
 };
 

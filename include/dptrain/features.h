@@ -47,10 +47,20 @@ int features_create(struct features *f, const struct split *samples, const struc
                     const struct pca *pca, size_t piece, char *err);
 void features_free(struct features *f);
 
+/* --augment: the stream that draws each image's flip, shift and erasing, and the probability
+ * that a random rectangle of the image is erased (set to the mean pixel: 0 once standardised),
+ * as in Zhong et al., "Random Erasing Data Augmentation" (2020): 2-40% of the image, aspect ratio
+ * 0.3-3.3. */
+struct augmentation {
+    struct rng *rng;
+    double erase;
+};
+
 /* Copy the samples at indices into out[n][dim] and their labels into labels_out. With an
- * `augment` stream (raw inputs only): a random horizontal flip and shift of each image. */
+ * augmentation (raw inputs only): a random horizontal flip and shift of each image, and
+ * erasing. */
 void features_gather(const struct features *f, const uint32_t *indices, int n, float *out, uint8_t *labels_out,
-                     struct rng *augment);
+                     const struct augmentation *augment);
 
 /* Mirror a batch of raw images [n][28][28] left to right, in place. */
 void features_mirror(float *batch, int n);

@@ -1,6 +1,6 @@
 """The CNN end to end: one epoch of the default network on the real data on 2 ranks (results
 contract, accuracy), and an augmented CNN with batch normalisation interrupted in the middle of
-an epoch (a rank dies) that resumes to bitwise the same state as an uninterrupted run; --tta
+an epoch (a rank dies; with --erase, so that the erasing draws resume too) that resumes to bitwise the same state as an uninterrupted run; --tta
 predictions that do not change when every test image is mirrored."""
 import shutil
 
@@ -36,7 +36,7 @@ data = f"{small}/small.h5"
 must_succeed(run(["convert", "--source", small, "--out", data]))
 with h5py.File(data, "r") as f:
     small_labels = f["test/labels"][:]
-base = ["train", "--model", "cnn:8,p,16,p,f32", "--augment", "--epochs", "3", "--batch", "40",
+base = ["train", "--model", "cnn:8,p,16,p,f32", "--augment", "--erase", "0.5", "--epochs", "3", "--batch", "40",
         "--data", data, "--quiet"]
 ref_ckpt, ref_out = f"{dir}/ref.ckpt.h5", f"{dir}/ref.h5"
 must_succeed(run(base + ["--checkpoint", ref_ckpt, "--out", ref_out], ranks=2))

@@ -24,7 +24,7 @@ FIELDS = [("model", "s"), ("optimizer", "s"), ("schedule", "s"), ("name", "s"), 
           ("validation", "i"), ("augment", "i"), ("tta", "i"), ("seed", "i"), ("epoch", "i"),
           ("step", "i"), ("opt_step", "i"), ("best_epoch", "i"), ("param_count", "i"),
           ("buffer_count", "i"), ("powersgd_q_count", "i"), ("lr", "d"), ("momentum", "d"), ("weight_decay", "d"), ("warmup", "d"),
-          ("dropout", "d"), ("label_smoothing", "d"), ("train_seconds", "d"), ("epoch_seconds", "d"),
+          ("dropout", "d"), ("label_smoothing", "d"), ("erase", "d"), ("train_seconds", "d"), ("epoch_seconds", "d"),
           ("best_val", "d"), ("norm_mean", "f"), ("norm_std", "f"), ("data_train_samples", "i"),
           ("data_test_samples", "i"), ("data_crc32_train_images", "i"), ("data_crc32_train_labels", "i"),
           ("data_crc32_test_images", "i"), ("data_crc32_test_labels", "i")]
@@ -88,7 +88,7 @@ cases = [
     (variant("epoch_signed", set_attr("epoch", 7), sign=True), "epoch 7 of 2"),
     (variant("ranks_signed", set_attr("ranks", 0), sign=True), "ranks = 0"),
     (variant("units_signed", set_attr("deterministic", 2), sign=True), "units = 2, deterministic = 2"),
-    (variant("old_format", set_attr("format_version", 2)), "checkpoint format version 2, this dptrain reads version 6"),
+    (variant("old_format", set_attr("format_version", 2)), "checkpoint format version 2, this dptrain reads version 7"),
 ]
 for path, fragment in cases:
     before = open(path, "rb").read()
