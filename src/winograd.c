@@ -258,26 +258,48 @@ static void filter_gradient_tile(const float *du, size_t stride, float dw[9])
     }
 }
 
+/* The images first .. first + images − 1 of a batch: one chunk. */
+struct chunk {
+    const struct winograd_shape *s;
+    const struct tiling *t;
+    int batch, first, images;
+};
+
+/* A tensor [channels][batch][H][W] and the transform that makes its tiles. */
+struct planes {
+    const float *tensor;
+    int channels;
+    void (*tiles)(const struct source *, const struct winograd_shape *, const struct tiling *, float *, size_t);
+};
+
+/* The tiles of every plane of the chunk's images into out[ξ][channel][t]. */
+static void tile_planes(const struct chunk *c, const struct planes *p, float *out)
+{
+    size_t plane = (size_t)c->s->height * c->s->width, tiles = (size_t)c->images * c->t->per_image;
+    const float *end = p->tensor + (size_t)p->channels * c->batch * plane;
+    for (int channel = 0; channel < p->channels; channel++)
+        for (int n = 0; n < c->images; n++) {
+            const float *at = p->tensor + ((size_t)channel * c->batch + c->first + n) * plane;
+            p->tiles(&(struct source){at, p->tensor, end}, c->s, c->t,
+                     out + (size_t)channel * tiles + (size_t)n * c->t->per_image, (size_t)p->channels * tiles);
+        }
+}
+
 void winograd_filter_gradient(const struct winograd_shape *s, int batch, const float *in, const float *dy,
                               float *dw, float *work)
 {
     struct tiling t = tiling_of(s, batch);
     int cin = s->channels_in, cout = s->channels_out;
-    size_t plane = (size_t)s->height * s->width, chunk_tiles = (size_t)t.images * t.per_image;
+    size_t chunk_tiles = (size_t)t.images * t.per_image;
     float *du = work, *v = work + (size_t)TILE_VALUES * cin * cout;
     float *dm = v + (size_t)TILE_VALUES * cin * chunk_tiles;
     for (int first = 0; first < batch; first += t.images) {
         int images = batch - first < t.images ? batch - first : t.images;
         int tiles = images * t.per_image;
         size_t v_stride = (size_t)cin * tiles, m_stride = (size_t)cout * tiles;
-        for (int ci = 0; ci < cin; ci++)
-            for (int n = 0; n < images; n++)
-                input_tiles(&(struct source){in + ((size_t)ci * batch + first + n) * plane, in, in + (size_t)cin * batch * plane}, s, &t,
-                            v + (size_t)ci * tiles + (size_t)n * t.per_image, v_stride);
-        for (int co = 0; co < cout; co++)
-            for (int n = 0; n < images; n++)
-                gradient_tiles(&(struct source){dy + ((size_t)co * batch + first + n) * plane, dy, dy + (size_t)cout * batch * plane}, s, &t,
-                               dm + (size_t)co * tiles + (size_t)n * t.per_image, m_stride);
+        struct chunk chunk = {s, &t, batch, first, images};
+        tile_planes(&chunk, &(struct planes){in, cin, input_tiles}, v);
+        tile_planes(&chunk, &(struct planes){dy, cout, gradient_tiles}, dm);
         /* du[ξ] (+)= dm[ξ] · v[ξ]ᵀ: summed over the tiles of every chunk */
         for (int xi = 0; xi < TILE_VALUES; xi++)
             tensor_gemm(&(struct gemm){0, 1, cout, cin, tiles, 1.0f, dm + (size_t)xi * m_stride, tiles,
@@ -301,10 +323,7 @@ void winograd_convolve(const struct winograd_shape *s, int batch, const float *i
         int images = batch - first < t.images ? batch - first : t.images;
         int tiles = images * t.per_image;                /* this chunk's: the GEMMs' width */
         size_t v_stride = (size_t)cin * tiles, m_stride = (size_t)cout * tiles;
-        for (int ci = 0; ci < cin; ci++)
-            for (int n = 0; n < images; n++)
-                input_tiles(&(struct source){in + ((size_t)ci * batch + first + n) * plane, in, in + (size_t)cin * batch * plane}, s, &t,
-                            v + (size_t)ci * tiles + (size_t)n * t.per_image, v_stride);
+        tile_planes(&(struct chunk){s, &t, batch, first, images}, &(struct planes){in, cin, input_tiles}, v);
         for (int xi = 0; xi < TILE_VALUES; xi++)
             tensor_gemm(&(struct gemm){0, 0, cout, tiles, cin, 1.0f, u + (size_t)xi * cin * cout, cin,
                                        v + (size_t)xi * v_stride, tiles, 0.0f, m + (size_t)xi * m_stride, tiles});

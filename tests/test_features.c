@@ -84,18 +84,24 @@ static void find_bright(const float *image, int *row, int *col)
     assert_int_equal(found, 1);
 }
 
+/* Features of the first image alone (black but for a white pixel at row 10, column 5). */
+static void first_image_only(struct features *f)
+{
+    char err[DP_ERR_LEN];
+    struct split set = {1, 0, images, labels};
+    make_images();
+    assert_int_equal(features_create(f, &set, &norm, NULL, 0, err), 0);
+}
+
 static void test_augment(void **state)
 {
     (void)state;
-    char err[DP_ERR_LEN];
     struct features f;
-    struct split set = {1, 0, images, labels};
     uint32_t order[1] = {0};
     float out[DATASET_PIXELS], again[DATASET_PIXELS];
     uint8_t got[1];
     int seen_flip[2] = {0, 0}, seen_dy[2 * AUGMENT_SHIFT + 1] = {0}, seen_dx[2 * AUGMENT_SHIFT + 1] = {0};
-    make_images();
-    assert_int_equal(features_create(&f, &set, &norm, NULL, 0, err), 0);
+    first_image_only(&f);
     struct rng rng, replay;
     rng_seed(&rng, 5, RNG_AUGMENT, 1, 0);
     rng_seed(&replay, 5, RNG_AUGMENT, 1, 0);
@@ -123,14 +129,11 @@ static void test_augment(void **state)
 static void test_erase(void **state)
 {
     (void)state;
-    char err[DP_ERR_LEN];
     struct features f;
-    struct split set = {1, 0, images, labels};
     uint32_t order[1] = {0};
     float out[DATASET_PIXELS], again[DATASET_PIXELS];
     uint8_t got[1];
-    make_images();
-    assert_int_equal(features_create(&f, &set, &norm, NULL, 0, err), 0);
+    first_image_only(&f);
     struct rng rng, replay;
     rng_seed(&rng, 6, RNG_AUGMENT, 1, 0);
     rng_seed(&replay, 6, RNG_AUGMENT, 1, 0);
