@@ -126,8 +126,8 @@ static int parse_cnn(struct model *m, const char *spec, float dropout, char *err
         if (*p == 'p' && (p[1] == ',' || p[1] == '\0')) {
             if (dense || h % 2 || w % 2)
                 FAIL("pooling in '%s' needs an even image side before any dense layer", spec);
-            struct layer *last = &m->layers[m->layer_count - 1];
-            if (last->kind == LAYER_BATCHNORM && !last->pool) { /* fused into the block */
+            struct layer *last = m->layer_count > 0 ? &m->layers[m->layer_count - 1] : NULL;
+            if (last && last->kind == LAYER_BATCHNORM && !last->pool) { /* fused into the block */
                 last->pool = 1;
                 last->out_size = c * (h / 2) * (w / 2);
             } else {
