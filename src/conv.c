@@ -3,6 +3,7 @@
 #include "dptrain/tensor.h"
 #include "dptrain/winograd.h"
 
+#include <limits.h>
 #include <string.h>
 
 /* One output row of im2col: the input row shifted by dx with zeros outside. Split into the
@@ -33,6 +34,8 @@ enum { CONV_CHUNK_BYTES = 512 * 1024 };
 
 int conv_chunk_samples(const struct conv_shape *s)
 {
+    if (tensor_gemm_threads() > 1) /* the whole batch: GEMMs wide enough to share among threads */
+        return INT_MAX;
     size_t per_sample = (size_t)s->channels_in * s->kernel * s->kernel * s->height * s->width * sizeof(float);
     size_t samples = CONV_CHUNK_BYTES / per_sample;
     return samples < 1 ? 1 : (int)samples;
@@ -40,10 +43,13 @@ int conv_chunk_samples(const struct conv_shape *s)
 
 /* Winograd's F(2×2, 3×3) for 3×3 layers with enough input channels that its transforms cost
  * little beside the products it saves (the CNN's second convolution: 32 -> 64); im2col and one
- * GEMM for the others (the first: 1 input channel, where the products are few anyway). */
+ * GEMM for the others (the first: 1 input channel, where the products are few anyway). Only on
+ * one BLAS thread: its GEMMs are small, and OpenBLAS's threads cost more than they share out on
+ * them (1 rank with 2 threads ran at 0.65x of 1 thread, scripts/bench.sh). */
 static int uses_winograd(const struct conv_shape *s)
 {
-    return s->kernel == 3 && s->channels_in >= 16 && s->width <= WINOGRAD_MAX_SIDE && s->height <= WINOGRAD_MAX_SIDE;
+    return s->kernel == 3 && s->channels_in >= 16 && s->width <= WINOGRAD_MAX_SIDE &&
+           s->height <= WINOGRAD_MAX_SIDE && tensor_gemm_threads() == 1;
 }
 
 static struct winograd_shape winograd_shape(const struct conv_shape *s, int swapped)
@@ -52,17 +58,14 @@ static struct winograd_shape winograd_shape(const struct conv_shape *s, int swap
                                    swapped ? s->channels_in : s->channels_out, s->height, s->width};
 }
 
+/* Enough for every method and chunking (the BLAS thread count that picks them may be set after
+ * the model is made): the whole batch's im2col, or Winograd's tiles. */
 size_t conv_workspace_floats(const struct conv_shape *s, int max_batch)
 {
-    int chunk = conv_chunk_samples(s);
-    size_t samples = (size_t)(chunk < max_batch ? chunk : max_batch);
-    size_t floats = (size_t)s->channels_in * s->kernel * s->kernel * samples * s->height * s->width;
-    if (uses_winograd(s)) {
-        struct winograd_shape ws = winograd_shape(s, 0);
-        size_t need = winograd_workspace_floats(&ws);
-        floats = need > floats ? need : floats;
-    }
-    return floats;
+    size_t floats = (size_t)s->channels_in * s->kernel * s->kernel * (size_t)max_batch * s->height * s->width;
+    struct winograd_shape ws = winograd_shape(s, 0);
+    size_t need = s->kernel == 3 ? winograd_workspace_floats(&ws) : 0;
+    return need > floats ? need : floats;
 }
 
 /* col[(ci·k + ky)·k + kx][j·H·W + y·W + x] = in[ci][first + j][y + ky − p][x + kx − p] (0 outside)

@@ -20,6 +20,11 @@ void tensor_free(float *buffer)
     free(buffer);
 }
 
+int tensor_gemm_threads(void)
+{
+    return openblas_get_num_threads();
+}
+
 void tensor_gemm(const struct gemm *g)
 {
     if (g->m == 0 || g->n == 0)

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <cblas.h>
 
 #define STEP 1e-3f
 
@@ -137,6 +138,7 @@ static void test_conv_methods_and_chunks(void **state)
     (void)state;
     struct conv_shape direct = {8, 3, 28, 28, 3}, winograd = {32, 4, 14, 14, 3}, odd = {16, 3, 7, 9, 3};
     struct conv_shape many_chunks = {64, 64, 14, 14, 3};
+    openblas_set_num_threads(1); /* the methods and chunks of one BLAS thread */
     assert_true(conv_chunk_samples(&direct) < 5 && 5 % conv_chunk_samples(&direct) != 0);
     assert_true(conv_chunk_samples(&winograd) < 5 && 5 % conv_chunk_samples(&winograd) != 0);
     check_conv_against_sums(&direct, 5);
@@ -144,6 +146,12 @@ static void test_conv_methods_and_chunks(void **state)
     check_conv_against_sums(&odd, 3);
     /* Winograd's chunks: its tiles of 5 images do not fit one (1 MB; 458 KB per image here) */
     check_conv_against_sums(&many_chunks, 5);
+    /* With more BLAS threads: im2col over the whole batch, for every layer */
+    openblas_set_num_threads(2);
+    assert_true(conv_chunk_samples(&direct) >= 5);
+    check_conv_against_sums(&winograd, 5);
+    check_conv_against_sums(&odd, 3);
+    openblas_set_num_threads(1);
 }
 
 static void test_maxpool(void **state)

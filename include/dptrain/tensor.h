@@ -25,4 +25,7 @@ struct gemm {
 };
 void tensor_gemm(const struct gemm *g);
 
+/* The threads each GEMM runs on (OpenBLAS's pool, set once by the command). */
+int tensor_gemm_threads(void);
+
 #endif
