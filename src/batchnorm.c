@@ -53,17 +53,17 @@ static void moments(const float *x, size_t n, float shift, double sums[2])
     }
 }
 
-/* Channel c's output: ReLU(scale·x + shift), pooled or not. */
-static void apply(const struct batchnorm *bn, int c, const float *x, float *y, uint8_t *argmax, float scale,
-                  float shift)
+/* Channel c's output: ReLU(scale·x + shift), pooled or not (map->relu is set). */
+static void apply(const struct batchnorm *bn, int c, const float *x, float *y, uint8_t *argmax,
+                  const struct pool_map *map)
 {
+    float scale = map->scale, shift = map->shift;
     size_t count = (size_t)bn->samples * bn->height * bn->width;
     const float *in = x + (size_t)c * count;
     if (bn->pool) {
         size_t outputs = count / 4;
         maxpool_forward(in, y + (size_t)c * outputs, argmax + (size_t)c * outputs,
-                        &(struct pool_shape){(size_t)bn->samples, bn->height, bn->width},
-                        &(struct pool_map){scale, shift, 1});
+                        &(struct pool_shape){(size_t)bn->samples, bn->height, bn->width}, map);
         return;
     }
     float *restrict out = y + (size_t)c * count;
@@ -89,7 +89,7 @@ void batchnorm_forward_train(const struct batchnorm *bn, const float *x, float *
         float istd = (float)(1.0 / sqrt(variance + BN_EPSILON)), scale = bn->gamma[c] * istd;
         saved->mean[c] = (float)mean;
         saved->inv_std[c] = istd;
-        apply(bn, c, x, y, saved->argmax, scale, bn->beta[c] - (float)mean * scale);
+        apply(bn, c, x, y, saved->argmax, &(struct pool_map){scale, bn->beta[c] - (float)mean * scale, 1});
         double unbiased = count > 1 ? variance * (double)count / (double)(count - 1) : variance;
         bn->running_mean[c] = (1 - BN_MOMENTUM) * bn->running_mean[c] + BN_MOMENTUM * (float)mean;
         bn->running_var[c] = (1 - BN_MOMENTUM) * bn->running_var[c] + BN_MOMENTUM * (float)unbiased;
@@ -100,7 +100,7 @@ void batchnorm_forward_eval(const struct batchnorm *bn, const float *x, float *y
 {
     for (int c = 0; c < bn->channels; c++) {
         float scale = bn->gamma[c] / sqrtf(bn->running_var[c] + BN_EPSILON);
-        apply(bn, c, x, y, argmax, scale, bn->beta[c] - bn->running_mean[c] * scale);
+        apply(bn, c, x, y, argmax, &(struct pool_map){scale, bn->beta[c] - bn->running_mean[c] * scale, 1});
     }
 }
 
