@@ -31,25 +31,26 @@ static double lanes_total(lanes v)
     return total;
 }
 
-/* sums[0] = Σ(x − shift), sums[1] = Σ(x − shift)² */
-static void moments(const float *x, size_t n, float shift, double sums[2])
+/* sums[0] += Σ(a − a_shift), sums[1] += Σ(a − a_shift)·(b − b_shift) over n values: with a = b =
+ * x, forward's shifted sum and sum of squares; with a = g (shift 0) and b = x (shift the mean),
+ * backward's Σg and Σg·(x − mean). */
+static void paired_moments(const float *a, float a_shift, const float *b, float b_shift, size_t n, double sums[2])
 {
-    sums[0] = sums[1] = 0;
     for (size_t start = 0; start < n; start += SUM_BLOCK) {
         size_t end = n - start < SUM_BLOCK ? n : start + SUM_BLOCK, i = start;
-        lanes s = {0}, q = {0};
+        lanes s = {0}, p = {0};
         for (; i + SUM_LANES <= end; i += SUM_LANES) {
-            lanes d = load_lanes(x + i) - shift;
+            lanes d = load_lanes(a + i) - a_shift;
             s += d;
-            q += d * d;
+            p += d * (load_lanes(b + i) - b_shift);
         }
         for (; i < end; i++) {
-            float d = x[i] - shift;
+            float d = a[i] - a_shift;
             s[0] += d;
-            q[0] += d * d;
+            p[0] += d * (b[i] - b_shift);
         }
         sums[0] += lanes_total(s);
-        sums[1] += lanes_total(q);
+        sums[1] += lanes_total(p);
     }
 }
 
@@ -78,10 +79,10 @@ void batchnorm_forward_train(const struct batchnorm *bn, const float *x, float *
     size_t count = (size_t)bn->samples * bn->height * bn->width;
     for (int c = 0; c < bn->channels; c++) {
         const float *in = x + (size_t)c * count;
-        double sums[2];
+        double sums[2] = {0, 0};
         /* Shifted by the first value so the float lanes do not lose the variance of a channel
          * whose mean is far from zero. */
-        moments(in, count, in[0], sums);
+        paired_moments(in, in[0], in, in[0], count, sums);
         double mean = in[0] + sums[0] / (double)count;
         double variance = sums[1] / (double)count - (sums[0] / (double)count) * (sums[0] / (double)count);
         if (variance < 0)
@@ -182,26 +183,6 @@ static size_t chunk_gradient(const struct channel *ch, size_t start, float *rest
     return n;
 }
 
-/* sums[0] += Σ g, sums[1] += Σ g·(x − mean) over n values. */
-static void weighted_moments(const float *g, const float *x, size_t n, float mean, double sums[2])
-{
-    for (size_t start = 0; start < n; start += SUM_BLOCK) {
-        size_t end = n - start < SUM_BLOCK ? n : start + SUM_BLOCK, i = start;
-        lanes s = {0}, p = {0};
-        for (; i + SUM_LANES <= end; i += SUM_LANES) {
-            lanes v = load_lanes(g + i);
-            s += v;
-            p += v * (load_lanes(x + i) - mean);
-        }
-        for (; i < end; i++) {
-            s[0] += g[i];
-            p[0] += g[i] * (x[i] - mean);
-        }
-        sums[0] += lanes_total(s);
-        sums[1] += lanes_total(p);
-    }
-}
-
 /* dx = gamma·istd·(g − Σg/n − xhat·Σ(g·xhat)/n) with xhat = (x − mean)·istd, written as
  * gain·g − offset − slope·(x − mean). The first pass writes g into dx chunk by chunk and sums
  * it while it is in L1; the second turns it into dx in place. */
@@ -211,7 +192,7 @@ static void channel_backward(const struct channel *ch, const float *gamma, float
     double sums[2] = {0, 0};
     for (size_t start = 0, n; start < ch->count; start += n) {
         n = chunk_gradient(ch, start, ch->dx + start);
-        weighted_moments(ch->dx + start, ch->x + start, n, mean, sums);
+        paired_moments(ch->dx + start, 0.0f, ch->x + start, mean, n, sums);
     }
     grads[0] = (float)(istd * sums[1]);                 /* dgamma = Σ g·xhat */
     grads[1] = (float)sums[0];                          /* dbeta = Σ g */

@@ -125,19 +125,13 @@ void features_mirror(float *batch, int n)
         }
 }
 
-/* A uniform double in [0, 1). */
-static double uniform(struct rng *rng)
-{
-    return (double)(rng_next(rng) >> 11) * (1.0 / 9007199254740992.0);
-}
-
 /* Random erasing: up to 10 draws of a rectangle's area and aspect ratio until it fits the image
  * (as the paper and torchvision do), then its place; its pixels become 0, the mean pixel. */
 static void erase_rectangle(float *image, struct rng *rng)
 {
     for (int attempt = 0; attempt < 10; attempt++) {
-        double area = (0.02 + 0.38 * uniform(rng)) * DATASET_PIXELS;
-        double ratio = exp(log(0.3) + 2.0 * log(1 / 0.3) * uniform(rng));
+        double area = (0.02 + 0.38 * rng_uniform(rng)) * DATASET_PIXELS;
+        double ratio = exp(log(0.3) + 2.0 * log(1 / 0.3) * rng_uniform(rng));
         long h = lround(sqrt(area * ratio)), w = lround(sqrt(area / ratio));
         if (h < 1 || w < 1 || h >= DATASET_ROWS || w >= DATASET_COLS)
             continue;
@@ -170,7 +164,7 @@ void features_gather(const struct features *f, const uint32_t *indices, int n, f
         }
         standardise_image(f->pixels + i * DATASET_PIXELS, dst, &map, &at);
         /* drawn after the rest, and only when asked: runs without erasing draw as before */
-        if (augment && augment->erase > 0 && uniform(augment->rng) < augment->erase)
+        if (augment && augment->erase > 0 && rng_uniform(augment->rng) < augment->erase)
             erase_rectangle(dst, augment->rng);
     }
 }

@@ -65,6 +65,13 @@ void maxpool_forward(const float *x, float *y, uint8_t *argmax, const struct poo
     }
 }
 
+/* Index of the winning input of the output at row oy, column ox of plane p. */
+static size_t winner(const struct pool_shape *s, size_t p, int oy, int ox, uint8_t which)
+{
+    return (p * (size_t)s->height + (size_t)(2 * oy + (which >> 1))) * (size_t)s->width +
+           (size_t)(2 * ox + (which & 1));
+}
+
 void maxpool_backward(const float *dy, const uint8_t *argmax, float *dx, const struct pool_shape *s)
 {
     int oh = s->height / 2, ow = s->width / 2;
@@ -73,6 +80,6 @@ void maxpool_backward(const float *dy, const uint8_t *argmax, float *dx, const s
         for (int oy = 0; oy < oh; oy++)
             for (int ox = 0; ox < ow; ox++) {
                 size_t k = (p * (size_t)oh + (size_t)oy) * (size_t)ow + (size_t)ox;
-                dx[maxpool_source(s, p, oy, ox, argmax[k])] = dy[k];
+                dx[winner(s, p, oy, ox, argmax[k])] = dy[k];
             }
 }

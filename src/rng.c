@@ -41,10 +41,15 @@ uint64_t rng_below(struct rng *rng, uint64_t n)
     return (uint64_t)(m >> 64);
 }
 
+double rng_uniform(struct rng *rng)
+{
+    return (double)(rng_next(rng) >> 11) * (1.0 / 9007199254740992.0);
+}
+
 float rng_normal(struct rng *rng)
 {
     double u1 = ((double)(rng_next(rng) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-    double u2 = (double)(rng_next(rng) >> 11) * (1.0 / 9007199254740992.0);
+    double u2 = rng_uniform(rng);
     return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
 }
 

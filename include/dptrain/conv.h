@@ -22,8 +22,9 @@ struct conv_grads {
     float *dw;
 };
 
-/* A convolution runs over chunks of conv_chunk_samples samples (its im2col workspace holds one
- * chunk: conv_workspace_floats floats for batches of up to max_batch). */
+/* A convolution runs over chunks of conv_chunk_samples samples (the whole batch when BLAS runs on
+ * more than one thread). conv_workspace_floats is enough workspace for batches of up to
+ * max_batch by either method at any thread count: the whole batch's im2col, or Winograd's tiles. */
 int conv_chunk_samples(const struct conv_shape *s);
 size_t conv_workspace_floats(const struct conv_shape *s, int max_batch);
 

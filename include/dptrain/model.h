@@ -64,7 +64,7 @@ struct model {
     float *params, *grads;      /* one allocation each */
     size_t buffer_count;
     float *buffers;             /* batch-norm running statistics: state, not trained */
-    float *workspace;           /* im2col of one chunk of samples, shared by every convolution */
+    float *workspace;           /* im2col or Winograd's tiles, shared by every convolution */
     int is_conv;
     /* acts[0] is the input batch [max_batch][input_size]; acts[i+1] is layer i's output.
      * grad_acts[i] is the gradient with respect to acts[i]. */

@@ -26,11 +26,4 @@ void maxpool_forward(const float *x, float *y, uint8_t *argmax, const struct poo
 /* dx = dy placed at each window's maximum, zero elsewhere. */
 void maxpool_backward(const float *dy, const uint8_t *argmax, float *dx, const struct pool_shape *s);
 
-/* Index of output k's winning input, for the output at row oy, column ox of plane p. */
-static inline size_t maxpool_source(const struct pool_shape *s, size_t p, int oy, int ox, uint8_t which)
-{
-    return (p * (size_t)s->height + (size_t)(2 * oy + (which >> 1))) * (size_t)s->width +
-           (size_t)(2 * ox + (which & 1));
-}
-
 #endif

@@ -47,6 +47,8 @@ static inline uint64_t rng_next(struct rng *rng)
 uint64_t rng_below(struct rng *rng, uint64_t n);
 /* Standard normal (Box-Muller). */
 float rng_normal(struct rng *rng);
+/* A uniform double in [0, 1): the top 53 bits of one draw. */
+double rng_uniform(struct rng *rng);
 /* Fisher-Yates shuffle of indices. */
 void rng_shuffle(struct rng *rng, uint32_t *items, size_t count);
 
