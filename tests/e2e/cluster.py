@@ -152,8 +152,12 @@ def repair(env):
                    capture_output=True, check=False)
 
 
-STALL = re.compile(r"rank 0 on node1: stalled at epoch \d+, step \d+ \(a training step\): (the gradient allreduce|"
-                   r"an allreduce) has waited \d+ s; did not arrive: rank 1 on node2")
+# The phase is whichever the fault lands in: a training step mostly, but on a slow machine the
+# cut can fall in the end-of-epoch evaluation and checkpoint (CI saw "(evaluation and checkpoint):
+# an agreement has waited 6 s"); every phase names the collective and the rank that did not arrive.
+STALL = re.compile(r"rank 0 on node1: stalled at epoch \d+, step \d+ \((a training step|evaluation and checkpoint|"
+                   r"a checkpoint)\): (the gradient allreduce|an allreduce|an agreement|a broadcast|a gather|a barrier) "
+                   r"has waited \d+ s; did not arrive: rank 1 on node2")
 FAULTS = [  # name, how, what the one clear line must say
     ("a rank killed", kill_rank, re.compile(r"process rank 1 .* on node \S+ exited on signal 9")),
     ("a link cut", cut_link, re.compile(STALL.pattern + "|ORTE has lost communication with a remote daemon")),
