@@ -305,8 +305,6 @@ static int check_choices(const struct config *o, char *err)
         goto fail;
     if (o->command == CMD_COMPARE && o->pca_runs == 0)
         FAIL("compare: --pca LIST is required (for example --pca 0,50,100)");
-    if (o->tta > 0 && o->pca > 0)
-        FAIL("--tta needs raw pixel inputs: it cannot be used with --pca");
     if (o->resume && !o->checkpoint)
         FAIL("--resume needs --checkpoint FILE");
     if (o->checkpoint_every && !o->checkpoint)

@@ -396,9 +396,6 @@ int eval_command(const struct comm *comm, const struct config *given, char *err)
     /* as the run was trained: a deterministic run's predictions again, bit for bit */
     openblas_set_num_threads(blas_threads(comm, given->threads, c.deterministic));
     o.deterministic = 0; /* nothing is trained: one unit per rank */
-    if (o.tta && c.pca_components > 0) /* every rank read the same checkpoint */
-        FAIL("%s needs raw pixel inputs: %s was trained on %d principal components", cli_flag(OPTION_TTA), given->checkpoint,
-             c.pca_components);
     CHECK_DP(shards_load(comm, &(struct shard_plan){o.data, 0, o.seed, 0}, &d, err));
     describe_result(&r, &o, comm->size, c.name, c.pca_components);
     r.has_validation = 0;

@@ -43,7 +43,7 @@ static const float *batch_logits(const struct evaluator *ev, const struct featur
         return logits;
     size_t values = (size_t)n * (size_t)m->classes;
     memcpy(ev->mirror_logits, logits, values * sizeof(float));
-    features_mirror(model_input(m), n);
+    features_gather_mirrored(set, ev->indices, n, model_input(m));
     logits = model_forward(m, n, 0, NULL);
     for (size_t i = 0; i < values; i++)
         ev->mirror_logits[i] = 0.5f * (ev->mirror_logits[i] + logits[i]);

@@ -29,6 +29,28 @@ fail:
     return -1;
 }
 
+/* The whitened projection as one matrix and offset, for images augmented on the fly:
+ * out_k = (x/255 - mean) . basis_k / sqrt(var_k) = x . projector_k - centre_k. */
+static int make_projector(struct features *f, const struct pca *pca, char *err)
+{
+    int dim = pca->dim;
+    CHECK_PTR(f->projector = tensor_alloc((size_t)f->dim * dim), "cannot allocate the PCA projector");
+    CHECK_PTR(f->centre = tensor_alloc((size_t)f->dim), "cannot allocate the PCA projector");
+    CHECK_PTR(f->scratch = tensor_alloc((size_t)AUGMENT_GROUP * dim), "cannot allocate the augmentation scratch");
+    for (int k = 0; k < f->dim; k++) {
+        double v = pca->explained_variance[k];
+        double inv = v > 1e-12 ? 1.0 / sqrt(v) : 0.0, centre = 0;
+        for (int j = 0; j < dim; j++) {
+            f->projector[(size_t)k * dim + j] = (float)(pca->basis[(size_t)k * dim + j] * inv / 255.0);
+            centre += pca->basis[(size_t)k * dim + j] * pca->mean[j];
+        }
+        f->centre[k] = (float)(centre * inv);
+    }
+    return 0;
+fail:
+    return -1;
+}
+
 int features_create(struct features *f, const struct split *samples, const struct normaliser *norm,
                     const struct pca *pca, size_t piece, char *err)
 {
@@ -39,9 +61,9 @@ int features_create(struct features *f, const struct split *samples, const struc
     f->first = samples->first;
     f->labels = samples->labels;
     f->norm = *norm;
+    f->pixels = pixels;
     if (!pca) {
         f->dim = DATASET_PIXELS;
-        f->pixels = pixels;
         return 0;
     }
     f->dim = pca->components;
@@ -61,6 +83,7 @@ int features_create(struct features *f, const struct split *samples, const struc
         for (size_t i = 0; i < count; i++)
             f->projected[i * f->dim + k] *= inv;
     }
+    CHECK_DP(make_projector(f, pca, err));
     return 0;
 fail:
     features_free(f);
@@ -70,6 +93,9 @@ fail:
 void features_free(struct features *f)
 {
     tensor_free(f->projected);
+    tensor_free(f->projector);
+    tensor_free(f->centre);
+    tensor_free(f->scratch);
     memset(f, 0, sizeof *f);
 }
 
@@ -112,19 +138,6 @@ static void standardise_image(const uint8_t *src, float *dst, const struct linea
     }
 }
 
-void features_mirror(float *batch, int n)
-{
-    for (int b = 0; b < n; b++)
-        for (int r = 0; r < DATASET_ROWS; r++) {
-            float *row = batch + (size_t)b * DATASET_PIXELS + (size_t)r * DATASET_COLS;
-            for (int c = 0; c < DATASET_COLS / 2; c++) {
-                float t = row[c];
-                row[c] = row[DATASET_COLS - 1 - c];
-                row[DATASET_COLS - 1 - c] = t;
-            }
-        }
-}
-
 /* Random erasing: up to 10 draws of a rectangle's area and aspect ratio until it fits the image
  * (as the paper and torchvision do), then its place; its pixels become 0, the mean pixel. */
 static void erase_rectangle(float *image, struct rng *rng)
@@ -143,28 +156,78 @@ static void erase_rectangle(float *image, struct rng *rng)
     }
 }
 
+/* One training image as the network's pixels would see it: flipped, shifted and erased as the
+ * augmentation draws (in this order: the streams must draw as they always have). */
+static void augment_image(const uint8_t *src, float *dst, const struct linear *map, const struct augmentation *augment)
+{
+    struct placement at = {0, 0, 0};
+    at.flip = (int)rng_below(augment->rng, 2);
+    at.dy = (int)rng_below(augment->rng, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
+    at.dx = (int)rng_below(augment->rng, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
+    standardise_image(src, dst, map, &at);
+    /* drawn after the rest, and only when asked: runs without erasing draw as before */
+    if (augment->erase > 0 && rng_uniform(augment->rng) < augment->erase)
+        erase_rectangle(dst, augment->rng);
+}
+
+/* PCA inputs of augmented or mirrored images: each group of images is placed in pixel space
+ * (pixel values as they are, background 0) and projected by one GEMM; an erased rectangle becomes
+ * background there. */
+static void gather_projected(const struct features *f, const uint32_t *indices, int n, float *out,
+                             const struct augmentation *augment)
+{
+    const struct linear identity = {1.0f, 0.0f};
+    int dim = f->dim;
+    for (int first = 0; first < n; first += AUGMENT_GROUP) {
+        int rows = n - first < AUGMENT_GROUP ? n - first : AUGMENT_GROUP;
+        for (int r = 0; r < rows; r++) {
+            const uint8_t *src = f->pixels + (size_t)indices[first + r] * DATASET_PIXELS;
+            float *dst = f->scratch + (size_t)r * DATASET_PIXELS;
+            if (augment)
+                augment_image(src, dst, &identity, augment);
+            else
+                standardise_image(src, dst, &identity, &(struct placement){1, 0, 0});
+        }
+        float *dst = out + (size_t)first * dim;
+        for (int r = 0; r < rows; r++)
+            for (int k = 0; k < dim; k++)
+                dst[(size_t)r * dim + k] = -f->centre[k];
+        tensor_gemm(&(struct gemm){0, 1, rows, dim, DATASET_PIXELS, 1.0f, f->scratch, DATASET_PIXELS, f->projector,
+                    DATASET_PIXELS, 1.0f, dst, dim});
+    }
+}
+
 void features_gather(const struct features *f, const uint32_t *indices, int n, float *out, uint8_t *labels_out,
                      const struct augmentation *augment)
 {
     size_t dim = (size_t)f->dim;
     const struct linear map = {1.0f / (255.0f * f->norm.std), -f->norm.mean / f->norm.std};
+    for (int b = 0; b < n; b++)
+        labels_out[b] = f->labels[indices[b]];
+    if (f->projected && augment) {
+        gather_projected(f, indices, n, out, augment);
+        return;
+    }
     for (int b = 0; b < n; b++) {
         size_t i = indices[b];
-        labels_out[b] = f->labels[i];
         float *dst = out + (size_t)b * dim;
-        if (f->projected) {
+        if (f->projected)
             memcpy(dst, f->projected + i * dim, dim * sizeof(float));
-            continue;
-        }
-        struct placement at = {0, 0, 0};
-        if (augment) { /* in this order: the streams must draw as they always have */
-            at.flip = (int)rng_below(augment->rng, 2);
-            at.dy = (int)rng_below(augment->rng, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
-            at.dx = (int)rng_below(augment->rng, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
-        }
-        standardise_image(f->pixels + i * DATASET_PIXELS, dst, &map, &at);
-        /* drawn after the rest, and only when asked: runs without erasing draw as before */
-        if (augment && augment->erase > 0 && rng_uniform(augment->rng) < augment->erase)
-            erase_rectangle(dst, augment->rng);
+        else if (augment)
+            augment_image(f->pixels + i * DATASET_PIXELS, dst, &map, augment);
+        else
+            standardise_image(f->pixels + i * DATASET_PIXELS, dst, &map, &(struct placement){0, 0, 0});
     }
+}
+
+void features_gather_mirrored(const struct features *f, const uint32_t *indices, int n, float *out)
+{
+    const struct linear map = {1.0f / (255.0f * f->norm.std), -f->norm.mean / f->norm.std};
+    if (f->projected) {
+        gather_projected(f, indices, n, out, NULL);
+        return;
+    }
+    for (int b = 0; b < n; b++)
+        standardise_image(f->pixels + (size_t)indices[b] * DATASET_PIXELS, out + (size_t)b * DATASET_PIXELS, &map,
+                          &(struct placement){1, 0, 0});
 }

@@ -185,7 +185,6 @@ static void test_errors(void **state)
         {"train --optimizer rmsprop", "--optimizer: unknown optimizer 'rmsprop' (expected sgd or adam)"},
         {"train --schedule linear", "--schedule: unknown schedule 'linear' (expected cosine, step or constant)"},
         {"train --model mlp:1111111111111111111111111111111111111111111111111111111111111111111", "--model: the spec"},
-        {"train --pca 50 --tta", "--tta needs raw pixel inputs"},
         {"train --resume", "--resume needs --checkpoint FILE"},
         {"train --checkpoint-every 5", "--checkpoint-every needs --checkpoint FILE"},
         {"eval", "eval: --checkpoint FILE is required"},

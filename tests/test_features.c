@@ -51,21 +51,103 @@ static void test_standardise_and_labels(void **state)
     features_free(&f);
 }
 
-static void test_mirror(void **state)
+/* The mirrored view (test-time augmentation's second look) of raw inputs: each image's
+ * standardised pixels, left to right reversed. */
+static void test_gather_mirrored(void **state)
 {
     (void)state;
-    float batch[2 * DATASET_PIXELS], copy[2 * DATASET_PIXELS];
-    for (int i = 0; i < 2 * DATASET_PIXELS; i++)
-        batch[i] = (float)i;
-    memcpy(copy, batch, sizeof batch);
-    features_mirror(batch, 2);
+    char err[DP_ERR_LEN];
+    struct features f;
+    struct split set = {2, 0, images, labels};
+    uint32_t order[2] = {1, 0};
+    float out[2 * DATASET_PIXELS];
+    make_images();
+    assert_int_equal(features_create(&f, &set, &norm, NULL, 0, err), 0);
+    features_gather_mirrored(&f, order, 2, out);
     for (int b = 0; b < 2; b++)
         for (int r = 0; r < DATASET_ROWS; r++)
-            for (int c = 0; c < DATASET_COLS; c++)
-                assert_true(batch[b * DATASET_PIXELS + r * DATASET_COLS + c] ==
-                            copy[b * DATASET_PIXELS + r * DATASET_COLS + DATASET_COLS - 1 - c]);
-    features_mirror(batch, 2);
-    assert_memory_equal(batch, copy, sizeof batch);
+            for (int c = 0; c < DATASET_COLS; c++) {
+                uint8_t pixel = images[order[b] * DATASET_PIXELS + r * DATASET_COLS + DATASET_COLS - 1 - c];
+                assert_true(fabsf(out[b * DATASET_PIXELS + r * DATASET_COLS + c] - standardised(pixel)) < 1e-5f);
+            }
+    features_free(&f);
+}
+
+/* A made-up PCA of 3 components (any basis will do: the features only apply it): the projection
+ * in double of an image placed by (flip, dy, dx), whitened. */
+enum { COMPONENTS = 3 };
+static float basis[COMPONENTS * DATASET_PIXELS];
+static double mean[DATASET_PIXELS], variance[COMPONENTS] = {4.0, 1.0, 0.25};
+static const struct pca made_up = {DATASET_PIXELS, COMPONENTS, 100, mean, basis, variance, NULL, 0, 0};
+
+static void make_pca(void)
+{
+    for (int i = 0; i < COMPONENTS * DATASET_PIXELS; i++)
+        basis[i] = sinf(0.37f * (float)i);
+    for (int j = 0; j < DATASET_PIXELS; j++)
+        mean[j] = (j % 7) / 10.0;
+}
+
+static void reference_projection(const uint8_t *image, const int at[3], double out[COMPONENTS])
+{
+    for (int k = 0; k < COMPONENTS; k++) {
+        double sum = 0;
+        for (int r = 0; r < DATASET_ROWS; r++)
+            for (int c = 0; c < DATASET_COLS; c++) {
+                int sr = r - at[1], sc = at[0] ? DATASET_COLS - 1 - (c - at[2]) : c - at[2];
+                int inside = sr >= 0 && sr < DATASET_ROWS && c - at[2] >= 0 && c - at[2] < DATASET_COLS;
+                double x = inside ? image[sr * DATASET_COLS + sc] / 255.0 : 0.0;
+                sum += (x - mean[r * DATASET_COLS + c]) * basis[k * DATASET_PIXELS + r * DATASET_COLS + c];
+            }
+        out[k] = sum / sqrt(variance[k]);
+    }
+}
+
+static void assert_projection(const float *got, const uint8_t *image, const int at[3])
+{
+    double want[COMPONENTS];
+    reference_projection(image, at, want);
+    for (int k = 0; k < COMPONENTS; k++)
+        assert_true(fabs(got[k] - want[k]) < 1e-4 * (1 + fabs(want[k])));
+}
+
+/* PCA inputs: as stored, mirrored, and augmented on the fly (projected in groups of
+ * AUGMENT_GROUP, here 40 images: a whole group and a short one), each against the projection in
+ * double of the image placed as the replayed stream says. */
+static void test_projected_views(void **state)
+{
+    (void)state;
+    char err[DP_ERR_LEN];
+    struct features f;
+    struct split set = {2, 0, images, labels};
+    enum { N = 40 };
+    uint32_t order[N];
+    float out[N * COMPONENTS];
+    uint8_t got[N];
+    make_images();
+    make_pca();
+    assert_int_equal(features_create(&f, &set, &norm, &made_up, 0, err), 0);
+    for (int b = 0; b < N; b++)
+        order[b] = (uint32_t)(b % 2);
+    features_gather(&f, order, 2, out, got, NULL);
+    features_gather_mirrored(&f, order, 2, out + 2 * COMPONENTS);
+    for (int b = 0; b < 2; b++) {
+        assert_projection(out + b * COMPONENTS, images + b * DATASET_PIXELS, (int[3]){0, 0, 0});
+        assert_projection(out + (2 + b) * COMPONENTS, images + b * DATASET_PIXELS, (int[3]){1, 0, 0});
+    }
+    struct rng rng, replay;
+    rng_seed(&rng, 7, RNG_AUGMENT, 1, 0);
+    rng_seed(&replay, 7, RNG_AUGMENT, 1, 0);
+    features_gather(&f, order, N, out, got, &(struct augmentation){&rng, 0});
+    for (int b = 0; b < N; b++) {
+        int at[3];
+        at[0] = (int)rng_below(&replay, 2);
+        at[1] = (int)rng_below(&replay, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
+        at[2] = (int)rng_below(&replay, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
+        assert_int_equal(got[b], labels[b % 2]);
+        assert_projection(out + b * COMPONENTS, images + (b % 2) * DATASET_PIXELS, at);
+    }
+    features_free(&f);
 }
 
 /* Where the white pixel went in an augmented copy; every other pixel is background. */
@@ -169,7 +251,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_standardise_and_labels),
-        cmocka_unit_test(test_mirror),
+        cmocka_unit_test(test_gather_mirrored),
+        cmocka_unit_test(test_projected_views),
         cmocka_unit_test(test_augment),
         cmocka_unit_test(test_erase),
     };

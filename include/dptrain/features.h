@@ -15,6 +15,8 @@
 
 /* --augment shifts images by up to this many pixels each way. */
 #define AUGMENT_SHIFT 2
+/* With PCA inputs, augmented images are projected this many at a time (one GEMM each). */
+#define AUGMENT_GROUP 32
 
 /* The evaluation sets are cut into chunks of this many images: every rank holds whole chunks
  * (comm_chunk_block), projects and evaluates each as one batch of exactly that shape, and the
@@ -32,6 +34,9 @@ struct features {
     int dim;                   /* 784 raw, or K */
     const uint8_t *pixels;     /* raw: borrowed [count][784] */
     float *projected;          /* PCA: owned [count][K] */
+    float *projector;          /* PCA: owned [K][784], the whitened basis over 255, and */
+    float *centre;             /* [K] the mean's projection: augmented images project on the fly */
+    float *scratch;            /* PCA: owned [AUGMENT_GROUP][784], augmented pixels */
     const uint8_t *labels;     /* borrowed [count] */
     struct normaliser norm;
 };
@@ -57,12 +62,13 @@ struct augmentation {
 };
 
 /* Copy the samples at indices into out[n][dim] and their labels into labels_out. With an
- * augmentation (raw inputs only): a random horizontal flip and shift of each image, and
- * erasing. */
+ * augmentation: a random horizontal flip and shift of each image, and erasing; PCA inputs are then
+ * the projections of the augmented images. */
 void features_gather(const struct features *f, const uint32_t *indices, int n, float *out, uint8_t *labels_out,
                      const struct augmentation *augment);
 
-/* Mirror a batch of raw images [n][28][28] left to right, in place. */
-void features_mirror(float *batch, int n);
+/* The samples at indices mirrored left to right, as inputs (raw or projected), into out[n][dim]:
+ * test-time augmentation's second view. */
+void features_gather_mirrored(const struct features *f, const uint32_t *indices, int n, float *out);
 
 #endif

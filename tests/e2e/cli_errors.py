@@ -92,7 +92,6 @@ cases = [
     (0, ["train", "--pca", "0"], 2, "--pca: 0 is out of range 1..784"),
     (0, ["train", "--pca", "abc"], 2, "--pca: expected a whole number"),
     (0, ["train", "--pca", "-5"], 2, "--pca: -5 is out of range 1..784"),
-    (0, ["train", "--pca", "50", "--tta"], 2, "--tta needs raw pixel inputs: it cannot be used with --pca"),
     (0, ["compare", "--pca", "0,50", "--tta"], 2, "--tta: not a flag of 'compare'"),
     (0, ["compare", "--pca", "0,785"], 2, "--pca: 785 is out of range 0..784"),
     (0, ["train", "--dropout", "1"], 2, "--dropout: 1 is out of range"),

@@ -1,5 +1,9 @@
 """compare --pca 0,50 on 2 ranks: both runs in one file, the comparison table, and PCA ratios
-that agree with a double-precision reference to 1e-4 for the first 50 components."""
+that agree with a double-precision reference to 1e-4 for the first 50 components. PCA inputs with
+--augment and --tta: the augmented images are projected as they are drawn, and --tta's mirrored
+view makes the evaluation blind to the test images' orientation."""
+import shutil
+
 from common import *
 
 dir = temp_dir()
@@ -35,4 +39,25 @@ with h5py.File(out, "r") as f:
         check(components[k][np.argmax(np.abs(components[k]))] > 0, f"component {k} sign")
     check(f["runs/pca50"].attrs["parameters"] == 50 * 512 + 512 + 512 * 256 + 256 + 2570, "parameters")
     check(f["runs/pca50"].attrs["test_accuracy"] > 0.84, "PCA-50 trains")
-print("ok: max ratio difference", worst)
+
+# --pca 50 --augment --tta: eval on the test set and on its mirror image give the same
+# predictions and test loss (to rounding: the stored view and the mirrored one are projected by
+# different GEMMs), which they would not if the second view were not the mirror image; --tta
+# changes the loss.
+ckpt, mirrored = f"{dir}/pca-tta.ckpt.h5", f"{dir}/mirrored.h5"
+must_succeed(run(["train", "--pca", "50", "--augment", "--tta", "--epochs", "1", "--data", DATA, "--quiet",
+                  "--out", f"{dir}/pca-tta.h5", "--checkpoint", ckpt], ranks=2))
+shutil.copy(DATA, mirrored)
+with h5py.File(mirrored, "r+") as f:
+    f["test/images"][...] = f["test/images"][()][:, :, ::-1]
+views = {}
+for name, path, extra in (("tta", DATA, []), ("tta_mirrored", mirrored, []), ("plain", DATA, ["--no-tta"])):
+    must_succeed(run(["eval", "--checkpoint", ckpt, "--data", path, "--out", f"{dir}/{name}.h5"] + extra, ranks=2))
+    with h5py.File(f"{dir}/{name}.h5", "r") as f:
+        views[name] = (f["runs/pca50/predictions"][()], f["runs/pca50"].attrs["test_loss"])
+moved = abs(views["tta"][1] - views["tta_mirrored"][1])
+flipped = np.sum(views["tta"][0] != views["tta_mirrored"][0])
+check(moved < 1e-5 and flipped <= 2, f"--tta with PCA depends on orientation: loss by {moved}, {flipped} predictions")
+check(abs(views["tta"][1] - views["plain"][1]) > 1e-3, "--tta changed nothing with PCA")
+print("ok: max ratio difference", worst, "; PCA --tta on mirrored test images: loss within", moved,
+      flipped, "predictions differ; without --tta the loss differs by", abs(views["tta"][1] - views["plain"][1]))
