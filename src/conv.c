@@ -26,30 +26,29 @@ struct span {
     int batch, first, count;
 };
 
-/* The im2col workspace holds one chunk of samples, about this many bytes, not the whole batch:
- * the GEMM then packs columns that im2col has just written into L2, not 29 MB from memory, and
- * backward recomputes a chunk's im2col while it is cheap instead of keeping the batch's.
- * Measured on the CNN's step (README, Performance). */
+/* On one BLAS thread the im2col workspace holds one chunk of samples, about this many bytes, not
+ * the whole batch: the GEMM then packs columns that im2col has just written into L2, not 29 MB
+ * from memory, and backward recomputes a chunk's im2col while it is cheap instead of keeping the
+ * batch's. Measured on the CNN's step (README, Performance). */
 enum { CONV_CHUNK_BYTES = 512 * 1024 };
-
-int conv_chunk_samples(const struct conv_shape *s)
-{
-    if (tensor_gemm_threads() > 1) /* the whole batch: GEMMs wide enough to share among threads */
-        return INT_MAX;
-    size_t per_sample = (size_t)s->channels_in * s->kernel * s->kernel * s->height * s->width * sizeof(float);
-    size_t samples = CONV_CHUNK_BYTES / per_sample;
-    return samples < 1 ? 1 : (int)samples;
-}
 
 /* Winograd's F(2×2, 3×3) for 3×3 layers with enough input channels that its transforms cost
  * little beside the products it saves (the CNN's second convolution: 32 -> 64); im2col and one
  * GEMM for the others (the first: 1 input channel, where the products are few anyway). Only on
  * one BLAS thread: its GEMMs are small, and OpenBLAS's threads cost more than they share out on
- * them (1 rank with 2 threads ran at 0.65x of 1 thread, scripts/bench.sh). */
-static int uses_winograd(const struct conv_shape *s)
+ * them (1 rank with 2 threads ran at 0.65x of 1 thread, scripts/bench.sh); with more threads,
+ * im2col over the whole batch, whose GEMMs are wide enough to share. */
+void conv_plan(struct conv_shape *s, int threads)
 {
-    return s->kernel == 3 && s->channels_in >= 16 && s->width <= WINOGRAD_MAX_SIDE &&
-           s->height <= WINOGRAD_MAX_SIDE && tensor_gemm_threads() == 1;
+    size_t per_sample = (size_t)s->channels_in * s->kernel * s->kernel * s->height * s->width * sizeof(float);
+    s->method = CONV_IM2COL;
+    s->chunk = 0;
+    if (threads > 1)
+        return;
+    if (s->kernel == 3 && s->channels_in >= 16 && s->width <= WINOGRAD_MAX_SIDE && s->height <= WINOGRAD_MAX_SIDE)
+        s->method = CONV_WINOGRAD;
+    else
+        s->chunk = CONV_CHUNK_BYTES / per_sample < 1 ? 1 : (int)(CONV_CHUNK_BYTES / per_sample);
 }
 
 static struct winograd_shape winograd_shape(const struct conv_shape *s, int swapped)
@@ -58,14 +57,19 @@ static struct winograd_shape winograd_shape(const struct conv_shape *s, int swap
                                    swapped ? s->channels_in : s->channels_out, s->height, s->width};
 }
 
-/* Enough for every method and chunking (the BLAS thread count that picks them may be set after
- * the model is made): the whole batch's im2col, or Winograd's tiles. */
+/* im2col's samples per chunk for a batch of `batch`. */
+static int chunk_samples(const struct conv_shape *s, int batch)
+{
+    return s->chunk > 0 && s->chunk < batch ? s->chunk : batch;
+}
+
 size_t conv_workspace_floats(const struct conv_shape *s, int max_batch)
 {
-    size_t floats = (size_t)s->channels_in * s->kernel * s->kernel * (size_t)max_batch * s->height * s->width;
-    struct winograd_shape ws = winograd_shape(s, 0);
-    size_t need = s->kernel == 3 ? winograd_workspace_floats(&ws) : 0;
-    return need > floats ? need : floats;
+    if (s->method == CONV_WINOGRAD) {
+        struct winograd_shape ws = winograd_shape(s, 0);
+        return winograd_workspace_floats(&ws);
+    }
+    return (size_t)s->channels_in * s->kernel * s->kernel * (size_t)chunk_samples(s, max_batch) * s->height * s->width;
 }
 
 /* col[(ci·k + ky)·k + kx][j·H·W + y·W + x] = in[ci][first + j][y + ky − p][x + kx − p] (0 outside)
@@ -127,13 +131,13 @@ static void col2im(const float *col, float *dx_out, const struct conv_shape *sha
 
 void conv_forward(const struct conv_shape *s, int batch, const float *x, const float *w, float *y, float *col)
 {
-    if (uses_winograd(s)) {
+    if (s->method == CONV_WINOGRAD) {
         struct winograd_shape ws = winograd_shape(s, 0);
         winograd_filters(w, col, &ws, 0);
         winograd_convolve(&ws, batch, x, y, col);
         return;
     }
-    int k = s->channels_in * s->kernel * s->kernel, plane = s->height * s->width, chunk = conv_chunk_samples(s);
+    int k = s->channels_in * s->kernel * s->kernel, plane = s->height * s->width, chunk = chunk_samples(s, batch);
     for (int first = 0; first < batch; first += chunk) {
         struct span span = {batch, first, batch - first < chunk ? batch - first : chunk};
         int columns = span.count * plane;
@@ -146,7 +150,7 @@ void conv_forward(const struct conv_shape *s, int batch, const float *x, const f
 void conv_backward(const struct conv_shape *s, int batch, const struct conv_inputs *in, const float *dy,
                    const struct conv_grads *grads)
 {
-    if (uses_winograd(s)) {
+    if (s->method == CONV_WINOGRAD) {
         struct winograd_shape forward = winograd_shape(s, 0), swapped = winograd_shape(s, 1);
         winograd_filter_gradient(&forward, batch, in->x, dy, grads->dw, in->col);
         if (!grads->dx)
@@ -156,7 +160,7 @@ void conv_backward(const struct conv_shape *s, int batch, const struct conv_inpu
         winograd_convolve(&swapped, batch, dy, grads->dx, in->col);
         return;
     }
-    int k = s->channels_in * s->kernel * s->kernel, plane = s->height * s->width, chunk = conv_chunk_samples(s);
+    int k = s->channels_in * s->kernel * s->kernel, plane = s->height * s->width, chunk = chunk_samples(s, batch);
     for (int first = 0; first < batch; first += chunk) {
         struct span span = {batch, first, batch - first < chunk ? batch - first : chunk};
         int columns = span.count * plane;

@@ -64,7 +64,8 @@ static void add_conv_block(struct model *m, int *c, int h, int w, int out_channe
     int in = *c * h * w, out = out_channels * h * w;
     struct layer *conv = add_layer(m, LAYER_CONV, in, out);
     set_shape(conv, *c, h, w);
-    conv->conv = (struct conv_shape){*c, out_channels, h, w, 3};
+    conv->conv = (struct conv_shape){*c, out_channels, h, w, 3, CONV_IM2COL, 0};
+    conv_plan(&conv->conv, tensor_gemm_threads()); /* both commands set the threads before the model */
     add_params(m, conv, (size_t)out_channels * *c * 9, 0);
     struct layer *bn = add_layer(m, LAYER_BATCHNORM, out, out);
     set_shape(bn, out_channels, h, w);

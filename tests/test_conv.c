@@ -36,7 +36,7 @@ static double conv_probe(const struct conv_shape *s, const float *x, const float
 static void test_conv_gradients(void **state)
 {
     (void)state;
-    struct conv_shape s = {CI, CO, H, W, 3};
+    struct conv_shape s = {CI, CO, H, W, 3, 0, 0};
     struct rng rng;
     rng_seed(&rng, 21, 0, 0, 0);
     float x[CI * B * H * W], w[CO * CI * 9], r[CO * B * H * W], y[CO * B * H * W];
@@ -62,7 +62,7 @@ static void test_conv_gradients(void **state)
 static void test_conv_matches_direct_sum(void **state)
 {
     (void)state;
-    struct conv_shape s = {CI, CO, H, W, 3};
+    struct conv_shape s = {CI, CO, H, W, 3, 0, 0};
     struct rng rng;
     rng_seed(&rng, 22, 0, 0, 0);
     float x[CI * B * H * W], w[CO * CI * 9], y[CO * B * H * W], col[CI * 9 * B * H * W];
@@ -132,26 +132,53 @@ static void check_conv_against_sums(const struct conv_shape *s, int batch)
 }
 
 /* Both methods (im2col and GEMM; Winograd from 16 input channels), each over several chunks of
- * samples with the last one short, and Winograd on odd sides (cropped tiles). */
+ * samples with the last one short, and Winograd on odd sides (cropped tiles); the plans of one
+ * BLAS thread and of two (im2col over the whole batch for every layer), each run at both thread
+ * counts (a plan is correct at any). */
 static void test_conv_methods_and_chunks(void **state)
 {
     (void)state;
-    struct conv_shape direct = {8, 3, 28, 28, 3}, winograd = {32, 4, 14, 14, 3}, odd = {16, 3, 7, 9, 3};
-    struct conv_shape many_chunks = {64, 64, 14, 14, 3};
-    openblas_set_num_threads(1); /* the methods and chunks of one BLAS thread */
-    assert_true(conv_chunk_samples(&direct) < 5 && 5 % conv_chunk_samples(&direct) != 0);
-    assert_true(conv_chunk_samples(&winograd) < 5 && 5 % conv_chunk_samples(&winograd) != 0);
-    check_conv_against_sums(&direct, 5);
-    check_conv_against_sums(&winograd, 5);
-    check_conv_against_sums(&odd, 3);
-    /* Winograd's chunks: its tiles of 5 images do not fit one (1 MB; 458 KB per image here) */
-    check_conv_against_sums(&many_chunks, 5);
-    /* With more BLAS threads: im2col over the whole batch, for every layer */
-    openblas_set_num_threads(2);
-    assert_true(conv_chunk_samples(&direct) >= 5);
-    check_conv_against_sums(&winograd, 5);
-    check_conv_against_sums(&odd, 3);
+    struct conv_shape direct = {8, 3, 28, 28, 3, 0, 0}, winograd = {32, 4, 14, 14, 3, 0, 0};
+    struct conv_shape odd = {16, 3, 7, 9, 3, 0, 0}, many_chunks = {64, 64, 14, 14, 3, 0, 0};
+    struct conv_shape *shapes[] = {&direct, &winograd, &odd, &many_chunks};
+    for (int threads = 1; threads <= 2; threads++) {
+        for (int i = 0; i < 4; i++)
+            conv_plan(shapes[i], threads);
+        if (threads == 1) {
+            assert_true(direct.method == CONV_IM2COL && direct.chunk < 5 && 5 % direct.chunk != 0);
+            assert_true(winograd.method == CONV_WINOGRAD && odd.method == CONV_WINOGRAD);
+            assert_true(many_chunks.method == CONV_WINOGRAD);
+        } else {
+            for (int i = 0; i < 4; i++)
+                assert_true(shapes[i]->method == CONV_IM2COL && shapes[i]->chunk == 0);
+        }
+        for (int run_threads = 1; run_threads <= 2; run_threads++) {
+            openblas_set_num_threads(run_threads);
+            check_conv_against_sums(&direct, 5);
+            check_conv_against_sums(&winograd, 5);
+            check_conv_against_sums(&odd, 3);
+            /* Winograd's chunks: its tiles of 5 images do not fit one (1 MB; 458 KB per image) */
+            check_conv_against_sums(&many_chunks, 5);
+        }
+    }
     openblas_set_num_threads(1);
+}
+
+/* The plan sizes the workspace: one chunk's im2col, Winograd's tiles, or the whole batch's
+ * im2col; an unplanned shape is im2col over the whole batch. */
+static void test_conv_workspace(void **state)
+{
+    (void)state;
+    struct conv_shape first = {1, 32, 28, 28, 3, 0, 0}, second = {32, 64, 14, 14, 3, 0, 0};
+    size_t whole = (size_t)32 * 9 * 128 * 14 * 14;
+    assert_int_equal(conv_workspace_floats(&second, 128), whole);
+    conv_plan(&first, 1);
+    conv_plan(&second, 1);
+    assert_true(first.chunk > 0 && conv_workspace_floats(&first, 128) == (size_t)9 * first.chunk * 28 * 28);
+    assert_true(conv_workspace_floats(&first, 128) * sizeof(float) <= 512 * 1024);
+    assert_true(conv_workspace_floats(&second, 128) < whole / 4);
+    conv_plan(&second, 2);
+    assert_int_equal(conv_workspace_floats(&second, 128), whole);
 }
 
 static void test_maxpool(void **state)
@@ -505,6 +532,7 @@ int main(void)
         cmocka_unit_test(test_conv_gradients),
         cmocka_unit_test(test_conv_matches_direct_sum),
         cmocka_unit_test(test_conv_methods_and_chunks),
+        cmocka_unit_test(test_conv_workspace),
         cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_maxpool_ties_and_widths),
         cmocka_unit_test(test_batchnorm),

@@ -7,8 +7,14 @@
 
 #include <stddef.h>
 
+/* How a layer's convolution runs: im2col and one GEMM per chunk of samples, or Winograd's
+ * F(2×2, 3×3) (winograd.h). */
+enum conv_method { CONV_IM2COL, CONV_WINOGRAD };
+
 struct conv_shape {
     int channels_in, channels_out, height, width, kernel; /* stride 1, zero padding kernel/2 */
+    int method;   /* enum conv_method, chosen by conv_plan; unplanned: im2col */
+    int chunk;    /* im2col's samples per chunk; 0: the whole batch */
 };
 
 /* The inputs of a convolution's backward pass; col is the im2col workspace. */
@@ -22,10 +28,10 @@ struct conv_grads {
     float *dw;
 };
 
-/* A convolution runs over chunks of conv_chunk_samples samples (the whole batch when BLAS runs on
- * more than one thread). conv_workspace_floats is enough workspace for batches of up to
- * max_batch by either method at any thread count: the whole batch's im2col, or Winograd's tiles. */
-int conv_chunk_samples(const struct conv_shape *s);
+/* Chooses the method and chunk for a layer that will run on `threads` BLAS threads, once, when
+ * the model is made (a plan stays correct at any thread count; it is only fastest at its own).
+ * conv_workspace_floats is the workspace the plan needs for batches of up to max_batch. */
+void conv_plan(struct conv_shape *s, int threads);
 size_t conv_workspace_floats(const struct conv_shape *s, int max_batch);
 
 /* y[co][N·H·W] = w[co][ci·k·k] · im2col(x), where im2col(x)[(ci·k + ky)·k + kx][n·H·W + y·W + x]
