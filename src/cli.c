@@ -80,7 +80,7 @@ static const struct flag flags[] = {
      "write a Chrome trace-event JSON of every step's phases, all ranks in one file"},
     {"--augment", V_FLAG, AT(augment), FOR_TRAINING, 0, 0, "random flips and shifts of training images"},
     {"--erase", V_DOUBLE, AT(erase), FOR_TRAINING, 0, 1,
-     "with --augment: the probability that a random rectangle (2-40% of an image) of a training image is set to the mean pixel (random erasing; default 0)"},
+     "with --augment: the probability that a random rectangle (2-40% of an image) of a training image is set to the mean pixel, with --pca to background (random erasing; default 0)"},
     {"--tta", V_FLAG, AT(tta), FOR_TRAIN | FOR_EVAL, 0, 0,
      "test-time augmentation: average the logits of each image and its mirror image (raw inputs; "
      "default for cnn with --augment)"},

@@ -197,11 +197,17 @@ static void gather_projected(const struct features *f, const uint32_t *indices, 
     }
 }
 
+/* pixel / 255 standardised with the training set's mean and standard deviation */
+static struct linear standardisation(const struct features *f)
+{
+    return (struct linear){1.0f / (255.0f * f->norm.std), -f->norm.mean / f->norm.std};
+}
+
 void features_gather(const struct features *f, const uint32_t *indices, int n, float *out, uint8_t *labels_out,
                      const struct augmentation *augment)
 {
     size_t dim = (size_t)f->dim;
-    const struct linear map = {1.0f / (255.0f * f->norm.std), -f->norm.mean / f->norm.std};
+    const struct linear map = standardisation(f);
     for (int b = 0; b < n; b++)
         labels_out[b] = f->labels[indices[b]];
     if (f->projected && augment) {
@@ -222,7 +228,7 @@ void features_gather(const struct features *f, const uint32_t *indices, int n, f
 
 void features_gather_mirrored(const struct features *f, const uint32_t *indices, int n, float *out)
 {
-    const struct linear map = {1.0f / (255.0f * f->norm.std), -f->norm.mean / f->norm.std};
+    const struct linear map = standardisation(f);
     if (f->projected) {
         gather_projected(f, indices, n, out, NULL);
         return;

@@ -53,9 +53,9 @@ int features_create(struct features *f, const struct split *samples, const struc
 void features_free(struct features *f);
 
 /* --augment: the stream that draws each image's flip, shift and erasing, and the probability
- * that a random rectangle of the image is erased (set to the mean pixel: 0 once standardised),
- * as in Zhong et al., "Random Erasing Data Augmentation" (2020): 2-40% of the image, aspect ratio
- * 0.3-3.3. */
+ * that a random rectangle of the image is erased (set to the mean pixel: 0 once standardised;
+ * with PCA, to background), as in Zhong et al., "Random Erasing Data Augmentation" (2020): 2-40%
+ * of the image, aspect ratio 0.3-3.3. */
 struct augmentation {
     struct rng *rng;
     double erase;
