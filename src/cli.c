@@ -49,9 +49,9 @@ static const struct flag flags[] = {
     {"--batch-per-rank", V_INT, AT(batch_per_rank), FOR_TRAINING, 1, 1 << 16,
      "weak scaling: each rank's batch; the global batch is this times the ranks and the learning rate "
      "grows with it (--lr x global / 128); exclusive with --batch"},
-    {"--optimizer", V_OPTIMIZER, AT(optimizer), FOR_TRAINING, 0, 0, "sgd or adam (default adam)"},
+    {"--optimizer", V_OPTIMIZER, AT(optimizer), FOR_TRAINING, 0, 0, "sgd, nesterov (SGD with Nesterov momentum) or adam (default adam)"},
     {"--lr", V_DOUBLE, AT(lr), FOR_TRAINING, 1e-12, 10, "peak learning rate (default 0.001 adam, 0.05 sgd)"},
-    {"--momentum", V_DOUBLE, AT(momentum), FOR_TRAINING, 0, 0.999999, "SGD momentum (default 0.9)"},
+    {"--momentum", V_DOUBLE, AT(momentum), FOR_TRAINING, 0, 0.999999, "SGD and Nesterov momentum (default 0.9)"},
     {"--weight-decay", V_DOUBLE, AT(weight_decay), FOR_TRAINING, 0, 1,
      "decoupled weight decay on weights, not biases (default 0.0001)"},
     {"--schedule", V_SCHEDULE, AT(schedule), FOR_TRAINING, 0, 0,
@@ -260,7 +260,7 @@ static int apply_flag(const struct flag *f, const char *value, struct config *o,
         return 0;
     case V_OPTIMIZER:
         if (config_optimizer_parse(value, &o->optimizer) != 0)
-            FAIL("%s: unknown optimizer '%s' (expected sgd or adam)", f->name, value);
+            FAIL("%s: unknown optimizer '%s' (expected sgd, nesterov or adam)", f->name, value);
         return 0;
     case V_SCHEDULE:
         if (config_schedule_parse(value, &o->schedule) != 0)
@@ -396,7 +396,7 @@ int cli_parse(int argc, char **argv, struct config *o, char *err)
             goto fail;
     }
     if (o->lr < 0)
-        o->lr = o->optimizer == OPT_SGD ? 0.05 : 1e-3;
+        o->lr = o->optimizer == OPT_ADAM ? 1e-3 : 0.05;
     if (o->batch > 0 && o->batch_per_rank > 0)
         FAIL("--batch-per-rank and --batch are exclusive: give the global batch or each rank's, not both");
     if (o->batch == 0 && o->batch_per_rank == 0)

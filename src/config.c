@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const optimizer_names[] = {[OPT_SGD] = "sgd", [OPT_ADAM] = "adam"};
+static const char *const optimizer_names[] = {[OPT_SGD] = "sgd", [OPT_ADAM] = "adam", [OPT_NESTEROV] = "nesterov"};
 static const char *const schedule_names[] = {[SCHEDULE_COSINE] = "cosine", [SCHEDULE_STEP] = "step",
                                              [SCHEDULE_CONSTANT] = "constant"};
 static const char *const compress_names[] = {[COMPRESS_NONE] = "none", [COMPRESS_BF16] = "bf16",

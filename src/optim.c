@@ -81,6 +81,18 @@ static void sgd_range(float *restrict p, const float *restrict g, float *restric
     }
 }
 
+/* Nesterov's momentum as PyTorch's SGD(nesterov=True) takes it: the step looks ahead along the
+ * updated velocity, g + momentum · v (Sutskever et al., 2013). */
+static void nesterov_range(float *restrict p, const float *restrict g, float *restrict v, size_t n,
+                           const struct step_constants *k)
+{
+    const float lr = k->lr, momentum = k->momentum, decay = k->decay;
+    for (size_t i = 0; i < n; i++) {
+        v[i] = momentum * v[i] + g[i];
+        p[i] -= lr * (g[i] + momentum * v[i] + decay * p[i]);
+    }
+}
+
 static void adam_range(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t n,
                        const struct step_constants *k)
 {
@@ -114,6 +126,8 @@ void optim_step_part(struct optimizer *opt, const struct optim_part *part, doubl
         k.decay = part->ranges[r].decay ? (float)opt->weight_decay : 0.0f;
         if (opt->kind == OPT_SGD)
             sgd_range(part->params + o, part->grads + o, opt->first + o, end - o, &k);
+        else if (opt->kind == OPT_NESTEROV)
+            nesterov_range(part->params + o, part->grads + o, opt->first + o, end - o, &k);
         else
             adam_range(part->params + o, part->grads + o, opt->first + o, opt->second + o, end - o, &k);
     }

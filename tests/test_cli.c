@@ -182,7 +182,7 @@ static void test_errors(void **state)
         {"compare --pca 0,,50", "--pca: malformed list"},
         {"compare --pca 50,50", "--pca: 50 appears twice"},
         {"compare", "--pca LIST is required"},
-        {"train --optimizer rmsprop", "--optimizer: unknown optimizer 'rmsprop' (expected sgd or adam)"},
+        {"train --optimizer rmsprop", "--optimizer: unknown optimizer 'rmsprop' (expected sgd, nesterov or adam)"},
         {"train --schedule linear", "--schedule: unknown schedule 'linear' (expected cosine, step or constant)"},
         {"train --model mlp:1111111111111111111111111111111111111111111111111111111111111111111", "--model: the spec"},
         {"train --resume", "--resume needs --checkpoint FILE"},
@@ -237,6 +237,10 @@ static void test_settings(void **state)
     assert_int_equal(config_optimizer_parse("adam", &o), 0);
     assert_int_equal(o, OPT_ADAM);
     assert_int_equal(config_optimizer_parse("Adam", &o), -1);
+    assert_int_equal(config_optimizer_parse("nesterov", &o), 0);
+    assert_string_equal(config_optimizer_name(o), "nesterov");
+    parse_ok("train --optimizer nesterov", &b); /* SGD's default learning rate */
+    assert_true(b.optimizer == OPT_NESTEROV && b.lr == 0.05);
     assert_int_equal(config_schedule_parse("step", &k), 0);
     assert_string_equal(config_schedule_name(k), "step");
 }

@@ -77,6 +77,23 @@ static void test_sgd_momentum_and_decay(void **state)
     optim_free(opt);
 }
 
+static void test_nesterov(void **state)
+{
+    (void)state;
+    char err[256];
+    struct optimizer *opt = optim_create(OPT_NESTEROV, 2, 0.9, 0.1, err);
+    float p[2] = {1.0f, 1.0f}, g[2] = {0.5f, 0.5f};
+    struct param_range ranges[2] = {{0, 1, 1}, {1, 1, 0}}; /* a weight, then a bias */
+    optim_step(opt, p, g, ranges, 2, 0.1);
+    /* v = 0.5, step g + 0.9 v = 0.95; weight: p -= 0.1 (0.95 + 0.1·1) = 0.895; bias: 1 − 0.095 = 0.905 */
+    assert_float_equal(p[0], 0.895f, 1e-6);
+    assert_float_equal(p[1], 0.905f, 1e-6);
+    optim_step(opt, p, g, ranges, 2, 0.1);
+    /* v = 0.9·0.5 + 0.5 = 0.95, step 0.5 + 0.855 = 1.355; bias: 0.905 − 0.1355 = 0.7695 */
+    assert_float_equal(p[1], 0.7695f, 1e-6);
+    optim_free(opt);
+}
+
 static void test_adam_first_steps(void **state)
 {
     (void)state;
@@ -183,6 +200,7 @@ int main(void)
         cmocka_unit_test(test_metrics_hand_case),
         cmocka_unit_test(test_report_layout),
         cmocka_unit_test(test_sgd_momentum_and_decay),
+        cmocka_unit_test(test_nesterov),
         cmocka_unit_test(test_adam_first_steps),
         cmocka_unit_test(test_update_in_slices),
         cmocka_unit_test(test_schedules),

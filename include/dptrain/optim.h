@@ -1,5 +1,5 @@
-/* Optimizers over the flat parameter buffer: SGD with momentum and Adam, both with decoupled
- * weight decay (applied to weights, not biases), and the learning-rate schedule. */
+/* Optimizers over the flat parameter buffer: SGD with momentum (plain or Nesterov's) and Adam, all
+ * with decoupled weight decay (applied to weights, not biases), and the learning-rate schedule. */
 #ifndef DPTRAIN_OPTIM_H
 #define DPTRAIN_OPTIM_H
 
@@ -7,14 +7,14 @@
 
 #include <stddef.h>
 
-enum optimizer_kind { OPT_SGD, OPT_ADAM };
+enum optimizer_kind { OPT_SGD, OPT_ADAM, OPT_NESTEROV };
 enum schedule_kind { SCHEDULE_COSINE, SCHEDULE_STEP, SCHEDULE_CONSTANT };
 
 struct optimizer {
     enum optimizer_kind kind;
     double momentum, beta1, beta2, epsilon, weight_decay;
     size_t count;
-    float *first;       /* SGD velocity, or Adam's first moment */
+    float *first;       /* SGD's (and Nesterov's) velocity, or Adam's first moment */
     float *second;      /* Adam's second moment (NULL for SGD) */
     long step;          /* steps taken (Adam's bias correction) */
 };
