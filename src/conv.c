@@ -32,6 +32,10 @@ struct span {
  * batch's. Measured on the CNN's step (README, Performance). */
 enum { CONV_CHUNK_BYTES = 512 * 1024 };
 
+/* Winograd's padded tiles cost as much as real ones: below this share of real tiles (7×7 images,
+ * 4 of 8) its 2.25x fewer products no longer pay for the transforms. Measured: README, Performance. */
+#define WINOGRAD_MIN_TILE_USE 0.75
+
 /* Winograd's F(2×2, 3×3) for 3×3 layers with enough input channels that its transforms cost
  * little beside the products it saves (the CNN's second convolution: 32 -> 64); im2col and one
  * GEMM for the others (the first: 1 input channel, where the products are few anyway). Only on
@@ -45,7 +49,9 @@ void conv_plan(struct conv_shape *s, int threads)
     s->chunk = 0;
     if (threads > 1)
         return;
-    if (s->kernel == 3 && s->channels_in >= 16 && s->width <= WINOGRAD_MAX_SIDE && s->height <= WINOGRAD_MAX_SIDE)
+    struct winograd_shape ws = {s->channels_in, s->channels_out, s->height, s->width};
+    if (s->kernel == 3 && s->channels_in >= 16 && s->width <= WINOGRAD_MAX_SIDE && s->height <= WINOGRAD_MAX_SIDE &&
+        winograd_tile_use(&ws) >= WINOGRAD_MIN_TILE_USE)
         s->method = CONV_WINOGRAD;
     else
         s->chunk = CONV_CHUNK_BYTES / per_sample < 1 ? 1 : (int)(CONV_CHUNK_BYTES / per_sample);

@@ -31,6 +31,12 @@ static struct tiling tiling_of(const struct winograd_shape *s, int batch)
     return t;
 }
 
+double winograd_tile_use(const struct winograd_shape *s)
+{
+    struct tiling t = tiling_of(s, 0);
+    return (double)t.columns / t.stride;
+}
+
 size_t winograd_workspace_floats(const struct winograd_shape *s)
 {
     struct tiling t = tiling_of(s, 0);

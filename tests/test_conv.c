@@ -131,25 +131,26 @@ static void check_conv_against_sums(const struct conv_shape *s, int batch)
         free(buffers[b]);
 }
 
-/* Both methods (im2col and GEMM; Winograd from 16 input channels), each over several chunks of
- * samples with the last one short, and Winograd on odd sides (cropped tiles); the plans of one
- * BLAS thread and of two (im2col over the whole batch for every layer), each run at both thread
- * counts (a plan is correct at any). */
+/* Both methods (im2col and GEMM; Winograd from 16 input channels, where at least 3/4 of its tiles
+ * are real), each over several chunks of samples with the last one short, and Winograd on odd
+ * sides (cropped tiles); the plans of one BLAS thread and of two (im2col over the whole batch for
+ * every layer), each run at both thread counts (a plan is correct at any). */
 static void test_conv_methods_and_chunks(void **state)
 {
     (void)state;
     struct conv_shape direct = {8, 3, 28, 28, 3, 0, 0}, winograd = {32, 4, 14, 14, 3, 0, 0};
-    struct conv_shape odd = {16, 3, 7, 9, 3, 0, 0}, many_chunks = {64, 64, 14, 14, 3, 0, 0};
-    struct conv_shape *shapes[] = {&direct, &winograd, &odd, &many_chunks};
+    struct conv_shape odd = {16, 3, 7, 15, 3, 0, 0}, many_chunks = {64, 64, 14, 14, 3, 0, 0};
+    struct conv_shape small = {32, 8, 7, 7, 3, 0, 0}; /* 4 tiles a row, padded to 8: im2col */
+    struct conv_shape *shapes[] = {&direct, &winograd, &odd, &many_chunks, &small};
     for (int threads = 1; threads <= 2; threads++) {
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < 5; i++)
             conv_plan(shapes[i], threads);
         if (threads == 1) {
             assert_true(direct.method == CONV_IM2COL && direct.chunk < 5 && 5 % direct.chunk != 0);
             assert_true(winograd.method == CONV_WINOGRAD && odd.method == CONV_WINOGRAD);
-            assert_true(many_chunks.method == CONV_WINOGRAD);
+            assert_true(many_chunks.method == CONV_WINOGRAD && small.method == CONV_IM2COL && small.chunk > 0);
         } else {
-            for (int i = 0; i < 4; i++)
+            for (int i = 0; i < 5; i++)
                 assert_true(shapes[i]->method == CONV_IM2COL && shapes[i]->chunk == 0);
         }
         for (int run_threads = 1; run_threads <= 2; run_threads++) {
@@ -159,6 +160,7 @@ static void test_conv_methods_and_chunks(void **state)
             check_conv_against_sums(&odd, 3);
             /* Winograd's chunks: its tiles of 5 images do not fit one (1 MB; 458 KB per image) */
             check_conv_against_sums(&many_chunks, 5);
+            check_conv_against_sums(&small, 3);
         }
     }
     openblas_set_num_threads(1);

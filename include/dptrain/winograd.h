@@ -15,6 +15,10 @@ struct winograd_shape {
     int channels_in, channels_out, height, width;
 };
 
+/* The share of the tiles the transforms and GEMMs work on that hold an image's pixels: each row of
+ * tiles is padded to whole vectors of 8 (7 tiles on 14×14 images: 7/8; 4 on 7×7: 4/8). */
+double winograd_tile_use(const struct winograd_shape *s);
+
 /* Floats of workspace a convolution of this shape needs (also with channels in and out swapped). */
 size_t winograd_workspace_floats(const struct winograd_shape *s);
 
