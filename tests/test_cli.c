@@ -3,6 +3,7 @@
 #include "dptrain/check.h"
 #include "dptrain/cli.h"
 #include "dptrain/config.h"
+#include "dptrain/results.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -140,11 +141,17 @@ static void test_dependent_defaults(void **state)
     assert_int_equal(c.model_kind, MODEL_CNN);
     assert_int_equal(c.epochs, 60);
     assert_int_equal(c.tta, 1);
+    assert_true(c.optimizer == OPT_NESTEROV && c.lr == 0.05 && c.weight_decay == 5e-4);
+    parse_ok("train --model cnn --augment --optimizer adam", &c); /* Adam's own defaults */
+    assert_true(c.optimizer == OPT_ADAM && c.lr == 1e-3 && c.weight_decay == 1e-4);
+    parse_ok("train --model cnn --augment --weight-decay 0.001 --lr 0.02", &c);
+    assert_true(c.optimizer == OPT_NESTEROV && c.lr == 0.02 && c.weight_decay == 0.001);
     parse_ok("train --model cnn --augment --no-tta --epochs 5", &c);
     assert_int_equal(c.tta, 0);
     assert_int_equal(c.epochs, 5);
     parse_ok("train --model cnn", &c);
     assert_int_equal(c.epochs, 20);
+    assert_true(c.optimizer == OPT_ADAM && c.lr == 1e-3 && c.weight_decay == 1e-4); /* not measured otherwise */
     assert_int_equal(c.tta, 0);
     assert_true(c.dropout == 0.1 && c.label_smoothing == 0 && c.erase == 0); /* a CNN's own defaults */
     parse_ok("train --model mlp --dropout 0 --label-smoothing 0.05", &c); /* given values stay */
@@ -237,6 +244,8 @@ static void test_settings(void **state)
     assert_int_equal(config_optimizer_parse("adam", &o), 0);
     assert_int_equal(o, OPT_ADAM);
     assert_int_equal(config_optimizer_parse("Adam", &o), -1);
+    for (int i = OPT_SGD; i < OPT_DEFAULT; i++) /* every name fits the files' field */
+        assert_true(strlen(config_optimizer_name((enum optimizer_kind)i)) < RESULTS_OPTIMIZER_LENGTH);
     assert_int_equal(config_optimizer_parse("nesterov", &o), 0);
     assert_string_equal(config_optimizer_name(o), "nesterov");
     parse_ok("train --optimizer nesterov", &b); /* SGD's default learning rate */

@@ -28,7 +28,7 @@
 
 struct checkpoint {
     /* configuration: what must match for a resume */
-    char model[64], optimizer[8], schedule[16], name[64], compress[CONFIG_COMPRESS_LENGTH];
+    char model[64], optimizer[RESULTS_OPTIMIZER_LENGTH], schedule[16], name[64], compress[CONFIG_COMPRESS_LENGTH];
     int pca_components, global_batch, ranks, epochs, validation, augment, tta;
     int deterministic;                        /* --deterministic: rows are the virtual shards */
     int units;                                /* rows of the per-unit arrays: ranks, or virtual shards */

@@ -7,7 +7,8 @@
 
 #include <stddef.h>
 
-enum optimizer_kind { OPT_SGD, OPT_ADAM, OPT_NESTEROV };
+/* OPT_DEFAULT: not chosen yet (the command line's default depends on the model: cli.c). */
+enum optimizer_kind { OPT_SGD, OPT_ADAM, OPT_NESTEROV, OPT_DEFAULT };
 enum schedule_kind { SCHEDULE_COSINE, SCHEDULE_STEP, SCHEDULE_CONSTANT };
 
 struct optimizer {

@@ -21,10 +21,14 @@ extern const char *const results_history_columns[RESULTS_HISTORY_COLUMNS];
 void results_history_row(const struct epoch_record *e, double row[RESULTS_HISTORY_COLUMNS]);
 void results_history_record(const double row[RESULTS_HISTORY_COLUMNS], struct epoch_record *e);
 
+/* An optimizer's name with its terminator ("nesterov" needs 9: 8 bytes had cut it to "nestero",
+ * which no checkpoint reader then knew). */
+#define RESULTS_OPTIMIZER_LENGTH 16
+
 struct run_result {
     char name[64];
     char model[64];
-    char optimizer[8];
+    char optimizer[RESULTS_OPTIMIZER_LENGTH];
     int pca_components;
     int epochs, global_batch, ranks, has_validation, best_epoch;
     double lr;

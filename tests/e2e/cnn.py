@@ -21,7 +21,8 @@ with h5py.File(out, "r") as f:
     check(g.attrs["model"] == "cnn" and g.attrs["parameters"] == 824554, "the cnn preset")
 with h5py.File(f"{dir}/cnn.ckpt.h5", "r") as f:
     check(f.attrs["dropout"] == 0.1 and f.attrs["label_smoothing"] == 0 and f.attrs["tta"] == 0 and
-          f.attrs["epochs"] == 1, "the defaults of a cnn without --augment: dropout 0.1, no smoothing, no --tta")
+          f.attrs["epochs"] == 1 and f.attrs["optimizer"] == "adam" and f.attrs["weight_decay"] == 1e-4,
+          "the defaults of a cnn without --augment: dropout 0.1, no smoothing, no --tta, Adam, weight decay 1e-4")
 
 # A small data set for the exact-resume check.
 rng = np.random.default_rng(9)
@@ -50,7 +51,8 @@ with h5py.File(ckpt, "r") as f:
     check(f["buffers"].shape == (2, 2 * (8 + 16)), "every rank's batch-norm statistics are saved")
 must_succeed(run(base + ["--checkpoint", ckpt, "--resume", "--out", part], ranks=2))
 with h5py.File(ref_ckpt, "r") as a, h5py.File(ckpt, "r") as b:
-    for key in ("params", "opt_first", "opt_second", "buffers"):
+    check(a.attrs["optimizer"] == "nesterov" and "opt_second" not in a, "Nesterov's one state array")
+    for key in ("params", "opt_first", "buffers"):
         check(np.array_equal(a[key][()], b[key][()]), f"{key} differ after the resume")
 with h5py.File(ref_out, "r") as a, h5py.File(part, "r") as b:
     check(np.array_equal(a["runs/raw/predictions"][()], b["runs/raw/predictions"][()]), "predictions differ")
@@ -77,8 +79,10 @@ check(not np.array_equal(views["plain"][1], views["plain_mirrored"][1]), "mirror
 check(not np.array_equal(views["tta"][1], views["plain"][1]), "--tta changed nothing")
 check(np.array_equal(views["default"][1], views["tta"][1]), "eval did not follow the checkpoint's --tta")
 with h5py.File(ref_ckpt, "r") as f:
-    check(f.attrs["tta"] == 1 and f.attrs["dropout"] == 0.1 and f.attrs["label_smoothing"] == 0,
-          "the defaults of a cnn with --augment: --tta, dropout 0.1, no label smoothing")
+    check(f.attrs["tta"] == 1 and f.attrs["dropout"] == 0.1 and f.attrs["label_smoothing"] == 0 and
+          f.attrs["optimizer"] == "nesterov" and f.attrs["lr"] == 0.05 and f.attrs["weight_decay"] == 5e-4,
+          "the defaults of a cnn with --augment: --tta, dropout 0.1, no label smoothing, Nesterov at 0.05, "
+          f"weight decay 5e-4: {dict(f.attrs)}")
 check(views["tta"][2] == np.mean(views["tta"][0] == small_labels), "--tta accuracy disagrees with its predictions")
 # The default epochs: 60 for a CNN with --augment (with --tta), 20 without (small network, small set).
 for extra, epochs, tta in ((["--augment"], 60, 1), ([], 20, 0)):
