@@ -60,38 +60,36 @@ static void test_report_layout(void **state)
     free(text);
 }
 
-static void test_sgd_momentum_and_decay(void **state)
+/* Two steps of an SGD-family optimizer on a weight and a bias (p = 1, g = 0.5, lr 0.1, momentum
+ * 0.9, decay 0.1 on the weight only): the weight after one, the bias after one and after two. */
+static void check_two_steps(enum optimizer_kind kind, const float expected[3])
 {
-    (void)state;
     char err[256];
-    struct optimizer *opt = optim_create(OPT_SGD, 2, 0.9, 0.1, err);
+    struct optimizer *opt = optim_create(kind, 2, 0.9, 0.1, err);
     float p[2] = {1.0f, 1.0f}, g[2] = {0.5f, 0.5f};
     struct param_range ranges[2] = {{0, 1, 1}, {1, 1, 0}}; /* a weight, then a bias */
     optim_step(opt, p, g, ranges, 2, 0.1);
-    /* v = 0.5; weight: p -= 0.1 (0.5 + 0.1·1) = 0.94; bias: p -= 0.1·0.5 = 0.95 */
-    assert_float_equal(p[0], 0.94f, 1e-6);
-    assert_float_equal(p[1], 0.95f, 1e-6);
+    assert_float_equal(p[0], expected[0], 1e-6);
+    assert_float_equal(p[1], expected[1], 1e-6);
     optim_step(opt, p, g, ranges, 2, 0.1);
-    /* v = 0.9·0.5 + 0.5 = 0.95; bias: 0.95 − 0.095 = 0.855 */
-    assert_float_equal(p[1], 0.855f, 1e-6);
+    assert_float_equal(p[1], expected[2], 1e-6);
     optim_free(opt);
+}
+
+static void test_sgd_momentum_and_decay(void **state)
+{
+    (void)state;
+    /* v = 0.5; weight: p -= 0.1 (0.5 + 0.1·1) = 0.94; bias: p -= 0.1·0.5 = 0.95; then
+     * v = 0.9·0.5 + 0.5 = 0.95; bias: 0.95 − 0.095 = 0.855 */
+    check_two_steps(OPT_SGD, (const float[3]){0.94f, 0.95f, 0.855f});
 }
 
 static void test_nesterov(void **state)
 {
     (void)state;
-    char err[256];
-    struct optimizer *opt = optim_create(OPT_NESTEROV, 2, 0.9, 0.1, err);
-    float p[2] = {1.0f, 1.0f}, g[2] = {0.5f, 0.5f};
-    struct param_range ranges[2] = {{0, 1, 1}, {1, 1, 0}}; /* a weight, then a bias */
-    optim_step(opt, p, g, ranges, 2, 0.1);
-    /* v = 0.5, step g + 0.9 v = 0.95; weight: p -= 0.1 (0.95 + 0.1·1) = 0.895; bias: 1 − 0.095 = 0.905 */
-    assert_float_equal(p[0], 0.895f, 1e-6);
-    assert_float_equal(p[1], 0.905f, 1e-6);
-    optim_step(opt, p, g, ranges, 2, 0.1);
-    /* v = 0.9·0.5 + 0.5 = 0.95, step 0.5 + 0.855 = 1.355; bias: 0.905 − 0.1355 = 0.7695 */
-    assert_float_equal(p[1], 0.7695f, 1e-6);
-    optim_free(opt);
+    /* v = 0.5, step g + 0.9 v = 0.95; weight: p -= 0.1 (0.95 + 0.1·1) = 0.895; bias: 1 − 0.095 =
+     * 0.905; then v = 0.95, step 0.5 + 0.855 = 1.355; bias: 0.905 − 0.1355 = 0.7695 */
+    check_two_steps(OPT_NESTEROV, (const float[3]){0.895f, 0.905f, 0.7695f});
 }
 
 static void test_adam_first_steps(void **state)
