@@ -83,8 +83,8 @@ static const struct flag flags[] = {
     {"--erase", V_DOUBLE, AT(erase), FOR_TRAINING, 0, 1,
      "with --augment: the probability that a random rectangle (2-40% of an image) of a training image is set to the mean pixel, with --pca to background (random erasing; default 0)"},
     {"--tta", V_FLAG, AT(tta), FOR_TRAIN | FOR_EVAL, 0, 0,
-     "test-time augmentation: average the logits of each image and its mirror image (raw inputs; "
-     "default for cnn with --augment)"},
+     "test-time augmentation: average the logits of each image and its mirror image (with --pca, the "
+     "mirror image projected; default for cnn with --augment)"},
     {"--no-tta", V_FLAG_OFF, AT(tta), FOR_TRAIN | FOR_EVAL, 0, 0, "evaluate each image as it is"},
     {"--validation", V_INT, AT(validation), FOR_TRAINING, 0, INT_MAX,
      "hold out N training images; keep the epoch with the best validation accuracy (default 0)"},

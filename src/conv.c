@@ -3,7 +3,6 @@
 #include "dptrain/tensor.h"
 #include "dptrain/winograd.h"
 
-#include <limits.h>
 #include <string.h>
 
 /* One output row of im2col: the input row shifted by dx with zeros outside. Split into the
@@ -36,6 +35,12 @@ enum { CONV_CHUNK_BYTES = 512 * 1024 };
  * 4 of 8) its 2.25x fewer products no longer pay for the transforms. Measured: README, Performance. */
 #define WINOGRAD_MIN_TILE_USE 0.75
 
+static struct winograd_shape winograd_shape(const struct conv_shape *s, int swapped)
+{
+    return (struct winograd_shape){swapped ? s->channels_out : s->channels_in,
+                                   swapped ? s->channels_in : s->channels_out, s->height, s->width};
+}
+
 /* Winograd's F(2×2, 3×3) for 3×3 layers with enough input channels that its transforms cost
  * little beside the products it saves (the CNN's second convolution: 32 -> 64); im2col and one
  * GEMM for the others (the first: 1 input channel, where the products are few anyway). Only on
@@ -44,23 +49,18 @@ enum { CONV_CHUNK_BYTES = 512 * 1024 };
  * im2col over the whole batch, whose GEMMs are wide enough to share. */
 void conv_plan(struct conv_shape *s, int threads)
 {
-    size_t per_sample = (size_t)s->channels_in * s->kernel * s->kernel * s->height * s->width * sizeof(float);
     s->method = CONV_IM2COL;
     s->chunk = 0;
     if (threads > 1)
         return;
-    struct winograd_shape ws = {s->channels_in, s->channels_out, s->height, s->width};
+    struct winograd_shape ws = winograd_shape(s, 0);
     if (s->kernel == 3 && s->channels_in >= 16 && s->width <= WINOGRAD_MAX_SIDE && s->height <= WINOGRAD_MAX_SIDE &&
-        winograd_tile_use(&ws) >= WINOGRAD_MIN_TILE_USE)
+        winograd_tile_use(&ws) >= WINOGRAD_MIN_TILE_USE) {
         s->method = CONV_WINOGRAD;
-    else
-        s->chunk = CONV_CHUNK_BYTES / per_sample < 1 ? 1 : (int)(CONV_CHUNK_BYTES / per_sample);
-}
-
-static struct winograd_shape winograd_shape(const struct conv_shape *s, int swapped)
-{
-    return (struct winograd_shape){swapped ? s->channels_out : s->channels_in,
-                                   swapped ? s->channels_in : s->channels_out, s->height, s->width};
+        return;
+    }
+    size_t per_sample = (size_t)s->channels_in * s->kernel * s->kernel * s->height * s->width * sizeof(float);
+    s->chunk = CONV_CHUNK_BYTES / per_sample < 1 ? 1 : (int)(CONV_CHUNK_BYTES / per_sample);
 }
 
 /* im2col's samples per chunk for a batch of `batch`. */
