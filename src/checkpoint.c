@@ -42,6 +42,7 @@ static const struct field fields[] = {
     FIELD("validation", F_INT, validation),
     FIELD("augment", F_INT, augment),
     FIELD("tta", F_INT, tta),
+    FIELD("tta_shift", F_INT, tta_shift),
     FIELD("seed", F_U64, seed),
     FIELD("epoch", F_INT, epoch),
     FIELD("step", F_LONG, step),
@@ -256,6 +257,8 @@ static int write_state(hid_t f, const struct checkpoint *c, const char *path, ch
         CHECK_DP(write_floats(f, "opt_second", c->opt_second, c->param_count, path, err));
     if (c->best_params)
         CHECK_DP(write_floats(f, "best_params", c->best_params, c->param_count, path, err));
+    if (c->best_buffers)
+        CHECK_DP(write_floats(f, "best_buffers", c->best_buffers, c->buffer_count, path, err));
     CHECK_DP(write_history(f, c, history_dims, path, err));
     CHECK_DP(write_checked(f, &(struct h5io_array){"rng_dropout", H5T_NATIVE_UINT64, H5T_STD_U64LE, 2, rng_dims}, c->dropout_rng, path, err));
     CHECK_DP(write_checked(f, &(struct h5io_array){"rng_augment", H5T_NATIVE_UINT64, H5T_STD_U64LE, 2, rng_dims}, c->augment_rng, path, err));
@@ -362,8 +365,9 @@ static int check_scalars(const struct checkpoint *c, const char *path, char *err
     REQUIRE(c->buffer_count <= (size_t)1 << 28, "buffer_count = %zu", c->buffer_count);
     REQUIRE(c->pca_components >= 0 && c->pca_components <= DATASET_PIXELS, "pca_components = %d",
             c->pca_components);
-    REQUIRE(c->validation >= 0 && (c->augment == 0 || c->augment == 1) && (c->tta == 0 || c->tta == 1),
-            "validation %d, augment %d, tta %d", c->validation, c->augment, c->tta);
+    REQUIRE(c->validation >= 0 && (c->augment == 0 || c->augment == 1) && (c->tta == 0 || c->tta == 1) &&
+            c->tta_shift >= 0 && c->tta_shift <= 2, "validation %d, augment %d, tta %d, tta_shift %d", c->validation,
+            c->augment, c->tta, c->tta_shift);
     REQUIRE(isfinite(c->lr) && c->lr > 0 && c->momentum >= 0 && c->momentum < 1 && c->weight_decay >= 0 &&
             c->weight_decay <= 1, "lr %g, momentum %g, weight decay %g", c->lr, c->momentum, c->weight_decay);
     REQUIRE(c->warmup >= 0 && c->warmup <= 1000 && c->dropout >= 0 && c->dropout <= 0.95 &&
@@ -470,6 +474,8 @@ static int read_state(hid_t f, struct checkpoint *c, const char *path, char *err
         CHECK_DP((c->opt_second = read_array(f, &(struct h5io_array){"opt_second", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){n}}, path, err)) == NULL);
     if (c->validation > 0)
         CHECK_DP((c->best_params = read_array(f, &(struct h5io_array){"best_params", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){n}}, path, err)) == NULL);
+    if (c->validation > 0 && c->buffer_count > 0)
+        CHECK_DP((c->best_buffers = read_array(f, &(struct h5io_array){"best_buffers", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){c->buffer_count}}, path, err)) == NULL);
     CHECK_DP(read_history(f, c, path, err));
     CHECK_DP((c->dropout_rng = read_array(f, &(struct h5io_array){"rng_dropout", H5T_NATIVE_UINT64, H5T_NATIVE_UINT64, 1, (hsize_t[]){ranks * 4}}, path, err)) == NULL);
     CHECK_DP((c->augment_rng = read_array(f, &(struct h5io_array){"rng_augment", H5T_NATIVE_UINT64, H5T_NATIVE_UINT64, 1, (hsize_t[]){ranks * 4}}, path, err)) == NULL);
@@ -495,7 +501,8 @@ static int read_state(hid_t f, struct checkpoint *c, const char *path, char *err
             FAIL("%s: corrupt checkpoint: PowerSGD's Q holds values that are not finite", path);
     }
     if (!all_finite(c->params, 0, n) || (c->best_params && !all_finite(c->best_params, 0, n)) ||
-        !all_finite(c->buffers, 0, ranks * c->buffer_count))
+        !all_finite(c->buffers, 0, ranks * c->buffer_count) ||
+        (c->best_buffers && !all_finite(c->best_buffers, 0, c->buffer_count)))
         FAIL("%s: corrupt checkpoint: the parameters hold values that are not finite", path);
     for (size_t r = 0; r < ranks; r++)
         if (!isfinite(c->partial_loss[r]) || c->partial_loss[r] < 0 || c->partial_correct[r] < 0 ||
@@ -535,6 +542,7 @@ void checkpoint_free(struct checkpoint *c)
         free(c->opt_first);
         free(c->opt_second);
         free(c->best_params);
+        free(c->best_buffers);
         free(c->history);
         free(c->dropout_rng);
         free(c->augment_rng);

@@ -86,6 +86,9 @@ static const struct flag flags[] = {
      "test-time augmentation: average the logits of each image and its mirror image (with --pca, the "
      "mirror image projected; default for cnn with --augment)"},
     {"--no-tta", V_FLAG_OFF, AT(tta), FOR_TRAIN | FOR_EVAL, 0, 0, "evaluate each image as it is"},
+    {"--tta-shift", V_INT, AT(tta_shift), FOR_TRAIN | FOR_EVAL, 0, 2,
+     "with --tta: the final predictions also see both views shifted by up to P pixels each way, 2(2P+1)^2 "
+     "views (default 1, 18 views; 0: the image and its mirror image; the evaluations after each epoch use those two)"},
     {"--validation", V_INT, AT(validation), FOR_TRAINING, 0, INT_MAX,
      "hold out N training images; keep the epoch with the best validation accuracy (default 0)"},
     {"--name", V_STRING, AT(name), FOR_TRAIN, 0, 0, "name of the run in the results file (default raw or pcaK)"},
@@ -141,6 +144,7 @@ static void set_defaults(struct config *o)
     o->label_smoothing = -1; /* chosen by model below */
     o->erase = -1;           /* chosen below */
     o->tta = -1;             /* chosen by model below */
+    o->tta_shift = -1;       /* chosen by tta below */
     o->seed = 1;
     o->threads = 0;          /* chosen per node at start-up (train.c) */
     o->drift_check = 200; /* a hash of 536k floats every 200 MLP steps: well under 1% of the time */
@@ -404,7 +408,8 @@ int cli_parse(int argc, char **argv, struct config *o, char *err)
      * convolutional network", has the figures): an MLP trains 30 epochs with dropout 0.2 and label
      * smoothing 0.1; an augmented CNN keeps improving for 60 epochs, trains best with Nesterov's
      * momentum and weight decay 5e-4, and is evaluated on each image and its mirror image, as it
-     * was trained on both. */
+     * was trained on both; its final predictions also on both moved by a pixel (18 views: 94.66%
+     * on the hold-out against 94.51% with 2 and 94.57% with 50). */
     o->model_kind = config_model_kind(o->model);
     int cnn = o->model_kind == MODEL_CNN;
     if (o->optimizer == OPT_DEFAULT)
@@ -415,6 +420,10 @@ int cli_parse(int argc, char **argv, struct config *o, char *err)
         o->lr = o->optimizer == OPT_ADAM ? 1e-3 : 0.05;
     if (o->tta < 0 && o->command != CMD_EVAL) /* eval: as the checkpoint's run */
         o->tta = cnn && o->augment && o->pca == 0;
+    if (o->tta == 0 && o->tta_shift > 0)
+        FAIL("--tta-shift %d needs --tta: the shifted views are test-time augmentation's", o->tta_shift);
+    if (o->tta_shift < 0 && o->command != CMD_EVAL) /* eval: as the checkpoint's run */
+        o->tta_shift = o->tta ? 1 : 0;
     if (o->epochs == 0)
         o->epochs = cnn ? (o->augment ? 60 : 20) : 30;
     if (o->dropout < 0)
@@ -463,7 +472,8 @@ const char *cli_setting_flag(enum setting s)
         [SETTING_OPTIMIZER] = "--optimizer", [SETTING_LR] = "--lr", [SETTING_MOMENTUM] = "--momentum",
         [SETTING_WEIGHT_DECAY] = "--weight-decay", [SETTING_SCHEDULE] = "--schedule", [SETTING_WARMUP] = "--warmup",
         [SETTING_DROPOUT] = "--dropout", [SETTING_LABEL_SMOOTHING] = "--label-smoothing",
-        [SETTING_AUGMENT] = "--augment", [SETTING_ERASE] = "--erase", [SETTING_TTA] = "--tta", [SETTING_VALIDATION] = "--validation",
+        [SETTING_AUGMENT] = "--augment", [SETTING_ERASE] = "--erase", [SETTING_TTA] = "--tta",
+        [SETTING_TTA_SHIFT] = "--tta-shift", [SETTING_VALIDATION] = "--validation",
         [SETTING_COMPRESS] = "--compress", [SETTING_DETERMINISTIC] = "--deterministic",
         [SETTING_NONE] = "",
     };

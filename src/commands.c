@@ -306,7 +306,7 @@ fail:
 /* ---- eval ------------------------------------------------------------------------------ */
 
 /* The checkpoint's settings as the configuration, so the model and inputs are built as in
- * training; the data, output and --tta from the command line. */
+ * training; the data, output, --tta and --tta-shift from the command line. */
 static int config_from_checkpoint(const struct checkpoint *c, const struct config *given, struct config *o, char *err)
 {
     if (snapshot_settings(c, given, o) != 0)
@@ -315,6 +315,10 @@ static int config_from_checkpoint(const struct checkpoint *c, const struct confi
     o->validation = 0; /* eval uses the whole training set only for the input normalisation */
     o->bucket_mb = 0;
     o->tta = given->tta < 0 ? c->tta : given->tta; /* neither --tta nor --no-tta: as the training run did */
+    o->tta_shift = given->tta_shift < 0 ? c->tta_shift : given->tta_shift;
+    if (!o->tta && given->tta_shift > 0)
+        FAIL("--tta-shift %d needs --tta (the run in %s was evaluated without it: add --tta)", given->tta_shift,
+             given->checkpoint);
     return 0;
 fail:
     return -1;
@@ -331,7 +335,8 @@ static int load_checkpointed(struct run *run, struct checkpoint *c, char *err)
     r->parameters = run->model->param_count;
     memcpy(run->model->params, c->best_params ? c->best_params : c->params, r->parameters * sizeof(float));
     if (run->model->buffer_count) /* averaged over the ranks at every epoch end: row 0 is theirs */
-        memcpy(run->model->buffers, c->buffers, run->model->buffer_count * sizeof(float));
+        memcpy(run->model->buffers, c->best_buffers ? c->best_buffers : c->buffers,
+               run->model->buffer_count * sizeof(float));
     memcpy(r->history, c->history, (size_t)c->history_length * sizeof *r->history);
     r->history_length = c->history_length;
     r->train_seconds = c->train_seconds;

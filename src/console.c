@@ -63,8 +63,10 @@ void console_epoch(const struct epoch_record *e, int epochs, int has_validation)
 
 void console_summary(const struct run_result *r)
 {
-    printf("\nrun %s: test accuracy %.2f%%, test loss %.4f, %.1f s of training", r->name, 100 * r->test_accuracy,
-           r->test_loss, r->train_seconds);
+    printf("\nrun %s: test accuracy %.2f%%", r->name, 100 * r->test_accuracy);
+    if (r->test_views > 1)
+        printf(" (%d views of each image)", r->test_views);
+    printf(", test loss %.4f, %.1f s of training", r->test_loss, r->train_seconds);
     if (r->has_validation)
         printf(", parameters of epoch %d (best validation accuracy)", r->best_epoch);
     printf("\nparameter hash %016llx\n\n", (unsigned long long)r->parameter_hash);

@@ -7,16 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-int evaluator_init(struct evaluator *ev, struct model *model, int tta, char *err)
+int evaluator_init(struct evaluator *ev, struct model *model, int tta, int shift, char *err)
 {
     size_t capacity = (size_t)model->max_batch;
     memset(ev, 0, sizeof *ev);
     ev->model = model;
+    ev->shift = tta ? shift : 0;
     CHECK_PTR(ev->indices = malloc(capacity * sizeof(uint32_t)), "cannot allocate evaluation indices");
     CHECK_PTR(ev->labels = malloc(capacity + 1), "cannot allocate evaluation labels");
     if (tta)
-        CHECK_PTR(ev->mirror_logits = tensor_alloc(capacity * (size_t)model->classes),
-                  "cannot allocate the mirrored images' logits");
+        CHECK_PTR(ev->view_logits = tensor_alloc(capacity * (size_t)model->classes),
+                  "cannot allocate the test-time views' logits");
     return 0;
 fail:
     evaluator_free(ev);
@@ -27,33 +28,48 @@ void evaluator_free(struct evaluator *ev)
 {
     free(ev->indices);
     free(ev->labels);
-    tensor_free(ev->mirror_logits);
+    tensor_free(ev->view_logits);
     memset(ev, 0, sizeof *ev);
 }
 
-/* The logits of images [start, start + n) of the set, mirrored views averaged in with --tta. */
-static const float *batch_logits(const struct evaluator *ev, const struct features *set, size_t start, int n)
+/* The logits of images [start, start + n) of the set; with --tta the mean of every view's: the
+ * image and its mirror image, each at every shift of up to `shift` pixels each way, the image as
+ * it is first (with shift 0: the image and its mirror image, as --tta has always averaged). */
+static const float *batch_logits(const struct evaluator *ev, const struct features *set, size_t start, int n,
+                                 int shift)
 {
     struct model *m = ev->model;
     for (int i = 0; i < n; i++)
         ev->indices[i] = (uint32_t)(start + (size_t)i);
     features_gather(set, ev->indices, n, model_input(m), ev->labels, NULL);
     const float *logits = model_forward(m, n, 0, NULL);
-    if (!ev->mirror_logits)
+    if (!ev->view_logits)
         return logits;
     size_t values = (size_t)n * (size_t)m->classes;
-    memcpy(ev->mirror_logits, logits, values * sizeof(float));
-    features_gather_mirrored(set, ev->indices, n, model_input(m));
-    logits = model_forward(m, n, 0, NULL);
+    memcpy(ev->view_logits, logits, values * sizeof(float));
+    int views = 1;
+    for (int flip = 0; flip <= 1; flip++)
+        for (int dy = -shift; dy <= shift; dy++)
+            for (int dx = -shift; dx <= shift; dx++) {
+                if (!flip && dy == 0 && dx == 0)
+                    continue; /* the image as it is: done above */
+                features_gather_placed(set, ev->indices, n, &(struct placement){flip, dy, dx}, model_input(m));
+                logits = model_forward(m, n, 0, NULL);
+                for (size_t i = 0; i < values; i++)
+                    ev->view_logits[i] += logits[i];
+                views++;
+            }
+    float mean = 1.0f / (float)views;
     for (size_t i = 0; i < values; i++)
-        ev->mirror_logits[i] = 0.5f * (ev->mirror_logits[i] + logits[i]);
-    return ev->mirror_logits;
+        ev->view_logits[i] *= mean;
+    return ev->view_logits;
 }
 
-/* Where this rank's predictions go (both NULL: not kept). */
+/* Where this rank's predictions go (both NULL: not kept), and the shift of the views (--tta). */
 struct predictions {
     uint8_t *classes;
     float *confidence;
+    int shift;
 };
 
 /* Loss and accuracy over the set, chunk by chunk (EVAL_CHUNK, the same shapes on any rank
@@ -68,7 +84,7 @@ static int evaluate_set(const struct comm *comm, const struct evaluator *ev, con
     for (size_t c = 0; mine && c < local; c++) {
         size_t start = c * EVAL_CHUNK;
         int n = (int)(set->count - start < EVAL_CHUNK ? set->count - start : EVAL_CHUNK);
-        const float *logits = batch_logits(ev, set, start, n);
+        const float *logits = batch_logits(ev, set, start, n, out->shift);
         long correct = 0;
         mine[2 * c] = softmax_cross_entropy(&(struct loss_input){logits, ev->labels, n, ev->model->classes, 0.0f}, &(struct loss_output){NULL, 0.0f, &correct, out->classes ? out->classes + start : NULL, out->confidence ? out->confidence + start : NULL});
         mine[2 * c + 1] = (double)correct;
@@ -87,7 +103,7 @@ fail:
 int evaluate(const struct comm *comm, const struct evaluator *ev, const struct features *set,
              struct evaluation *result, char *err)
 {
-    const struct predictions none = {NULL, NULL};
+    const struct predictions none = {NULL, NULL, 0}; /* the unshifted views only: see evaluation.h */
     return evaluate_set(comm, ev, set, &none, result, err);
 }
 
@@ -95,7 +111,7 @@ int evaluate_predictions(const struct comm *comm, const struct evaluator *ev, co
                          const struct split *whole, struct run_result *r, char *err)
 {
     size_t total = comm->rank == 0 ? whole->count : 0;
-    struct predictions mine = {malloc(test->count + 1), malloc((test->count + 1) * sizeof(float))};
+    struct predictions mine = {malloc(test->count + 1), malloc((test->count + 1) * sizeof(float)), ev->shift};
     int ok = mine.classes && mine.confidence;
     if (comm->rank == 0) {
         r->test_count = total;
@@ -112,6 +128,8 @@ int evaluate_predictions(const struct comm *comm, const struct evaluator *ev, co
     CHECK_DP(comm_gather_blocks(comm, &(struct comm_blocks){total, EVAL_CHUNK, sizeof(float)}, mine.confidence,
                                 r->confidence, err));
     r->test_accuracy = e.accuracy;
+    int side = 2 * ev->shift + 1;
+    r->test_views = ev->view_logits ? 2 * side * side : 1;
     r->test_loss = e.loss;
     if (comm->rank == 0) {
         memcpy(r->labels, whole->labels, total);

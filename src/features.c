@@ -99,18 +99,13 @@ void features_free(struct features *f)
     memset(f, 0, sizeof *f);
 }
 
-/* Standardise one image, optionally mirrored and shifted by (dy, dx) with zero (background)
- * fill. Background is pixel 0, which standardises to `offset`. */
-/* Where an image lands: mirrored or not, shifted by (dy, dx). */
-struct placement {
-    int flip, dy, dx;
-};
-
 /* input = pixel * scale + offset: the standardisation as one multiply-add per pixel. */
 struct linear {
     float scale, offset;
 };
 
+/* Standardise one image, optionally mirrored and shifted by (dy, dx) with background fill.
+ * Background is pixel 0, which standardises to `offset`. */
 static void standardise_image(const uint8_t *src, float *dst, const struct linear *map, const struct placement *at)
 {
     float scale = map->scale, offset = map->offset;
@@ -174,7 +169,7 @@ static void augment_image(const uint8_t *src, float *dst, const struct linear *m
  * (pixel values as they are, background 0) and projected by one GEMM; an erased rectangle becomes
  * background there. */
 static void gather_projected(const struct features *f, const uint32_t *indices, int n, float *out,
-                             const struct augmentation *augment)
+                             const struct augmentation *augment, const struct placement *at)
 {
     const struct linear identity = {1.0f, 0.0f};
     int dim = f->dim;
@@ -186,7 +181,7 @@ static void gather_projected(const struct features *f, const uint32_t *indices, 
             if (augment)
                 augment_image(src, dst, &identity, augment);
             else
-                standardise_image(src, dst, &identity, &(struct placement){1, 0, 0});
+                standardise_image(src, dst, &identity, at);
         }
         float *dst = out + (size_t)first * dim;
         for (int r = 0; r < rows; r++)
@@ -211,7 +206,7 @@ void features_gather(const struct features *f, const uint32_t *indices, int n, f
     for (int b = 0; b < n; b++)
         labels_out[b] = f->labels[indices[b]];
     if (f->projected && augment) {
-        gather_projected(f, indices, n, out, augment);
+        gather_projected(f, indices, n, out, augment, NULL);
         return;
     }
     for (int b = 0; b < n; b++) {
@@ -226,14 +221,15 @@ void features_gather(const struct features *f, const uint32_t *indices, int n, f
     }
 }
 
-void features_gather_mirrored(const struct features *f, const uint32_t *indices, int n, float *out)
+void features_gather_placed(const struct features *f, const uint32_t *indices, int n, const struct placement *at,
+                            float *out)
 {
     const struct linear map = standardisation(f);
     if (f->projected) {
-        gather_projected(f, indices, n, out, NULL);
+        gather_projected(f, indices, n, out, NULL, at);
         return;
     }
     for (int b = 0; b < n; b++)
         standardise_image(f->pixels + (size_t)indices[b] * DATASET_PIXELS, out + (size_t)b * DATASET_PIXELS, &map,
-                          &(struct placement){1, 0, 0});
+                          at);
 }

@@ -30,7 +30,7 @@ static int allocate_model(struct run *run, int input, int capacity, char *err)
                                      o->compress.kind == COMPRESS_POWERSGD ? o->compress.rank : 0,
                                      o->shard_optimizer};
     CHECK_DP(reducer_init(&run->reducer, run->comm, run->model, &reduce, err));
-    CHECK_DP(evaluator_init(&run->eval, run->model, o->tta, err));
+    CHECK_DP(evaluator_init(&run->eval, run->model, o->tta, o->tta_shift, err));
     CHECK_DP((run->optimizer = optim_create(o->optimizer, run->model->param_count, o->momentum, o->weight_decay, err)) ==
              NULL);
     return 0;
@@ -91,6 +91,8 @@ static int allocate_here(struct run *run, const struct pca *pca, char *err)
     CHECK_PTR(run->batch_labels = malloc((size_t)capacity + 1), "cannot allocate batch labels");
     if (run->comm->rank == 0 && run->o->validation > 0)
         CHECK_PTR(run->best_params = tensor_alloc(run->model->param_count), "cannot allocate the best parameters");
+    if (run->best_params && run->model->buffer_count)
+        CHECK_PTR(run->best_buffers = tensor_alloc(run->model->buffer_count), "cannot allocate the best statistics");
     return 0;
 fail:
     return -1;
@@ -144,6 +146,7 @@ void run_free(struct run *run)
     free(run->order);
     free(run->batch_labels);
     tensor_free(run->best_params);
+    tensor_free(run->best_buffers);
     char err[DP_ERR_LEN];
     if (reducer_free(&run->reducer, err) != 0) /* cleanup: report, nothing else to undo */
         fprintf(stderr, "dptrain: warning: %s\n", err);
@@ -155,4 +158,5 @@ void run_free(struct run *run)
     run->order = NULL;
     run->batch_labels = NULL;
     run->best_params = NULL;
+    run->best_buffers = NULL;
 }

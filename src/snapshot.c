@@ -74,13 +74,14 @@ static void describe(const struct run *run, const struct gathered *g, int epochs
     *c = (struct checkpoint){
         .pca_components = r->pca_components, .global_batch = o->batch, .ranks = run->comm->size,
         .units = run->d->units, .deterministic = o->deterministic,
-        .epochs = o->epochs, .validation = o->validation, .augment = o->augment, .tta = o->tta, .seed = o->seed,
+        .epochs = o->epochs, .validation = o->validation, .augment = o->augment, .tta = o->tta,
+        .tta_shift = o->tta_shift, .seed = o->seed,
         .lr = o->lr, .momentum = o->momentum, .weight_decay = o->weight_decay,
         .warmup = o->warmup, .dropout = o->dropout, .label_smoothing = o->label_smoothing, .erase = o->erase,
         .epoch = epochs_done, .step = step, .train_seconds = r->train_seconds,
         .epoch_seconds = epoch_seconds, .param_count = run->model->param_count,
         .params = run->model->params, .opt_step = optim_steps(run->optimizer),
-        .best_params = run->best_params, .best_val = run->best_val, .best_epoch = r->best_epoch,
+        .best_params = run->best_params, .best_buffers = run->best_buffers, .best_val = run->best_val, .best_epoch = r->best_epoch,
         .norm_mean = run->d->norm.mean, .norm_std = run->d->norm.std, .data = run->d->identity, .pca = r->pca, .history_length = epochs_done,
         .history = r->history, .dropout_rng = g->dropout, .augment_rng = g->augment, .partial_loss = g->losses,
         .partial_correct = g->corrects, .buffer_count = run->model->buffer_count, .buffers = g->buffers,
@@ -199,6 +200,8 @@ int snapshot_restore(struct run *run, const struct checkpoint *c, char *err)
     optim_restore(run->optimizer, saved, c->opt_step);
     if (run->best_params && c->best_params)
         memcpy(run->best_params, c->best_params, bytes);
+    if (run->best_buffers && c->best_buffers)
+        memcpy(run->best_buffers, c->best_buffers, m->buffer_count * sizeof(float));
     run->best_val = c->best_val;
     run->r->best_epoch = c->best_epoch;
     memcpy(run->r->history, c->history, (size_t)c->history_length * sizeof *run->r->history);
@@ -241,6 +244,7 @@ int snapshot_settings(const struct checkpoint *c, const struct config *given, st
     saved->augment = c->augment;
     saved->erase = c->erase;
     saved->tta = c->tta;
+    saved->tta_shift = c->tta_shift;
     saved->validation = c->validation;
     saved->deterministic = c->deterministic;
     if (config_optimizer_parse(c->optimizer, &saved->optimizer) != 0 ||

@@ -355,6 +355,8 @@ static int close_epoch(struct run *run, struct epoch_record *e, int epoch, char 
             r->best_epoch = epoch;
             if (run->best_params)
                 memcpy(run->best_params, run->model->params, run->model->param_count * sizeof(float));
+            if (run->best_buffers) /* the statistics it was evaluated with belong to it */
+                memcpy(run->best_buffers, run->model->buffers, run->model->buffer_count * sizeof(float));
         }
     }
     if (!run->o->quiet && run->comm->rank == 0)
@@ -481,15 +483,19 @@ fail:
     return -1;
 }
 
-/* The final predictions: of the best validation epoch's parameters (kept on rank 0) when the
- * run has a validation set. */
+/* The final predictions: of the best validation epoch's network (parameters and batch-norm
+ * statistics, kept on rank 0) when the run has a validation set. */
 static int final_predictions(struct run *run, char *err)
 {
     struct run_result *r = run->r;
+    struct model *m = run->model;
     if (r->has_validation && r->best_epoch > 0) {
         if (run->best_params)
-            memcpy(run->model->params, run->best_params, run->model->param_count * sizeof(float));
-        CHECK_DP(comm_bcast_floats(run->comm, run->model->params, run->model->param_count, 0, err));
+            memcpy(m->params, run->best_params, m->param_count * sizeof(float));
+        if (run->best_buffers)
+            memcpy(m->buffers, run->best_buffers, m->buffer_count * sizeof(float));
+        CHECK_DP(comm_bcast_floats(run->comm, m->params, m->param_count, 0, err));
+        CHECK_DP(comm_bcast_floats(run->comm, m->buffers, m->buffer_count, 0, err));
     }
     CHECK_DP(evaluate_predictions(run->comm, &run->eval, &run->test, &run->d->test, r, err));
     r->parameter_hash = model_param_hash(run->model); /* of the parameters the results describe */

@@ -64,7 +64,7 @@ static void test_train_defaults(void **state)
     assert_true(c.lr == 1e-3 && c.momentum == 0.9 && c.weight_decay == 1e-4);
     assert_int_equal(c.schedule, SCHEDULE_COSINE);
     assert_true(c.warmup == 1 && c.dropout == 0.2 && c.label_smoothing == 0.1);
-    assert_true(c.seed == 1 && c.tta == 0 && c.threads == 0 && c.bucket_mb == 0);
+    assert_true(c.seed == 1 && c.tta == 0 && c.tta_shift == 0 && c.threads == 0 && c.bucket_mb == 0);
     assert_true(c.stall_timeout == 30 && c.drift_check == 200 && c.batch_per_rank == 0);
     assert_null(c.checkpoint);
     assert_null(c.trace);
@@ -74,6 +74,7 @@ static void test_train_defaults(void **state)
     parse_ok("eval --checkpoint c.h5", &c);
     assert_string_equal(c.out, "results/eval.h5");
     assert_int_equal(c.tta, -1); /* eval: as the checkpoint's run unless asked */
+    assert_int_equal(c.tta_shift, -1);
     parse_ok("convert", &c);
     assert_string_equal(c.out, "data/fashion-mnist.h5");
     assert_false(c.out_is_default);
@@ -141,13 +142,21 @@ static void test_dependent_defaults(void **state)
     assert_int_equal(c.model_kind, MODEL_CNN);
     assert_int_equal(c.epochs, 60);
     assert_int_equal(c.tta, 1);
+    assert_int_equal(c.tta_shift, 1); /* 18 views in the final predictions */
     assert_true(c.optimizer == OPT_NESTEROV && c.lr == 0.05 && c.weight_decay == 5e-4);
+    parse_ok("train --model cnn --augment --tta-shift 0", &c);
+    assert_true(c.tta == 1 && c.tta_shift == 0);
+    parse_ok("train --model mlp --tta --tta-shift 2", &c);
+    assert_true(c.tta == 1 && c.tta_shift == 2);
+    parse_ok("eval --checkpoint c.h5 --tta-shift 0", &c);
+    assert_true(c.tta == -1 && c.tta_shift == 0);
     parse_ok("train --model cnn --augment --optimizer adam", &c); /* Adam's own defaults */
     assert_true(c.optimizer == OPT_ADAM && c.lr == 1e-3 && c.weight_decay == 1e-4);
     parse_ok("train --model cnn --augment --weight-decay 0.001 --lr 0.02", &c);
     assert_true(c.optimizer == OPT_NESTEROV && c.lr == 0.02 && c.weight_decay == 0.001);
     parse_ok("train --model cnn --augment --no-tta --epochs 5", &c);
     assert_int_equal(c.tta, 0);
+    assert_int_equal(c.tta_shift, 0);
     assert_int_equal(c.epochs, 5);
     parse_ok("train --model cnn", &c);
     assert_int_equal(c.epochs, 20);

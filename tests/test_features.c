@@ -1,5 +1,6 @@
-/* What the network sees: standardised pixels, mirrored batches, and augmentation that moves an
- * image by a flip and a shift of at most AUGMENT_SHIFT pixels, drawn from its own stream. */
+/* What the network sees: standardised pixels, test-time augmentation's placed views (mirrored,
+ * shifted), and augmentation that moves an image by a flip and a shift of at most AUGMENT_SHIFT
+ * pixels, drawn from its own stream. */
 #include "dptrain/check.h"
 #include "dptrain/features.h"
 
@@ -51,9 +52,9 @@ static void test_standardise_and_labels(void **state)
     features_free(&f);
 }
 
-/* The mirrored view (test-time augmentation's second look) of raw inputs: each image's
- * standardised pixels, left to right reversed. */
-static void test_gather_mirrored(void **state)
+/* Test-time augmentation's views of raw inputs: each image's standardised pixels placed as asked
+ * (mirrored, then moved dy rows down and dx columns right), background where nothing moved in. */
+static void test_gather_placed(void **state)
 {
     (void)state;
     char err[DP_ERR_LEN];
@@ -63,13 +64,23 @@ static void test_gather_mirrored(void **state)
     float out[2 * DATASET_PIXELS];
     make_images();
     assert_int_equal(features_create(&f, &set, &norm, NULL, 0, err), 0);
-    features_gather_mirrored(&f, order, 2, out);
-    for (int b = 0; b < 2; b++)
-        for (int r = 0; r < DATASET_ROWS; r++)
-            for (int c = 0; c < DATASET_COLS; c++) {
-                uint8_t pixel = images[order[b] * DATASET_PIXELS + r * DATASET_COLS + DATASET_COLS - 1 - c];
-                assert_true(fabsf(out[b * DATASET_PIXELS + r * DATASET_COLS + c] - standardised(pixel)) < 1e-5f);
-            }
+    const struct placement views[] = {{1, 0, 0}, {0, 1, -1}, {1, -1, 1}, {1, 2, 2}};
+    for (size_t v = 0; v < sizeof views / sizeof *views; v++) {
+        const struct placement *at = &views[v];
+        features_gather_placed(&f, order, 2, at, out);
+        for (int b = 0; b < 2; b++)
+            for (int r = 0; r < DATASET_ROWS; r++)
+                for (int c = 0; c < DATASET_COLS; c++) {
+                    int sr = r - at->dy, sc = c - at->dx;
+                    int inside = sr >= 0 && sr < DATASET_ROWS && sc >= 0 && sc < DATASET_COLS;
+                    int col = at->flip ? DATASET_COLS - 1 - sc : sc;
+                    uint8_t pixel = inside ? images[order[b] * DATASET_PIXELS + sr * DATASET_COLS + col] : 0;
+                    assert_true(fabsf(out[b * DATASET_PIXELS + r * DATASET_COLS + c] - standardised(pixel)) < 1e-5f);
+                }
+    }
+    /* the white pixel at (10, 5), mirrored to column 22 and moved one row up, one column right */
+    features_gather_placed(&f, order, 2, &views[2], out);
+    assert_true(fabsf(out[DATASET_PIXELS + 9 * DATASET_COLS + 23] - standardised(255)) < 1e-5f);
     features_free(&f);
 }
 
@@ -111,9 +122,9 @@ static void assert_projection(const float *got, const uint8_t *image, const int 
         assert_true(fabs(got[k] - want[k]) < 1e-4 * (1 + fabs(want[k])));
 }
 
-/* PCA inputs: as stored, mirrored, and augmented on the fly (projected in groups of
- * AUGMENT_GROUP, here 40 images: a whole group and a short one), each against the projection in
- * double of the image placed as the replayed stream says. */
+/* PCA inputs: as stored, placed (mirrored, shifted), and augmented on the fly (projected in
+ * groups of AUGMENT_GROUP, here 40 images: a whole group and a short one), each against the
+ * projection in double of the image placed as the replayed stream says. */
 static void test_projected_views(void **state)
 {
     (void)state;
@@ -130,10 +141,12 @@ static void test_projected_views(void **state)
     for (int b = 0; b < N; b++)
         order[b] = (uint32_t)(b % 2);
     features_gather(&f, order, 2, out, got, NULL);
-    features_gather_mirrored(&f, order, 2, out + 2 * COMPONENTS);
+    features_gather_placed(&f, order, 2, &(struct placement){1, 0, 0}, out + 2 * COMPONENTS);
+    features_gather_placed(&f, order, 2, &(struct placement){1, -1, 1}, out + 4 * COMPONENTS);
     for (int b = 0; b < 2; b++) {
         assert_projection(out + b * COMPONENTS, images + b * DATASET_PIXELS, (int[3]){0, 0, 0});
         assert_projection(out + (2 + b) * COMPONENTS, images + b * DATASET_PIXELS, (int[3]){1, 0, 0});
+        assert_projection(out + (4 + b) * COMPONENTS, images + b * DATASET_PIXELS, (int[3]){1, -1, 1});
     }
     struct rng rng, replay;
     rng_seed(&rng, 7, RNG_AUGMENT, 1, 0);
@@ -251,7 +264,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_standardise_and_labels),
-        cmocka_unit_test(test_gather_mirrored),
+        cmocka_unit_test(test_gather_placed),
         cmocka_unit_test(test_projected_views),
         cmocka_unit_test(test_augment),
         cmocka_unit_test(test_erase),

@@ -24,6 +24,7 @@
 /* A checkpoint of a made-up run, every value distinct. */
 struct sample {
     float params[PARAMS], first[PARAMS], second[PARAMS], best[PARAMS], buffers[RANKS * BUFFERS];
+    float best_buffers[BUFFERS];
     struct epoch_record history[EPOCHS];
     struct rng dropout[RANKS], augment[RANKS];
     double losses[RANKS];
@@ -40,6 +41,8 @@ static struct checkpoint make_checkpoint(struct sample *s)
     }
     for (int i = 0; i < RANKS * BUFFERS; i++)
         s->buffers[i] = (float)i / 7.0f;
+    for (int i = 0; i < BUFFERS; i++)
+        s->best_buffers[i] = -(float)i / 3.0f;
     for (int e = 0; e < EPOCHS; e++)
         s->history[e] = (struct epoch_record){e + 1, 0.5 / (e + 1), 0.8, 0.6, 0.79, 0.61, 0.78, 1.5, 40000.0};
     for (int r = 0; r < RANKS; r++) {
@@ -50,11 +53,12 @@ static struct checkpoint make_checkpoint(struct sample *s)
     }
     struct checkpoint c = {
         .model = "mlp:8", .optimizer = "adam", .schedule = "cosine", .name = "raw", .compress = "none",
-        .global_batch = 128, .ranks = 2, .units = RANKS, .deterministic = 1, .epochs = 5, .validation = 10, .augment = 1, .tta = 1, .seed = 99,
+        .global_batch = 128, .ranks = 2, .units = RANKS, .deterministic = 1, .epochs = 5, .validation = 10, .augment = 1, .tta = 1, .tta_shift = 2,
+        .seed = 99,
         .lr = 0.001, .momentum = 0.9, .weight_decay = 1e-4, .warmup = 1, .dropout = 0.1, .label_smoothing = 0.05,
         .epoch = EPOCHS, .step = 17, .train_seconds = 3.25, .epoch_seconds = 0.75, .param_count = PARAMS,
         .params = s->params, .opt_first = s->first, .opt_second = s->second, .opt_step = 2 * 100 + 17,
-        .best_params = s->best, .best_val = 0.81, .best_epoch = 1, .norm_mean = 0.28f, .norm_std = 0.35f,
+        .best_params = s->best, .best_buffers = s->best_buffers, .best_val = 0.81, .best_epoch = 1, .norm_mean = 0.28f, .norm_std = 0.35f,
         .data = {60000, 10000, 0x12345678u, 0x9abcdef0u, 0x0fedcba9u, 0x87654321u},
         .history_length = EPOCHS, .history = s->history, .dropout_rng = s->dropout, .augment_rng = s->augment,
         .partial_loss = s->losses, .partial_correct = s->corrects, .buffer_count = BUFFERS, .buffers = s->buffers,
@@ -82,7 +86,7 @@ static void test_checkpoint_round_trip(void **state)
     assert_int_equal(back.deterministic, 1);
     assert_int_equal(back.epochs, 5);
     assert_int_equal(back.validation, 10);
-    assert_true(back.augment == 1 && back.tta == 1 && back.seed == 99);
+    assert_true(back.augment == 1 && back.tta == 1 && back.tta_shift == 2 && back.seed == 99);
     assert_true(back.lr == 0.001 && back.momentum == 0.9 && back.weight_decay == 1e-4 && back.warmup == 1);
     assert_true(back.dropout == 0.1 && back.label_smoothing == 0.05);
     assert_true(back.epoch == EPOCHS && back.step == 17 && back.opt_step == 217);
@@ -95,6 +99,7 @@ static void test_checkpoint_round_trip(void **state)
     assert_memory_equal(back.opt_second, s.second, sizeof s.second);
     assert_memory_equal(back.best_params, s.best, sizeof s.best);
     assert_memory_equal(back.buffers, s.buffers, sizeof s.buffers);
+    assert_memory_equal(back.best_buffers, s.best_buffers, sizeof s.best_buffers);
     assert_memory_equal(back.dropout_rng, s.dropout, sizeof s.dropout);
     assert_memory_equal(back.augment_rng, s.augment, sizeof s.augment);
     assert_memory_equal(back.partial_loss, s.losses, sizeof s.losses);

@@ -51,6 +51,7 @@ struct config {
     double erase;                     /* --augment: probability of random erasing per image */
     uint64_t seed;
     int augment, tta, validation;
+    int tta_shift;                    /* --tta: the final predictions' views shifted up to this many pixels */
     /* execution */
     int deterministic;                /* the same bits on any rank count: virtual shards, exact sums (train.h) */
     int threads;                      /* 0: chosen from the node (1 with --deterministic) */
@@ -85,7 +86,7 @@ enum option {
 enum setting {
     SETTING_MODEL, SETTING_PCA, SETTING_BATCH, SETTING_EPOCHS, SETTING_SEED, SETTING_OPTIMIZER,
     SETTING_LR, SETTING_MOMENTUM, SETTING_WEIGHT_DECAY, SETTING_SCHEDULE, SETTING_WARMUP, SETTING_DROPOUT,
-    SETTING_LABEL_SMOOTHING, SETTING_AUGMENT, SETTING_ERASE, SETTING_TTA, SETTING_VALIDATION, SETTING_COMPRESS,
+    SETTING_LABEL_SMOOTHING, SETTING_AUGMENT, SETTING_ERASE, SETTING_TTA, SETTING_TTA_SHIFT, SETTING_VALIDATION, SETTING_COMPRESS,
     SETTING_DETERMINISTIC, SETTING_NONE
 };
 

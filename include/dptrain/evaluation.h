@@ -2,8 +2,12 @@
  * EVAL_CHUNK images and one allreduce gathers every chunk's sums, added in chunk order (the same
  * bits on any rank count); for the final results each rank predicts its block and rank 0
  * gathers the predictions and computes the metrics. With --tta each image is also seen
- * mirrored and the two logits are averaged: a network trained on mirrored images takes both
- * views as fair evidence, and the average smooths its mistakes on the borderline ones. */
+ * mirrored and the logits are averaged: a network trained on mirrored images takes both views as
+ * fair evidence, and the average smooths its mistakes on the borderline ones. The final
+ * predictions also see both views shifted by up to --tta-shift pixels each way (18 views at 1
+ * pixel, as the network was trained on shifted images); the evaluations after every epoch, which
+ * choose the best epoch on validation, use the two unshifted views only (18 views would cost as
+ * much as the epoch's training). */
 #ifndef DPTRAIN_EVALUATION_H
 #define DPTRAIN_EVALUATION_H
 
@@ -21,14 +25,15 @@ struct evaluator {
     struct model *model;
     uint32_t *indices;
     uint8_t *labels;
-    float *mirror_logits;        /* --tta: [capacity][classes], else NULL */
+    float *view_logits;          /* --tta: [capacity][classes], the views' mean; else NULL */
+    int shift;                   /* --tta-shift: the final predictions' views, shifted up to this */
 };
 
 struct evaluation {
     double loss, accuracy;
 };
 
-int evaluator_init(struct evaluator *ev, struct model *model, int tta, char *err);
+int evaluator_init(struct evaluator *ev, struct model *model, int tta, int shift, char *err);
 void evaluator_free(struct evaluator *ev);
 
 /* Loss and accuracy over a whole set whose blocks the ranks hold in `set`. */

@@ -67,8 +67,15 @@ struct augmentation {
 void features_gather(const struct features *f, const uint32_t *indices, int n, float *out, uint8_t *labels_out,
                      const struct augmentation *augment);
 
-/* The samples at indices mirrored left to right, as inputs (raw or projected), into out[n][dim]:
- * test-time augmentation's second view. */
-void features_gather_mirrored(const struct features *f, const uint32_t *indices, int n, float *out);
+/* Where an image lands: mirrored left to right or not, then shifted by dy rows and dx columns
+ * (what moves out is lost, what moves in is background). */
+struct placement {
+    int flip, dy, dx;
+};
+
+/* The samples at indices placed as `at` says, as inputs (raw or projected: with PCA, the placed
+ * image's projection), into out[n][dim]: the views of test-time augmentation. */
+void features_gather_placed(const struct features *f, const uint32_t *indices, int n, const struct placement *at,
+                            float *out);
 
 #endif

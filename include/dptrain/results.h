@@ -36,6 +36,7 @@ struct run_result {
     size_t parameters;
     uint64_t parameter_hash;          /* model_param_hash of the final parameters */
     double train_seconds, test_accuracy, test_loss;
+    int test_views;                   /* views averaged in each final prediction (--tta): 1, 2, 18 or 50 */
     int history_length;
     struct epoch_record *history;     /* [epochs] */
     struct metrics metrics;

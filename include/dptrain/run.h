@@ -62,6 +62,7 @@ struct run {
     float *unit_buffers;          /* --deterministic: [local units][model buffers] */
     uint8_t *batch_labels;
     float *best_params;           /* rank 0, with --validation */
+    float *best_buffers;          /* and that epoch's batch-norm running statistics (if the model has any) */
     double best_val;
     /* where the run stands: `start_epoch` epochs done and `start_step` steps of the next */
     int start_epoch;

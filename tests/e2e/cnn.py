@@ -58,32 +58,44 @@ with h5py.File(ref_out, "r") as a, h5py.File(part, "r") as b:
     check(np.array_equal(a["runs/raw/predictions"][()], b["runs/raw/predictions"][()]), "predictions differ")
     check(np.array_equal(a["runs/raw/history/train_loss"][()], b["runs/raw/history/train_loss"][()]), "history differs")
 
-# --tta averages the logits of each image and its mirror image, so mirroring the whole test set
-# must leave its predictions and confidences bitwise unchanged; without it they change. A CNN
-# trained with --augment uses it by default, and eval follows the checkpoint's setting.
+# --tta averages the logits of each image's views: with --tta-shift 0 the image and its mirror
+# image, so mirroring the whole test set must leave its predictions and confidences bitwise
+# unchanged; without --tta they change. The default final predictions (--tta-shift 1) average 18
+# views, the 9 one-pixel placements of both: mirroring the test set gives the same views, added in
+# another order (equal to rounding). A CNN trained with --augment uses --tta and --tta-shift 1 by
+# default, and eval follows the checkpoint's settings.
 mirrored = f"{small}/mirrored.h5"
 shutil.copy(data, mirrored)
 with h5py.File(mirrored, "r+") as f:
     f["test/images"][...] = f["test/images"][()][:, :, ::-1]
 views = {}
 for name, path, extra in (("tta", data, ["--tta"]), ("tta_mirrored", mirrored, ["--tta"]),
+                          ("two", data, ["--tta-shift", "0"]), ("two_mirrored", mirrored, ["--tta-shift", "0"]),
                           ("plain", data, ["--no-tta"]), ("plain_mirrored", mirrored, ["--no-tta"]),
                           ("default", data, [])):
     must_succeed(run(["eval", "--checkpoint", ref_ckpt, "--data", path, "--out", f"{dir}/{name}.h5"] + extra))
     with h5py.File(f"{dir}/{name}.h5", "r") as f:
         views[name] = (f["runs/raw/predictions"][()], f["runs/raw/misclassified/confidence"][()],
-                       f["runs/raw"].attrs["test_accuracy"])
-check(np.array_equal(views["tta"][0], views["tta_mirrored"][0]) and
-      np.array_equal(views["tta"][1], views["tta_mirrored"][1]), "--tta depends on the orientation of the images")
+                       f["runs/raw"].attrs["test_accuracy"], f["runs/raw"].attrs["test_views"])
+check(np.array_equal(views["two"][0], views["two_mirrored"][0]) and
+      np.array_equal(views["two"][1], views["two_mirrored"][1]),
+      "--tta --tta-shift 0 depends on the orientation of the images")
+moved = np.abs(views["tta"][1] - views["tta_mirrored"][1]).max()
+flipped = int((views["tta"][0] != views["tta_mirrored"][0]).sum())
+check(moved < 1e-5 and flipped <= 1, f"--tta's 18 views depend on orientation: confidence by {moved}, {flipped} predictions")
 check(not np.array_equal(views["plain"][1], views["plain_mirrored"][1]), "mirroring changed nothing without --tta")
-check(not np.array_equal(views["tta"][1], views["plain"][1]), "--tta changed nothing")
+check(not np.array_equal(views["two"][1], views["plain"][1]), "--tta changed nothing")
+check(np.abs(views["tta"][1] - views["two"][1]).max() > 1e-3, "--tta-shift 1 changed nothing")
 check(np.array_equal(views["default"][1], views["tta"][1]), "eval did not follow the checkpoint's --tta")
+check([views[k][3] for k in ("tta", "two", "plain", "default")] == [18, 2, 1, 18],
+      f"test_views {[views[k][3] for k in ('tta', 'two', 'plain', 'default')]}, expected 18, 2, 1, 18")
 with h5py.File(ref_ckpt, "r") as f:
-    check(f.attrs["tta"] == 1 and f.attrs["dropout"] == 0.1 and f.attrs["label_smoothing"] == 0 and
+    check(f.attrs["tta"] == 1 and f.attrs["tta_shift"] == 1 and f.attrs["dropout"] == 0.1 and f.attrs["label_smoothing"] == 0 and
           f.attrs["optimizer"] == "nesterov" and f.attrs["lr"] == 0.05 and f.attrs["weight_decay"] == 5e-4,
-          "the defaults of a cnn with --augment: --tta, dropout 0.1, no label smoothing, Nesterov at 0.05, "
+          "the defaults of a cnn with --augment: --tta with 18 views, dropout 0.1, no label smoothing, Nesterov at 0.05, "
           f"weight decay 5e-4: {dict(f.attrs)}")
 check(views["tta"][2] == np.mean(views["tta"][0] == small_labels), "--tta accuracy disagrees with its predictions")
+print("--tta on mirrored test images: confidence within", moved, ";", flipped, "predictions changed")
 # The default epochs: 60 for a CNN with --augment (with --tta), 20 without (small network, small set).
 for extra, epochs, tta in ((["--augment"], 60, 1), ([], 20, 0)):
     ckpt = f"{small}/defaults-{epochs}.h5"

@@ -104,8 +104,9 @@ def check_results(path, test_labels, runs=None):
             g = f["runs"][name]
             for attr in ("model", "pca_components", "epochs", "global_batch", "optimizer", "lr",
                          "seed", "ranks", "parameters", "parameter_hash", "train_seconds", "test_accuracy",
-                         "test_loss"):
+                         "test_loss", "test_views"):
                 check(attr in g.attrs, f"{name}: missing attribute {attr}")
+            check(int(g.attrs["test_views"]) in (1, 2, 18, 50), f"{name}: test_views {g.attrs['test_views']}")
             epochs = int(g.attrs["epochs"])
             history = g["history"]
             for column in ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",

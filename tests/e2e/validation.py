@@ -1,5 +1,7 @@
 """--validation N: the hold-out is reported every epoch and picks the final parameters; the
-same hold-out is chosen whatever the number of ranks."""
+same hold-out is chosen whatever the number of ranks. A network with batch normalisation is
+evaluated at the end (and by eval) as its best epoch was: that epoch's parameters with that
+epoch's running statistics, giving that epoch's test figures to the bit."""
 from common import *
 
 dir = temp_dir()
@@ -22,4 +24,35 @@ for ranks, out in outs.items():
         check(val.shape == (3,) and np.all(val > 0.8), f"val_accuracy {val}")
         check(g["history/val_loss"].shape == (3,), "val_loss")
         check(g.attrs["best_epoch"] == int(np.argmax(val)) + 1, "best epoch is the best validation epoch")
+
+# A small CNN on a small noisy set, whose validation accuracy peaks before the last epoch (a high
+# constant learning rate): the final test accuracy and loss are the best epoch's, bit for bit,
+# which they are not with the best parameters and the last epoch's batch-norm statistics.
+rng = np.random.default_rng(5)
+templates = rng.integers(0, 256, size=(10, 28, 28))
+small = temp_dir()
+for prefix, n in (("train", 1500), ("t10k", 400)):
+    y = rng.integers(0, 10, size=n).astype(np.uint8)
+    x = np.clip(templates[y] + rng.integers(-200, 201, size=(n, 28, 28)), 0, 255).astype(np.uint8)
+    write_idx(f"{small}/{prefix}-images-idx3-ubyte.gz", x)
+    write_idx(f"{small}/{prefix}-labels-idx1-ubyte.gz", y)
+data = f"{small}/small.h5"
+must_succeed(run(["convert", "--source", small, "--out", data]))
+out, ckpt = f"{dir}/cnn.h5", f"{dir}/cnn.ckpt.h5"
+must_succeed(run(["train", "--model", "cnn:4,p,f16", "--data", data, "--out", out, "--checkpoint", ckpt, "--epochs", "8",
+                  "--validation", "500", "--batch", "50", "--lr", "0.03", "--schedule", "constant", "--quiet"], ranks=2))
+with h5py.File(out, "r") as f:
+    g = f["runs/raw"]
+    best, history = int(g.attrs["best_epoch"]), g["history"]
+    print("cnn: best epoch", best, "validation", history["val_accuracy"][:], "test", history["test_accuracy"][:])
+    check(best < 8, f"the best epoch is the last ({best}): the check below would prove nothing")
+    check(g.attrs["test_accuracy"] == history["test_accuracy"][best - 1] and
+          g.attrs["test_loss"] == history["test_loss"][best - 1],
+          f"final test {g.attrs['test_accuracy']}, {g.attrs['test_loss']}; epoch {best}'s "
+          f"{history['test_accuracy'][best - 1]}, {history['test_loss'][best - 1]}")
+    final = (g.attrs["test_accuracy"], g.attrs["test_loss"])
+must_succeed(run(["eval", "--checkpoint", ckpt, "--data", data, "--out", f"{dir}/eval.h5"], ranks=2))
+with h5py.File(f"{dir}/eval.h5", "r") as f:
+    g = f["runs/raw"]
+    check((g.attrs["test_accuracy"], g.attrs["test_loss"]) == final, "eval does not evaluate the best epoch's network")
 print("ok")
