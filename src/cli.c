@@ -93,6 +93,10 @@ static const struct flag flags[] = {
      "hold out N training images; keep the epoch with the best validation accuracy (default 0)"},
     {"--name", V_STRING, AT(name), FOR_TRAIN, 0, 0, "name of the run in the results file (default raw or pcaK)"},
     {"--quiet", V_FLAG, AT(quiet), FOR_TRAINING, 0, 0, "print only the final summary"},
+    {"--on-validation", V_FLAG, AT(on_validation), FOR_EVAL, 0, 0,
+     "evaluate the run's --validation hold-out (the training images it held out) in place of the test set, "
+     "to choose evaluation settings such as --tta-shift without the test set; the results' test figures "
+     "are then the hold-out's (evaluated_set validation)"},
     {"--checkpoint", V_STRING, AT(checkpoint), FOR_TRAIN | FOR_EVAL, 0, 0,
      "train: save the state here after every epoch (and on SIGTERM/SIGUSR1); eval: the checkpoint to evaluate"},
     {"--checkpoint-every", V_INT, AT(checkpoint_every), FOR_TRAIN, 1, INT_MAX,

@@ -316,6 +316,9 @@ static int config_from_checkpoint(const struct checkpoint *c, const struct confi
     o->bucket_mb = 0;
     o->tta = given->tta < 0 ? c->tta : given->tta; /* neither --tta nor --no-tta: as the training run did */
     o->tta_shift = given->tta_shift < 0 ? c->tta_shift : given->tta_shift;
+    if (given->on_validation && c->validation == 0)
+        FAIL("--on-validation: the run in %s held out no images (it was trained without --validation)",
+             given->checkpoint);
     if (!o->tta && given->tta_shift > 0)
         FAIL("--tta-shift %d needs --tta (the run in %s was evaluated without it: add --tta)", given->tta_shift,
              given->checkpoint);
@@ -356,6 +359,17 @@ static void print_evaluated(const struct checkpoint *c, const char *path)
         printf("; parameters of epoch %d, the best on validation\n", c->best_epoch);
     else
         printf("; its latest parameters\n");
+}
+
+/* --on-validation: the run's hold-out takes the test set's place (rank 0's whole set and every
+ * rank's block), to be evaluated, predicted and written as the test set would be. */
+static void holdout_as_test(struct shards *d)
+{
+    struct split whole = d->test, part = d->test_part;
+    d->test = d->validation;
+    d->test_part = d->validation_part;
+    d->validation = whole;
+    d->validation_part = part;
 }
 
 /* Collective: the checkpoint's run on this data's test set, and rank 0 writes the results. */
@@ -401,9 +415,14 @@ int eval_command(const struct comm *comm, const struct config *given, char *err)
     /* as the run was trained: a deterministic run's predictions again, bit for bit */
     openblas_set_num_threads(blas_threads(comm, given->threads, c.deterministic));
     o.deterministic = 0; /* nothing is trained: one unit per rank */
-    CHECK_DP(shards_load(comm, &(struct shard_plan){o.data, 0, o.seed, 0}, &d, err));
+    /* the hold-out as the run chose it: from its seed, the same for any rank count */
+    CHECK_DP(shards_load(comm, &(struct shard_plan){o.data, given->on_validation ? c.validation : 0, o.seed, 0}, &d,
+                         err));
+    if (given->on_validation)
+        holdout_as_test(&d);
     describe_result(&r, &o, comm->size, c.name, c.pca_components);
     r.has_validation = 0;
+    r.on_validation = given->on_validation;
     CHECK_DP(evaluate_checkpoint(&run, &c, &d, err));
     status = DP_EXIT_OK;
 fail:

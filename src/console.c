@@ -63,10 +63,11 @@ void console_epoch(const struct epoch_record *e, int epochs, int has_validation)
 
 void console_summary(const struct run_result *r)
 {
-    printf("\nrun %s: test accuracy %.2f%%", r->name, 100 * r->test_accuracy);
+    printf("\nrun %s: %s accuracy %.2f%%", r->name, r->on_validation ? "validation" : "test", 100 * r->test_accuracy);
     if (r->test_views > 1)
         printf(" (%d views of each image)", r->test_views);
-    printf(", test loss %.4f, %.1f s of training", r->test_loss, r->train_seconds);
+    printf(", %s loss %.4f, %.1f s of training", r->on_validation ? "validation" : "test", r->test_loss,
+           r->train_seconds);
     if (r->has_validation)
         printf(", parameters of epoch %d (best validation accuracy)", r->best_epoch);
     printf("\nparameter hash %016llx\n\n", (unsigned long long)r->parameter_hash);

@@ -185,6 +185,7 @@ static int write_run_attrs(hid_t g, const struct run_result *run, const char *pa
     CHECK_DP(h5io_write_attr_double(g, "test_accuracy", run->test_accuracy, path, err));
     CHECK_DP(h5io_write_attr_double(g, "test_loss", run->test_loss, path, err));
     CHECK_DP(h5io_write_attr_long(g, "test_views", run->test_views, path, err));
+    CHECK_DP(h5io_write_attr_string(g, "evaluated_set", run->on_validation ? "validation" : "test", path, err));
     if (run->has_validation)
         CHECK_DP(h5io_write_attr_long(g, "best_epoch", run->best_epoch, path, err));
     return 0;

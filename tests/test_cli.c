@@ -149,7 +149,9 @@ static void test_dependent_defaults(void **state)
     parse_ok("train --model mlp --tta --tta-shift 2", &c);
     assert_true(c.tta == 1 && c.tta_shift == 2);
     parse_ok("eval --checkpoint c.h5 --tta-shift 0", &c);
-    assert_true(c.tta == -1 && c.tta_shift == 0);
+    assert_true(c.tta == -1 && c.tta_shift == 0 && c.on_validation == 0);
+    parse_ok("eval --checkpoint c.h5 --on-validation", &c);
+    assert_int_equal(c.on_validation, 1);
     parse_ok("train --model cnn --augment --optimizer adam", &c); /* Adam's own defaults */
     assert_true(c.optimizer == OPT_ADAM && c.lr == 1e-3 && c.weight_decay == 1e-4);
     parse_ok("train --model cnn --augment --weight-decay 0.001 --lr 0.02", &c);

@@ -52,6 +52,7 @@ struct config {
     uint64_t seed;
     int augment, tta, validation;
     int tta_shift;                    /* --tta: the final predictions' views shifted up to this many pixels */
+    int on_validation;                /* eval: the checkpoint's hold-out in place of the test set */
     /* execution */
     int deterministic;                /* the same bits on any rank count: virtual shards, exact sums (train.h) */
     int threads;                      /* 0: chosen from the node (1 with --deterministic) */

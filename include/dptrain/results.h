@@ -37,6 +37,7 @@ struct run_result {
     uint64_t parameter_hash;          /* model_param_hash of the final parameters */
     double train_seconds, test_accuracy, test_loss;
     int test_views;                   /* views averaged in each final prediction (--tta): 1, 2, 18 or 50 */
+    int on_validation;                /* eval --on-validation: the test figures are the hold-out's */
     int history_length;
     struct epoch_record *history;     /* [epochs] */
     struct metrics metrics;

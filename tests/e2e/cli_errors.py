@@ -97,6 +97,7 @@ cases = [
      "--tta-shift 1 needs --tta: the shifted views are test-time augmentation's"),
     (0, ["train", "--tta-shift", "1"], 2, "--tta-shift 1 needs --tta"),
     (0, ["train", "--tta", "--tta-shift", "3"], 2, "--tta-shift: 3 is out of range 0..2"),
+    (0, ["train", "--on-validation"], 2, "--on-validation: not a flag of 'train'"),
     (0, ["compare", "--pca", "0,785"], 2, "--pca: 785 is out of range 0..784"),
     (0, ["train", "--dropout", "1"], 2, "--dropout: 1 is out of range"),
     (0, ["compare", "--pca", ""], 2, "--pca: empty list"),

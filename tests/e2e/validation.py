@@ -1,7 +1,8 @@
 """--validation N: the hold-out is reported every epoch and picks the final parameters; the
 same hold-out is chosen whatever the number of ranks. A network with batch normalisation is
 evaluated at the end (and by eval) as its best epoch was: that epoch's parameters with that
-epoch's running statistics, giving that epoch's test figures to the bit."""
+epoch's running statistics, giving that epoch's test figures to the bit; eval --on-validation
+gives that epoch's validation figures to the bit, and refuses a run without a hold-out."""
 from common import *
 
 dir = temp_dir()
@@ -55,4 +56,27 @@ must_succeed(run(["eval", "--checkpoint", ckpt, "--data", data, "--out", f"{dir}
 with h5py.File(f"{dir}/eval.h5", "r") as f:
     g = f["runs/raw"]
     check((g.attrs["test_accuracy"], g.attrs["test_loss"]) == final, "eval does not evaluate the best epoch's network")
+    check(g.attrs["evaluated_set"] == "test", f"evaluated_set {g.attrs['evaluated_set']}")
+with h5py.File(out, "r") as f:
+    history = f["runs/raw/history"]
+    val = (history["val_accuracy"][best - 1], history["val_loss"][best - 1])
+for ranks in (1, 2):  # the same hold-out whatever the rank count
+    held = f"{dir}/held{ranks}.h5"
+    result = must_succeed(run(["eval", "--checkpoint", ckpt, "--data", data, "--out", held, "--on-validation"],
+                              ranks=ranks))
+    check("validation accuracy" in result.stdout, "the summary does not say it evaluated the hold-out")
+    with h5py.File(held, "r") as f:
+        g = f["runs/raw"]
+        got = (g.attrs["test_accuracy"], g.attrs["test_loss"])
+        print(f"eval --on-validation on {ranks} rank(s): {got}; epoch {best}'s validation {val}")
+        check(got == val and g.attrs["evaluated_set"] == "validation" and g["predictions"].shape == (500,),
+              f"eval --on-validation gave {got} on {g['predictions'].shape}, not epoch {best}'s {val}")
+plain = f"{dir}/plain.ckpt.h5"
+must_succeed(run(["train", "--model", "cnn:4,p,f16", "--data", data, "--out", f"{dir}/plain.h5", "--checkpoint", plain,
+                  "--epochs", "1", "--quiet"], ranks=2))
+refused = run(["eval", "--checkpoint", plain, "--data", data, "--out", f"{dir}/refused.h5", "--on-validation"], ranks=2)
+errors = [line for line in refused.stderr.splitlines() if line.startswith("dptrain: error:")]
+check(refused.returncode != 0 and len(errors) == 1 and "--on-validation: the run in" in errors[0] and
+      "held out no images" in errors[0] and not os.path.exists(f"{dir}/refused.h5"),
+      f"eval --on-validation without a hold-out: exit {refused.returncode}, {refused.stderr!r}")
 print("ok")
