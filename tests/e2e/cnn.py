@@ -25,18 +25,7 @@ with h5py.File(f"{dir}/cnn.ckpt.h5", "r") as f:
           "the defaults of a cnn without --augment: dropout 0.1, no smoothing, no --tta, Adam, weight decay 1e-4")
 
 # A small data set for the exact-resume check.
-rng = np.random.default_rng(9)
-templates = rng.integers(0, 256, size=(10, 28, 28))
-small = temp_dir()
-for prefix, n in (("train", 1200), ("t10k", 300)):
-    y = rng.integers(0, 10, size=n).astype(np.uint8)
-    x = np.clip(templates[y] + rng.integers(-60, 61, size=(n, 28, 28)), 0, 255).astype(np.uint8)
-    write_idx(f"{small}/{prefix}-images-idx3-ubyte.gz", x)
-    write_idx(f"{small}/{prefix}-labels-idx1-ubyte.gz", y)
-data = f"{small}/small.h5"
-must_succeed(run(["convert", "--source", small, "--out", data]))
-with h5py.File(data, "r") as f:
-    small_labels = f["test/labels"][:]
+small, data, small_labels = noisy_templates(9, 60, (1200, 300))
 base = ["train", "--model", "cnn:8,p,16,p,f32", "--augment", "--erase", "0.5", "--epochs", "3", "--batch", "40",
         "--data", data, "--quiet"]
 ref_ckpt, ref_out = f"{dir}/ref.ckpt.h5", f"{dir}/ref.h5"

@@ -91,6 +91,25 @@ def write_idx(path, array):
         f.write(header + array.tobytes())
 
 
+def noisy_templates(seed, noise, counts):
+    """A small data set in a new folder: 10 random template images, each sample its class's
+    template plus uniform noise of +-noise; `counts` training and test images. Converted;
+    returns (folder, data file, test labels)."""
+    rng = np.random.default_rng(seed)
+    templates = rng.integers(0, 256, size=(10, 28, 28))
+    folder = temp_dir()
+    for prefix, n in zip(("train", "t10k"), counts):
+        y = rng.integers(0, 10, size=n).astype(np.uint8)
+        x = np.clip(templates[y] + rng.integers(-noise, noise + 1, size=(n, 28, 28)), 0, 255).astype(np.uint8)
+        write_idx(f"{folder}/{prefix}-images-idx3-ubyte.gz", x)
+        write_idx(f"{folder}/{prefix}-labels-idx1-ubyte.gz", y)
+    data = f"{folder}/small.h5"
+    must_succeed(run(["convert", "--source", folder, "--out", data]))
+    with h5py.File(data, "r") as f:
+        labels = f["test/labels"][:]
+    return folder, data, labels
+
+
 def check_results(path, test_labels, runs=None):
     """Every dataset and attribute of the results contract, with shapes, types and consistency."""
     n_test = len(test_labels)

@@ -29,16 +29,7 @@ for ranks, out in outs.items():
 # A small CNN on a small noisy set, whose validation accuracy peaks before the last epoch (a high
 # constant learning rate): the final test accuracy and loss are the best epoch's, bit for bit,
 # which they are not with the best parameters and the last epoch's batch-norm statistics.
-rng = np.random.default_rng(5)
-templates = rng.integers(0, 256, size=(10, 28, 28))
-small = temp_dir()
-for prefix, n in (("train", 1500), ("t10k", 400)):
-    y = rng.integers(0, 10, size=n).astype(np.uint8)
-    x = np.clip(templates[y] + rng.integers(-200, 201, size=(n, 28, 28)), 0, 255).astype(np.uint8)
-    write_idx(f"{small}/{prefix}-images-idx3-ubyte.gz", x)
-    write_idx(f"{small}/{prefix}-labels-idx1-ubyte.gz", y)
-data = f"{small}/small.h5"
-must_succeed(run(["convert", "--source", small, "--out", data]))
+_, data, _ = noisy_templates(5, 200, (1500, 400))
 out, ckpt = f"{dir}/cnn.h5", f"{dir}/cnn.ckpt.h5"
 must_succeed(run(["train", "--model", "cnn:4,p,f16", "--data", data, "--out", out, "--checkpoint", ckpt, "--epochs", "8",
                   "--validation", "500", "--batch", "50", "--lr", "0.03", "--schedule", "constant", "--quiet"], ranks=2))
