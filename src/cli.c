@@ -412,8 +412,8 @@ int cli_parse(int argc, char **argv, struct config *o, char *err)
      * convolutional network", has the figures): an MLP trains 30 epochs with dropout 0.2 and label
      * smoothing 0.1; an augmented CNN keeps improving for 60 epochs, trains best with Nesterov's
      * momentum and weight decay 5e-4, and is evaluated on each image and its mirror image, as it
-     * was trained on both; its final predictions also on both moved by a pixel (18 views: 94.66%
-     * on the hold-out against 94.51% with 2 and 94.57% with 50). */
+     * was trained on both; its final predictions also on both moved by a pixel (18 views: 94.61%
+     * on the hold-out against 94.48% with 2 and 94.59% with 50). */
     o->model_kind = config_model_kind(o->model);
     int cnn = o->model_kind == MODEL_CNN;
     if (o->optimizer == OPT_DEFAULT)
