@@ -41,6 +41,7 @@ static const struct field fields[] = {
     FIELD("epochs", F_INT, epochs),
     FIELD("validation", F_INT, validation),
     FIELD("augment", F_INT, augment),
+    FIELD("augment_shift", F_INT, augment_shift),
     FIELD("tta", F_INT, tta),
     FIELD("tta_shift", F_INT, tta_shift),
     FIELD("seed", F_U64, seed),
@@ -366,8 +367,9 @@ static int check_scalars(const struct checkpoint *c, const char *path, char *err
     REQUIRE(c->pca_components >= 0 && c->pca_components <= DATASET_PIXELS, "pca_components = %d",
             c->pca_components);
     REQUIRE(c->validation >= 0 && (c->augment == 0 || c->augment == 1) && (c->tta == 0 || c->tta == 1) &&
-            c->tta_shift >= 0 && c->tta_shift <= 2, "validation %d, augment %d, tta %d, tta_shift %d", c->validation,
-            c->augment, c->tta, c->tta_shift);
+            c->tta_shift >= 0 && c->tta_shift <= 2 && c->augment_shift >= 0 && c->augment_shift <= CONFIG_AUGMENT_SHIFT_MAX,
+            "validation %d, augment %d, augment_shift %d, tta %d, tta_shift %d", c->validation, c->augment,
+            c->augment_shift, c->tta, c->tta_shift);
     REQUIRE(isfinite(c->lr) && c->lr > 0 && c->momentum >= 0 && c->momentum < 1 && c->weight_decay >= 0 &&
             c->weight_decay <= 1, "lr %g, momentum %g, weight decay %g", c->lr, c->momentum, c->weight_decay);
     REQUIRE(c->warmup >= 0 && c->warmup <= 1000 && c->dropout >= 0 && c->dropout <= 0.95 &&

@@ -80,13 +80,15 @@ static const struct flag flags[] = {
     {"--trace", V_STRING, AT(trace), FOR_TRAINING, 0, 0,
      "write a Chrome trace-event JSON of every step's phases, all ranks in one file"},
     {"--augment", V_FLAG, AT(augment), FOR_TRAINING, 0, 0, "random flips and shifts of training images"},
+    {"--augment-shift", V_INT, AT(augment_shift), FOR_TRAINING, 0, CONFIG_AUGMENT_SHIFT_MAX,
+     "with --augment: the largest shift of a training image each way, in pixels (default 2)"},
     {"--erase", V_DOUBLE, AT(erase), FOR_TRAINING, 0, 1,
      "with --augment: the probability that a random rectangle (2-40% of an image) of a training image is set to the mean pixel, with --pca to background (random erasing; default 0)"},
-    {"--tta", V_FLAG, AT(tta), FOR_TRAIN | FOR_EVAL, 0, 0,
+    {"--tta", V_FLAG, AT(tta), FOR_TRAINING | FOR_EVAL, 0, 0,
      "test-time augmentation: average the logits of each image and its mirror image (with --pca, the "
      "mirror image projected; default for cnn with --augment)"},
-    {"--no-tta", V_FLAG_OFF, AT(tta), FOR_TRAIN | FOR_EVAL, 0, 0, "evaluate each image as it is"},
-    {"--tta-shift", V_INT, AT(tta_shift), FOR_TRAIN | FOR_EVAL, 0, 2,
+    {"--no-tta", V_FLAG_OFF, AT(tta), FOR_TRAINING | FOR_EVAL, 0, 0, "evaluate each image as it is"},
+    {"--tta-shift", V_INT, AT(tta_shift), FOR_TRAINING | FOR_EVAL, 0, 2,
      "with --tta: the final predictions also see both views shifted by up to P pixels each way, 2(2P+1)^2 "
      "views (default 1, 18 views; 0: the image and its mirror image; the evaluations after each epoch use those two)"},
     {"--validation", V_INT, AT(validation), FOR_TRAINING, 0, INT_MAX,
@@ -147,6 +149,7 @@ static void set_defaults(struct config *o)
     o->dropout = -1;         /* chosen by model below */
     o->label_smoothing = -1; /* chosen by model below */
     o->erase = -1;           /* chosen below */
+    o->augment_shift = -1;   /* chosen below */
     o->tta = -1;             /* chosen by model below */
     o->tta_shift = -1;       /* chosen by tta below */
     o->seed = 1;
@@ -438,6 +441,11 @@ int cli_parse(int argc, char **argv, struct config *o, char *err)
         FAIL("--erase %g needs --augment: erasing is part of the training images' augmentation", o->erase);
     if (o->erase < 0)
         o->erase = 0;
+    if (o->augment_shift >= 0 && !o->augment)
+        FAIL("--augment-shift %d needs --augment: shifting is part of the training images' augmentation",
+             o->augment_shift);
+    if (o->augment_shift < 0)
+        o->augment_shift = o->augment ? CONFIG_AUGMENT_SHIFT : 0;
     set_output_default(o);
     return check_choices(o, err);
 fail:
@@ -476,7 +484,8 @@ const char *cli_setting_flag(enum setting s)
         [SETTING_OPTIMIZER] = "--optimizer", [SETTING_LR] = "--lr", [SETTING_MOMENTUM] = "--momentum",
         [SETTING_WEIGHT_DECAY] = "--weight-decay", [SETTING_SCHEDULE] = "--schedule", [SETTING_WARMUP] = "--warmup",
         [SETTING_DROPOUT] = "--dropout", [SETTING_LABEL_SMOOTHING] = "--label-smoothing",
-        [SETTING_AUGMENT] = "--augment", [SETTING_ERASE] = "--erase", [SETTING_TTA] = "--tta",
+        [SETTING_AUGMENT] = "--augment",
+        [SETTING_AUGMENT_SHIFT] = "--augment-shift", [SETTING_ERASE] = "--erase", [SETTING_TTA] = "--tta",
         [SETTING_TTA_SHIFT] = "--tta-shift", [SETTING_VALIDATION] = "--validation",
         [SETTING_COMPRESS] = "--compress", [SETTING_DETERMINISTIC] = "--deterministic",
         [SETTING_NONE] = "",

@@ -157,8 +157,9 @@ static void augment_image(const uint8_t *src, float *dst, const struct linear *m
 {
     struct placement at = {0, 0, 0};
     at.flip = (int)rng_below(augment->rng, 2);
-    at.dy = (int)rng_below(augment->rng, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
-    at.dx = (int)rng_below(augment->rng, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
+    int shift = augment->shift;
+    at.dy = (int)rng_below(augment->rng, (uint64_t)(2 * shift + 1)) - shift;
+    at.dx = (int)rng_below(augment->rng, (uint64_t)(2 * shift + 1)) - shift;
     standardise_image(src, dst, map, &at);
     /* drawn after the rest, and only when asked: runs without erasing draw as before */
     if (augment->erase > 0 && rng_uniform(augment->rng) < augment->erase)

@@ -74,7 +74,8 @@ static void describe(const struct run *run, const struct gathered *g, int epochs
     *c = (struct checkpoint){
         .pca_components = r->pca_components, .global_batch = o->batch, .ranks = run->comm->size,
         .units = run->d->units, .deterministic = o->deterministic,
-        .epochs = o->epochs, .validation = o->validation, .augment = o->augment, .tta = o->tta,
+        .epochs = o->epochs, .validation = o->validation, .augment = o->augment,
+        .augment_shift = o->augment_shift, .tta = o->tta,
         .tta_shift = o->tta_shift, .seed = o->seed,
         .lr = o->lr, .momentum = o->momentum, .weight_decay = o->weight_decay,
         .warmup = o->warmup, .dropout = o->dropout, .label_smoothing = o->label_smoothing, .erase = o->erase,
@@ -242,6 +243,7 @@ int snapshot_settings(const struct checkpoint *c, const struct config *given, st
     saved->dropout = c->dropout;
     saved->label_smoothing = c->label_smoothing;
     saved->augment = c->augment;
+    saved->augment_shift = c->augment_shift;
     saved->erase = c->erase;
     saved->tta = c->tta;
     saved->tta_shift = c->tta_shift;

@@ -135,7 +135,7 @@ static struct batch load_batch(struct run *run, struct unit *u, int epoch, long 
     struct batch b = {run->batch_labels, 0, shards_step_total(run->d, run->steps, step),
                       (float)run->o->label_smoothing, &u->dropout};
     shards_step_share(u->samples.count, run->steps, step, &first, &b.n);
-    struct augmentation augment = {&u->augment, run->o->erase};
+    struct augmentation augment = {&u->augment, run->o->erase, run->o->augment_shift};
     features_gather(&u->samples, u->order + first, b.n, model_input(run->model), run->batch_labels,
                     run->o->augment ? &augment : NULL);
     if (u == run->units && fault_strikes(&run->fault, FAULT_NAN, run->comm->rank, epoch, step + 1))

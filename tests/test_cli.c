@@ -65,6 +65,7 @@ static void test_train_defaults(void **state)
     assert_int_equal(c.schedule, SCHEDULE_COSINE);
     assert_true(c.warmup == 1 && c.dropout == 0.2 && c.label_smoothing == 0.1);
     assert_true(c.seed == 1 && c.tta == 0 && c.tta_shift == 0 && c.threads == 0 && c.bucket_mb == 0);
+    assert_int_equal(c.augment_shift, 0); /* no augmentation, no shift */
     assert_true(c.stall_timeout == 30 && c.drift_check == 200 && c.batch_per_rank == 0);
     assert_null(c.checkpoint);
     assert_null(c.trace);
@@ -143,7 +144,10 @@ static void test_dependent_defaults(void **state)
     assert_int_equal(c.epochs, 60);
     assert_int_equal(c.tta, 1);
     assert_int_equal(c.tta_shift, 1); /* 18 views in the final predictions */
+    assert_int_equal(c.augment_shift, 2);
     assert_true(c.optimizer == OPT_NESTEROV && c.lr == 0.05 && c.weight_decay == 5e-4);
+    parse_ok("train --pca 50 --augment --augment-shift 1", &c);
+    assert_int_equal(c.augment_shift, 1);
     parse_ok("train --model cnn --augment --tta-shift 0", &c);
     assert_true(c.tta == 1 && c.tta_shift == 0);
     parse_ok("train --model mlp --tta --tta-shift 2", &c);

@@ -1,5 +1,5 @@
 /* What the network sees: standardised pixels, test-time augmentation's placed views (mirrored,
- * shifted), and augmentation that moves an image by a flip and a shift of at most AUGMENT_SHIFT
+ * shifted), and augmentation that moves an image by a flip and a shift of at most SHIFT
  * pixels, drawn from its own stream. */
 #include "dptrain/check.h"
 #include "dptrain/features.h"
@@ -18,6 +18,7 @@
 static uint8_t images[2 * DATASET_PIXELS];
 static uint8_t labels[2] = {3, 7};
 static const struct normaliser norm = {0.25f, 0.5f};
+enum { SHIFT = 2 }; /* the augmentation's largest shift, the default of --augment-shift */
 
 static void make_images(void)
 {
@@ -151,12 +152,12 @@ static void test_projected_views(void **state)
     struct rng rng, replay;
     rng_seed(&rng, 7, RNG_AUGMENT, 1, 0);
     rng_seed(&replay, 7, RNG_AUGMENT, 1, 0);
-    features_gather(&f, order, N, out, got, &(struct augmentation){&rng, 0});
+    features_gather(&f, order, N, out, got, &(struct augmentation){&rng, 0, SHIFT});
     for (int b = 0; b < N; b++) {
         int at[3];
         at[0] = (int)rng_below(&replay, 2);
-        at[1] = (int)rng_below(&replay, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
-        at[2] = (int)rng_below(&replay, 2 * AUGMENT_SHIFT + 1) - AUGMENT_SHIFT;
+        at[1] = (int)rng_below(&replay, 2 * SHIFT + 1) - SHIFT;
+        at[2] = (int)rng_below(&replay, 2 * SHIFT + 1) - SHIFT;
         assert_int_equal(got[b], labels[b % 2]);
         assert_projection(out + b * COMPONENTS, images + (b % 2) * DATASET_PIXELS, at);
     }
@@ -188,34 +189,42 @@ static void first_image_only(struct features *f)
     assert_int_equal(features_create(f, &set, &norm, NULL, 0, err), 0);
 }
 
-static void test_augment(void **state)
+/* Flips and shifts of at most `shift` pixels each way: every placement drawn often, none beyond. */
+static void check_augment(int shift)
 {
-    (void)state;
     struct features f;
     uint32_t order[1] = {0};
     float out[DATASET_PIXELS], again[DATASET_PIXELS];
     uint8_t got[1];
-    int seen_flip[2] = {0, 0}, seen_dy[2 * AUGMENT_SHIFT + 1] = {0}, seen_dx[2 * AUGMENT_SHIFT + 1] = {0};
+    int seen_flip[2] = {0, 0}, seen_dy[2 * SHIFT + 1] = {0}, seen_dx[2 * SHIFT + 1] = {0};
     first_image_only(&f);
     struct rng rng, replay;
     rng_seed(&rng, 5, RNG_AUGMENT, 1, 0);
     rng_seed(&replay, 5, RNG_AUGMENT, 1, 0);
     for (int draw = 0; draw < 400; draw++) {
         int row = -1, col = -1;
-        features_gather(&f, order, 1, out, got, &(struct augmentation){&rng, 0});
-        features_gather(&f, order, 1, again, got, &(struct augmentation){&replay, 0});
+        features_gather(&f, order, 1, out, got, &(struct augmentation){&rng, 0, shift});
+        features_gather(&f, order, 1, again, got, &(struct augmentation){&replay, 0, shift});
         assert_memory_equal(out, again, sizeof out); /* the same stream, the same images */
         find_bright(out, &row, &col);
         int dy = row - 10, flip = col > DATASET_COLS / 2, dx = flip ? col - (DATASET_COLS - 1 - 5) : col - 5;
-        assert_true(abs(dy) <= AUGMENT_SHIFT && abs(dx) <= AUGMENT_SHIFT);
+        assert_true(abs(dy) <= shift && abs(dx) <= shift);
         seen_flip[flip]++;
-        seen_dy[dy + AUGMENT_SHIFT]++;
-        seen_dx[dx + AUGMENT_SHIFT]++;
+        seen_dy[dy + shift]++;
+        seen_dx[dx + shift]++;
     }
     assert_true(seen_flip[0] > 100 && seen_flip[1] > 100);
-    for (int s = 0; s <= 2 * AUGMENT_SHIFT; s++)
+    for (int s = 0; s <= 2 * shift; s++)
         assert_true(seen_dy[s] > 20 && seen_dx[s] > 20);
     features_free(&f);
+}
+
+static void test_augment(void **state)
+{
+    (void)state;
+    check_augment(SHIFT);
+    check_augment(1); /* --augment-shift 1 */
+    check_augment(0); /* flips only */
 }
 
 /* Random erasing: at probability 1 every image has one rectangle of zeros (the mean pixel),
@@ -235,8 +244,8 @@ static void test_erase(void **state)
     int erased_at_half = 0, smallest = DATASET_PIXELS, largest = 0;
     for (int draw = 0; draw < 400; draw++) {
         double p = draw < 200 ? 1.0 : 0.5;
-        features_gather(&f, order, 1, out, got, &(struct augmentation){&rng, p});
-        features_gather(&f, order, 1, again, got, &(struct augmentation){&replay, p});
+        features_gather(&f, order, 1, out, got, &(struct augmentation){&rng, p, SHIFT});
+        features_gather(&f, order, 1, again, got, &(struct augmentation){&replay, p, SHIFT});
         assert_memory_equal(out, again, sizeof out);
         int top = DATASET_ROWS, bottom = -1, left = DATASET_COLS, right = -1, zeros = 0;
         for (int i = 0; i < DATASET_PIXELS; i++) /* no pixel of these images standardises to 0 */

@@ -53,7 +53,7 @@ static struct checkpoint make_checkpoint(struct sample *s)
     }
     struct checkpoint c = {
         .model = "mlp:8", .optimizer = "adam", .schedule = "cosine", .name = "raw", .compress = "none",
-        .global_batch = 128, .ranks = 2, .units = RANKS, .deterministic = 1, .epochs = 5, .validation = 10, .augment = 1, .tta = 1, .tta_shift = 2,
+        .global_batch = 128, .ranks = 2, .units = RANKS, .deterministic = 1, .epochs = 5, .validation = 10, .augment = 1, .augment_shift = 3, .tta = 1, .tta_shift = 2,
         .seed = 99,
         .lr = 0.001, .momentum = 0.9, .weight_decay = 1e-4, .warmup = 1, .dropout = 0.1, .label_smoothing = 0.05,
         .epoch = EPOCHS, .step = 17, .train_seconds = 3.25, .epoch_seconds = 0.75, .param_count = PARAMS,
@@ -86,7 +86,7 @@ static void test_checkpoint_round_trip(void **state)
     assert_int_equal(back.deterministic, 1);
     assert_int_equal(back.epochs, 5);
     assert_int_equal(back.validation, 10);
-    assert_true(back.augment == 1 && back.tta == 1 && back.tta_shift == 2 && back.seed == 99);
+    assert_true(back.augment == 1 && back.augment_shift == 3 && back.tta == 1 && back.tta_shift == 2 && back.seed == 99);
     assert_true(back.lr == 0.001 && back.momentum == 0.9 && back.weight_decay == 1e-4 && back.warmup == 1);
     assert_true(back.dropout == 0.1 && back.label_smoothing == 0.05);
     assert_true(back.epoch == EPOCHS && back.step == 17 && back.opt_step == 217);

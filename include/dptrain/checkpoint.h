@@ -24,12 +24,12 @@
 #define CHECKPOINT_FORMAT "dptrain-checkpoint"
 #define CHECKPOINT_VERSION 8 /* 2: adds tta; 3: checksums of every array and attribute, data identity;
                                 4: compress and the error-feedback residuals; 5: deterministic, units;
-                                6: PowerSGD's Q; 7: erase; 8: tta_shift, best_buffers */
+                                6: PowerSGD's Q; 7: erase; 8: augment_shift, tta_shift, best_buffers */
 
 struct checkpoint {
     /* configuration: what must match for a resume */
     char model[64], optimizer[RESULTS_OPTIMIZER_LENGTH], schedule[16], name[64], compress[CONFIG_COMPRESS_LENGTH];
-    int pca_components, global_batch, ranks, epochs, validation, augment, tta, tta_shift;
+    int pca_components, global_batch, ranks, epochs, validation, augment, augment_shift, tta, tta_shift;
     int deterministic;                        /* --deterministic: rows are the virtual shards */
     int units;                                /* rows of the per-unit arrays: ranks, or virtual shards */
     uint64_t seed;

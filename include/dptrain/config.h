@@ -23,6 +23,10 @@ struct compression {
 #define CONFIG_COMPRESS_LENGTH 16     /* "powersgd:64" and its terminator fit */
 
 #define CONFIG_MAX_PCA_RUNS 16
+/* --augment shifts training images by up to this many pixels each way, unless --augment-shift
+ * (at most CONFIG_AUGMENT_SHIFT_MAX) says otherwise. */
+#define CONFIG_AUGMENT_SHIFT 2
+#define CONFIG_AUGMENT_SHIFT_MAX 4
 #define CONFIG_MODEL_LENGTH 64
 
 struct config {
@@ -49,6 +53,7 @@ struct config {
     double warmup;                    /* epochs of linear warm-up */
     double label_smoothing, dropout;
     double erase;                     /* --augment: probability of random erasing per image */
+    int augment_shift;                /* --augment: the largest shift each way, in pixels */
     uint64_t seed;
     int augment, tta, validation;
     int tta_shift;                    /* --tta: the final predictions' views shifted up to this many pixels */
@@ -87,7 +92,7 @@ enum option {
 enum setting {
     SETTING_MODEL, SETTING_PCA, SETTING_BATCH, SETTING_EPOCHS, SETTING_SEED, SETTING_OPTIMIZER,
     SETTING_LR, SETTING_MOMENTUM, SETTING_WEIGHT_DECAY, SETTING_SCHEDULE, SETTING_WARMUP, SETTING_DROPOUT,
-    SETTING_LABEL_SMOOTHING, SETTING_AUGMENT, SETTING_ERASE, SETTING_TTA, SETTING_TTA_SHIFT, SETTING_VALIDATION, SETTING_COMPRESS,
+    SETTING_LABEL_SMOOTHING, SETTING_AUGMENT, SETTING_AUGMENT_SHIFT, SETTING_ERASE, SETTING_TTA, SETTING_TTA_SHIFT, SETTING_VALIDATION, SETTING_COMPRESS,
     SETTING_DETERMINISTIC, SETTING_NONE
 };
 

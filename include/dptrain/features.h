@@ -13,8 +13,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* --augment shifts images by up to this many pixels each way. */
-#define AUGMENT_SHIFT 2
 /* With PCA inputs, augmented images are projected this many at a time (one GEMM each). */
 #define AUGMENT_GROUP 32
 
@@ -52,13 +50,14 @@ int features_create(struct features *f, const struct split *samples, const struc
                     const struct pca *pca, size_t piece, char *err);
 void features_free(struct features *f);
 
-/* --augment: the stream that draws each image's flip, shift and erasing, and the probability
- * that a random rectangle of the image is erased (set to the mean pixel: 0 once standardised;
- * with PCA, to background), as in Zhong et al., "Random Erasing Data Augmentation" (2020): 2-40%
- * of the image, aspect ratio 0.3-3.3. */
+/* --augment: the stream that draws each image's flip, shift and erasing, the probability that a
+ * random rectangle of the image is erased (set to the mean pixel: 0 once standardised; with PCA,
+ * to background), as in Zhong et al., "Random Erasing Data Augmentation" (2020): 2-40% of the
+ * image, aspect ratio 0.3-3.3, and the largest shift each way in pixels (--augment-shift). */
 struct augmentation {
     struct rng *rng;
     double erase;
+    int shift;
 };
 
 /* Copy the samples at indices into out[n][dim] and their labels into labels_out. With an

@@ -1,6 +1,6 @@
 """The CNN end to end: one epoch of the default network on the real data on 2 ranks (results
 contract, accuracy), and an augmented CNN with batch normalisation interrupted in the middle of
-an epoch (a rank dies; with --erase, so that the erasing draws resume too) that resumes to bitwise the same state as an uninterrupted run; --tta
+an epoch (a rank dies; with --erase and --augment-shift 1, so that those draws resume too) that resumes to bitwise the same state as an uninterrupted run; --tta
 predictions that do not change when every test image is mirrored."""
 import shutil
 
@@ -26,7 +26,8 @@ with h5py.File(f"{dir}/cnn.ckpt.h5", "r") as f:
 
 # A small data set for the exact-resume check.
 small, data, small_labels = noisy_templates(9, 60, (1200, 300))
-base = ["train", "--model", "cnn:8,p,16,p,f32", "--augment", "--erase", "0.5", "--epochs", "3", "--batch", "40",
+base = ["train", "--model", "cnn:8,p,16,p,f32", "--augment", "--augment-shift", "1", "--erase", "0.5", "--epochs", "3",
+        "--batch", "40",
         "--data", data, "--quiet"]
 ref_ckpt, ref_out = f"{dir}/ref.ckpt.h5", f"{dir}/ref.h5"
 must_succeed(run(base + ["--checkpoint", ref_ckpt, "--out", ref_out], ranks=2))
@@ -74,11 +75,13 @@ flipped = int((views["tta"][0] != views["tta_mirrored"][0]).sum())
 check(moved < 1e-5 and flipped <= 1, f"--tta's 18 views depend on orientation: confidence by {moved}, {flipped} predictions")
 check(not np.array_equal(views["plain"][1], views["plain_mirrored"][1]), "mirroring changed nothing without --tta")
 check(not np.array_equal(views["two"][1], views["plain"][1]), "--tta changed nothing")
-check(np.abs(views["tta"][1] - views["two"][1]).max() > 1e-3, "--tta-shift 1 changed nothing")
+check(views["tta"][1].shape != views["two"][1].shape or np.abs(views["tta"][1] - views["two"][1]).max() > 1e-3,
+      "--tta-shift 1 changed nothing")
 check(np.array_equal(views["default"][1], views["tta"][1]), "eval did not follow the checkpoint's --tta")
 check([views[k][3] for k in ("tta", "two", "plain", "default")] == [18, 2, 1, 18],
       f"test_views {[views[k][3] for k in ('tta', 'two', 'plain', 'default')]}, expected 18, 2, 1, 18")
 with h5py.File(ref_ckpt, "r") as f:
+    check(f.attrs["augment_shift"] == 1, "--augment-shift 1 is not in the checkpoint")
     check(f.attrs["tta"] == 1 and f.attrs["tta_shift"] == 1 and f.attrs["dropout"] == 0.1 and f.attrs["label_smoothing"] == 0 and
           f.attrs["optimizer"] == "nesterov" and f.attrs["lr"] == 0.05 and f.attrs["weight_decay"] == 5e-4,
           "the defaults of a cnn with --augment: --tta with 18 views, dropout 0.1, no label smoothing, Nesterov at 0.05, "
@@ -91,7 +94,8 @@ for extra, epochs, tta in ((["--augment"], 60, 1), ([], 20, 0)):
     must_succeed(run(["train", "--model", "cnn:4,p,f8", "--data", data, "--out", f"{small}/defaults.h5", "--quiet",
                       "--batch", "400", "--checkpoint", ckpt] + extra, ranks=2))
     with h5py.File(ckpt, "r") as f:
-        check(f.attrs["epochs"] == epochs and f.attrs["epoch"] == epochs and f.attrs["tta"] == tta,
-              f"default epochs {f.attrs['epochs']} and tta {f.attrs['tta']} for cnn {extra}")
+        check(f.attrs["epochs"] == epochs and f.attrs["epoch"] == epochs and f.attrs["tta"] == tta and
+              f.attrs["augment_shift"] == 2 * tta,
+              f"default epochs {f.attrs['epochs']}, tta {f.attrs['tta']}, shift {f.attrs['augment_shift']} for cnn {extra}")
 
 print("ok")

@@ -21,7 +21,7 @@ must_succeed(run(BASE + ["--checkpoint", ckpt, "--out", out], ranks=2))
 FIELDS = [("model", "s"), ("optimizer", "s"), ("schedule", "s"), ("name", "s"), ("compress", "s"),
           ("pca_components", "i"), ("global_batch", "i"), ("ranks", "i"), ("units", "i"),
           ("deterministic", "i"), ("epochs", "i"),
-          ("validation", "i"), ("augment", "i"), ("tta", "i"), ("tta_shift", "i"), ("seed", "i"), ("epoch", "i"),
+          ("validation", "i"), ("augment", "i"), ("augment_shift", "i"), ("tta", "i"), ("tta_shift", "i"), ("seed", "i"), ("epoch", "i"),
           ("step", "i"), ("opt_step", "i"), ("best_epoch", "i"), ("param_count", "i"),
           ("buffer_count", "i"), ("powersgd_q_count", "i"), ("lr", "d"), ("momentum", "d"), ("weight_decay", "d"), ("warmup", "d"),
           ("dropout", "d"), ("label_smoothing", "d"), ("erase", "d"), ("train_seconds", "d"), ("epoch_seconds", "d"),
@@ -89,6 +89,7 @@ cases = [
     (variant("ranks_signed", set_attr("ranks", 0), sign=True), "ranks = 0"),
     (variant("units_signed", set_attr("deterministic", 2), sign=True), "units = 2, deterministic = 2"),
     (variant("tta_shift_signed", set_attr("tta_shift", 3), sign=True), "tta_shift 3"),
+    (variant("augment_shift_signed", set_attr("augment_shift", 5), sign=True), "augment_shift 5"),
     (variant("old_format", set_attr("format_version", 2)), "checkpoint format version 2, this dptrain reads version 8"),
 ]
 for path, fragment in cases:
