@@ -367,7 +367,8 @@ static int check_scalars(const struct checkpoint *c, const char *path, char *err
     REQUIRE(c->pca_components >= 0 && c->pca_components <= DATASET_PIXELS, "pca_components = %d",
             c->pca_components);
     REQUIRE(c->validation >= 0 && (c->augment == 0 || c->augment == 1) && (c->tta == 0 || c->tta == 1) &&
-            c->tta_shift >= 0 && c->tta_shift <= 2 && c->augment_shift >= 0 && c->augment_shift <= CONFIG_AUGMENT_SHIFT_MAX,
+            c->tta_shift >= 0 && c->tta_shift <= CONFIG_TTA_SHIFT_MAX && c->augment_shift >= 0 &&
+                c->augment_shift <= CONFIG_AUGMENT_SHIFT_MAX,
             "validation %d, augment %d, augment_shift %d, tta %d, tta_shift %d", c->validation, c->augment,
             c->augment_shift, c->tta, c->tta_shift);
     REQUIRE(isfinite(c->lr) && c->lr > 0 && c->momentum >= 0 && c->momentum < 1 && c->weight_decay >= 0 &&

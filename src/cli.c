@@ -88,7 +88,7 @@ static const struct flag flags[] = {
      "test-time augmentation: average the logits of each image and its mirror image (with --pca, the "
      "mirror image projected; default for cnn with --augment)"},
     {"--no-tta", V_FLAG_OFF, AT(tta), FOR_TRAINING | FOR_EVAL, 0, 0, "evaluate each image as it is"},
-    {"--tta-shift", V_INT, AT(tta_shift), FOR_TRAINING | FOR_EVAL, 0, 2,
+    {"--tta-shift", V_INT, AT(tta_shift), FOR_TRAINING | FOR_EVAL, 0, CONFIG_TTA_SHIFT_MAX,
      "with --tta: the final predictions also see both views shifted by up to P pixels each way, 2(2P+1)^2 "
      "views (default 1, 18 views; 0: the image and its mirror image; the evaluations after each epoch use those two)"},
     {"--validation", V_INT, AT(validation), FOR_TRAINING, 0, INT_MAX,

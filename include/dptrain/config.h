@@ -27,6 +27,8 @@ struct compression {
  * (at most CONFIG_AUGMENT_SHIFT_MAX) says otherwise. */
 #define CONFIG_AUGMENT_SHIFT 2
 #define CONFIG_AUGMENT_SHIFT_MAX 4
+/* --tta-shift's largest value: 2(2P+1)^2 = 50 views. */
+#define CONFIG_TTA_SHIFT_MAX 2
 #define CONFIG_MODEL_LENGTH 64
 
 struct config {
