@@ -166,6 +166,11 @@ def read_run(name, g, path):
         run["attrs"][attr] = attribute(g.attrs, attr, path, where, kind, low, high)
     if "best_epoch" in g.attrs:
         run["attrs"]["best_epoch"] = attribute(g.attrs, "best_epoch", path, where, int, 0, None)
+    # eval --on-validation writes the hold-out's figures in the test fields: its predictions are
+    # of training images, which the report would draw as the test images of the same numbers.
+    if "evaluated_set" in g.attrs and attribute(g.attrs, "evaluated_set", path, where, str) != "test":
+        raise ReportError(f"{path}: {where} was evaluated on its validation hold-out (eval --on-validation); "
+                          "the report draws test-set results only")
     read_history(g, path, where, run)
     run["predictions"] = member(g, "predictions", path, where, "i", ndim=1)
     n = len(run["predictions"])

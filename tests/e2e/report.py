@@ -142,6 +142,8 @@ cases += [
      "run raw/predictions holds class numbers outside 0..9"),
     ([damaged("shape", lambda f: replace(f, "runs/raw/confusion", np.zeros((3, 3), np.int32))), "--data", DATA],
      "run raw/confusion has shape (3, 3), expected (10, 10)"),
+    ([damaged("holdout", lambda f: f["runs/raw"].attrs.__setitem__("evaluated_set", "validation")), "--data", DATA],
+     "run raw was evaluated on its validation hold-out (eval --on-validation)"),
 ]
 for args, fragment in cases:
     target = f"{dir}/bad-report"
