@@ -1,7 +1,8 @@
 """compare --pca 0,50 on 2 ranks: both runs in one file, the comparison table, and PCA ratios
 that agree with a double-precision reference to 1e-4 for the first 50 components. PCA inputs with
 --augment and --tta: the augmented images are projected as they are drawn, and --tta's mirrored
-view makes the evaluation blind to the test images' orientation."""
+view makes the evaluation blind to the test images' orientation. compare takes --augment-shift
+and --tta: every run's final predictions average 18 views."""
 import shutil
 
 from common import *
@@ -39,6 +40,16 @@ with h5py.File(out, "r") as f:
         check(components[k][np.argmax(np.abs(components[k]))] > 0, f"component {k} sign")
     check(f["runs/pca50"].attrs["parameters"] == 50 * 512 + 512 + 512 * 256 + 256 + 2570, "parameters")
     check(f["runs/pca50"].attrs["test_accuracy"] > 0.84, "PCA-50 trains")
+    check([f[f"runs/{r}"].attrs["test_views"] for r in ("raw", "pca50")] == [1, 1], "views without --tta")
+
+# compare with the augmented regime of the README's PCA-50 result (small: one epoch, mlp:32).
+views_out = f"{dir}/compare-tta.h5"
+must_succeed(run(["compare", "--pca", "0,20", "--model", "mlp:32", "--epochs", "1", "--augment", "--augment-shift", "1",
+                  "--tta", "--data", DATA, "--out", views_out, "--quiet"], ranks=2))
+check_results(views_out, labels, runs=["raw", "pca20"])
+with h5py.File(views_out, "r") as f:
+    got = [f[f"runs/{r}"].attrs["test_views"] for r in ("raw", "pca20")]
+    check(got == [18, 18], f"compare --tta: test_views {got}, expected 18 for both runs")
 
 # --pca 50 --augment --tta: eval on the test set and on its mirror image give the same
 # predictions and test loss (to rounding: the stored view and the mirrored one are projected by
