@@ -45,6 +45,7 @@ int comm_init(int *argc, char ***argv, struct comm *comm, char *err)
     CHECK_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided), "cannot start MPI");
     comm->world = MPI_COMM_WORLD;
     comm->watchdog = NULL;
+    comm->watch_channel = NULL;
     CHECK_MPI(MPI_Comm_set_errhandler(comm->world, MPI_ERRORS_RETURN), "cannot set MPI error handler");
     CHECK_MPI(MPI_Comm_rank(comm->world, &comm->rank), "MPI_Comm_rank failed");
     CHECK_MPI(MPI_Comm_size(comm->world, &comm->size), "MPI_Comm_size failed");
@@ -427,4 +428,204 @@ fail:
     *all = NULL;
     *offsets = NULL;
     return -1;
+}
+
+/* ---- the stall watchdog's channel ------------------------------------------------------ */
+
+enum { TAG_QUESTION = 7101, TAG_ANSWER = 7102 };
+
+/* Where the watchdog's small messages go: a communicator of their own, so that they never match
+ * the training's, and the requests in flight. */
+struct watch_channel {
+    MPI_Comm comm;
+    int rank, size;
+    size_t bytes;                     /* of an answer */
+    int question, query;              /* what an asker sends (never read); where a question lands */
+    MPI_Request query_request;        /* the posted receive of questions */
+    unsigned char *answers;           /* [size][bytes]: one per asking rank, kept until its send completes */
+    MPI_Request *answer_requests;
+    MPI_Request *sends, *receives;    /* this rank's round of questions */
+    char (*hosts)[WATCHDOG_HOST];
+};
+
+static int post_question_receive(struct watch_channel *c, char *err)
+{
+    CHECK_MPI(MPI_Irecv(&c->query, 1, MPI_INT, MPI_ANY_SOURCE, TAG_QUESTION, c->comm, &c->query_request),
+              "cannot post the receive of questions");
+    return 0;
+fail:
+    return -1;
+}
+
+static int next_question(void *channel, int *asker, char *err)
+{
+    struct watch_channel *c = channel;
+    int arrived = 0;
+    MPI_Status st;
+    *asker = -1;
+    CHECK_MPI(MPI_Test(&c->query_request, &arrived, &st), "cannot test for questions");
+    if (!arrived)
+        return 0;
+    *asker = st.MPI_SOURCE;
+    return post_question_receive(c, err);
+fail:
+    return -1;
+}
+
+static int send_answer(void *channel, int asker, const void *answer, char *err)
+{
+    struct watch_channel *c = channel;
+    int idle = 1;
+    CHECK_MPI(MPI_Test(&c->answer_requests[asker], &idle, MPI_STATUS_IGNORE), "cannot test an answer");
+    if (!idle)
+        return 0; /* the previous answer to that rank is still on its way: it will do */
+    unsigned char *slot = c->answers + (size_t)asker * c->bytes;
+    memcpy(slot, answer, c->bytes);
+    CHECK_MPI(MPI_Isend(slot, (int)c->bytes, MPI_BYTE, asker, TAG_ANSWER, c->comm, &c->answer_requests[asker]),
+              "cannot answer rank %d", asker);
+    return 0;
+fail:
+    return -1;
+}
+
+static int ask_everyone(void *channel, void *replies, char *err)
+{
+    struct watch_channel *c = channel;
+    for (int r = 0; r < c->size; r++) {
+        if (r == c->rank)
+            continue;
+        CHECK_MPI(MPI_Irecv((unsigned char *)replies + (size_t)r * c->bytes, (int)c->bytes, MPI_BYTE, r, TAG_ANSWER,
+                            c->comm, &c->receives[r]), "cannot post the receive of rank %d's answer", r);
+        CHECK_MPI(MPI_Isend(&c->question, 1, MPI_INT, r, TAG_QUESTION, c->comm, &c->sends[r]), "cannot ask rank %d", r);
+    }
+    return 0;
+fail:
+    return -1;
+}
+
+static int collect_answers(void *channel, int *answered, char *err)
+{
+    struct watch_channel *c = channel;
+    for (int r = 0; r < c->size; r++)
+        if (!answered[r])
+            CHECK_MPI(MPI_Test(&c->receives[r], &answered[r], MPI_STATUS_IGNORE), "cannot test rank %d's answer", r);
+    return 0;
+fail:
+    return -1;
+}
+
+static int end_round(void *channel, const int *answered, char *err)
+{
+    struct watch_channel *c = channel;
+    for (int r = 0; r < c->size; r++) {
+        if (r == c->rank)
+            continue;
+        if (!answered[r]) { /* a silent rank: the job ends; only a re-armed wait continues */
+            CHECK_MPI(MPI_Cancel(&c->receives[r]), "cannot cancel the receive of rank %d's answer", r);
+            CHECK_MPI(MPI_Request_free(&c->receives[r]), "cannot free a receive");
+        }
+        CHECK_MPI(MPI_Request_free(&c->sends[r]), "cannot free a question");
+    }
+    return 0;
+fail:
+    return -1;
+}
+
+static void abort_job(void *channel)
+{
+    (void)channel;
+    MPI_Abort(MPI_COMM_WORLD, DP_EXIT_ERROR);
+}
+
+static void free_channel(struct watch_channel *c)
+{
+    if (c->comm != MPI_COMM_NULL)
+        MPI_Comm_free(&c->comm);
+    free(c->answers);
+    free(c->answer_requests);
+    free(c->sends);
+    free(c->receives);
+    free(c->hosts);
+    free(c);
+}
+
+/* Collective: the channel, everyone's host name (for the line that names who did not arrive),
+ * and the receive of questions posted. */
+static int open_channel(const struct comm *comm, struct watch_channel **out, char *err)
+{
+    struct watch_channel *c = NULL;
+    size_t n = (size_t)comm->size;
+    CHECK_PTR(c = calloc(1, sizeof *c), "cannot allocate the watchdog's channel");
+    c->comm = MPI_COMM_NULL;
+    c->rank = comm->rank;
+    c->size = comm->size;
+    c->bytes = watchdog_answer_bytes();
+    CHECK_PTR(c->answers = calloc(n, c->bytes), "cannot allocate the watchdog's channel");
+    CHECK_PTR(c->answer_requests = calloc(n, sizeof *c->answer_requests), "cannot allocate the watchdog's channel");
+    CHECK_PTR(c->sends = calloc(n, sizeof *c->sends), "cannot allocate the watchdog's channel");
+    CHECK_PTR(c->receives = calloc(n, sizeof *c->receives), "cannot allocate the watchdog's channel");
+    CHECK_PTR(c->hosts = calloc(n, sizeof *c->hosts), "cannot allocate the watchdog's channel");
+    for (size_t r = 0; r < n; r++)
+        c->answer_requests[r] = MPI_REQUEST_NULL;
+    CHECK_MPI(MPI_Comm_dup(comm->world, &c->comm), "cannot create the watchdog's communicator");
+    comm_host_name(c->hosts[c->rank], WATCHDOG_HOST); /* longer names are cut: they only label messages */
+    CHECK_MPI(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, c->hosts, WATCHDOG_HOST, MPI_CHAR, c->comm),
+              "rank %d: cannot gather the host names", c->rank);
+    CHECK_DP(post_question_receive(c, err));
+    *out = c;
+    return 0;
+fail:
+    if (c)
+        free_channel(c);
+    return -1;
+}
+
+/* Leave no request behind for MPI_Finalize: the posted question and any answer in flight. */
+static int close_channel(struct watch_channel *c, char *err)
+{
+    int status = 0;
+    CHECK_MPI(MPI_Cancel(&c->query_request), "cannot cancel the watchdog's receive");
+    CHECK_MPI(MPI_Wait(&c->query_request, MPI_STATUS_IGNORE), "cannot complete the watchdog's receive");
+    for (int r = 0; r < c->size; r++)
+        if (c->answer_requests[r] != MPI_REQUEST_NULL)
+            CHECK_MPI(MPI_Request_free(&c->answer_requests[r]), "cannot free a watchdog answer");
+    goto done;
+fail:
+    status = -1;
+done:
+    free_channel(c);
+    return status;
+}
+
+int comm_start_watchdog(struct comm *comm, double limit_seconds, const char *limit_flag, char *err)
+{
+    int provided = 0;
+    CHECK_MPI(MPI_Query_thread(&provided), "cannot ask MPI for its thread level");
+    if (provided < MPI_THREAD_MULTIPLE)
+        FAIL("this MPI library does not support MPI_THREAD_MULTIPLE, which the stall watchdog needs: turn it "
+             "off with %s 0", limit_flag);
+    CHECK_DP(open_channel(comm, &comm->watch_channel, err));
+    struct watch_channel *c = comm->watch_channel;
+    const struct watchdog_transport link = {c, c->rank, c->size, (const char(*)[WATCHDOG_HOST])c->hosts,
+                                            next_question, send_answer, ask_everyone, collect_answers, end_round,
+                                            abort_job};
+    if (watchdog_start(&link, limit_seconds, limit_flag, &comm->watchdog, err) != 0) {
+        char ignored[DP_ERR_LEN]; /* the first error is the one to report */
+        (void)close_channel(c, ignored);
+        comm->watch_channel = NULL;
+        return -1;
+    }
+    return 0;
+fail:
+    return -1;
+}
+
+int comm_stop_watchdog(struct comm *comm, char *err)
+{
+    if (watchdog_stop(comm->watchdog, err) != 0)
+        return -1; /* its thread may still hold the channel: MPI_Finalize comes next anyway */
+    comm->watchdog = NULL;
+    int status = comm->watch_channel ? close_channel(comm->watch_channel, err) : 0;
+    comm->watch_channel = NULL;
+    return status;
 }

@@ -6,7 +6,6 @@
 #include "dptrain/dataset.h"
 #include "dptrain/files.h"
 #include "dptrain/model.h"
-#include "dptrain/watchdog.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -75,8 +74,7 @@ static int run_convert(const struct config *options)
 static int start_watchdog(struct comm *comm, const struct config *options, char *err)
 {
     int ok = options->stall_timeout <= 0 || comm->size == 1 ||
-             watchdog_start(comm->world, options->stall_timeout, cli_flag(OPTION_STALL_TIMEOUT), &comm->watchdog,
-                            err) == 0;
+             comm_start_watchdog(comm, options->stall_timeout, cli_flag(OPTION_STALL_TIMEOUT), err) == 0;
     return comm_agree(comm, ok, err) == 0 ? DP_EXIT_OK : DP_EXIT_ERROR;
 }
 
@@ -104,7 +102,7 @@ static int run_parallel(int argc, char **argv, const struct config *options)
         status = options->command == CMD_EVAL ? eval_command(&comm, options, err)
                                                : train_command(&comm, options, err);
     char stop_err[DP_ERR_LEN];
-    if (watchdog_stop(comm.watchdog, stop_err) != 0 && status == DP_EXIT_OK) {
+    if (comm_stop_watchdog(&comm, stop_err) != 0 && status == DP_EXIT_OK) {
         memcpy(err, stop_err, sizeof stop_err);
         status = DP_EXIT_ERROR;
     }

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <time.h>
 
-enum { TAG_QUERY = 7101, TAG_STATUS = 7102, TEXT = 64, HOST = 64, LISTED = 6 };
+enum { TEXT = 64, LISTED = 6 };
 #define POLL_SECONDS 0.1
 
 /* Where a rank is, as its watchdog answers a query (sent as bytes: a cluster of one kind). */
@@ -32,27 +32,24 @@ struct position {
 /* One round of questions to every other rank. */
 struct inquiry {
     struct status *replies;
-    MPI_Request *sends, *receives;
     int *answered;
 };
 
 struct watchdog {
-    MPI_Comm comm;
-    int rank, size;
+    struct watchdog_transport link; /* to the other ranks' watchdogs: rank, size, hosts */
     double limit, grace;
     char limit_flag[TEXT];
-    char (*hosts)[HOST];
     pthread_t thread;
     pthread_mutex_t lock;
     int stop;
     struct position at;
-    int query;                 /* the posted receive of questions */
-    int question;              /* what this rank sends when it asks (the content is not read) */
-    MPI_Request query_request;
-    struct status *answers;    /* one per asking rank, kept until its send completes */
-    MPI_Request *answer_requests;
     struct inquiry ask;
 };
+
+size_t watchdog_answer_bytes(void)
+{
+    return sizeof(struct status);
+}
 
 /* ---- the main thread's side ------------------------------------------------------------ */
 
@@ -116,21 +113,11 @@ static void describe(const struct position *p, double now, struct status *s)
 /* The watchdog cannot do its job: say so and end the job rather than leave it unguarded. */
 _Noreturn static void give_up(struct watchdog *w, const char *err)
 {
-    fprintf(stderr, "dptrain: error: rank %d on %s: the stall watchdog failed: %s\n", w->rank, w->hosts[w->rank],
-            err);
+    fprintf(stderr, "dptrain: error: rank %d on %s: the stall watchdog failed: %s\n", w->link.rank,
+            w->link.hosts[w->link.rank], err);
     fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, DP_EXIT_ERROR);
+    w->link.abort(w->link.channel);
     exit(DP_EXIT_ERROR);
-}
-
-static void post_query_receive(struct watchdog *w)
-{
-    char err[DP_ERR_LEN];
-    CHECK_MPI(MPI_Irecv(&w->query, 1, MPI_INT, MPI_ANY_SOURCE, TAG_QUERY, w->comm, &w->query_request),
-              "cannot post the receive of questions");
-    return;
-fail:
-    give_up(w, err);
 }
 
 /* Answer the questions that have arrived: where this rank is. */
@@ -138,21 +125,14 @@ static void answer_queries(struct watchdog *w)
 {
     char err[DP_ERR_LEN];
     for (;;) {
-        int arrived = 0;
-        MPI_Status st;
-        CHECK_MPI(MPI_Test(&w->query_request, &arrived, &st), "cannot test for questions");
-        if (!arrived)
+        int asker = -1;
+        CHECK_DP(w->link.next_question(w->link.channel, &asker, err));
+        if (asker < 0)
             return;
-        int asker = st.MPI_SOURCE, idle = 1;
-        CHECK_MPI(MPI_Test(&w->answer_requests[asker], &idle, MPI_STATUS_IGNORE), "cannot test an answer");
-        if (idle) { /* else the previous answer to that rank is still on its way: it will do */
-            struct position p = position_now(w);
-            describe(&p, timer_now(), &w->answers[asker]);
-            CHECK_MPI(MPI_Isend(&w->answers[asker], (int)sizeof(struct status), MPI_BYTE, asker, TAG_STATUS,
-                                w->comm, &w->answer_requests[asker]),
-                      "cannot answer rank %d", asker);
-        }
-        post_query_receive(w);
+        struct position p = position_now(w);
+        struct status answer;
+        describe(&p, timer_now(), &answer);
+        CHECK_DP(w->link.answer(w->link.channel, asker, &answer, err));
     }
 fail:
     give_up(w, err);
@@ -165,42 +145,30 @@ static void pause_briefly(double seconds)
         ;
 }
 
+static int count_answered(const struct watchdog *w)
+{
+    int count = 0;
+    for (int r = 0; r < w->link.size; r++)
+        count += w->ask.answered[r] != 0;
+    return count;
+}
+
 /* Ask every other rank where it is; wait up to the grace period for the answers. */
 static void inquire(struct watchdog *w)
 {
     char err[DP_ERR_LEN];
     struct inquiry *q = &w->ask;
-    for (int r = 0; r < w->size; r++) {
-        q->answered[r] = r == w->rank;
-        if (r == w->rank)
-            continue;
-        CHECK_MPI(MPI_Irecv(&q->replies[r], (int)sizeof(struct status), MPI_BYTE, r, TAG_STATUS, w->comm,
-                            &q->receives[r]), "cannot post the receive of rank %d's answer", r);
-        CHECK_MPI(MPI_Isend(&w->question, 1, MPI_INT, r, TAG_QUERY, w->comm, &q->sends[r]), "cannot ask rank %d", r);
-    }
+    for (int r = 0; r < w->link.size; r++)
+        q->answered[r] = r == w->link.rank;
+    CHECK_DP(w->link.ask(w->link.channel, q->replies, err));
     double deadline = timer_now() + w->grace;
-    int missing = w->size - 1;
-    while (missing > 0 && timer_now() < deadline) {
+    while (count_answered(w) < w->link.size && timer_now() < deadline) {
         answer_queries(w); /* other ranks may be asking too */
-        for (int r = 0; r < w->size; r++) {
-            if (q->answered[r])
-                continue;
-            CHECK_MPI(MPI_Test(&q->receives[r], &q->answered[r], MPI_STATUS_IGNORE), "cannot test rank %d's answer",
-                      r);
-            missing -= q->answered[r];
-        }
-        if (missing > 0)
+        CHECK_DP(w->link.collect(w->link.channel, q->answered, err));
+        if (count_answered(w) < w->link.size)
             pause_briefly(0.01);
     }
-    for (int r = 0; r < w->size; r++) {
-        if (r == w->rank)
-            continue;
-        if (!q->answered[r]) { /* a silent rank: the job ends; only a re-armed wait continues */
-            CHECK_MPI(MPI_Cancel(&q->receives[r]), "cannot cancel the receive of rank %d's answer", r);
-            CHECK_MPI(MPI_Request_free(&q->receives[r]), "cannot free a receive");
-        }
-        CHECK_MPI(MPI_Request_free(&q->sends[r]), "cannot free a question");
-    }
+    CHECK_DP(w->link.end_round(w->link.channel, q->answered, err)); /* a silent rank: the job ends */
     return;
 fail:
     give_up(w, err);
@@ -211,7 +179,7 @@ typedef int (*rank_pick)(const struct watchdog *, int);
 static int count_ranks(const struct watchdog *w, rank_pick pick)
 {
     int count = 0;
-    for (int r = 0; r < w->size; r++)
+    for (int r = 0; r < w->link.size; r++)
         count += pick(w, r) != 0;
     return count;
 }
@@ -222,11 +190,11 @@ static int list_ranks(const struct watchdog *w, rank_pick pick, char *out, size_
     int count = 0;
     size_t used = 0;
     out[0] = '\0';
-    for (int r = 0; r < w->size && used < size; r++) {
+    for (int r = 0; r < w->link.size && used < size; r++) {
         if (!pick(w, r))
             continue;
         if (count < LISTED)
-            used += (size_t)snprintf(out + used, size - used, "%s%d on %s", count ? ", " : "", r, w->hosts[r]);
+            used += (size_t)snprintf(out + used, size - used, "%s%d on %s", count ? ", " : "", r, w->link.hosts[r]);
         else if (count == LISTED)
             used += (size_t)snprintf(out + used, size - used, " and more");
         count++;
@@ -243,13 +211,13 @@ static int silent(const struct watchdog *w, int r)
 static int stuck(const struct watchdog *w, int r)
 {
     const struct status *s = &w->ask.replies[r];
-    return r != w->rank && w->ask.answered[r] && !s->waiting && !s->may_be_slow && s->seconds > w->limit;
+    return r != w->link.rank && w->ask.answered[r] && !s->waiting && !s->may_be_slow && s->seconds > w->limit;
 }
 
 /* Answered, busy, and not stuck: in a phase that may be slow, or not yet past the limit. */
 static int legitimately_busy(const struct watchdog *w, int r)
 {
-    return r != w->rank && w->ask.answered[r] && !w->ask.replies[r].waiting && !stuck(w, r);
+    return r != w->link.rank && w->ask.answered[r] && !w->ask.replies[r].waiting && !stuck(w, r);
 }
 
 /* The line that ends the job. */
@@ -277,7 +245,7 @@ static void report_stall(const struct watchdog *w, const struct status *mine, ch
 /* The lowest rank that is waiting with this one reports; the others follow it shortly. */
 static int reporter(const struct watchdog *w)
 {
-    for (int r = 0; r < w->rank; r++)
+    for (int r = 0; r < w->link.rank; r++)
         if (w->ask.answered[r] && w->ask.replies[r].waiting)
             return 0;
     return 1;
@@ -288,7 +256,7 @@ static void investigate(struct watchdog *w, const struct position *p)
 {
     inquire(w);
     int lost = count_ranks(w, silent) + count_ranks(w, stuck);
-    for (int r = 0; r < w->size && !lost; r++)
+    for (int r = 0; r < w->link.size && !lost; r++)
         if (legitimately_busy(w, r)) { /* merely slow elsewhere: wait again from now */
             pthread_mutex_lock(&w->lock);
             if (w->at.waiting && w->at.wait_since == p->wait_since)
@@ -305,16 +273,15 @@ static void investigate(struct watchdog *w, const struct position *p)
         pause_briefly(2 * w->grace + 1); /* the reporter's abort normally ends this process first */
     char line[DP_ERR_LEN];
     report_stall(w, &mine, line, sizeof line);
-    fprintf(stderr, "dptrain: error: rank %d on %s: %s\n", w->rank, w->hosts[w->rank], line);
+    fprintf(stderr, "dptrain: error: rank %d on %s: %s\n", w->link.rank, w->link.hosts[w->link.rank], line);
     fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, DP_EXIT_ERROR);
+    w->link.abort(w->link.channel);
     exit(DP_EXIT_ERROR);
 }
 
 static void *watch(void *arg)
 {
     struct watchdog *w = arg;
-    post_query_receive(w);
     for (;;) {
         pthread_mutex_lock(&w->lock);
         int stop = w->stop;
@@ -334,69 +301,26 @@ static void *watch(void *arg)
 
 static void free_watchdog(struct watchdog *w)
 {
-    free(w->hosts);
-    free(w->answers);
-    free(w->answer_requests);
     free(w->ask.replies);
-    free(w->ask.sends);
-    free(w->ask.receives);
     free(w->ask.answered);
     free(w);
 }
 
-static int allocate(struct watchdog *w, char *err)
+int watchdog_start(const struct watchdog_transport *link, double limit_seconds, const char *limit_flag,
+                   struct watchdog **out, char *err)
 {
-    size_t n = (size_t)w->size;
-    CHECK_PTR(w->hosts = calloc(n, sizeof *w->hosts), "cannot allocate the watchdog");
-    CHECK_PTR(w->answers = calloc(n, sizeof *w->answers), "cannot allocate the watchdog");
-    CHECK_PTR(w->answer_requests = calloc(n, sizeof *w->answer_requests), "cannot allocate the watchdog");
-    CHECK_PTR(w->ask.replies = calloc(n, sizeof *w->ask.replies), "cannot allocate the watchdog");
-    CHECK_PTR(w->ask.sends = calloc(n, sizeof *w->ask.sends), "cannot allocate the watchdog");
-    CHECK_PTR(w->ask.receives = calloc(n, sizeof *w->ask.receives), "cannot allocate the watchdog");
-    CHECK_PTR(w->ask.answered = calloc(n, sizeof *w->ask.answered), "cannot allocate the watchdog");
-    for (size_t r = 0; r < n; r++)
-        w->answer_requests[r] = MPI_REQUEST_NULL;
-    return 0;
-fail:
-    return -1;
-}
-
-/* Everyone's host name, for the line that names the ranks that did not arrive. */
-static int learn_hosts(struct watchdog *w, char *err)
-{
-    char mine[MPI_MAX_PROCESSOR_NAME] = "?";
-    int length = 0;
-    CHECK_MPI(MPI_Get_processor_name(mine, &length), "cannot read this host's name");
-    mine[HOST - 1] = '\0'; /* names longer than HOST - 1 are cut: they only label messages */
-    memcpy(w->hosts[w->rank], mine, HOST);
-    CHECK_MPI(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, w->hosts, HOST, MPI_CHAR, w->comm),
-              "rank %d: cannot gather the host names", w->rank);
-    return 0;
-fail:
-    return -1;
-}
-
-int watchdog_start(MPI_Comm world, double limit_seconds, const char *limit_flag, struct watchdog **out, char *err)
-{
-    int provided = 0, rc = 0;
+    int rc = 0;
     struct watchdog *w = NULL;
     *out = NULL;
-    CHECK_MPI(MPI_Query_thread(&provided), "cannot ask MPI for its thread level");
-    if (provided < MPI_THREAD_MULTIPLE)
-        FAIL("this MPI library does not support MPI_THREAD_MULTIPLE, which the stall watchdog needs: turn it "
-             "off with %s 0", limit_flag);
     CHECK_PTR(w = calloc(1, sizeof *w), "cannot allocate the watchdog");
-    w->comm = MPI_COMM_NULL;
+    w->link = *link;
     w->at.phase = "setting up (reading data, fitting PCA)";
     w->at.may_be_slow = 1; /* until the caller says where it is */
     w->limit = limit_seconds;
     w->grace = limit_seconds < 10 ? limit_seconds / 2 : 5;
     snprintf(w->limit_flag, sizeof w->limit_flag, "%s", limit_flag);
-    CHECK_MPI(MPI_Comm_dup(world, &w->comm), "cannot create the watchdog's communicator");
-    CHECK_MPI(MPI_Comm_rank(w->comm, &w->rank), "MPI_Comm_rank failed");
-    CHECK_MPI(MPI_Comm_size(w->comm, &w->size), "MPI_Comm_size failed");
-    CHECK_DP(allocate(w, err));
-    CHECK_DP(learn_hosts(w, err));
+    CHECK_PTR(w->ask.replies = calloc((size_t)link->size, sizeof *w->ask.replies), "cannot allocate the watchdog");
+    CHECK_PTR(w->ask.answered = calloc((size_t)link->size, sizeof *w->ask.answered), "cannot allocate the watchdog");
     if ((rc = pthread_mutex_init(&w->lock, NULL)) != 0)
         FAIL("cannot create the watchdog's lock: %s", strerror(rc));
     if ((rc = pthread_create(&w->thread, NULL, watch, w)) != 0) {
@@ -406,8 +330,6 @@ int watchdog_start(MPI_Comm world, double limit_seconds, const char *limit_flag,
     *out = w;
     return 0;
 fail:
-    if (w && w->comm != MPI_COMM_NULL)
-        MPI_Comm_free(&w->comm);
     if (w)
         free_watchdog(w);
     return -1;
@@ -415,26 +337,19 @@ fail:
 
 int watchdog_stop(struct watchdog *w, char *err)
 {
-    int rc = 0, status = 0;
+    int rc = 0;
     if (!w)
         return 0;
     pthread_mutex_lock(&w->lock);
     w->stop = 1;
     pthread_mutex_unlock(&w->lock);
-    if ((rc = pthread_join(w->thread, NULL)) != 0)
+    if ((rc = pthread_join(w->thread, NULL)) != 0) {
+        free_watchdog(w); /* the thread is stopped or stuck: either way the job's end comes next */
         FAIL("cannot stop the watchdog thread: %s", strerror(rc));
+    }
     pthread_mutex_destroy(&w->lock);
-    /* Leave no request behind for MPI_Finalize: the posted question and any answer in flight. */
-    CHECK_MPI(MPI_Cancel(&w->query_request), "cannot cancel the watchdog's receive");
-    CHECK_MPI(MPI_Wait(&w->query_request, MPI_STATUS_IGNORE), "cannot complete the watchdog's receive");
-    for (int r = 0; r < w->size; r++)
-        if (w->answer_requests[r] != MPI_REQUEST_NULL)
-            CHECK_MPI(MPI_Request_free(&w->answer_requests[r]), "cannot free a watchdog answer");
-    CHECK_MPI(MPI_Comm_free(&w->comm), "cannot free the watchdog's communicator");
     free_watchdog(w);
     return 0;
 fail:
-    status = -1;
-    free_watchdog(w); /* the thread is stopped or stuck in MPI: either way MPI_Finalize comes next */
-    return status;
+    return -1;
 }

@@ -74,7 +74,7 @@ static void test_split_gradient_matches_single_rank(void **state)
     char err[DP_ERR_LEN];
     uint8_t labels[GLOBAL];
     /* Reference: all samples on one rank (a communicator of one). */
-    struct comm self = {MPI_COMM_SELF, 0, 1, 1, 1, NULL};
+    struct comm self = {MPI_COMM_SELF, 0, 1, 1, 1, NULL, NULL};
     struct model *reference = make_model(GLOBAL);
     load_rows(reference, labels, 0, GLOBAL);
     gradient(&self, reference, labels, GLOBAL, 0);

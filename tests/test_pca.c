@@ -85,7 +85,7 @@ static void test_ranks_agree_with_one_rank(void **state)
     comm_block(M, world.size, world.rank, &first, &count);
     struct pca split, whole;
     assert_int_equal(pca_fit(&world, &(struct pca_data){x + first * DIM, count, DIM}, K, &split, err), 0);
-    struct comm self = {MPI_COMM_SELF, 0, 1, 1, 1, NULL};
+    struct comm self = {MPI_COMM_SELF, 0, 1, 1, 1, NULL, NULL};
     assert_int_equal(pca_fit(&self, &(struct pca_data){x, M, DIM}, K, &whole, err), 0);
     for (int k = 0; k < K; k++) {
         assert_float_equal(split.explained_ratio[k], whole.explained_ratio[k], 1e-10);
@@ -102,7 +102,7 @@ static void test_ranks_agree_with_one_rank(void **state)
 static double reconstruction_error(const uint8_t *x, size_t n, int k)
 {
     char err[DP_ERR_LEN];
-    struct comm self = {MPI_COMM_SELF, 0, 1, 1, 1, NULL};
+    struct comm self = {MPI_COMM_SELF, 0, 1, 1, 1, NULL, NULL};
     struct pca pca;
     assert_int_equal(pca_fit(&self, &(struct pca_data){x, n, DIM}, k, &pca, err), 0);
     float *z = malloc(n * (size_t)k * sizeof(float));

@@ -1,6 +1,7 @@
-/* The MPI world: start-up, hosts, agreement on errors, and the typed collectives the rest of
- * dptrain uses, each under the stall watchdog. With watchdog, reducer (the gradient allreduce)
- * and dataset (MPI-IO through HDF5) the only place that calls MPI. */
+/* The MPI world: start-up, hosts, agreement on errors, the typed collectives the rest of dptrain
+ * uses, each under the stall watchdog, and the watchdog's own channel (its questions and answers
+ * on a duplicate of the world). With reducer (the gradient allreduce) and dataset (MPI-IO through
+ * HDF5) the only place that calls MPI. */
 #ifndef DPTRAIN_COMM_H
 #define DPTRAIN_COMM_H
 
@@ -9,6 +10,7 @@
 #include <stdint.h>
 
 struct watchdog;
+struct watch_channel;
 
 struct comm {
     MPI_Comm world;
@@ -17,6 +19,7 @@ struct comm {
     int hosts;      /* nodes the ranks run on (as MPI sees them: ranks that share memory) */
     int node_ranks; /* ranks on this rank's node */
     struct watchdog *watchdog; /* the stall watchdog, NULL when off (watchdog.h) */
+    struct watch_channel *watch_channel; /* its messages' communicator and requests (comm.c) */
 };
 
 /* MPI_Init, then MPI_ERRORS_RETURN so that every failure comes back as a code we check; then
@@ -87,6 +90,12 @@ int comm_gather_text(const struct comm *comm, const char *mine, size_t length, c
                      char *err);
 /* This process's host name (MPI_Get_processor_name), for messages; "?" if MPI cannot say. */
 void comm_host_name(char *name, size_t size);
+
+/* The stall watchdog (watchdog.h), carried by MPI on a duplicate of the world. Collective; needs
+ * MPI_THREAD_MULTIPLE (else an error naming limit_flag, which turns the watchdog off). */
+int comm_start_watchdog(struct comm *comm, double limit_seconds, const char *limit_flag, char *err);
+/* Stops the watchdog and closes its channel; nothing without one. */
+int comm_stop_watchdog(struct comm *comm, char *err);
 
 /* Abort every rank: for failures after which ranks can no longer meet in a collective. */
 _Noreturn void comm_abort(const struct comm *comm, const char *message);

@@ -10,19 +10,45 @@
  * answer within a grace period did not arrive; a rank in a phase that may be slow re-arms the
  * wait (no stall); every rank waiting in the same collective means it is not completing (a link
  * too slow or broken). A stall prints one line naming the step, the collective and the ranks
- * that did not arrive, and aborts the job (MPI_Abort).
+ * that did not arrive, and ends the job.
  *
- * Needs MPI_THREAD_MULTIPLE. A comm-level module: it calls MPI and nothing above it. */
+ * Needs MPI_THREAD_MULTIPLE. It calls no MPI itself: comm hands it a transport (comm_start_watchdog),
+ * which carries the questions and answers on a communicator of its own. */
 #ifndef DPTRAIN_WATCHDOG_H
 #define DPTRAIN_WATCHDOG_H
 
-#include <mpi.h>
+#include <stddef.h>
 
 struct watchdog;
 
-/* Collective over world. limit_seconds > 0. *out is the running watchdog. */
-int watchdog_start(MPI_Comm world, double limit_seconds, const char *limit_flag, struct watchdog **out,
-                   char *err);
+enum { WATCHDOG_HOST = 64 }; /* a host name's bytes in messages (longer names are cut) */
+
+/* How one rank's watchdog reaches the others': called from the watchdog's thread; each call
+ * returns 0, or -1 with err set. An answer is watchdog_answer_bytes() bytes. */
+struct watchdog_transport {
+    void *channel;
+    int rank, size;
+    const char (*hosts)[WATCHDOG_HOST]; /* every rank's host name */
+    /* A question from another rank, if one has arrived: *asker is its rank, else -1. */
+    int (*next_question)(void *channel, int *asker, char *err);
+    /* Send a copy of `answer` to `asker`, unless the previous answer to it is still on its way
+     * (it will do). */
+    int (*answer)(void *channel, int asker, const void *answer, char *err);
+    /* Ask every other rank; rank r's answer is to land at replies + r * answer bytes. */
+    int (*ask)(void *channel, void *replies, char *err);
+    /* answered[r] becomes nonzero for each answer that has arrived. */
+    int (*collect)(void *channel, int *answered, char *err);
+    /* The round is over: the answers that did not arrive are given up. */
+    int (*end_round)(void *channel, const int *answered, char *err);
+    /* End every rank of the job (returns only if that failed). */
+    void (*abort)(void *channel);
+};
+
+size_t watchdog_answer_bytes(void);
+
+/* limit_seconds > 0. *out is the running watchdog; `link` is copied, its channel borrowed. */
+int watchdog_start(const struct watchdog_transport *link, double limit_seconds, const char *limit_flag,
+                   struct watchdog **out, char *err);
 /* Stops the thread and frees everything (also on failure); NULL is ignored. */
 int watchdog_stop(struct watchdog *w, char *err);
 
