@@ -32,6 +32,14 @@ void evaluator_free(struct evaluator *ev)
     memset(ev, 0, sizeof *ev);
 }
 
+/* How many views each image's logits average: with --tta the image and its mirror image at every
+ * shift of up to `shift` pixels each way; else the image alone. */
+static int views_at(const struct evaluator *ev, int shift)
+{
+    int side = 2 * shift + 1;
+    return ev->view_logits ? 2 * side * side : 1;
+}
+
 /* The logits of images [start, start + n) of the set; with --tta the mean of every view's: the
  * image and its mirror image, each at every shift of up to `shift` pixels each way, the image as
  * it is first (with shift 0: the image and its mirror image, as --tta has always averaged). */
@@ -47,7 +55,6 @@ static const float *batch_logits(const struct evaluator *ev, const struct featur
         return logits;
     size_t values = (size_t)n * (size_t)m->classes;
     memcpy(ev->view_logits, logits, values * sizeof(float));
-    int views = 1;
     for (int flip = 0; flip <= 1; flip++)
         for (int dy = -shift; dy <= shift; dy++)
             for (int dx = -shift; dx <= shift; dx++) {
@@ -57,9 +64,8 @@ static const float *batch_logits(const struct evaluator *ev, const struct featur
                 logits = model_forward(m, n, 0, NULL);
                 for (size_t i = 0; i < values; i++)
                     ev->view_logits[i] += logits[i];
-                views++;
             }
-    float mean = 1.0f / (float)views;
+    float mean = 1.0f / (float)views_at(ev, shift);
     for (size_t i = 0; i < values; i++)
         ev->view_logits[i] *= mean;
     return ev->view_logits;
@@ -128,8 +134,7 @@ int evaluate_predictions(const struct comm *comm, const struct evaluator *ev, co
     CHECK_DP(comm_gather_blocks(comm, &(struct comm_blocks){total, EVAL_CHUNK, sizeof(float)}, mine.confidence,
                                 r->confidence, err));
     r->test_accuracy = e.accuracy;
-    int side = 2 * ev->shift + 1;
-    r->test_views = ev->view_logits ? 2 * side * side : 1;
+    r->test_views = views_at(ev, ev->shift);
     r->test_loss = e.loss;
     if (comm->rank == 0) {
         memcpy(r->labels, whole->labels, total);
