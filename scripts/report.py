@@ -166,6 +166,9 @@ def read_run(name, g, path):
         run["attrs"][attr] = attribute(g.attrs, attr, path, where, kind, low, high)
     if "best_epoch" in g.attrs:
         run["attrs"]["best_epoch"] = attribute(g.attrs, "best_epoch", path, where, int, 0, None)
+    for attr, kind, low in (("settings", str, None), ("test_views", int, 1)):  # absent from older files
+        if attr in g.attrs:
+            run["attrs"][attr] = attribute(g.attrs, attr, path, where, kind, low, None)
     # eval --on-validation writes the hold-out's figures in the test fields: its predictions are
     # of training images, which the report would draw as the test images of the same numbers.
     if "evaluated_set" in g.attrs and attribute(g.attrs, "evaluated_set", path, where, str) != "test":
@@ -775,6 +778,10 @@ def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks, st
     for key in ("model", "pca_components", "epochs", "global_batch", "optimizer", "lr", "seed",
                 "ranks", "parameters"):
         out.append(f"| {key} | {a[key]} |")
+    if "settings" in a:  # every setting, defaults included (results files from 2026-12-04 on)
+        out.append(f"| all settings | `{a['settings']}` |")
+    if "test_views" in a:
+        out.append(f"| views averaged per test image | {a['test_views']} |")
     out.append(f"| training time | {a['train_seconds']:.1f} s ({samples_per_second(main):.0f} samples/s) |")
     if "best_epoch" in a:
         out.append(f"| parameters kept | epoch {a['best_epoch']} (best validation accuracy) |")

@@ -146,8 +146,26 @@ done:
 
 /* ---- train and compare ----------------------------------------------------------------- */
 
+/* Every setting a run was trained with, as the flags that would ask for it ("--dropout 0.1
+ * --augment 1 ..."), so that a results file says what a default meant when it was written. The
+ * model and PCA components have attributes of their own (and compare's --pca is a list). */
+static void describe_settings(const struct config *o, char *out, size_t size)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (enum setting s = SETTING_BATCH; s < SETTING_NONE; s++) {
+        char value[64];
+        config_setting_value(o, s, value, sizeof value);
+        int n = snprintf(out + used, size - used, "%s%s %s", used ? " " : "", cli_setting_flag(s), value);
+        if (n < 0 || (size_t)n >= size - used)
+            return; /* RESULTS_SETTINGS_LENGTH holds them all; a cut list stays a list */
+        used += (size_t)n;
+    }
+}
+
 static void describe_result(struct run_result *r, const struct config *o, int ranks, const char *name, int pca_k)
 {
+    describe_settings(o, r->settings, sizeof r->settings);
     snprintf(r->name, sizeof r->name, "%s", name);
     snprintf(r->model, sizeof r->model, "%s", o->model);
     snprintf(r->optimizer, sizeof r->optimizer, "%s", config_optimizer_name(o->optimizer));
@@ -412,6 +430,9 @@ int eval_command(const struct comm *comm, const struct config *given, char *err)
     CHECK_DP(check_paths(comm, given, err));
     int ok = checkpoint_read(given->checkpoint, &c, err) == 0 && config_from_checkpoint(&c, given, &o, err) == 0;
     CHECK_DP(comm_agree(comm, ok, err));
+    struct config as_trained = o; /* the settings as trained, the views as evaluated here */
+    as_trained.validation = c.validation;
+    describe_result(&r, &as_trained, comm->size, c.name, c.pca_components);
     /* as the run was trained: a deterministic run's predictions again, bit for bit */
     openblas_set_num_threads(blas_threads(comm, given->threads, c.deterministic));
     o.deterministic = 0; /* nothing is trained: one unit per rank */
@@ -420,7 +441,6 @@ int eval_command(const struct comm *comm, const struct config *given, char *err)
                          err));
     if (given->on_validation)
         holdout_as_test(&d);
-    describe_result(&r, &o, comm->size, c.name, c.pca_components);
     r.has_validation = 0;
     r.on_validation = given->on_validation;
     CHECK_DP(evaluate_checkpoint(&run, &c, &d, err));

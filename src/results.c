@@ -176,6 +176,7 @@ static int write_run_attrs(hid_t g, const struct run_result *run, const char *pa
     CHECK_DP(h5io_write_attr_long(g, "epochs", run->epochs, path, err));
     CHECK_DP(h5io_write_attr_long(g, "global_batch", run->global_batch, path, err));
     CHECK_DP(h5io_write_attr_string(g, "optimizer", run->optimizer, path, err));
+    CHECK_DP(h5io_write_attr_string(g, "settings", run->settings, path, err));
     CHECK_DP(h5io_write_attr_double(g, "lr", run->lr, path, err));
     CHECK_DP(h5io_write_attr_long(g, "seed", (long long)run->seed, path, err));
     CHECK_DP(h5io_write_attr_long(g, "ranks", run->ranks, path, err));

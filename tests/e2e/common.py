@@ -123,9 +123,14 @@ def check_results(path, test_labels, runs=None):
             g = f["runs"][name]
             for attr in ("model", "pca_components", "epochs", "global_batch", "optimizer", "lr",
                          "seed", "ranks", "parameters", "parameter_hash", "train_seconds", "test_accuracy",
-                         "test_loss", "test_views"):
+                         "test_loss", "test_views", "settings"):
                 check(attr in g.attrs, f"{name}: missing attribute {attr}")
             check(int(g.attrs["test_views"]) in (1, 2, 18, 50), f"{name}: test_views {g.attrs['test_views']}")
+            settings = g.attrs["settings"]
+            settings = settings.decode() if isinstance(settings, bytes) else settings
+            check(f"--epochs {int(g.attrs['epochs'])} " in settings and f"--seed {int(g.attrs['seed'])} " in settings
+                  and settings.endswith(("--deterministic on", "--deterministic off")),
+                  f"{name}: settings {settings!r}")
             epochs = int(g.attrs["epochs"])
             history = g["history"]
             for column in ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
