@@ -41,8 +41,9 @@ log "sgemm peak measured"
 train() {
   local name=$1 ranks=$2 threads=$3 model=$4 epochs=$5
   shift 5
-  # the MLP as bench_torch.py builds it: dropout 0.1, no label smoothing (the default MLP differs)
-  [[ $model == mlp ]] && set -- --dropout 0.1 --label-smoothing 0 "$@"
+  # the MLP as bench_torch.py builds it: dropout 0.1, no label smoothing, no augmentation (the
+  # default MLP differs)
+  [[ $model == mlp ]] && set -- --dropout 0.1 --label-smoothing 0 --no-augment "$@"
   mpirun -np "$ranks" --oversubscribe --bind-to "$([[ $threads == 1 ]] && echo core || echo none)" \
     "$dptrain" train --data "$work/data.h5" --out "$work/$name.h5" --model "$model" --epochs "$epochs" \
     --threads "$threads" --trace "$work/$name.json" "$@" > "$work/$name.log"
@@ -61,7 +62,7 @@ for model in mlp cnn; do
   train "${model}_1rank_2threads" 1 2 $model "$epochs"
 done
 mpirun -np 2 --bind-to core "$dptrain" train --data "$work/data.h5" --out "$work/pca.h5" --pca 50 --epochs 1 \
-  --threads 1 > "$work/pca.log"
+  --model mlp --no-augment --threads 1 > "$work/pca.log"
 log "PCA fit done"
 
 if $python -c "import torch" 2>/dev/null; then

@@ -50,13 +50,13 @@ samples_per_second() { # where(one|local|hosts) model epochs [train flags...] ->
   rm -f "$out"
   if [ "$where" = one ]; then
     mpirun -np 1 --bind-to core "$build/dptrain" train --model "$model" --data "$data" --out "$out" \
-      --epochs "$epochs" --quiet --threads 1 "$@" >/dev/null
+      --epochs "$epochs" --quiet --threads 1 --no-augment "$@" >/dev/null
   elif [ "$where" = local ]; then
     mpirun -np 2 --bind-to core "$build/dptrain" train --model "$model" --data "$data" --out "$out" \
-      --epochs "$epochs" --quiet --threads 1 "$@" >/dev/null
+      --epochs "$epochs" --quiet --threads 1 --no-augment "$@" >/dev/null
   else
     $DPTRAIN_MPIRUN -np 2 "$build/dptrain" train --model "$model" --data "$data" --out "$out" \
-      --epochs "$epochs" --quiet --threads 1 "$@" >/dev/null
+      --epochs "$epochs" --quiet --threads 1 --no-augment "$@" >/dev/null
   fi
   /usr/bin/python3 - "$out" <<'PY'
 import sys, h5py

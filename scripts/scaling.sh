@@ -98,7 +98,7 @@ step() { # kind model compress where(host|hosts) net ranks batch
   fi
   for ((r = 1; r <= repeats; r++)); do
     "${launcher[@]}" "$build/dptrain" train --model "$model" --data "$work/$model.h5" --out "$work/run.h5" \
-      --epochs 1 --batch "$batch" --threads 1 --compress "$compress" --drift-check 0 > "$work/run$r.log"
+      --epochs 1 --batch "$batch" --threads 1 --compress "$compress" --drift-check 0 --no-augment > "$work/run$r.log"
     logs+=("$work/run$r.log")
     rm -f "$work/run.h5"
   done
@@ -125,7 +125,7 @@ contended() { # model
     for i in 1 2; do
       env -u OMPI_MCA_btl_tcp_if_include -u OMPI_MCA_oob_tcp_if_include mpirun -np 1 --bind-to none \
         "$build/dptrain" train --model "$model" --data "$work/$model.h5" --out "$work/busy$i.h5" --epochs 1 \
-        --batch 64 --threads 1 > "$work/busy$r-$i.log" &
+        --batch 64 --threads 1 --no-augment > "$work/busy$r-$i.log" &
       pids+=($!)
     done
     for i in "${pids[@]}"; do wait "$i"; done

@@ -55,23 +55,26 @@ static void test_train_defaults(void **state)
     assert_string_equal(c.data, "data/fashion-mnist.h5");
     assert_string_equal(c.out, "results/train.h5");
     assert_true(c.out_is_default);
-    assert_string_equal(c.model, "mlp:512,256");
+    assert_string_equal(c.model, "mlp:1024,1024");
     assert_int_equal(c.model_kind, MODEL_MLP);
     assert_int_equal(c.pca, 0);
-    assert_int_equal(c.epochs, 30);
+    assert_int_equal(c.epochs, 60); /* an MLP is augmented unless --no-augment */
     assert_int_equal(c.batch, 128);
     assert_int_equal(c.optimizer, OPT_ADAM);
     assert_true(c.lr == 1e-3 && c.momentum == 0.9 && c.weight_decay == 1e-4);
     assert_int_equal(c.schedule, SCHEDULE_COSINE);
-    assert_true(c.warmup == 1 && c.dropout == 0.2 && c.label_smoothing == 0.1);
-    assert_true(c.seed == 1 && c.tta == 0 && c.tta_shift == 0 && c.threads == 0 && c.bucket_mb == 0);
-    assert_int_equal(c.augment_shift, 0); /* no augmentation, no shift */
+    assert_true(c.warmup == 1 && c.dropout == 0.1 && c.label_smoothing == 0.1);
+    assert_true(c.seed == 1 && c.tta == 1 && c.tta_shift == 1 && c.threads == 0 && c.bucket_mb == 0);
+    assert_true(c.augment == 1 && c.augment_shift == 1 && c.erase == 0); /* flips, shifts by a pixel */
     assert_true(c.stall_timeout == 30 && c.drift_check == 200 && c.batch_per_rank == 0);
     assert_null(c.checkpoint);
     assert_null(c.trace);
     assert_null(c.name);
+    parse_ok("train --no-augment", &c); /* the unaugmented MLP: 30 epochs, one view */
+    assert_true(c.augment == 0 && c.augment_shift == 0 && c.epochs == 30 && c.tta == 0 && c.tta_shift == 0);
     parse_ok("compare --pca 0,50", &c);
     assert_string_equal(c.out, "results/compare.h5");
+    assert_true(c.augment == 1 && c.tta == 1 && c.epochs == 60); /* both runs as train's default */
     parse_ok("eval --checkpoint c.h5", &c);
     assert_string_equal(c.out, "results/eval.h5");
     assert_int_equal(c.tta, -1); /* eval: as the checkpoint's run unless asked */
@@ -165,12 +168,15 @@ static void test_dependent_defaults(void **state)
     assert_int_equal(c.tta_shift, 0);
     assert_int_equal(c.epochs, 5);
     parse_ok("train --model cnn", &c);
+    assert_int_equal(c.augment, 0); /* a CNN is augmented only when asked */
     assert_int_equal(c.epochs, 20);
     assert_true(c.optimizer == OPT_ADAM && c.lr == 1e-3 && c.weight_decay == 1e-4); /* not measured otherwise */
     assert_int_equal(c.tta, 0);
     assert_true(c.dropout == 0.1 && c.label_smoothing == 0 && c.erase == 0); /* a CNN's own defaults */
     parse_ok("train --model mlp --dropout 0 --label-smoothing 0.05", &c); /* given values stay */
-    assert_true(c.epochs == 30 && c.dropout == 0 && c.label_smoothing == 0.05);
+    assert_true(c.epochs == 60 && c.dropout == 0 && c.label_smoothing == 0.05);
+    parse_ok("train --augment --no-augment", &c); /* the last word counts, as with --tta --no-tta */
+    assert_int_equal(c.augment, 0);
     parse_ok("compare --pca 0,50,100", &c);
     assert_int_equal(c.pca_runs, 3);
     assert_int_equal(c.pca_list[0], 0);
@@ -216,7 +222,10 @@ static void test_errors(void **state)
         {"train --data=", "--data: empty value"},
         {"train --threads 0", "--threads: 0 is out of range 1..256"},
         {"train --bucket-mb -1", "--bucket-mb: -1 is out of range 0..1024"},
-        {"train --erase 0.5", "--erase 0.5 needs --augment"},
+        {"train --model cnn --erase 0.5", "--erase 0.5 needs --augment"},
+        {"train --no-augment --erase 0.5", "--erase 0.5 needs --augment"},
+        {"train --no-augment --augment-shift 1", "--augment-shift 1 needs --augment"},
+        {"train --no-augment --tta-shift 1", "--tta-shift 1 needs --tta"},
         {"train --augment --erase 1.5", "--erase: 1.5 is out of range 0..1"},
         {"train --compress zip", "--compress: unknown compression 'zip' (expected none, bf16, powersgd or powersgd:R"},
         {"train --compress powersgd:0", "--compress: unknown compression 'powersgd:0'"},

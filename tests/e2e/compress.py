@@ -10,7 +10,7 @@ import shutil
 from common import *
 
 work = temp_dir()
-SMALL = ["--model", "mlp", "--epochs", "20", "--dropout", "0.1", "--label-smoothing", "0"]  # as e2e_target_small
+SMALL = ["--model", "mlp", "--epochs", "20", "--dropout", "0.1", "--label-smoothing", "0", "--no-augment"]  # as e2e_target_small
 BASE = ["train", "--data", DATA, "--quiet"] + SMALL
 
 

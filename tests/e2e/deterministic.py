@@ -90,7 +90,7 @@ def launch(args, ranks):
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
-BASE = ["train", "--data", DATA, "--epochs", "2", "--quiet", "--deterministic"]
+BASE = ["train", "--data", DATA, "--model", "mlp", "--epochs", "2", "--quiet", "--deterministic"]
 ref_ckpt, ref_out = f"{work}/ref.ckpt.h5", f"{work}/ref.h5"
 must_succeed(run(BASE + ["--checkpoint", ref_ckpt, "--out", ref_out], ranks=1))
 ckpt, out = f"{work}/stopped.ckpt.h5", f"{work}/resumed.h5"
@@ -140,8 +140,8 @@ for flags, ranks, expect in (
     check(result.returncode == 2 and expect in result.stderr, f"{flags} on {ranks}: {result.returncode} "
                                                                f"{result.stderr[-600:]}")
     check(not os.path.exists(f"{work}/refused.h5"), "a refused run must not write results")
-result = run(["train", "--data", DATA, "--epochs", "2", "--quiet", "--checkpoint", ckpt, "--resume", "--out",
-              f"{work}/refused.h5"], ranks=1)
+result = run(["train", "--data", DATA, "--model", "mlp", "--epochs", "2", "--quiet", "--checkpoint", ckpt, "--resume",
+              "--out", f"{work}/refused.h5"], ranks=1)
 check(result.returncode != 0 and "was saved with --deterministic on, this run has --deterministic off"
       in result.stderr, f"a deterministic checkpoint resumed without the flag: {result.stderr[-400:]}")
 print("ok")

@@ -67,7 +67,8 @@ check(re.search(rf"trace of {len([e for e in complete if e['pid'] == 0])} events
 runs = {}
 for bucket in ("0", "0.0001", "0.25"):
     out = f"{dir}/b{bucket}.h5"
-    must_succeed(run(["train", "--data", DATA, "--out", out, "--epochs", "1", "--bucket-mb", bucket], ranks=2))
+    must_succeed(run(["train", "--data", DATA, "--out", out, "--model", "mlp", "--epochs", "1", "--bucket-mb",
+                      bucket], ranks=2))
     with h5py.File(out, "r") as f:
         run_group = f["runs"][list(f["runs"])[0]]
         runs[bucket] = (run_group["predictions"][...], run_group["history"]["train_loss"][...])
@@ -89,7 +90,7 @@ def announced_threads(command):
     return int(match.group(1))
 
 
-base = ["train", "--data", DATA, "--out", f"{dir}/t.h5", "--epochs", "1", "--quiet"]
+base = ["train", "--data", DATA, "--out", f"{dir}/t.h5", "--model", "mlp", "--epochs", "1", "--quiet"]
 two = announced_threads([MPIEXEC, "-n", "2", "--oversubscribe", "--bind-to", "none", DPTRAIN] + base)
 check(two == max(1, cores // 2), f"2 ranks on {cores} cores: {two} threads each")
 check(announced_threads([DPTRAIN] + base + ["--threads", "3"]) == 3, "--threads 3")

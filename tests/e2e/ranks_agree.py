@@ -1,4 +1,5 @@
-"""Short trainings on 1, 2 and 3 ranks reach comparable accuracy."""
+"""Short trainings on 1, 2 and 3 ranks (the benchmark MLP, augmented as MLPs are by default) reach
+comparable accuracy."""
 from common import *
 
 dir = temp_dir()
@@ -10,6 +11,6 @@ for ranks in (1, 2, 3):
         accuracy[ranks] = f["runs/raw"].attrs["test_accuracy"]
 print("test accuracy by rank count:", accuracy)
 values = list(accuracy.values())
-check(min(values) > 0.85, "every rank count must train")
+check(min(values) > 0.83, "every rank count must train")  # 2 augmented epochs: 84.7-84.9% measured
 check(max(values) - min(values) < 0.015, "rank counts must agree within 1.5 points")
 print("ok")

@@ -22,7 +22,8 @@ def report(*args):
 
 dir = temp_dir()
 results = f"{dir}/compare.h5"
-must_succeed(run(["compare", "--pca", "0,20", "--data", DATA, "--out", results, "--epochs", "2"], ranks=2))
+must_succeed(run(["compare", "--pca", "0,20", "--data", DATA, "--out", results, "--model", "mlp", "--epochs", "2"],
+                 ranks=2))
 out = f"{dir}/report"
 r = report(results, "--data", DATA, "--out", out)
 check(r.returncode == 0, f"report failed: {r.stderr}")
@@ -43,6 +44,8 @@ for heading in ("## Classification report", "## Confusion matrix", "## The five 
 check("← this run" in text and "MLP 256-128-100" in text and "0.8833" in text, "benchmark table")
 # Reading the report on its own, and what PCA keeps (the comparison has a raw and a PCA-20 run).
 check(text.index("How to read this report") < text.index("## Settings and accuracy"), "the preface comes first")
+check("| all settings | `--batch 128 --epochs 2 --seed 1 --optimizer adam " in text and
+      "| views averaged per test image | 18 |" in text, "the settings table shows every setting and the views")
 check("## What PCA keeps" in text and "![reconstruction](pca_reconstruction.png)" in text, "what PCA keeps")
 image = matplotlib.image.imread(f"{out}/pca_reconstruction.png")
 check(image.shape[0] > 300 and image.std() > 0.01, "pca_reconstruction.png")
@@ -174,7 +177,7 @@ check(not [n for n in os.listdir(dir) if ".tmp." in n], "a staging folder was le
 with open(f"{out}/mine.txt", "w") as f:
     f.write("keep")
 raw_only = f"{dir}/raw-only.h5"
-must_succeed(run(["train", "--data", DATA, "--out", raw_only, "--epochs", "1", "--quiet"], ranks=2))
+must_succeed(run(["train", "--data", DATA, "--out", raw_only, "--model", "mlp", "--epochs", "1", "--quiet"], ranks=2))
 r = report(raw_only, "--data", DATA, "--out", out)
 check(r.returncode == 0, f"report into its own folder: {r.stderr}")
 check(open(f"{out}/mine.txt").read() == "keep", "a file the report did not write was removed")

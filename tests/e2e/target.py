@@ -1,22 +1,25 @@
-"""The accuracy targets on 2 ranks. Usage: target.py raw|pca50|small.
-- raw: the default MLP (mlp:512,256, 30 epochs) on raw pixels reaches 90% (90.58% measured with
-  the Haswell kernels; other kernels round differently);
-- pca50: the same on 50 principal components, 88.5% (89.27% measured);
+"""Accuracy guards on 2 ranks. Usage: target.py raw|pca50|small.
+- raw: the default MLP (mlp:1024,1024 on flipped images moved by up to a pixel, 18 test views),
+  shortened to 5 epochs (its cosine schedule with them), reaches 87.5%; the full 60-epoch
+  default's figures are the README's (over 90.5%), too long for the suite on 2 cores;
+- pca50: the same on 50 principal components, 86.8%;
 - small: the benchmark MLP (`--model mlp`: 784-256-128-10) with the settings that were the default
-  before (20 epochs, dropout 0.1, no label smoothing), 89.5% (90.22% measured). Its results stay in
-  DPTRAIN_SMALL_MLP_RESULTS (the fixture small_mlp): e2e_compress and e2e_weak_scaling compare
-  against that run, with the same settings, instead of training it again."""
+  before (20 epochs, dropout 0.1, no label smoothing, no augmentation), 89.5% (90.22% measured).
+  Its results stay in DPTRAIN_SMALL_MLP_RESULTS (the fixture small_mlp): e2e_compress and
+  e2e_weak_scaling compare against that run, with the same settings, instead of training it
+  again."""
 from common import *
 
-SMALL = ["--model", "mlp", "--epochs", "20", "--dropout", "0.1", "--label-smoothing", "0"]
+SMALL = ["--model", "mlp", "--epochs", "20", "--dropout", "0.1", "--label-smoothing", "0", "--no-augment"]
 
 which = sys.argv[1]
 out = os.path.join(temp_dir(), f"{which}.h5")
-args = ["train", "--data", DATA, "--out", out]
-goal, epochs = 0.90, 30
+RAW_GOAL, PCA50_GOAL = 0.875, 0.868  # measured 88.19% and 87.41% (Prescott kernels), 2026-12-04
+args = ["train", "--data", DATA, "--out", out, "--epochs", "5"]
+goal, epochs = RAW_GOAL, 5
 if which == "pca50":
     args += ["--pca", "50"]
-    goal = 0.885
+    goal = PCA50_GOAL
 if which == "small":  # kept for the tests that compare against it
     out = os.environ["DPTRAIN_SMALL_MLP_RESULTS"]
     if os.path.exists(out):

@@ -1,4 +1,5 @@
-"""Two ranks, two epochs on the real data: progress lines, report, and the full results contract."""
+"""Two ranks, two epochs of the default MLP on the real data: progress lines, report, and the full
+results contract."""
 from common import *
 
 out = os.path.join(temp_dir(), "train.h5")
@@ -17,5 +18,10 @@ with h5py.File(out, "r") as f:
     check(g.attrs["test_accuracy"] > 0.85, f"accuracy after 2 epochs {g.attrs['test_accuracy']}")
     loss = g["history/train_loss"][:]
     check(loss[1] < loss[0], f"training loss must fall: {loss}")
-    check(g.attrs["parameters"] == 535818, "parameter count")  # mlp:512,256
+    check(g.attrs["parameters"] == 1863690, "parameter count")  # mlp:1024,1024
+    settings = g.attrs["settings"]
+    settings = settings.decode() if isinstance(settings, bytes) else settings
+    check(g.attrs["test_views"] == 18 and "--optimizer adam --lr 0.001 " in settings and
+          "--dropout 0.1 --label-smoothing 0.1 --augment 1 --augment-shift 1 --erase 0 --tta 1 --tta-shift 1 "
+          in settings, f"the default MLP: flipped images moved by up to a pixel, 18 views; got {settings!r}")
 print("ok")

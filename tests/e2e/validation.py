@@ -9,7 +9,7 @@ dir = temp_dir()
 outs = {}
 for ranks in (1, 2):
     out = f"{dir}/val{ranks}.h5"
-    result = must_succeed(run(["train", "--data", DATA, "--out", out, "--epochs", "3",
+    result = must_succeed(run(["train", "--data", DATA, "--out", out, "--model", "mlp", "--epochs", "3",
                                "--validation", "5000"], ranks=ranks))
     check("55000 training samples" in result.stdout, "validation rows leave the training set")
     check_epoch_lines(result.stdout, 3)
