@@ -157,8 +157,10 @@ static void describe_settings(const struct config *o, char *out, size_t size)
         char value[64];
         config_setting_value(o, s, value, sizeof value);
         int n = snprintf(out + used, size - used, "%s%s %s", used ? " " : "", cli_setting_flag(s), value);
-        if (n < 0 || (size_t)n >= size - used)
-            return; /* RESULTS_SETTINGS_LENGTH holds them all; a cut list stays a list */
+        if (n < 0 || (size_t)n >= size - used) {
+            out[used] = '\0'; /* RESULTS_SETTINGS_LENGTH holds them all; else whole entries only */
+            return;
+        }
         used += (size_t)n;
     }
 }
