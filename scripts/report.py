@@ -164,9 +164,8 @@ def read_run(name, g, path):
     for attr in RUN_ATTRS:
         kind, low, high = limits.get(attr, (str, None, None))
         run["attrs"][attr] = attribute(g.attrs, attr, path, where, kind, low, high)
-    if "best_epoch" in g.attrs:
-        run["attrs"]["best_epoch"] = attribute(g.attrs, "best_epoch", path, where, int, 0, None)
-    for attr, kind, low in (("settings", str, None), ("test_views", int, 1)):  # absent from older files
+    # best_epoch only with --validation; settings and test_views absent from older files
+    for attr, kind, low in (("best_epoch", int, 0), ("settings", str, None), ("test_views", int, 1)):
         if attr in g.attrs:
             run["attrs"][attr] = attribute(g.attrs, attr, path, where, kind, low, None)
     # eval --on-validation writes the hold-out's figures in the test fields: its predictions are

@@ -153,7 +153,9 @@ static void describe_settings(const struct config *o, char *out, size_t size)
 {
     size_t used = 0;
     out[0] = '\0';
-    for (enum setting s = SETTING_BATCH; s < SETTING_NONE; s++) {
+    for (enum setting s = 0; s < SETTING_NONE; s++) {
+        if (s == SETTING_MODEL || s == SETTING_PCA)
+            continue;
         char value[64];
         config_setting_value(o, s, value, sizeof value);
         int n = snprintf(out + used, size - used, "%s%s %s", used ? " " : "", cli_setting_flag(s), value);

@@ -13,6 +13,9 @@ import numpy as np
 
 DPTRAIN = os.environ["DPTRAIN"]
 DATA = os.environ.get("DPTRAIN_DATA", "")
+# The benchmark MLP with round 1's settings: e2e_target_small trains it once (the fixture small_mlp)
+# and e2e_compress and e2e_weak_scaling compare their runs against that one, so all three need these.
+SMALL_MLP = ["--model", "mlp", "--epochs", "20", "--dropout", "0.1", "--label-smoothing", "0", "--no-augment"]
 MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
 IDX_SOURCE = "/usr/share/datasets/fashion-mnist"
 HOST = os.uname().nodename  # how an error names this machine's ranks ("rank 1 on HOST: ...")
@@ -110,6 +113,12 @@ def noisy_templates(seed, noise, counts):
     return folder, data, labels
 
 
+def text_attr(attrs, name):
+    """A string attribute, whether h5py hands it over as bytes or str."""
+    value = attrs[name]
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def check_results(path, test_labels, runs=None):
     """Every dataset and attribute of the results contract, with shapes, types and consistency."""
     n_test = len(test_labels)
@@ -126,8 +135,7 @@ def check_results(path, test_labels, runs=None):
                          "test_loss", "test_views", "settings"):
                 check(attr in g.attrs, f"{name}: missing attribute {attr}")
             check(int(g.attrs["test_views"]) in (1, 2, 18, 50), f"{name}: test_views {g.attrs['test_views']}")
-            settings = g.attrs["settings"]
-            settings = settings.decode() if isinstance(settings, bytes) else settings
+            settings = text_attr(g.attrs, "settings")
             check(f"--epochs {int(g.attrs['epochs'])} " in settings and f"--seed {int(g.attrs['seed'])} " in settings
                   and settings.endswith(("--deterministic on", "--deterministic off")),
                   f"{name}: settings {settings!r}")

@@ -10,8 +10,7 @@ import shutil
 from common import *
 
 work = temp_dir()
-SMALL = ["--model", "mlp", "--epochs", "20", "--dropout", "0.1", "--label-smoothing", "0", "--no-augment"]  # as e2e_target_small
-BASE = ["train", "--data", DATA, "--quiet"] + SMALL
+BASE = ["train", "--data", DATA, "--quiet"] + SMALL_MLP
 
 
 def results(path):
@@ -49,8 +48,8 @@ def resume_exact(mode, other, state):
                ranks=2, env={"DPTRAIN_FAULT": "exit@1:2:150"})
     check(died.returncode != 0, "the run with a dying rank must fail")
     with h5py.File(ckpt, "r") as f:
-        saved = f.attrs["compress"]
-        check((saved.decode() if isinstance(saved, bytes) else saved) == mode, f"compress attribute {saved!r}")
+        saved = text_attr(f.attrs, "compress")
+        check(saved == mode, f"compress attribute {saved!r}")
         check(f["residual"].shape[0] == 2 and np.abs(f["residual"][:]).max() > 0,
               "the checkpoint holds both ranks' residuals")
         for name in state:

@@ -10,7 +10,6 @@
   again."""
 from common import *
 
-SMALL = ["--model", "mlp", "--epochs", "20", "--dropout", "0.1", "--label-smoothing", "0", "--no-augment"]
 
 which = sys.argv[1]
 out = os.path.join(temp_dir(), f"{which}.h5")
@@ -24,7 +23,7 @@ if which == "small":  # kept for the tests that compare against it
     out = os.environ["DPTRAIN_SMALL_MLP_RESULTS"]
     if os.path.exists(out):
         os.remove(out)
-    args = ["train", "--data", DATA, "--out", out] + SMALL
+    args = ["train", "--data", DATA, "--out", out] + SMALL_MLP
     goal, epochs = 0.895, 20
 result = must_succeed(run(args, ranks=2))
 check_epoch_lines(result.stdout, epochs)

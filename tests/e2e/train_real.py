@@ -19,8 +19,7 @@ with h5py.File(out, "r") as f:
     loss = g["history/train_loss"][:]
     check(loss[1] < loss[0], f"training loss must fall: {loss}")
     check(g.attrs["parameters"] == 1863690, "parameter count")  # mlp:1024,1024
-    settings = g.attrs["settings"]
-    settings = settings.decode() if isinstance(settings, bytes) else settings
+    settings = text_attr(g.attrs, "settings")
     check(g.attrs["test_views"] == 18 and "--optimizer adam --lr 0.001 " in settings and
           "--dropout 0.1 --label-smoothing 0.1 --augment 1 --augment-shift 1 --erase 0 --tta 1 --tta-shift 1 "
           in settings, f"the default MLP: flipped images moved by up to a pixel, 18 views; got {settings!r}")

@@ -6,7 +6,6 @@ results file records the global batch and the learning rate actually used."""
 from common import *
 
 work = temp_dir()
-SMALL = ["--model", "mlp", "--epochs", "20", "--dropout", "0.1", "--label-smoothing", "0", "--no-augment"]  # as e2e_target_small
 
 
 def figures(out):
@@ -17,7 +16,7 @@ def figures(out):
 
 def train(ranks, extra):
     out = f"{work}/r{ranks}{'w' if extra else ''}.h5"
-    result = must_succeed(run(["train", "--data", DATA, "--out", out, "--quiet"] + SMALL + extra, ranks=ranks))
+    result = must_succeed(run(["train", "--data", DATA, "--out", out, "--quiet"] + SMALL_MLP + extra, ranks=ranks))
     return (result.stdout,) + figures(out)
 
 
