@@ -524,7 +524,7 @@ int checkpoint_read(const char *path, struct checkpoint *c, char *err)
     memset(c, 0, sizeof *c);
     c->owned = 1;
     CHECK_DP(files_check_input(path, "checkpoint", err));
-    CHECK_H5(file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), "%s: not a readable HDF5 file", path);
+    CHECK_DP((file = h5io_open_sealed(path, H5P_DEFAULT, 1, err)) < 0);
     CHECK_DP(read_config(file, c, path, err));
     CHECK_DP(read_state(file, c, path, err));
     hid_t closing = file;

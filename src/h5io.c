@@ -2,6 +2,7 @@
 
 #include "dptrain/check.h"
 #include "dptrain/files.h"
+#include "dptrain/seal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,32 +200,44 @@ fail:
 
 hid_t h5io_create_in_memory(const char *final_path, char *err)
 {
-    hid_t access = -1, file = -1;
+    hid_t access = -1, creation = -1, file = -1;
+    CHECK_H5(creation = H5Pcreate(H5P_FILE_CREATE), "%s: cannot create a file creation list", final_path);
+    /* Room for the seal (seal.h): HDF5 places its superblock after it. */
+    CHECK_H5(H5Pset_userblock(creation, SEAL_BYTES), "%s: cannot reserve the seal's user block", final_path);
     CHECK_H5(access = H5Pcreate(H5P_FILE_ACCESS), "%s: cannot create a file access list", final_path);
     /* 1 MiB growth steps; no backing store: nothing touches the disk until h5io_publish. */
     CHECK_H5(H5Pset_fapl_core(access, (size_t)1 << 20, 0), "%s: cannot select the in-memory driver",
              final_path);
-    CHECK_H5(file = H5Fcreate(final_path, H5F_ACC_TRUNC, H5P_DEFAULT, access), "%s: cannot create in memory",
+    CHECK_H5(file = H5Fcreate(final_path, H5F_ACC_TRUNC, creation, access), "%s: cannot create in memory",
              final_path);
     CHECK_H5(H5Pclose(access), "%s: cannot close a file access list", final_path);
+    access = -1;
+    CHECK_H5(H5Pclose(creation), "%s: cannot close a file creation list", final_path);
     return file;
 fail:
     if (access >= 0)
         H5Pclose(access);
+    if (creation >= 0)
+        H5Pclose(creation);
+    if (file >= 0)
+        H5Fclose(file);
     return -1;
 }
 
-/* The finished file's bytes. */
+/* The finished file's bytes, sealed. HDF5's image leaves the user block out (its addresses
+ * count from the superblock), so the seal goes in front of it. */
 static void *file_image(hid_t file, const char *final_path, size_t *size, char *err)
 {
-    void *image = NULL;
+    unsigned char *image = NULL;
     ssize_t length;
     CHECK_H5(H5Fflush(file, H5F_SCOPE_GLOBAL), "%s: cannot finish the file", final_path);
     CHECK_H5(length = H5Fget_file_image(file, NULL, 0), "%s: cannot size the file image", final_path);
-    CHECK_PTR(image = malloc((size_t)length + 1), "%s: cannot allocate %zd bytes for the file", final_path,
+    CHECK_PTR(image = malloc(SEAL_BYTES + (size_t)length), "%s: cannot allocate %zd bytes for the file", final_path,
               length);
-    CHECK_H5(H5Fget_file_image(file, image, (size_t)length), "%s: cannot copy the file image", final_path);
-    *size = (size_t)length;
+    CHECK_H5(H5Fget_file_image(file, image + SEAL_BYTES, (size_t)length), "%s: cannot copy the file image",
+             final_path);
+    *size = SEAL_BYTES + (size_t)length;
+    seal_stamp(image, *size);
     return image;
 fail:
     free(image);
@@ -242,4 +255,17 @@ int h5io_publish(hid_t file, const char *final_path, char *err)
     int status = image && closed ? files_write(final_path, image, size, err) : -1;
     free(image);
     return status;
+}
+
+hid_t h5io_open_sealed(const char *path, hid_t access, int require_seal, char *err)
+{
+    hid_t file = -1;
+    int sealed = seal_check(path, err);
+    CHECK_DP(sealed < 0);
+    if (require_seal && sealed == 0)
+        FAIL("%s: has no dptrain seal (written by another program, or by a dptrain older than the seal)", path);
+    CHECK_H5(file = H5Fopen(path, H5F_ACC_RDONLY, access), "%s: not a readable HDF5 file", path);
+    return file;
+fail:
+    return -1;
 }

@@ -8,7 +8,8 @@
  * Integrity: every array carries its CRC-32 (root attribute crc32_NAME) and the scalar
  * attributes one CRC-32 over all their names and values (attributes_crc32); checkpoint_read
  * verifies them all and checks every scalar's range, so damage anywhere in the file is refused
- * with a line naming what is damaged. */
+ * with a line naming what is damaged. Before any of that, the whole file's seal (seal.h) is checked,
+ * so that damage to HDF5's own structures is refused before HDF5 parses them. */
 #ifndef DPTRAIN_CHECKPOINT_H
 #define DPTRAIN_CHECKPOINT_H
 
@@ -22,9 +23,10 @@
 #include <stdint.h>
 
 #define CHECKPOINT_FORMAT "dptrain-checkpoint"
-#define CHECKPOINT_VERSION 8 /* 2: adds tta; 3: checksums of every array and attribute, data identity;
+#define CHECKPOINT_VERSION 9 /* 2: adds tta; 3: checksums of every array and attribute, data identity;
                                 4: compress and the error-feedback residuals; 5: deterministic, units;
-                                6: PowerSGD's Q; 7: erase; 8: augment_shift, tta_shift, best_buffers */
+                                6: PowerSGD's Q; 7: erase; 8: augment_shift, tta_shift, best_buffers;
+                                9: the file's seal (seal.h), required */
 
 struct checkpoint {
     /* configuration: what must match for a resume */

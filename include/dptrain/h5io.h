@@ -40,6 +40,11 @@ void *h5io_read_array(hid_t object, const struct h5io_array *a, const char *path
  * A full disk is then a failed write() that is reported in one line, never an HDF5 file that
  * cannot be closed (HDF5 crashed in MPI_Finalize closing such a file again). */
 hid_t h5io_create_in_memory(const char *final_path, char *err);
+/* Open a file for reading after its seal (seal.h) is checked: a damaged file dptrain wrote is
+ * refused in one line before HDF5 parses it. require_seal: refuse an unsealed HDF5 file too
+ * (checkpoints, which only dptrain writes); otherwise such a file (from h5py) is opened as it
+ * is. access: a file access list, or H5P_DEFAULT. */
+hid_t h5io_open_sealed(const char *path, hid_t access, int require_seal, char *err);
 /* Write the in-memory file to final_path atomically (files_write) and close it, also on failure. */
 int h5io_publish(hid_t file, const char *final_path, char *err);
 

@@ -56,7 +56,7 @@ with h5py.File(ref_out, "r") as a, h5py.File(part, "r") as b:
 # default, and eval follows the checkpoint's settings.
 mirrored = f"{small}/mirrored.h5"
 shutil.copy(data, mirrored)
-with h5py.File(mirrored, "r+") as f:
+with edit_h5(mirrored) as f:
     f["test/images"][...] = f["test/images"][()][:, :, ::-1]
 views = {}
 for name, path, extra in (("tta", data, ["--tta"]), ("tta_mirrored", mirrored, ["--tta"]),

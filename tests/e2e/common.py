@@ -7,6 +7,8 @@ import struct
 import subprocess
 import sys
 import tempfile
+import zlib
+from contextlib import contextmanager
 
 import h5py
 import numpy as np
@@ -25,6 +27,29 @@ HOST = os.uname().nodename  # how an error names this machine's ranks ("rank 1 o
 # others SIGTERM and waiting odls_base_sigkill_timeout (1 s) before SIGKILL, which made every
 # refused 2-rank launch take 1.5-2 s instead of 0.4 s. Not for tests of stop signals.
 NO_KILL_WAIT = {"OMPI_MCA_odls_base_sigkill_timeout": "0"}
+
+
+SEAL_MAGIC = b"dptrain-seal 1\n"
+
+
+def reseal(path):
+    """Recompute the seal (src/seal.c) of a dptrain file that a test changed on purpose, as a user who
+    edits a file and fixes its checksums would: the deeper checks behind the seal are then what object."""
+    with open(path, "r+b") as f:
+        data = f.read()
+        if not data.startswith(SEAL_MAGIC):
+            return
+        header = b"%ssize %d\ncrc32 %08x\n" % (SEAL_MAGIC, len(data), zlib.crc32(data[512:]))
+        f.seek(0)
+        f.write(header + bytes(512 - len(header)))
+
+
+@contextmanager
+def edit_h5(path):
+    """h5py.File(path, "r+"), resealed when closed."""
+    with h5py.File(path, "r+") as f:
+        yield f
+    reseal(path)
 
 
 def run(args, ranks=0, timeout=900, env=None):

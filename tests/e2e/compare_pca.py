@@ -59,7 +59,7 @@ ckpt, mirrored = f"{dir}/pca-tta.ckpt.h5", f"{dir}/mirrored.h5"
 must_succeed(run(["train", "--pca", "50", "--model", "mlp", "--augment", "--tta", "--epochs", "1", "--data", DATA,
                   "--quiet", "--out", f"{dir}/pca-tta.h5", "--checkpoint", ckpt], ranks=2))
 shutil.copy(DATA, mirrored)
-with h5py.File(mirrored, "r+") as f:
+with edit_h5(mirrored) as f:
     f["test/images"][...] = f["test/images"][()][:, :, ::-1]
 views = {}
 for name, path, extra in (("tta", DATA, []), ("tta_mirrored", mirrored, []), ("plain", DATA, ["--no-tta"])):

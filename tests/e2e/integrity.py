@@ -48,7 +48,7 @@ def resign(f):
 def variant(name, change, sign=False):
     path = f"{dir}/{name}.h5"
     shutil.copy(ckpt, path)
-    with h5py.File(path, "r+") as f:
+    with edit_h5(path) as f:
         change(f)
         if sign:
             resign(f)
@@ -90,7 +90,7 @@ cases = [
     (variant("units_signed", set_attr("deterministic", 2), sign=True), "units = 2, deterministic = 2"),
     (variant("tta_shift_signed", set_attr("tta_shift", 3), sign=True), "tta_shift 3"),
     (variant("augment_shift_signed", set_attr("augment_shift", 5), sign=True), "augment_shift 5"),
-    (variant("old_format", set_attr("format_version", 2)), "checkpoint format version 2, this dptrain reads version 8"),
+    (variant("old_format", set_attr("format_version", 2)), "checkpoint format version 2, this dptrain reads version 9"),
 ]
 for path, fragment in cases:
     before = open(path, "rb").read()

@@ -91,7 +91,7 @@ with open(not_hdf5, "w") as f:
     f.write("plain text")
 broken = f"{dir}/broken.h5"
 shutil.copy(results, broken)
-with h5py.File(broken, "a") as f:
+with edit_h5(broken) as f:
     del f["runs/raw/confusion"]
 empty = f"{dir}/empty.h5"
 with h5py.File(empty, "w") as f:
@@ -111,7 +111,7 @@ os.mkfifo(fifo)
 def damaged(name, change):
     path = f"{dir}/{name}.h5"
     shutil.copy(results, path)
-    with h5py.File(path, "a") as f:
+    with edit_h5(path) as f:
         change(f)
     return path
 
@@ -193,7 +193,7 @@ check(report(results, "--data", DATA, "--out", f"{dir}/empty-out").returncode ==
 # A run without mistakes: the report says so instead of analysing mistakes that do not exist.
 perfect = f"{dir}/perfect.h5"
 shutil.copy(raw_only, perfect)
-with h5py.File(DATA, "r") as d, h5py.File(perfect, "a") as f:
+with h5py.File(DATA, "r") as d, edit_h5(perfect) as f:
     g = f["runs/raw"]
     labels = d["test/labels"][()]
     replace(f, "runs/raw/predictions", labels)
