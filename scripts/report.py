@@ -25,10 +25,13 @@ Needs Debian's python3-h5py, python3-numpy and python3-matplotlib (scripts/setup
 """
 import argparse
 import csv
+import errno
 import os
+import re
 import shutil
 import sys
 import tempfile
+import zlib
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -74,8 +77,61 @@ def check_input_file(path, what, hint=""):
         raise ReportError(f"{path}: is not a regular file (a {what} must be one)")
     if not os.access(path, os.R_OK):
         raise ReportError(f"{path}: cannot be read (permission denied)")
+    check_seal(path)
     if not h5py.is_hdf5(path):
         raise ReportError(f"{path}: not an HDF5 file")
+
+
+SEAL_MAGIC, SEAL_BYTES = b"dptrain-seal 1\n", 512
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def check_seal(path):
+    """The seal dptrain writes in a file's first 512 bytes (src/seal.c: its length and the CRC-32 of
+    the rest), checked before h5py parses anything: HDF5 can crash on damaged metadata. A file that
+    starts with HDF5's own signature has no seal (written by h5py or another program)."""
+    with open(path, "rb") as f:
+        block = f.read(SEAL_BYTES)
+        if block.startswith(HDF5_SIGNATURE):
+            return
+        if not block.startswith(SEAL_MAGIC):
+            raise ReportError(f"{path}: not an HDF5 file (it starts neither with HDF5's signature nor with "
+                              f"a dptrain seal)")
+        match = re.match(rb"dptrain-seal 1\nsize (\d+)\ncrc32 ([0-9a-f]{8})\n", block)
+        if len(block) < SEAL_BYTES or not match or block[match.end():].strip(b"\0"):
+            raise ReportError(f"{path}: damaged: its dptrain seal (the first {SEAL_BYTES} bytes) was changed")
+        crc, length = 0, SEAL_BYTES
+        while chunk := f.read(4 << 20):
+            crc, length = zlib.crc32(chunk, crc), length + len(chunk)
+    if length != int(match.group(1)):
+        raise ReportError(f"{path}: damaged: it has {length} bytes where dptrain wrote {int(match.group(1))}")
+    if crc != int(match.group(2), 16):
+        raise ReportError(f"{path}: damaged: its contents fail the CRC-32 of its seal (changed after dptrain "
+                          f"wrote it)")
+
+
+def check_tree(group, name, path):
+    """Every member below GROUP is a hard link (h5py's visit() would pass over the others)."""
+    for key in group:
+        link = group.get(key, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            kind = "a soft" if isinstance(link, h5py.SoftLink) else "an external"
+            raise ReportError(f"{path}: /{name}/{key} is {kind} link; the report reads only what the file itself "
+                              f"holds")
+        if isinstance(group[key], h5py.Group):
+            check_tree(group[key], f"{name}/{key}", path)
+
+
+def check_hard_links(f, name, path):
+    """NAME and every group above it are stored in the file itself: h5py follows soft links (/test
+    pointing at /train) and external ones (into another file) silently."""
+    parts = name.strip("/").split("/")
+    for i in range(1, len(parts) + 1):
+        part = "/".join(parts[:i])
+        link = f.get(part, getlink=True)
+        if link is not None and not isinstance(link, h5py.HardLink):
+            kind = "a soft" if isinstance(link, h5py.SoftLink) else "an external"
+            raise ReportError(f"{path}: /{part} is {kind} link; the report reads only what the file itself holds")
 
 
 def member(group, name, path, where, dtype_kind, shape=None, ndim=None):
@@ -203,6 +259,9 @@ def read_results(path):
     check_input_file(path, "results file")
     try:
         with h5py.File(path, "r") as f:
+            check_hard_links(f, "runs", path)
+            if isinstance(f.get("runs"), h5py.Group):
+                check_tree(f["runs"], "runs", path)
             if "runs" not in f or not isinstance(f["runs"], h5py.Group) or len(f["runs"]) == 0:
                 raise ReportError(f"{path}: no /runs group (not a dptrain results file)")
             meta = {k: decode(v) for k, v in f.attrs.items()}
@@ -227,6 +286,7 @@ def read_data(path, n_test):
             arrays = {}
             for name, shape in (("train/images", (28, 28)), ("train/labels", ()),
                                 ("test/images", (28, 28)), ("test/labels", ())):
+                check_hard_links(f, name, path)
                 if name not in f or not isinstance(f[name], h5py.Dataset):
                     raise ReportError(f"{path}: missing dataset /{name}")
                 values = f[name][()]
@@ -868,9 +928,6 @@ def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks, st
 # ---- main ---------------------------------------------------------------------------------
 
 MARKER = ".dptrain-report"   # in every report folder: the names of the files the report wrote
-# A folder holding only these is a report folder written before the marker existed.
-REPORT_FILES = {"REPORT.md", "misclassified.png", "confusion.png", "curves.png", "pairs.png", "pca.png",
-                "benchmarks.png", "pca_reconstruction.png"}
 
 
 def out_folder_mode(out):
@@ -888,15 +945,15 @@ def out_folder_mode(out):
     if not os.path.isdir(out):
         raise ReportError(f"--out {out}: exists and is not a folder")
     entries = os.listdir(out)
-    if entries and MARKER not in entries and not set(entries) <= REPORT_FILES:
+    # Only the marker makes a folder ours: a user's own REPORT.md or pca.png in a folder without it
+    # are theirs, whatever their names.
+    if entries and MARKER not in entries:
         raise ReportError(f"--out {out}: the folder exists and is not a report folder (it holds {len(entries)} "
                           f"{'entry' if len(entries) == 1 else 'entries'} and no {MARKER}): give a new or empty folder; nothing in {out} was touched")
     return "merge"
 
 
 def previous_files(out):
-    if MARKER not in os.listdir(out):
-        return [name for name in os.listdir(out) if name in REPORT_FILES]
     try:
         with open(os.path.join(out, MARKER)) as f:
             return [line.strip() for line in f if line.strip() and "/" not in line and line.strip() != MARKER]
@@ -991,6 +1048,10 @@ def main():
     except ReportError as e:
         fail(str(e))
     except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            out = args.out or os.path.splitext(args.results)[0] + "_report"
+            fail(f"no space left on {os.path.dirname(os.path.abspath(out))} while writing the report "
+                 f"{out} (nothing was changed there)")
         fail(f"{e.filename or args.results}: {e.strerror or e}")
     except Exception as e:   # a bug of this script: still one line, never a traceback
         fail(f"{args.results}: cannot draw the report ({type(e).__name__}: {e})")

@@ -11,7 +11,7 @@ if [ ! -s data/fashion-mnist.h5 ]; then
   build/dptrain convert --out data/fashion-mnist.h5
 fi
 mkdir -p results
-mpirun -np 2 build/dptrain train --data data/fashion-mnist.h5 --out results/train.h5 "$@"
+mpirun -np 2 build/dptrain train --data data/fashion-mnist.h5 --out results/train.h5 --overwrite "$@"
 if [ -f scripts/report.py ]; then
   /usr/bin/python3 scripts/report.py results/train.h5 --data data/fashion-mnist.h5 --out results/report
 fi

@@ -106,6 +106,9 @@ static const struct flag flags[] = {
     {"--checkpoint-every", V_INT, AT(checkpoint_every), FOR_TRAIN, 1, INT_MAX,
      "also save every N steps within an epoch"},
     {"--resume", V_FLAG, AT(resume), FOR_TRAIN, 0, 0, "continue from --checkpoint"},
+    {"--overwrite", V_FLAG, AT(overwrite), FOR_TRAINING | FOR_EVAL, 0, 0,
+     "replace outputs (--out, --checkpoint without --resume, --trace) that already exist; without it such a "
+     "file, a previous run's, is refused before any work"},
     {"--drift-check", V_INT, AT(drift_check), FOR_TRAINING, 0, INT_MAX,
      "every N steps check that all ranks hold the same parameters (a hash compared over the ranks); "
      "0 = never (default 200)"},
@@ -516,6 +519,7 @@ const char *cli_flag(enum option o)
         [OPTION_TRACE] = "--trace", [OPTION_SOURCE] = "--source", [OPTION_MODEL] = "--model",
         [OPTION_RESUME] = "--resume", [OPTION_BATCH] = "--batch", [OPTION_TTA] = "--tta",
         [OPTION_STALL_TIMEOUT] = "--stall-timeout", [OPTION_DETERMINISTIC] = "--deterministic",
+        [OPTION_OVERWRITE] = "--overwrite",
     };
     return flags_of[o];
 }

@@ -21,6 +21,18 @@
 
 /* ---- paths ----------------------------------------------------------------------------- */
 
+/* The locks on a command's outputs (files.h), one per entry of check_paths_here's table. */
+struct output_locks {
+    struct files_lock lock[4];
+};
+#define OUTPUT_LOCKS_NONE {{{.fd = -1}, {.fd = -1}, {.fd = -1}, {.fd = -1}}}
+
+static void release_outputs(struct output_locks *locks)
+{
+    for (size_t i = 0; i < sizeof locks->lock / sizeof locks->lock[0]; i++)
+        files_unlock(&locks->lock[i]);
+}
+
 /* One path a command reads or writes. */
 struct named_path {
     const char *flag, *path;
@@ -44,10 +56,27 @@ fail:
     return -1;
 }
 
+/* An output that already holds a file (a previous run's results, trace or checkpoint) is replaced
+ * only with --overwrite: a rerun with the same flags, or a --checkpoint given without --resume,
+ * must not destroy a finished or an unfinished run after its first epoch. An empty file is free. */
+static int check_not_previous(const struct config *o, const struct named_path *p, char *err)
+{
+    struct stat info;
+    if (o->overwrite || stat(p->path, &info) != 0 || !S_ISREG(info.st_mode) || info.st_size == 0)
+        return 0;
+    if (strcmp(p->flag, cli_flag(OPTION_CHECKPOINT)) == 0)
+        FAIL("%s %s: already holds a run's checkpoint: add %s to continue it; to start over, remove it, choose "
+             "another file or add %s", p->flag, p->path, cli_flag(OPTION_RESUME), cli_flag(OPTION_OVERWRITE));
+    FAIL("%s %s: already exists (a previous run's output): choose another file, remove it, or add %s to "
+         "replace it", p->flag, p->path, cli_flag(OPTION_OVERWRITE));
+fail:
+    return -1;
+}
+
 /* Rank 0, before any data is read: every output can be written (its folder exists and takes
  * files, the path is absent or a regular file) and names no input or other output. The
  * default results/ folder is made here, and removed again if a check fails. */
-static int check_paths_here(const struct config *o, char *err)
+static int check_paths_here(const struct config *o, struct output_locks *locks, char *err)
 {
     int train = o->command != CMD_EVAL, made_folder = 0;
     struct named_path paths[] = {
@@ -62,22 +91,28 @@ static int check_paths_here(const struct config *o, char *err)
     if (o->checkpoint && (o->resume || !train))
         CHECK_DP(files_check_input(o->checkpoint, cli_flag(OPTION_CHECKPOINT), err));
     for (int i = 0; i < count; i++)
-        if (paths[i].output && paths[i].path)
+        if (paths[i].output && paths[i].path) {
             CHECK_DP(files_check_output(paths[i].path, paths[i].flag, err));
+            CHECK_DP(files_lock_output(paths[i].path, paths[i].flag, &locks->lock[i], err));
+            if (!(paths[i].path == o->checkpoint && o->resume))
+                CHECK_DP(check_not_previous(o, &paths[i], err));
+        }
     CHECK_DP(check_aliases(paths, count, err));
     /* Every rank checks the data file again before reading it (dataset_read): here rank 0 names
      * the flag, before any rank starts. */
     CHECK_DP(dataset_check_file(o->data, cli_flag(OPTION_DATA), err));
     return 0;
 fail:
+    release_outputs(locks);
     if (made_folder)
         rmdir("results");
     return -1;
 }
 
-static int check_paths(const struct comm *comm, const struct config *o, char *err)
+/* Collective: rank 0 checks the paths and locks the outputs (held until release_outputs). */
+static int check_paths(const struct comm *comm, const struct config *o, struct output_locks *locks, char *err)
 {
-    int ok = comm->rank != 0 || check_paths_here(o, err) == 0;
+    int ok = comm->rank != 0 || check_paths_here(o, locks, err) == 0;
     return comm_agree(comm, ok, err);
 }
 
@@ -201,6 +236,7 @@ struct command_state {
     struct profile profile;
     struct run_result *runs;
     int run_count;
+    struct output_locks locks;
 };
 
 /* Train run i and write the results of runs 0..i (rewritten after every run, so a long
@@ -248,7 +284,7 @@ static int train_all(struct command_state *cs, char *err)
 static int prepare_command(struct command_state *cs, char *err)
 {
     const struct config *o = cs->o;
-    CHECK_DP(check_paths(cs->comm, o, err));
+    CHECK_DP(check_paths(cs->comm, o, &cs->locks, err));
     if (o->resume)
         CHECK_DP(snapshot_load(cs->comm, o, &cs->resume, err));
     struct shard_plan plan = {o->data, o->validation, o->seed, o->deterministic ? SHARDS_VIRTUAL : 0};
@@ -297,7 +333,8 @@ int train_command(const struct comm *comm, const struct config *given, char *err
 {
     struct config scaled = scaled_for_ranks(given, comm->size);
     const struct config *o = &scaled;
-    struct command_state cs = {.comm = comm, .o = o, .run_count = o->command == CMD_COMPARE ? o->pca_runs : 1};
+    struct command_state cs = {.comm = comm, .o = o, .run_count = o->command == CMD_COMPARE ? o->pca_runs : 1,
+                               .locks = OUTPUT_LOCKS_NONE};
     int status = DP_EXIT_ERROR;
     openblas_set_num_threads(blas_threads(comm, o->threads, o->deterministic));
     if ((size_t)o->batch < (size_t)comm->size) {
@@ -322,6 +359,7 @@ fail:
     free(cs.runs);
     checkpoint_free(&cs.resume);
     shards_free(&cs.d);
+    release_outputs(&cs.locks);
     return status;
 }
 
@@ -430,8 +468,9 @@ int eval_command(const struct comm *comm, const struct config *given, char *err)
     struct shards d = {0};
     struct run_result r = {0};
     struct run run = {.comm = comm, .o = &o, .d = &d, .r = &r};
+    struct output_locks locks = OUTPUT_LOCKS_NONE;
     int status = DP_EXIT_ERROR;
-    CHECK_DP(check_paths(comm, given, err));
+    CHECK_DP(check_paths(comm, given, &locks, err));
     int ok = checkpoint_read(given->checkpoint, &c, err) == 0 && config_from_checkpoint(&c, given, &o, err) == 0;
     CHECK_DP(comm_agree(comm, ok, err));
     struct config as_trained = o; /* the settings as trained, the views as evaluated here */
@@ -454,5 +493,6 @@ fail:
     run_result_free(&r);
     checkpoint_free(&c);
     shards_free(&d);
+    release_outputs(&locks);
     return status;
 }

@@ -5,6 +5,7 @@
 #include "dptrain/files.h"
 #include "dptrain/h5io.h"
 #include "dptrain/idx.h"
+#include "dptrain/seal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -137,12 +138,30 @@ fail:
     return -1;
 }
 
+/* The output may name none of the eight files convert looks for, whether or not it reads that
+ * one: DIR/NAME.gz beside DIR/NAME is not read, but would be overwritten all the same. */
+static int check_not_a_source(const char *dir, const char *const names[2][2], const char *out_path, char *err)
+{
+    char candidate[4096];
+    for (int i = 0; i < 4; i++)
+        for (int gz = 0; gz < 2; gz++) {
+            snprintf(candidate, sizeof candidate, "%s/%s%s", dir, names[i / 2][i % 2], gz ? ".gz" : "");
+            if (files_same(candidate, out_path))
+                FAIL("--out %s: names the IDX source %s (convert would overwrite a source of the data set)",
+                     out_path, candidate);
+        }
+    return 0;
+fail:
+    return -1;
+}
+
 int dataset_convert(const char *source_dir, const char *out_path, char *err)
 {
     static const char *const names[2][2] = {{"train-images-idx3-ubyte", "train-labels-idx1-ubyte"},
                                             {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}};
     struct idx_pair sets[2] = {0};
     int status = -1;
+    CHECK_DP(check_not_a_source(source_dir, names, out_path, err));
     CHECK_DP(read_pair(source_dir, names[0], out_path, &sets[0], err));
     CHECK_DP(read_pair(source_dir, names[1], out_path, &sets[1], err));
     CHECK_DP(write_data_file(out_path, source_dir, sets, err));
@@ -182,12 +201,34 @@ static void close_file(struct data_file *f)
         H5Fclose(f->file);
 }
 
+/* NAME exists and it and the group holding it are plain (hard) links: a soft link (/test
+ * pointing at /train) or an external one (into another file) would train or test on other
+ * images than the file seems to hold. */
+static int check_plain_link(hid_t file, const char *name, const char *path, char *err)
+{
+    char part[64];
+    H5L_info_t info;
+    for (const char *end = strchr(name + 1, '/');; end = strchr(end + 1, '/')) {
+        size_t length = end ? (size_t)(end - name) : strlen(name);
+        snprintf(part, sizeof part, "%.*s", (int)length, name);
+        if (H5Lexists(file, part, H5P_DEFAULT) <= 0)
+            FAIL("%s: missing dataset %s (convert the data with 'dptrain convert')", path, name);
+        CHECK_H5(H5Lget_info(file, part, &info, H5P_DEFAULT), "%s: cannot read the link %s", path, part);
+        if (info.type != H5L_TYPE_HARD)
+            FAIL("%s: %s is %s link; dptrain reads only arrays stored in the data file itself (copy the data in)",
+                 path, part, info.type == H5L_TYPE_SOFT ? "a soft" : "an external");
+        if (!end)
+            return 0;
+    }
+fail:
+    return -1;
+}
+
 /* Open NAME, which must be uint8 with `ndims` dimensions; its shape goes to dims. */
 static int open_uint8(const struct data_file *f, const char *name, int ndims, hsize_t *dims, hid_t *set, char *err)
 {
     hid_t type = -1, space = -1;
-    if (H5Lexists(f->file, name, H5P_DEFAULT) <= 0)
-        FAIL("%s: missing dataset %s (convert the data with 'dptrain convert')", f->path, name);
+    CHECK_DP(check_plain_link(f->file, name, f->path, err));
     CHECK_H5(*set = H5Dopen2(f->file, name, H5P_DEFAULT), "%s: cannot open %s", f->path, name);
     CHECK_H5(type = H5Dget_type(*set), "%s: cannot read type of %s", f->path, name);
     if (H5Tget_class(type) != H5T_INTEGER || H5Tget_size(type) != 1 || H5Tget_sign(type) != H5T_SGN_NONE)
@@ -350,6 +391,8 @@ int dataset_read(const struct comm *comm, const char *path, int shards, struct d
      * Across hosts the likely cause is a path that is not on a filesystem they all share. */
     int ok = comm->hosts > 1 ? files_check_input(path, "data file", err) == 0
                              : dataset_check_file(path, "data file", err) == 0;
+    /* The seal too (seal.h): a damaged file must not reach HDF5's parser on any rank. */
+    ok = ok && seal_check(path, err) >= 0;
     if (!ok && comm->hosts > 1)
         err_append_hint(err, "every host must see the data file: is it on a filesystem that all %d hosts share?",
                         comm->hosts);

@@ -1,9 +1,12 @@
+#define _GNU_SOURCE /* F_OFD_SETLK */
 #include "dptrain/files.h"
 
 #include "dptrain/check.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,14 +17,29 @@
 
 /* Below this much free space a failed write is reported as a full disk. */
 #define FILES_FULL_BYTES (1u << 20)
-/* Temporary names are "FINAL.tmp.PID", in the final file's folder so that rename() is atomic;
- * a pid has at most 10 digits. */
+/* Temporary names are "FINAL.tmp.HOST.PID", in the final file's folder so that rename() is
+ * atomic; the host and pid say whose it is, so that one left by a killed writer can be removed
+ * by the next run on that host (files_check_output). A host name has at most 64 characters
+ * (HOST_NAME_MAX), a pid at most 10 digits. */
 #define TEMP_SUFFIX ".tmp."
-#define TEMP_SUFFIX_MAX (sizeof TEMP_SUFFIX - 1 + 10)
+#define TEMP_SUFFIX_MAX (sizeof TEMP_SUFFIX - 1 + 64 + 1 + 10)
+#define LOCK_SUFFIX ".lock"
+
+static void host_name(char *host, size_t size)
+{
+    if (gethostname(host, size) != 0 || host[0] == '\0')
+        snprintf(host, size, "localhost");
+    host[size - 1] = '\0';
+    for (char *c = host; *c; c++)
+        if (*c == '/' || *c == '.')
+            *c = '_'; /* a short name and no path separator: the name is part of a file name */
+}
 
 static int temp_name(const char *final_path, char *tmp_path, size_t size, char *err)
 {
-    int n = snprintf(tmp_path, size, "%s" TEMP_SUFFIX "%ld", final_path, (long)getpid());
+    char host[65];
+    host_name(host, sizeof host);
+    int n = snprintf(tmp_path, size, "%s" TEMP_SUFFIX "%s.%ld", final_path, host, (long)getpid());
     if (n < 0 || (size_t)n >= size) {
         err_set(err, "%s: path too long", final_path);
         tmp_path[0] = '\0';
@@ -195,6 +213,36 @@ fail:
     return -1;
 }
 
+/* A temporary file of this output left on this host by a writer that is gone (killed while
+ * writing: 22 MB for the default MLP's checkpoint, left forever otherwise) is removed, and said. */
+static int remove_stale_temporaries(const char *path, const char *folder, char *err)
+{
+    char prefix[FILES_PATH_MAX], host[65], stale[FILES_PATH_MAX];
+    DIR *dir = NULL;
+    host_name(host, sizeof host);
+    snprintf(prefix, sizeof prefix, "%s" TEMP_SUFFIX "%s.", base_of(path), host);
+    CHECK_PTR(dir = opendir(folder), "folder %s: cannot list", folder);
+    for (struct dirent *entry; (entry = readdir(dir)) != NULL;) {
+        char *end = NULL;
+        if (strncmp(entry->d_name, prefix, strlen(prefix)) != 0)
+            continue;
+        long pid = strtol(entry->d_name + strlen(prefix), &end, 10);
+        if (pid <= 0 || *end != '\0' || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        int n = snprintf(stale, sizeof stale, "%s/%s", folder, entry->d_name);
+        if (n < 0 || (size_t)n >= sizeof stale)
+            continue;
+        CHECK_SYS(unlink(stale), "%s: cannot remove the stale temporary file", stale);
+        printf("dptrain: removed %s, a temporary file left by process %ld on %s, which is gone\n", stale, pid, host);
+    }
+    CHECK_SYS(closedir(dir), "folder %s: cannot close its listing", folder);
+    return 0;
+fail:
+    if (dir)
+        closedir(dir);
+    return -1;
+}
+
 int files_check_output(const char *path, const char *flag, char *err)
 {
     char folder[FILES_PATH_MAX];
@@ -206,6 +254,7 @@ int files_check_output(const char *path, const char *flag, char *err)
     CHECK_DP(check_folder(path, folder, flag, err));
     CHECK_DP(check_replaceable(path, flag, err));
     CHECK_DP(check_name_length(path, folder, flag, err));
+    CHECK_DP(remove_stale_temporaries(path, folder, err));
     CHECK_DP(probe_folder(path, folder, flag, err));
     return 0;
 fail:
@@ -302,12 +351,31 @@ fail:
     return -1;
 }
 
+/* The replacement keeps the replaced file's mode and owner (a 0600 checkpoint stays 0600). A
+ * user who may not give a file to its owner (EPERM: not root, another owner) keeps the file as
+ * theirs, as a copy would. */
+static int keep_mode_and_owner(int fd, const char *final_path, const char *tmp, char *err)
+{
+    struct stat info;
+    if (stat(final_path, &info) != 0)
+        return 0; /* a new file: the creation mode and the umask decide */
+    CHECK_SYS(fchmod(fd, info.st_mode & 07777), "%s: cannot set the mode of %s", tmp, final_path);
+    if ((info.st_uid != geteuid() || info.st_gid != getegid()) && fchown(fd, info.st_uid, info.st_gid) != 0 &&
+        errno != EPERM)
+        CHECK_SYS(-1, "%s: cannot give it the owner of %s", tmp, final_path);
+    return 0;
+fail:
+    return -1;
+}
+
 int files_write(const char *final_path, const void *data, size_t size, char *err)
 {
     char tmp[FILES_PATH_MAX] = "";
     int fd = -1, error = 0;
     CHECK_DP(temp_name(final_path, tmp, sizeof tmp, err));
-    CHECK_SYS(fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644), "%s: cannot create", tmp);
+    /* 0666: a new file follows the user's umask, as files made by other programs do */
+    CHECK_SYS(fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666), "%s: cannot create", tmp);
+    CHECK_DP(keep_mode_and_owner(fd, final_path, tmp, err));
     CHECK_DP(write_all(fd, data, size, tmp, err));
     CHECK_SYS(fsync(fd), "%s: cannot sync to disk", tmp);
     int closing = fd;
@@ -323,4 +391,80 @@ fail:
     if (tmp[0])
         unlink(tmp);
     return -1;
+}
+
+/* ---- output locks ------------------------------------------------------------------------ */
+
+/* What the lock file says of its holder: "HOST PID". */
+static void read_holder(int fd, char *holder, size_t size)
+{
+    ssize_t n = pread(fd, holder, size - 1, 0);
+    holder[n > 0 ? n : 0] = '\0';
+    holder[strcspn(holder, "\n")] = '\0';
+    if (holder[0] == '\0')
+        snprintf(holder, size, "another process");
+}
+
+/* One attempt: open PATH.lock and take its lock without waiting. 1: taken; 0: the file was
+ * replaced between open and lock (try again); -1: held by another run, or an error. */
+static int try_lock(struct files_lock *lock, const char *path, const char *flag, char *err)
+{
+    struct flock whole = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    struct stat held, named;
+    char holder[128];
+    CHECK_SYS(lock->fd = open(lock->path, O_RDWR | O_CREAT | O_CLOEXEC, 0666), "%s %s: cannot create the lock file %s",
+              flag, path, lock->path);
+    if (fcntl(lock->fd, F_OFD_SETLK, &whole) != 0) {
+        if (errno != EAGAIN && errno != EACCES)
+            CHECK_SYS(-1, "%s %s: cannot lock %s", flag, path, lock->path);
+        read_holder(lock->fd, holder, sizeof holder);
+        FAIL("%s %s: another run is writing it (%s, which holds %s): wait for it to end, or choose another file",
+             flag, path, holder, lock->path);
+    }
+    /* The holder before us removes the lock file when it ends: ours must still be the one named. */
+    CHECK_SYS(fstat(lock->fd, &held), "%s: cannot read its status", lock->path);
+    if (stat(lock->path, &named) != 0 || named.st_ino != held.st_ino || named.st_dev != held.st_dev) {
+        CHECK_SYS(close(lock->fd), "%s: cannot close", lock->path);
+        lock->fd = -1;
+        return 0;
+    }
+    return 1;
+fail:
+    if (lock->fd >= 0)
+        close(lock->fd);
+    lock->fd = -1;
+    return -1;
+}
+
+int files_lock_output(const char *path, const char *flag, struct files_lock *lock, char *err)
+{
+    char host[65], holder[128];
+    lock->fd = -1;
+    int n = snprintf(lock->path, sizeof lock->path, "%s" LOCK_SUFFIX, path);
+    if (n < 0 || (size_t)n >= sizeof lock->path)
+        FAIL("%s %s: path too long for its lock file", flag, path);
+    int taken = 0;
+    for (int attempt = 0; attempt < 8 && taken == 0; attempt++)
+        CHECK_DP((taken = try_lock(lock, path, flag, err)) < 0);
+    if (!taken)
+        FAIL("%s %s: its lock file %s keeps being replaced by other runs", flag, path, lock->path);
+    if (gethostname(host, sizeof host) != 0)
+        snprintf(host, sizeof host, "unknown host");
+    host[sizeof host - 1] = '\0';
+    n = snprintf(holder, sizeof holder, "pid %ld on %s\n", (long)getpid(), host);
+    CHECK_SYS(ftruncate(lock->fd, 0), "%s: cannot write", lock->path);
+    CHECK_SYS(pwrite(lock->fd, holder, (size_t)n, 0), "%s: cannot write", lock->path);
+    return 0;
+fail:
+    files_unlock(lock);
+    return -1;
+}
+
+void files_unlock(struct files_lock *lock)
+{
+    if (lock->fd < 0)
+        return;
+    unlink(lock->path); /* still holding the lock: a run that opened it meanwhile sees it replaced */
+    close(lock->fd);
+    lock->fd = -1;
 }

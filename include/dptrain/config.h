@@ -69,6 +69,7 @@ struct config {
     struct compression compress;      /* the gradient on the wire */
     int shard_optimizer;              /* reduce-scatter, each rank updates its slice, allgather (reducer.h) */
     int quiet, checkpoint_every, resume;
+    int overwrite;                    /* outputs that exist may be replaced (else refused: commands.c) */
     int drift_check;                  /* steps between checks that all ranks hold the same parameters; 0 = off */
     double stall_timeout;             /* seconds a collective may wait before the job ends; 0 = no watchdog */
 };
@@ -88,7 +89,7 @@ int config_compress_parse(const char *text, struct compression *c);
 /* The options that messages outside cli name (cli_flag spells them as users type them). */
 enum option {
     OPTION_DATA, OPTION_OUT, OPTION_CHECKPOINT, OPTION_TRACE, OPTION_SOURCE, OPTION_MODEL, OPTION_RESUME,
-    OPTION_BATCH, OPTION_TTA, OPTION_STALL_TIMEOUT, OPTION_DETERMINISTIC
+    OPTION_BATCH, OPTION_TTA, OPTION_STALL_TIMEOUT, OPTION_DETERMINISTIC, OPTION_OVERWRITE
 };
 
 /* The settings a run must keep to be resumed from its checkpoint, in the order they are compared.

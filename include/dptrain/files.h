@@ -20,7 +20,8 @@ int files_check_input(const char *path, const char *flag, char *err);
 /* An output file, checked before any work: its folder exists and is a folder; the path is
  * absent or a regular file; the temporary name fits the file system; a file can really be
  * created there (a probe file is made and removed, which catches read-only mounts, full
- * disks, permissions and names that are too long). */
+ * disks, permissions and names that are too long). Temporary files of this output that a
+ * writer on this host left when it was killed are removed, with a line saying so. */
 int files_check_output(const char *path, const char *flag, char *err);
 
 /* 1 when the two paths name the same file, existing or not (parent folders resolved, then
@@ -28,10 +29,22 @@ int files_check_output(const char *path, const char *flag, char *err);
 int files_same(const char *a, const char *b);
 
 /* The one way dptrain publishes a file: write size bytes to a temporary file beside
- * final_path, sync, rename it over final_path (refused again if that is no longer absent or a regular
+ * final_path (a replaced file's mode and owner kept, a new one's mode from the umask), sync, rename it over final_path (refused again if that is no longer absent or a regular
  * file) and sync the folder. On failure the temporary file is removed, the previous
  * final_path is untouched, and a full disk is reported as "no space left on FOLDER while
  * writing FILE". */
 int files_write(const char *final_path, const void *data, size_t size, char *err);
+
+/* An advisory lock on an output for a run's life, so that two runs given the same --out or
+ * --checkpoint cannot both report success while one silently loses: the lock file PATH.lock
+ * (an open file description lock, released by the kernel when the holder dies however it
+ * dies) names its holder ("pid N on HOST"), which the second run's refusal repeats. The lock
+ * file is removed when the lock is given back. */
+struct files_lock {
+    int fd;
+    char path[FILES_PATH_MAX + 8];
+};
+int files_lock_output(const char *path, const char *flag, struct files_lock *lock, char *err);
+void files_unlock(struct files_lock *lock);
 
 #endif
