@@ -104,7 +104,8 @@ def check_seal(path):
         while chunk := f.read(4 << 20):
             crc, length = zlib.crc32(chunk, crc), length + len(chunk)
     if length != int(match.group(1)):
-        raise ReportError(f"{path}: damaged: it has {length} bytes where dptrain wrote {int(match.group(1))}")
+        raise ReportError(f"{path}: damaged: it has {length} bytes where dptrain wrote {int(match.group(1))} "
+                          f"({'truncated' if length < int(match.group(1)) else 'extended'} after it was written)")
     if crc != int(match.group(2), 16):
         raise ReportError(f"{path}: damaged: its contents fail the CRC-32 of its seal (changed after dptrain "
                           f"wrote it)")

@@ -508,6 +508,10 @@ static int read_state(hid_t f, struct checkpoint *c, const char *path, char *err
         (c->best_buffers && !all_finite(c->best_buffers, 0, c->buffer_count)))
         FAIL("%s: corrupt checkpoint: the parameters hold values that are not finite", path);
     for (size_t r = 0; r < ranks; r++)
+        if (!rng_valid(&c->dropout_rng[r]) || !rng_valid(&c->augment_rng[r]))
+            FAIL("%s: corrupt checkpoint: unit %zu's random stream has the all-zero state, which no run reaches", path,
+                 r);
+    for (size_t r = 0; r < ranks; r++)
         if (!isfinite(c->partial_loss[r]) || c->partial_loss[r] < 0 || c->partial_correct[r] < 0 ||
             c->partial_correct[r] > c->data.train_samples)
             FAIL("%s: corrupt checkpoint: unit %zu's partial sums are impossible", path, r);

@@ -90,6 +90,7 @@ static int check_paths_here(const struct config *o, struct output_locks *locks, 
         made_folder = mkdir("results", 0777) == 0;
     if (o->checkpoint && (o->resume || !train))
         CHECK_DP(files_check_input(o->checkpoint, cli_flag(OPTION_CHECKPOINT), err));
+    CHECK_DP(check_aliases(paths, count, err)); /* first: one file named twice would lock against itself */
     for (int i = 0; i < count; i++)
         if (paths[i].output && paths[i].path) {
             CHECK_DP(files_check_output(paths[i].path, paths[i].flag, err));
@@ -97,7 +98,6 @@ static int check_paths_here(const struct config *o, struct output_locks *locks, 
             if (!(paths[i].path == o->checkpoint && o->resume))
                 CHECK_DP(check_not_previous(o, &paths[i], err));
         }
-    CHECK_DP(check_aliases(paths, count, err));
     /* Every rank checks the data file again before reading it (dataset_read): here rank 0 names
      * the flag, before any rank starts. */
     CHECK_DP(dataset_check_file(o->data, cli_flag(OPTION_DATA), err));

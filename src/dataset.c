@@ -50,16 +50,6 @@ fail:
     return -1;
 }
 
-/* An IDX source must be a regular file, and not the file convert is about to write. */
-static int check_source(const char *path, const char *out_path, char *err)
-{
-    CHECK_DP(files_check_input(path, "IDX file", err));
-    if (files_same(path, out_path))
-        FAIL("output %s: is the source file %s (convert would overwrite its own input)", out_path, path);
-    return 0;
-fail:
-    return -1;
-}
 
 /* The images and labels of one set (train or test), as IDX arrays. */
 struct idx_pair {
@@ -73,15 +63,14 @@ static void pair_free(struct idx_pair *pair)
 }
 
 /* The two IDX files named in names[0] (images) and names[1] (labels), read and checked. */
-static int read_pair(const char *dir, const char *const names[2], const char *out_path, struct idx_pair *pair,
-                     char *err)
+static int read_pair(const char *dir, const char *const names[2], struct idx_pair *pair, char *err)
 {
     char images_path[4096], labels_path[4096];
     struct idx_array *images = &pair->images, *labels = &pair->labels;
     CHECK_DP(locate(dir, names[0], images_path, sizeof images_path, err));
     CHECK_DP(locate(dir, names[1], labels_path, sizeof labels_path, err));
-    CHECK_DP(check_source(images_path, out_path, err));
-    CHECK_DP(check_source(labels_path, out_path, err));
+    CHECK_DP(files_check_input(images_path, "IDX file", err));
+    CHECK_DP(files_check_input(labels_path, "IDX file", err));
     CHECK_DP(idx_read(images_path, 3, images, err));
     CHECK_DP(idx_read(labels_path, 1, labels, err));
     if (images->dims[1] != DATASET_ROWS || images->dims[2] != DATASET_COLS)
@@ -162,8 +151,8 @@ int dataset_convert(const char *source_dir, const char *out_path, char *err)
     struct idx_pair sets[2] = {0};
     int status = -1;
     CHECK_DP(check_not_a_source(source_dir, names, out_path, err));
-    CHECK_DP(read_pair(source_dir, names[0], out_path, &sets[0], err));
-    CHECK_DP(read_pair(source_dir, names[1], out_path, &sets[1], err));
+    CHECK_DP(read_pair(source_dir, names[0], &sets[0], err));
+    CHECK_DP(read_pair(source_dir, names[1], &sets[1], err));
     CHECK_DP(write_data_file(out_path, source_dir, sets, err));
     status = 0;
 fail:

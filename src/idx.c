@@ -40,10 +40,13 @@ fail:
     return -1;
 }
 
-static int grow(uint8_t **buffer, size_t *capacity, const char *name, char *err)
+/* Room for more output, at most `limit` bytes in all. */
+static int grow(uint8_t **buffer, size_t *capacity, size_t limit, const char *name, char *err)
 {
     size_t bigger = *capacity < ((size_t)1 << 20) ? ((size_t)1 << 20) : *capacity * 2;
-    uint8_t *moved = realloc(*buffer, bigger);
+    if (bigger > limit)
+        bigger = limit;
+    uint8_t *moved = realloc(*buffer, bigger ? bigger : 1);
     CHECK_PTR(moved, "%s: cannot allocate %zu bytes for decompression", name, bigger);
     *buffer = moved;
     *capacity = bigger;
@@ -52,66 +55,71 @@ fail:
     return -1;
 }
 
-int idx_gunzip(const char *name, const uint8_t *bytes, size_t len, uint8_t **out,
-               size_t *out_len, char *err)
-{
+/* One inflate() call over the next slice of input and output (zlib counts in uInt: at most
+ * 1 GiB each way). */
+struct inflation {
     z_stream stream;
-    memset(&stream, 0, sizeof stream);
+    const uint8_t *bytes;
+    size_t len, consumed, produced;
+};
+
+static int inflate_some(struct inflation *z, uint8_t *buffer, size_t capacity)
+{
+    size_t in_left = z->len - z->consumed, out_left = capacity - z->produced;
+    z->stream.next_in = (Bytef *)z->bytes + z->consumed;
+    z->stream.avail_in = (uInt)(in_left > (1u << 30) ? (1u << 30) : in_left);
+    z->stream.next_out = buffer + z->produced;
+    z->stream.avail_out = (uInt)(out_left > (1u << 30) ? (1u << 30) : out_left);
+    uInt in_before = z->stream.avail_in, out_before = z->stream.avail_out;
+    int rc = inflate(&z->stream, Z_NO_FLUSH);
+    z->consumed += in_before - z->stream.avail_in;
+    z->produced += out_before - z->stream.avail_out;
+    return rc;
+}
+
+int idx_gunzip(const char *name, const uint8_t *bytes, size_t len, size_t limit, uint8_t **out,
+               size_t *out_len, int *more, char *err)
+{
+    struct inflation z = {.bytes = bytes, .len = len};
     uint8_t *buffer = NULL;
-    size_t capacity = 0, produced = 0;
+    size_t capacity = 0;
     int stream_open = 0;
-    /* The trailer's ISIZE (size mod 2^32) is a good first guess for the output size. */
-    if (len >= 18) {
-        const uint8_t *t = bytes + len - 4;
-        capacity = (size_t)t[0] | (size_t)t[1] << 8 | (size_t)t[2] << 16 | (size_t)t[3] << 24;
-        capacity = capacity ? capacity + 1 : 1;
-        CHECK_PTR(buffer = malloc(capacity), "%s: cannot allocate %zu bytes", name, capacity);
-    }
-    CHECK_Z(inflateInit2(&stream, 16 + MAX_WBITS), "%s: cannot start gzip decoder", name);
+    *more = 0;
+    CHECK_Z(inflateInit2(&z.stream, 16 + MAX_WBITS), "%s: cannot start gzip decoder", name);
     stream_open = 1;
-    stream.next_in = (Bytef *)bytes;
-    stream.avail_in = 0;
-    size_t consumed = 0;
     for (;;) {
-        if (produced == capacity && grow(&buffer, &capacity, name, err) != 0)
-            goto fail;
-        /* zlib counts in uInt; feed at most 1 GiB at a time. */
-        size_t in_left = len - consumed;
-        stream.next_in = (Bytef *)bytes + consumed;
-        stream.avail_in = (uInt)(in_left > (1u << 30) ? (1u << 30) : in_left);
-        size_t out_left = capacity - produced;
-        stream.next_out = buffer + produced;
-        stream.avail_out = (uInt)(out_left > (1u << 30) ? (1u << 30) : out_left);
-        uInt in_before = stream.avail_in, out_before = stream.avail_out;
-        int rc = inflate(&stream, Z_NO_FLUSH);
-        consumed += in_before - stream.avail_in;
-        produced += out_before - stream.avail_out;
-        if (rc == Z_STREAM_END) {
-            if (consumed == len)
+        if (z.produced == capacity) {
+            if (capacity == limit) {
+                *more = 1; /* the caller asked for no more: the stream may hold further bytes */
                 break;
-            if (!is_gzip(bytes + consumed, len - consumed))
-                FAIL("%s: %zu bytes of trailing garbage after the gzip stream", name,
-                     len - consumed);
-            CHECK_Z(inflateReset(&stream), "%s: cannot restart gzip decoder", name);
+            }
+            CHECK_DP(grow(&buffer, &capacity, limit, name, err));
+        }
+        int rc = inflate_some(&z, buffer, capacity);
+        if (rc == Z_STREAM_END) {
+            if (z.consumed == len)
+                break;
+            if (!is_gzip(bytes + z.consumed, len - z.consumed))
+                FAIL("%s: %zu bytes of trailing garbage after the gzip stream", name, len - z.consumed);
+            CHECK_Z(inflateReset(&z.stream), "%s: cannot restart gzip decoder", name);
             continue;
         }
         if (rc == Z_DATA_ERROR)
-            FAIL("%s: corrupt gzip stream: %s", name, stream.msg ? stream.msg : "data error");
+            FAIL("%s: corrupt gzip stream: %s", name, z.stream.msg ? z.stream.msg : "data error");
         if (rc == Z_MEM_ERROR)
             FAIL("%s: out of memory while decompressing", name);
-        if (rc == Z_BUF_ERROR && consumed == len && stream.avail_out > 0)
-            FAIL("%s: truncated gzip stream (ends after %zu bytes without its end marker)",
-                 name, len);
+        if (rc == Z_BUF_ERROR && z.consumed == len && z.stream.avail_out > 0)
+            FAIL("%s: truncated gzip stream (ends after %zu bytes without its end marker)", name, len);
         if (rc != Z_OK && rc != Z_BUF_ERROR)
             FAIL("%s: gzip decoder failed: %s", name, zError(rc));
     }
-    inflateEnd(&stream);
+    inflateEnd(&z.stream);
     *out = buffer;
-    *out_len = produced;
+    *out_len = z.produced;
     return 0;
 fail:
     if (stream_open)
-        inflateEnd(&stream);
+        inflateEnd(&z.stream);
     free(buffer);
     return -1;
 }
@@ -162,6 +170,54 @@ fail:
     return -1;
 }
 
+/* The bytes an IDX file with this header promises (header and payload), from its first
+ * 4 + 4 * expect_ndims bytes; 0 when they are not such a header (idx_parse then says why). */
+static size_t promised_bytes(const uint8_t *head, size_t len, int expect_ndims)
+{
+    size_t header = 4 + 4 * (size_t)expect_ndims, count = 1;
+    if (len < header || head[0] != 0 || head[1] != 0 || head[3] != expect_ndims)
+        return 0;
+    for (int d = 0; d < expect_ndims; d++) {
+        size_t dim = read_be32(head + 4 + 4 * d);
+        if (dim != 0 && count > (SIZE_MAX - header) / dim)
+            return 0;
+        count *= dim;
+    }
+    return header + count;
+}
+
+/* A gzipped IDX file is inflated no further than its header promises (and one byte more, to
+ * tell trailing data): a small file that inflates to gigabytes costs no more memory than its
+ * header claims. */
+static int gunzip_idx(const char *path, const uint8_t *raw, size_t raw_len, int expect_ndims, uint8_t **plain,
+                      size_t *plain_len, char *err)
+{
+    uint8_t *head = NULL;
+    size_t head_len = 0;
+    int more = 0;
+    CHECK_DP(idx_gunzip(path, raw, raw_len, 4 + 4 * (size_t)expect_ndims, &head, &head_len, &more, err));
+    size_t promised = promised_bytes(head, head_len, expect_ndims);
+    if (promised == 0) { /* not the header expected: idx_parse names what is wrong with it */
+        *plain = head;
+        *plain_len = head_len;
+        return 0;
+    }
+    free(head);
+    head = NULL;
+    CHECK_DP(idx_gunzip(path, raw, raw_len, promised + 1, plain, plain_len, &more, err));
+    if (*plain_len > promised)
+        FAIL("%s: the gzip stream holds more than the %zu data bytes its IDX header promises", path,
+             promised - 4 - 4 * (size_t)expect_ndims);
+    return 0;
+fail:
+    free(head);
+    if (*plain) {
+        free(*plain);
+        *plain = NULL;
+    }
+    return -1;
+}
+
 int idx_read(const char *path, int expect_ndims, struct idx_array *out, char *err)
 {
     uint8_t *raw = NULL, *plain = NULL;
@@ -169,7 +225,7 @@ int idx_read(const char *path, int expect_ndims, struct idx_array *out, char *er
     memset(out, 0, sizeof *out);
     CHECK_DP(read_whole_file(path, &raw, &raw_len, err));
     if (is_gzip(raw, raw_len)) {
-        CHECK_DP(idx_gunzip(path, raw, raw_len, &plain, &plain_len, err));
+        CHECK_DP(gunzip_idx(path, raw, raw_len, expect_ndims, &plain, &plain_len, err));
         CHECK_DP(idx_parse(path, plain, plain_len, expect_ndims, out, err));
     } else {
         CHECK_DP(idx_parse(path, raw, raw_len, expect_ndims, out, err));

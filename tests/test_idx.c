@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <zlib.h>
 
 static char *dir;
 
@@ -221,6 +222,52 @@ static void test_gzip_trailing_garbage(void **state)
     free(longer);
 }
 
+/* gzip of a 1-dimensional IDX header promising `promised` labels followed by `zeros` zero
+ * bytes, deflated in 1 MiB pieces so that the test itself never holds the inflated bomb. */
+static uint8_t *gzip_bomb(uint32_t promised, size_t zeros, size_t *gz_len)
+{
+    static const uint8_t piece[1 << 20];
+    uint8_t header[8] = {0, 0, 0x08, 1, (uint8_t)(promised >> 24), (uint8_t)(promised >> 16),
+                         (uint8_t)(promised >> 8), (uint8_t)promised};
+    z_stream s;
+    memset(&s, 0, sizeof s);
+    assert_int_equal(deflateInit2(&s, 9, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    size_t capacity = deflateBound(&s, (uLong)(zeros + sizeof header)) + 64;
+    uint8_t *out = malloc(capacity);
+    s.next_out = out;
+    s.avail_out = (uInt)capacity;
+    s.next_in = header;
+    s.avail_in = sizeof header;
+    assert_int_equal(deflate(&s, Z_NO_FLUSH), Z_OK);
+    for (size_t left = zeros; left > 0;) {
+        size_t n = left < sizeof piece ? left : sizeof piece;
+        s.next_in = (Bytef *)piece;
+        s.avail_in = (uInt)n;
+        assert_int_equal(deflate(&s, Z_NO_FLUSH), Z_OK);
+        left -= n;
+    }
+    assert_int_equal(deflate(&s, Z_FINISH), Z_STREAM_END);
+    *gz_len = capacity - s.avail_out;
+    deflateEnd(&s);
+    return out;
+}
+
+/* A gzip bomb: a header that promises 100 labels, then 256 MiB of zeros (a 255 KiB file). The
+ * inflation stops one byte past the promise: refused, and the process's peak memory grows by far
+ * less than the bomb (before the bound it grew to 1.1 GB for a 1 MB file). */
+static void test_gzip_bomb_stops_at_the_promise(void **state)
+{
+    (void)state;
+    size_t gz_len;
+    uint8_t *packed = gzip_bomb(100, (size_t)256 << 20, &gz_len);
+    long before = test_peak_rss_kb();
+    expect_error("bomb.gz", packed, gz_len, 1, "holds more than the 100 data bytes its IDX header promises");
+    long grown_kb = test_peak_rss_kb() - before;
+    if (grown_kb > 32 * 1024)
+        fail_msg("peak memory grew by %ld KiB reading a %zu-byte bomb", grown_kb, gz_len);
+    free(packed);
+}
+
 static void test_missing_file(void **state)
 {
     (void)state;
@@ -245,6 +292,7 @@ int main(void)
         cmocka_unit_test(test_truncated_gzip),
         cmocka_unit_test(test_corrupt_gzip),
         cmocka_unit_test(test_gzip_trailing_garbage),
+        cmocka_unit_test(test_gzip_bomb_stops_at_the_promise),
         cmocka_unit_test(test_missing_file),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

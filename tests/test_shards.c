@@ -189,7 +189,7 @@ static void test_missing_and_wrong_type(void **state)
     snprintf(path, sizeof path, "%s/absent.h5", dir);
     expect_read_error(path, "absent.h5: No such file or directory; make the data file with 'dptrain convert'");
     snprintf(path, sizeof path, "%s/train-labels-idx1-ubyte.gz", dir);
-    expect_read_error(path, "not a readable HDF5 file");
+    expect_read_error(path, "not an HDF5 file");
 }
 
 int main(int argc, char **argv)

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -72,6 +73,16 @@ uint8_t *test_gzip(const uint8_t *bytes, size_t len, size_t *out_len)
     *out_len = capacity - s.avail_out;
     deflateEnd(&s);
     return out;
+}
+
+long test_peak_rss_kb(void)
+{
+    struct rusage usage;
+    if (getrusage(RUSAGE_SELF, &usage) != 0) {
+        perror("getrusage");
+        exit(1);
+    }
+    return usage.ru_maxrss;
 }
 
 void test_write_file(const char *path, const uint8_t *bytes, size_t len)

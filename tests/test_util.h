@@ -19,6 +19,8 @@ uint8_t *test_idx_bytes(uint8_t type, int ndims, const uint32_t *dims, const uin
 uint8_t *test_gzip(const uint8_t *bytes, size_t len, size_t *out_len);
 void test_write_file(const char *path, const uint8_t *bytes, size_t len);
 int test_file_exists(const char *path);
+/* The process's peak resident memory so far, in KiB (getrusage). */
+long test_peak_rss_kb(void);
 
 /* Write the four Fashion-MNIST IDX files (gzip when gz) into dir with deterministic content:
  * pixel (i, p) = (i * 7 + p * 13) % 256, label i = (i * 3) % 10. */

@@ -24,10 +24,12 @@ int idx_read(const char *path, int expect_ndims, struct idx_array *out, char *er
 int idx_parse(const char *name, const uint8_t *bytes, size_t len, int expect_ndims,
               struct idx_array *out, char *err);
 
-/* Decompress a complete gzip file (one or more members) held in memory. Rejects truncated or
- * corrupt streams and trailing bytes that are not another gzip member. *out is malloc'ed. */
-int idx_gunzip(const char *name, const uint8_t *bytes, size_t len, uint8_t **out,
-               size_t *out_len, char *err);
+/* Decompress a gzip file (one or more members) held in memory, producing at most `limit`
+ * bytes: *more is 1 when it stopped there with input left (the stream may hold more). Rejects
+ * truncated or corrupt streams and trailing bytes that are not another gzip member. Memory
+ * grows with the output actually produced, never past limit. *out is malloc'ed. */
+int idx_gunzip(const char *name, const uint8_t *bytes, size_t len, size_t limit, uint8_t **out,
+               size_t *out_len, int *more, char *err);
 
 void idx_free(struct idx_array *array);
 

@@ -43,6 +43,13 @@ static inline uint64_t rng_next(struct rng *rng)
     return result;
 }
 
+/* 0 for the one state xoshiro cannot leave, all four words zero (every draw is then 0, and
+ * rng_below's rejection loop never ends); 1 otherwise. A restored state must pass it. */
+static inline int rng_valid(const struct rng *rng)
+{
+    return (rng->s[0] | rng->s[1] | rng->s[2] | rng->s[3]) != 0;
+}
+
 /* Unbiased integer in [0, n), n > 0. */
 uint64_t rng_below(struct rng *rng, uint64_t n);
 /* Standard normal (Box-Muller). */

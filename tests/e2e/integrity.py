@@ -64,6 +64,17 @@ def flip_bytes(dataset):
     return change
 
 
+def zero_stream(name):
+    """A unit's random stream set to the all-zero state, its checksum recomputed: only the state's
+    own check can object (the resume had spun at 100% CPU, deaf to SIGTERM)."""
+    def change(f):
+        values = f[name][()]
+        values[0] = 0
+        f[name][...] = values
+        f.attrs[f"crc32_{name}"] = np.int64(zlib.crc32(values.astype("<u8").tobytes()))
+    return change
+
+
 def set_attr(name, value):
     def change(f):
         f.attrs[name] = value
@@ -90,12 +101,14 @@ cases = [
     (variant("units_signed", set_attr("deterministic", 2), sign=True), "units = 2, deterministic = 2"),
     (variant("tta_shift_signed", set_attr("tta_shift", 3), sign=True), "tta_shift 3"),
     (variant("augment_shift_signed", set_attr("augment_shift", 5), sign=True), "augment_shift 5"),
+    (variant("zero_rng_augment", zero_stream("rng_augment")), "random stream has the all-zero state"),
+    (variant("zero_rng_dropout", zero_stream("rng_dropout")), "random stream has the all-zero state"),
     (variant("old_format", set_attr("format_version", 2)), "checkpoint format version 2, this dptrain reads version 9"),
 ]
 for path, fragment in cases:
     before = open(path, "rb").read()
     for label, args, ranks in (
-            ("resume", BASE + ["--checkpoint", path, "--resume", "--out", out], 2),
+            ("resume", BASE + ["--checkpoint", path, "--resume", "--out", f"{dir}/bad-eval.h5"], 2),
             ("eval", ["eval", "--checkpoint", path, "--data", DATA, "--out", f"{dir}/bad-eval.h5"], 1)):
         if label == "eval" and "steps" in fragment:
             continue   # eval does not continue the run: its position does not matter to it

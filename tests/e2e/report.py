@@ -130,7 +130,7 @@ cases += [
     ([fifo, "--data", DATA], "fifo: is not a regular file"),
     ([results, "--data", fifo], "fifo: is not a regular file"),
     ([dir, "--data", DATA], "is a folder, not a results file"),
-    ([truncated, "--data", DATA], "truncated.h5: damaged or not a dptrain results file"),
+    ([truncated, "--data", DATA], "truncated.h5: damaged: it has"),
     ([damaged("index", lambda f: replace(f, "runs/raw/misclassified/index",
                                          np.full(len(f["runs/raw/misclassified/index"]), 10**6, np.int32))),
       "--data", DATA], "misclassified/index must rise strictly within 0..9999"),
