@@ -567,13 +567,13 @@ void checkpoint_free(struct checkpoint *c)
 }
 
 int checkpoint_check_data(const struct checkpoint *c, const struct data_identity *now, const char *data,
-                          const char *path, char *err)
+                          const char *path, const char *action, char *err)
 {
     const struct data_identity *then = &c->data;
     if (then->train_samples != now->train_samples || then->test_samples != now->test_samples)
         FAIL("%s was trained on data with %lld training and %lld test images; %s has %lld and "
-             "%lld (resume with the data file the run began with)", path, then->train_samples, then->test_samples,
-             data, now->train_samples, now->test_samples);
+             "%lld (%s with the data file the run began with)", path, then->train_samples, then->test_samples,
+             data, now->train_samples, now->test_samples, action);
     const char *differs = then->train_images != now->train_images ? "training images"
                           : then->train_labels != now->train_labels ? "training labels"
                           : then->test_images != now->test_images   ? "test images"
@@ -581,7 +581,7 @@ int checkpoint_check_data(const struct checkpoint *c, const struct data_identity
                                                                     : NULL;
     if (differs)
         FAIL("%s was trained on other data: the %s of %s differ from the run's (CRC-32 "
-             "mismatch; resume with the data file the run began with)", path, differs, data);
+             "mismatch; %s with the data file the run began with)", path, differs, data, action);
     return 0;
 fail:
     return -1;

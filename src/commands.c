@@ -289,7 +289,7 @@ static int prepare_command(struct command_state *cs, char *err)
         CHECK_DP(snapshot_load(cs->comm, o, &cs->resume, err));
     struct shard_plan plan = {o->data, o->validation, o->seed, o->deterministic ? SHARDS_VIRTUAL : 0};
     CHECK_DP(shards_load(cs->comm, &plan, &cs->d, err));
-    if (o->resume && checkpoint_check_data(&cs->resume, &cs->d.identity, o->data, o->checkpoint, err) != 0) {
+    if (o->resume && checkpoint_check_data(&cs->resume, &cs->d.identity, o->data, o->checkpoint, "resume", err) != 0) {
         err_prefix(err, cli_flag(OPTION_RESUME)); /* every rank holds the same checkpoint and identity */
         goto fail;
     }
@@ -482,6 +482,13 @@ int eval_command(const struct comm *comm, const struct config *given, char *err)
     /* the hold-out as the run chose it: from its seed, the same for any rank count */
     CHECK_DP(shards_load(comm, &(struct shard_plan){o.data, given->on_validation ? c.validation : 0, o.seed, 0}, &d,
                          err));
+    /* The hold-out is a draw from the run's own training images: on any other data (another file,
+     * or the same images shuffled) its accuracy would be of other images, said as if it were not. */
+    if (given->on_validation &&
+        checkpoint_check_data(&c, &d.identity, o.data, given->checkpoint, "evaluate its hold-out", err) != 0) {
+        err_prefix(err, "--on-validation");
+        goto fail;
+    }
     if (given->on_validation)
         holdout_as_test(&d);
     r.has_validation = 0;

@@ -68,9 +68,10 @@ struct checkpoint {
 int checkpoint_write(const char *path, const struct checkpoint *c, char *err);
 int checkpoint_read(const char *path, struct checkpoint *c, char *err);
 void checkpoint_free(struct checkpoint *c);
-/* Refuse a checkpoint made on other data than `data` names, saying which array differs. */
+/* Refuse a checkpoint made on other data than `data` names, saying which array differs; the
+ * hint says to `action` (e.g. "resume") with the run's own data file. */
 int checkpoint_check_data(const struct checkpoint *c, const struct data_identity *now, const char *data,
-                          const char *path, char *err);
+                          const char *path, const char *action, char *err);
 /* Refuse a position that this run cannot be at: a step beyond the epoch (steps per epoch), an
  * optimizer step count that does not match, arrays of another model's size (steps_per_epoch 0:
  * the sizes alone, for eval). */

@@ -62,6 +62,24 @@ for ranks in (1, 2):  # the same hold-out whatever the rank count
         print(f"eval --on-validation on {ranks} rank(s): {got}; epoch {best}'s validation {val}")
         check(got == val and g.attrs["evaluated_set"] == "validation" and g["predictions"].shape == (500,),
               f"eval --on-validation gave {got} on {g['predictions'].shape}, not epoch {best}'s {val}")
+# The same images in another order: the hold-out drawn from them would be other images, so the
+# checkpoint's data identity refuses it (it had reported an accuracy on the wrong images, exit 0).
+shuffled = f"{dir}/shuffled.h5"
+with h5py.File(data, "r") as src, h5py.File(shuffled, "w") as f:
+    order = np.random.default_rng(1).permutation(len(src["train/labels"]))
+    for group in ("train", "test"):
+        pick = order if group == "train" else slice(None)
+        f[f"{group}/images"] = src[f"{group}/images"][()][pick]
+        f[f"{group}/labels"] = src[f"{group}/labels"][()][pick]
+    for name, value in src.attrs.items():
+        f.attrs[name] = value
+refused = run(["eval", "--checkpoint", ckpt, "--data", shuffled, "--out", f"{dir}/refused.h5", "--on-validation"],
+              ranks=2, env=NO_KILL_WAIT)
+errors = [line for line in refused.stderr.splitlines() if line.startswith("dptrain: error:")]
+check(refused.returncode != 0 and len(errors) == 1 and "--on-validation: " in errors[0] and
+      "was trained on other data: the training images of" in errors[0] and
+      "evaluate its hold-out with the data file the run began with" in errors[0] and
+      not os.path.exists(f"{dir}/refused.h5"), f"eval --on-validation on shuffled data: {refused.stderr!r}")
 plain = f"{dir}/plain.ckpt.h5"
 must_succeed(run(["train", "--model", "cnn:4,p,f16", "--data", data, "--out", f"{dir}/plain.h5", "--checkpoint", plain,
                   "--epochs", "1", "--quiet"], ranks=2))
