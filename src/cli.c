@@ -50,7 +50,7 @@ static const struct flag flags[] = {
      "weak scaling: each rank's batch; the global batch is this times the ranks and the learning rate "
      "grows with it (--lr x global / 128); exclusive with --batch"},
     {"--optimizer", V_OPTIMIZER, AT(optimizer), FOR_TRAINING, 0, 0, "sgd, nesterov (SGD with Nesterov momentum) or adam (default nesterov for cnn with --augment, else adam)"},
-    {"--lr", V_DOUBLE, AT(lr), FOR_TRAINING, 1e-12, 10, "peak learning rate (default 0.001 adam, 0.05 sgd and nesterov)"},
+    {"--lr", V_DOUBLE, AT(lr), FOR_TRAINING, 1e-12, CONFIG_LR_MAX, "peak learning rate (default 0.001 adam, 0.05 sgd and nesterov)"},
     {"--momentum", V_DOUBLE, AT(momentum), FOR_TRAINING, 0, 0.999999, "SGD and Nesterov momentum (default 0.9)"},
     {"--weight-decay", V_DOUBLE, AT(weight_decay), FOR_TRAINING, 0, 1,
      "decoupled weight decay on weights, not biases (default 0.0005 for cnn with --augment and SGD or nesterov, "
@@ -522,4 +522,123 @@ const char *cli_flag(enum option o)
         [OPTION_OVERWRITE] = "--overwrite",
     };
     return flags_of[o];
+}
+
+/* ---- the command line of a configuration -------------------------------------------------- */
+
+/* The shortest decimal that reads back as exactly this double (0.1, not 0.10000000000000001). */
+static void exact_number(double value, char *out, size_t size)
+{
+    for (int digits = 6; digits <= 17; digits++) {
+        snprintf(out, size, "%.*g", digits, value);
+        if (strtod(out, NULL) == value)
+            return;
+    }
+}
+
+/* A word as a POSIX shell reads it: bare when it is made of safe characters, else in single
+ * quotes (a quote inside written '\''). */
+static size_t shell_word(const char *word, char *out, size_t size)
+{
+    size_t used = 0;
+    int bare = word[0] != '\0' && strspn(word, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:,=+-@%") ==
+                                     strlen(word);
+    if (bare)
+        return (size_t)snprintf(out, size, "%s", word);
+    used += (size_t)snprintf(out, size, "'");
+    for (const char *c = word; *c && used < size; c++)
+        used += (size_t)snprintf(out + used, size - used, *c == '\'' ? "'\\''" : "%c", *c);
+    if (used < size)
+        used += (size_t)snprintf(out + used, size - used, "'");
+    return used;
+}
+
+/* A flag's value in o as text; 0 when the flag is absent from the command line (an unset path,
+ * a switch that is off, --pca 0), 1 with the value in value (empty for a switch that is on). */
+static int flag_value(const struct config *o, const struct flag *f, char *value, size_t size)
+{
+    const char *base = (const char *)o;
+    value[0] = '\0';
+    switch (f->kind) {
+    case V_STRING: {
+        const char *text = *(const char *const *)(base + f->offset);
+        if (!text)
+            return 0;
+        shell_word(text, value, size);
+        return 1;
+    }
+    case V_INT: /* below the flag's minimum: unset (--threads 0 is "chosen from the node") */
+        snprintf(value, size, "%d", *(const int *)(base + f->offset));
+        return *(const int *)(base + f->offset) >= f->min;
+    case V_DOUBLE:
+        exact_number(*(const double *)(base + f->offset), value, size);
+        return *(const double *)(base + f->offset) >= f->min;
+    case V_SEED:
+        snprintf(value, size, "%llu", (unsigned long long)*(const uint64_t *)(base + f->offset));
+        return 1;
+    case V_PCA:
+        if (o->command != CMD_COMPARE) {
+            snprintf(value, size, "%d", o->pca);
+            return o->pca > 0;
+        }
+        for (int i = 0, used = 0; i < o->pca_runs && (size_t)used < size; i++)
+            used += snprintf(value + used, size - (size_t)used, "%s%d", i ? "," : "", o->pca_list[i]);
+        return 1;
+    case V_MODEL:
+        shell_word(o->model, value, size);
+        return 1;
+    case V_OPTIMIZER:
+        snprintf(value, size, "%s", config_optimizer_name(o->optimizer));
+        return 1;
+    case V_SCHEDULE:
+        snprintf(value, size, "%s", config_schedule_name(o->schedule));
+        return 1;
+    case V_COMPRESS:
+        config_compress_text(&o->compress, value, size);
+        return 1;
+    case V_FLAG:
+        return *(const int *)(base + f->offset) != 0;
+    case V_FLAG_OFF:
+        return *(const int *)(base + f->offset) == 0;
+    }
+    return 0;
+}
+
+/* A flag that only means something under another (--augment-shift and --erase under --augment,
+ * --tta-shift under --tta), whose parent is off: the parser would refuse it. */
+static int parent_off(const struct config *o, const struct flag *f)
+{
+    if (f->offset == AT(augment_shift) || f->offset == AT(erase))
+        return !o->augment;
+    return f->offset == AT(tta_shift) && o->tta <= 0;
+}
+
+/* Flags that say where files go or how the run reports, not how it computes. */
+static int is_setting(const struct flag *f)
+{
+    static const char *const not_settings[] = {"--out",   "--checkpoint",    "--checkpoint-every", "--trace",
+                                               "--quiet", "--resume",        "--overwrite",        "--stall-timeout",
+                                               "--name",  "--batch-per-rank", "--drift-check"};
+    for (size_t i = 0; i < sizeof not_settings / sizeof not_settings[0]; i++)
+        if (strcmp(f->name, not_settings[i]) == 0)
+            return 0;
+    return 1;
+}
+
+void cli_command_line(const struct config *o, int everything, char *out, size_t size)
+{
+    char value[4 * 4096 + 16]; /* a path of up to 4095 characters, each quoted at worst as 4 */
+    size_t used = (size_t)snprintf(out, size, "%s", cli_command_name(o->command));
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0] && used < size; i++) {
+        const struct flag *f = &flags[i];
+        if (!(f->commands & (1u << o->command)) || (!everything && !is_setting(f)) || parent_off(o, f) ||
+            !flag_value(o, f, value, sizeof value))
+            continue;
+        int n = snprintf(out + used, size - used, " %s%s%s", f->name, value[0] ? " " : "", value);
+        if (n < 0 || (size_t)n >= size - used) {
+            out[used] = '\0'; /* whole flags only */
+            return;
+        }
+        used += (size_t)n;
+    }
 }

@@ -265,6 +265,18 @@ fail:
     return -1;
 }
 
+int comm_bcast_text(const struct comm *comm, char *text, size_t size, int root, char *err)
+{
+    if (size > INT_MAX)
+        FAIL("rank %d: a text of %zu bytes is too long to broadcast", comm->rank, size);
+    CHECK_MPI(WATCHED(comm, "a broadcast", MPI_Bcast(text, (int)size, MPI_CHAR, root, comm->world)),
+              "rank %d: broadcast failed", comm->rank);
+    text[size - 1] = '\0';
+    return 0;
+fail:
+    return -1;
+}
+
 int comm_allgather_u64(const struct comm *comm, uint64_t mine, uint64_t *all, char *err)
 {
     CHECK_MPI(WATCHED(comm, "an allgather",

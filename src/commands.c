@@ -181,30 +181,21 @@ done:
 
 /* ---- train and compare ----------------------------------------------------------------- */
 
-/* Every setting a run was trained with, as the flags that would ask for it ("--dropout 0.1
- * --augment 1 ..."), so that a results file says what a default meant when it was written. The
- * model and PCA components have attributes of their own (and compare's --pca is a list). */
-static void describe_settings(const struct config *o, char *out, size_t size)
+/* Every setting a run was trained with, defaults resolved, as the command line that trains it
+ * again (cli_command_line): a results file says what a default meant when it was written, and
+ * pasting it after `dptrain` (with an --out) reproduces the run. A run of compare is the
+ * train command of its own --pca. */
+static void describe_settings(const struct config *o, int pca_k, char *out, size_t size)
 {
-    size_t used = 0;
-    out[0] = '\0';
-    for (enum setting s = 0; s < SETTING_NONE; s++) {
-        if (s == SETTING_MODEL || s == SETTING_PCA)
-            continue;
-        char value[64];
-        config_setting_value(o, s, value, sizeof value);
-        int n = snprintf(out + used, size - used, "%s%s %s", used ? " " : "", cli_setting_flag(s), value);
-        if (n < 0 || (size_t)n >= size - used) {
-            out[used] = '\0'; /* RESULTS_SETTINGS_LENGTH holds them all; else whole entries only */
-            return;
-        }
-        used += (size_t)n;
-    }
+    struct config one = *o;
+    one.command = CMD_TRAIN;
+    one.pca = pca_k;
+    cli_command_line(&one, 0, out, size);
 }
 
 static void describe_result(struct run_result *r, const struct config *o, int ranks, const char *name, int pca_k)
 {
-    describe_settings(o, r->settings, sizeof r->settings);
+    describe_settings(o, pca_k, r->settings, sizeof r->settings);
     snprintf(r->name, sizeof r->name, "%s", name);
     snprintf(r->model, sizeof r->model, "%s", o->model);
     snprintf(r->optimizer, sizeof r->optimizer, "%s", config_optimizer_name(o->optimizer));
@@ -332,11 +323,18 @@ static struct config scaled_for_ranks(const struct config *o, int ranks)
 int train_command(const struct comm *comm, const struct config *given, char *err)
 {
     struct config scaled = scaled_for_ranks(given, comm->size);
+    scaled.threads = blas_threads(comm, given->threads, given->deterministic); /* as run: it changes the bits */
     const struct config *o = &scaled;
     struct command_state cs = {.comm = comm, .o = o, .run_count = o->command == CMD_COMPARE ? o->pca_runs : 1,
                                .locks = OUTPUT_LOCKS_NONE};
     int status = DP_EXIT_ERROR;
-    openblas_set_num_threads(blas_threads(comm, o->threads, o->deterministic));
+    openblas_set_num_threads(o->threads);
+    if (given->batch_per_rank > 0 && o->lr > CONFIG_LR_MAX) {
+        err_set(err, "--batch-per-rank %d: on %d ranks the learning rate grows to %g (--lr %g x global batch %d / "
+                "128), beyond --lr's largest value %g: lower --lr or --batch-per-rank", given->batch_per_rank,
+                comm->size, o->lr, given->lr, o->batch, CONFIG_LR_MAX);
+        return DP_EXIT_USAGE;
+    }
     if ((size_t)o->batch < (size_t)comm->size) {
         err_set(err, "%s %d: the global batch must be at least the number of ranks (%d)", cli_flag(OPTION_BATCH),
                 o->batch, comm->size);

@@ -6,6 +6,7 @@
 #include "dptrain/dataset.h"
 #include "dptrain/files.h"
 #include "dptrain/model.h"
+#include "dptrain/results.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -78,6 +79,52 @@ static int start_watchdog(struct comm *comm, const struct config *options, char 
     return comm_agree(comm, ok, err) == 0 ? DP_EXIT_OK : DP_EXIT_ERROR;
 }
 
+/* The flag at which two command lines first differ ("--lr 0.01"), from the " --" that starts it
+ * to the next one, into out. */
+static void flag_at(const char *line, size_t position, char *out, size_t size)
+{
+    size_t start = position;
+    while (start > 0 && strncmp(line + start, " --", 3) != 0)
+        start--;
+    start += line[start] == ' ';
+    const char *end = strstr(line + start + 1, " --");
+    size_t length = end ? (size_t)(end - (line + start)) : strlen(line + start);
+    snprintf(out, size, "%.*s", (int)(length < 200 ? length : 200), line + start);
+    if (out[0] == '\0')
+        snprintf(out, size, "nothing more");
+}
+
+/* Collective: every rank was started with the same command line. An MPMD launch, or a wrapper
+ * that passes other flags to one rank, had trained silently with mixed --lr, --seed or --data,
+ * and mixed --batch or --epochs ended in a message without a reason. */
+static int check_same_command(const struct comm *comm, const struct config *o, char *err)
+{
+    char *mine = malloc(RESULTS_SETTINGS_LENGTH), *first = malloc(RESULTS_SETTINGS_LENGTH);
+    int ok = mine && first;
+    if (!ok)
+        err_set(err, "cannot allocate the command line");
+    if (comm_agree(comm, ok, err) == 0) {
+        cli_command_line(o, 1, mine, RESULTS_SETTINGS_LENGTH);
+        memcpy(first, mine, RESULTS_SETTINGS_LENGTH);
+        ok = comm_bcast_text(comm, first, RESULTS_SETTINGS_LENGTH, 0, err) == 0;
+        if (ok && strcmp(mine, first) != 0) {
+            char here[256], there[256];
+            size_t at = 0;
+            while (mine[at] == first[at])
+                at++;
+            flag_at(mine, at, here, sizeof here);
+            flag_at(first, at, there, sizeof there);
+            err_set(err, "started with other settings than rank 0: %s here, %s on rank 0 (every rank must be given "
+                    "the same command line)", here, there);
+            ok = 0;
+        }
+        ok = comm_agree(comm, ok, err) == 0;
+    }
+    free(mine);
+    free(first);
+    return ok ? 0 : -1;
+}
+
 /* train, compare and eval run under MPI; every rank parses the same command line. */
 static int run_parallel(int argc, char **argv, const struct config *options)
 {
@@ -97,7 +144,9 @@ static int run_parallel(int argc, char **argv, const struct config *options)
      * denormal and every float operation on them slows down many times (measured: CNN epochs
      * growing from 18 s to 30 s without it). No result here depends on values below 1e-38. */
     _mm_setcsr(_mm_getcsr() | 0x8040);
-    int status = start_watchdog(&comm, options, err);
+    int status = check_same_command(&comm, options, err) == 0 ? DP_EXIT_OK : DP_EXIT_USAGE;
+    if (status == DP_EXIT_OK)
+        status = start_watchdog(&comm, options, err);
     if (status == DP_EXIT_OK)
         status = options->command == CMD_EVAL ? eval_command(&comm, options, err)
                                                : train_command(&comm, options, err);

@@ -66,6 +66,8 @@ int comm_min_int(const struct comm *comm, int *value, char *err);
 int comm_max_long(const struct comm *comm, long *value, char *err);
 int comm_max_double(const struct comm *comm, double *value, char *err);
 int comm_bcast_size(const struct comm *comm, size_t *value, int root, char *err);
+/* root's text (size bytes, the same size on every rank) into every rank's `text`. */
+int comm_bcast_text(const struct comm *comm, char *text, size_t size, int root, char *err);
 /* all[r] = rank r's 64-bit `mine`, on every rank. */
 int comm_allgather_u64(const struct comm *comm, uint64_t mine, uint64_t *all, char *err);
 /* all[r] = rank r's `mine`, on every rank. */

@@ -32,6 +32,8 @@ struct compression {
 /* --tta-shift's largest value: 2(2P+1)^2 = 50 views. */
 #define CONFIG_TTA_SHIFT_MAX 2
 #define CONFIG_MODEL_LENGTH 64
+/* --lr's largest value; --batch-per-rank's scaled rate is held to it too. */
+#define CONFIG_LR_MAX 10.0
 
 struct config {
     enum command command;

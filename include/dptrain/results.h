@@ -24,13 +24,13 @@ void results_history_record(const double row[RESULTS_HISTORY_COLUMNS], struct ep
 /* An optimizer's name with its terminator ("nesterov" needs 9: 8 bytes had cut it to "nestero",
  * which no checkpoint reader then knew). */
 #define RESULTS_OPTIMIZER_LENGTH 16
-#define RESULTS_SETTINGS_LENGTH 512
+#define RESULTS_SETTINGS_LENGTH 20480 /* a command line: --data may be a long path */
 
 struct run_result {
     char name[64];
     char model[64];
     char optimizer[RESULTS_OPTIMIZER_LENGTH];
-    char settings[RESULTS_SETTINGS_LENGTH]; /* every training setting, defaults included, as flags */
+    char settings[RESULTS_SETTINGS_LENGTH]; /* the command line that trains the run again (cli.h) */
     int pca_components;
     int epochs, global_batch, ranks, has_validation, best_epoch;
     double lr;

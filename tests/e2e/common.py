@@ -161,9 +161,8 @@ def check_results(path, test_labels, runs=None):
                 check(attr in g.attrs, f"{name}: missing attribute {attr}")
             check(int(g.attrs["test_views"]) in (1, 2, 18, 50), f"{name}: test_views {g.attrs['test_views']}")
             settings = text_attr(g.attrs, "settings")
-            check(f"--epochs {int(g.attrs['epochs'])} " in settings and f"--seed {int(g.attrs['seed'])} " in settings
-                  and settings.endswith(("--deterministic on", "--deterministic off")),
-                  f"{name}: settings {settings!r}")
+            check(settings.startswith("train --data ") and f" --seed {int(g.attrs['seed'])} " in settings and
+                  f" --model {text_attr(g.attrs, 'model')} " in settings, f"{name}: settings {settings!r}")
             epochs = int(g.attrs["epochs"])
             history = g["history"]
             for column in ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",

@@ -21,6 +21,7 @@ with h5py.File(out, "r") as f:
     check(g.attrs["parameters"] == 1863690, "parameter count")  # mlp:1024,1024
     settings = text_attr(g.attrs, "settings")
     check(g.attrs["test_views"] == 18 and "--optimizer adam --lr 0.001 " in settings and
-          "--dropout 0.1 --label-smoothing 0.1 --augment 1 --augment-shift 1 --erase 0 --tta 1 --tta-shift 1 "
-          in settings, f"the default MLP: flipped images moved by up to a pixel, 18 views; got {settings!r}")
+          "--label-smoothing 0.1 --dropout 0.1 " in settings and
+          "--augment --augment-shift 1 --erase 0 --tta --tta-shift 1 " in settings,
+          f"the default MLP: flipped images moved by up to a pixel, 18 views; got {settings!r}")
 print("ok")

@@ -1,0 +1,54 @@
+"""A run's settings are one command line: the results' `settings` attribute, pasted after dptrain with
+a new --out, trains the same run again, bit for bit, including the flags that change the bits
+(--threads, --shard-optimizer, --bucket-mb). Ranks started with different command lines (an MPMD
+launch) are refused at start-up, naming the first flag that differs; --batch-per-rank cannot scale
+the learning rate past --lr's own maximum."""
+import shlex
+
+from common import *
+
+_, data, labels = noisy_templates(11, 60, (1600, 300))
+dir = temp_dir()
+
+
+def parameter_hash(path):
+    with h5py.File(path, "r") as f:
+        return int(f["runs/raw"].attrs["parameter_hash"]), text_attr(f["runs/raw"].attrs, "settings")
+
+
+first = f"{dir}/first.h5"
+must_succeed(run(["train", "--data", data, "--model", "mlp:24,12", "--epochs", "2", "--quiet", "--no-augment",
+                  "--lr", "0.003", "--shard-optimizer", "--threads", "1", "--out", first],
+                 ranks=2))
+check_results(first, labels, runs=["raw"])
+hash_first, settings = parameter_hash(first)
+print("settings:", settings)
+words = shlex.split(settings)
+check(words[0] == "train" and "--shard-optimizer" in words and words[words.index("--bucket-mb") + 1] == "0" and
+      words[words.index("--threads") + 1] == "1" and words[words.index("--lr") + 1] == "0.003" and
+      "--no-augment" in words and "--no-tta" in words, f"settings lack a flag: {settings!r}")
+again = f"{dir}/again.h5"
+must_succeed(run(words + ["--out", again, "--quiet"], ranks=2))
+hash_again, settings_again = parameter_hash(again)
+check(hash_again == hash_first and settings_again == settings,
+      f"the settings line trained another run: {hash_again:016x} vs {hash_first:016x}")
+
+# An MPMD launch whose second rank has another --lr, then another --epochs: refused before any work.
+for flag, mine, theirs in (("--lr", "0.001", "0.01"), ("--epochs", "1", "2")):
+    common = ["train", "--data", data, "--model", "mlp:16", "--quiet", "--no-augment", "--out", f"{dir}/mixed.h5"]
+    command = [MPIEXEC, "-n", "1", DPTRAIN] + common + [flag, mine] + [":", "-n", "1", DPTRAIN] + common + [flag, theirs]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+                                     **NO_KILL_WAIT))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("dptrain:")]
+    expected = f"rank 1 on {HOST}: started with other settings than rank 0: {flag} {theirs} here, {flag} {mine} on rank 0"
+    check(result.returncode != 0 and len(errors) == 1 and expected in errors[0] and
+          not os.path.exists(f"{dir}/mixed.h5"), f"MPMD {flag}: {result.returncode} {result.stderr!r}")
+
+# --batch-per-rank 8192 with --lr 0.1 on 2 ranks would train at 12.8, past --lr's maximum of 10.
+result = run(["train", "--data", data, "--model", "mlp:16", "--batch-per-rank", "8192", "--lr", "0.1",
+              "--out", f"{dir}/scaled.h5"], ranks=2, env=NO_KILL_WAIT)
+errors = [line for line in result.stderr.splitlines() if line.startswith("dptrain:")]
+check(result.returncode == 2 and len(errors) == 1 and "the learning rate grows to 12.8" in errors[0] and
+      "beyond --lr's largest value 10" in errors[0], f"scaled lr: {result.returncode} {result.stderr!r}")
+print("ok")
