@@ -227,6 +227,7 @@ struct command_state {
     struct profile profile;
     struct run_result *runs;
     int run_count;
+    int diverged;                     /* a run did not learn (results_did_not_learn): exit DP_EXIT_DIVERGED */
     struct output_locks locks;
 };
 
@@ -243,9 +244,13 @@ static int train_one(struct command_state *cs, int i, char *err)
     int status = train_run(&run, k, o->resume ? &cs->resume : NULL, err);
     if (status != DP_EXIT_OK)
         return status;
-    int ok = 1;
+    int ok = 1, diverged = 0;
     if (cs->comm->rank == 0) {
+        char why[256];
         console_summary(&cs->runs[i]);
+        if ((diverged = results_did_not_learn(&cs->runs[i], why, sizeof why)))
+            fprintf(stderr, "dptrain: warning: run %s did not learn: %s; its results are written and marked diverged "
+                    "(try a lower --lr)\n", name, why);
         struct results_origin origin = {o->command_line, cs->comm->size, cs->comm->hosts};
         ok = results_write(o->out, &origin, cs->runs, i + 1, err) == 0;
         if (!ok && o->checkpoint) /* its last save holds the finished run */
@@ -253,7 +258,10 @@ static int train_one(struct command_state *cs, int i, char *err)
                             "'dptrain eval %s %s %s FILE'", cli_flag(OPTION_CHECKPOINT), o->checkpoint,
                             cli_flag(OPTION_CHECKPOINT), o->checkpoint, cli_flag(OPTION_OUT));
     }
-    return comm_agree(cs->comm, ok, err) == 0 ? DP_EXIT_OK : DP_EXIT_ERROR;
+    if (comm_agree(cs->comm, ok, err) != 0 || comm_max_int(cs->comm, &diverged, err) != 0)
+        return DP_EXIT_ERROR;
+    cs->diverged |= diverged;
+    return DP_EXIT_OK;
 }
 
 static int train_all(struct command_state *cs, char *err)
@@ -268,7 +276,7 @@ static int train_all(struct command_state *cs, char *err)
             console_comparison(cs->runs, cs->run_count);
         printf("\nresults written to %s\n", cs->o->out);
     }
-    return DP_EXIT_OK;
+    return cs->diverged ? DP_EXIT_DIVERGED : DP_EXIT_OK;
 }
 
 /* Collective: paths, the checkpoint to resume, the data, the results and the profile. */
@@ -297,7 +305,7 @@ fail:
 static int finish_trace(struct command_state *cs, int status, char *err)
 {
     const struct config *o = cs->o;
-    if (!o->trace || (status != DP_EXIT_OK && status != DP_EXIT_STOPPED))
+    if (!o->trace || (status != DP_EXIT_OK && status != DP_EXIT_STOPPED && status != DP_EXIT_DIVERGED))
         return status;
     if (write_trace(cs->comm, &cs->profile, o->trace, err) != 0)
         return DP_EXIT_ERROR;

@@ -4,6 +4,7 @@
 #include "dptrain/h5io.h"
 
 #include <hdf5.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -189,9 +190,32 @@ static int write_run_attrs(hid_t g, const struct run_result *run, const char *pa
     CHECK_DP(h5io_write_attr_string(g, "evaluated_set", run->on_validation ? "validation" : "test", path, err));
     if (run->has_validation)
         CHECK_DP(h5io_write_attr_long(g, "best_epoch", run->best_epoch, path, err));
+    char why[256];
+    int diverged = results_did_not_learn(run, why, sizeof why);
+    CHECK_DP(h5io_write_attr_long(g, "diverged", diverged, path, err));
+    if (diverged)
+        CHECK_DP(h5io_write_attr_string(g, "diverged_reason", why, path, err));
     return 0;
 fail:
     return -1;
+}
+
+int results_did_not_learn(const struct run_result *run, char *why, size_t size)
+{
+    const struct metrics *m = &run->metrics;
+    double chance = 0;
+    for (int c = 0; c < m->classes && m->total > 0; c++)
+        if ((double)m->support[c] / (double)m->total > chance)
+            chance = (double)m->support[c] / (double)m->total;
+    double last_train_loss = run->history_length > 0 ? run->history[run->history_length - 1].train_loss : 0;
+    if (!isfinite(run->test_loss) || !isfinite(last_train_loss))
+        snprintf(why, size, "its loss is not finite (test %g, training %g)", run->test_loss, last_train_loss);
+    else if (run->test_accuracy < chance + 0.05 * (1 - chance))
+        snprintf(why, size, "its accuracy %.2f%% is at chance (%.2f%% for always the most frequent class; test loss %g)",
+                 100 * run->test_accuracy, 100 * chance, run->test_loss);
+    else
+        return 0;
+    return 1;
 }
 
 static int write_run(hid_t runs_group, const struct run_result *run, const char *path, char *err)

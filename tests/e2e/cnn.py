@@ -91,7 +91,7 @@ print("--tta on mirrored test images: confidence within", moved, ";", flipped, "
 # The default epochs: 60 for a CNN with --augment (with --tta), 20 without (small network, small set).
 for extra, epochs, tta in ((["--augment"], 60, 1), ([], 20, 0)):
     ckpt = f"{small}/defaults-{epochs}.h5"
-    must_succeed(run(["train", "--model", "cnn:4,p,f8", "--data", data, "--out", f"{small}/defaults.h5", "--quiet",
+    must_succeed(run(["train", "--model", "cnn:4,p,f8", "--data", data, "--out", f"{small}/defaults-{epochs}.out.h5", "--quiet",
                       "--batch", "400", "--checkpoint", ckpt] + extra, ranks=2))
     with h5py.File(ckpt, "r") as f:
         check(f.attrs["epochs"] == epochs and f.attrs["epoch"] == epochs and f.attrs["tta"] == tta and

@@ -157,7 +157,7 @@ def check_results(path, test_labels, runs=None):
             g = f["runs"][name]
             for attr in ("model", "pca_components", "epochs", "global_batch", "optimizer", "lr",
                          "seed", "ranks", "parameters", "parameter_hash", "train_seconds", "test_accuracy",
-                         "test_loss", "test_views", "settings"):
+                         "test_loss", "test_views", "settings", "diverged"):
                 check(attr in g.attrs, f"{name}: missing attribute {attr}")
             check(int(g.attrs["test_views"]) in (1, 2, 18, 50), f"{name}: test_views {g.attrs['test_views']}")
             settings = text_attr(g.attrs, "settings")

@@ -90,7 +90,7 @@ def announced_threads(command):
     return int(match.group(1))
 
 
-base = ["train", "--data", DATA, "--out", f"{dir}/t.h5", "--model", "mlp", "--epochs", "1", "--quiet"]
+base = ["train", "--data", DATA, "--out", f"{dir}/t.h5", "--overwrite", "--model", "mlp", "--epochs", "1", "--quiet"]
 two = announced_threads([MPIEXEC, "-n", "2", "--oversubscribe", "--bind-to", "none", DPTRAIN] + base)
 check(two == max(1, cores // 2), f"2 ranks on {cores} cores: {two} threads each")
 check(announced_threads([DPTRAIN] + base + ["--threads", "3"]) == 3, "--threads 3")

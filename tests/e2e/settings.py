@@ -51,4 +51,17 @@ result = run(["train", "--data", data, "--model", "mlp:16", "--batch-per-rank", 
 errors = [line for line in result.stderr.splitlines() if line.startswith("dptrain:")]
 check(result.returncode == 2 and len(errors) == 1 and "the learning rate grows to 12.8" in errors[0] and
       "beyond --lr's largest value 10" in errors[0], f"scaled lr: {result.returncode} {result.stderr!r}")
+# Training that diverges is not a success: --lr 10 with Adam ends at chance. The results are written,
+# marked diverged with the reason, a warning line says so, and the exit status is 4.
+bad = f"{dir}/diverged.h5"
+result = run(["train", "--data", data, "--model", "mlp:16", "--epochs", "1", "--no-augment", "--quiet",
+              "--optimizer", "adam", "--lr", "10", "--out", bad], ranks=2)
+warnings = [line for line in result.stderr.splitlines() if line.startswith("dptrain: warning: run raw did not learn")]
+check(result.returncode == 4 and len(warnings) == 1 and "is at chance" in warnings[0],
+      f"diverged run: exit {result.returncode}, {result.stderr!r}")
+with h5py.File(bad, "r") as f:
+    check(f["runs/raw"].attrs["diverged"] == 1 and "at chance" in text_attr(f["runs/raw"].attrs, "diverged_reason"),
+          "the diverged run is not marked in its results")
+with h5py.File(first, "r") as f:
+    check(f["runs/raw"].attrs["diverged"] == 0, "a run that learned is marked diverged")
 print("ok")
