@@ -482,6 +482,8 @@ int eval_command(const struct comm *comm, const struct config *given, char *err)
     struct config as_trained = o; /* the settings as trained, the views as evaluated here */
     as_trained.validation = c.validation;
     describe_result(&r, &as_trained, comm->size, c.name, c.pca_components);
+    r.epochs = c.epoch; /* what was trained, not what the run set out to train */
+    r.partial_steps = c.step;
     /* as the run was trained: a deterministic run's predictions again, bit for bit */
     openblas_set_num_threads(blas_threads(comm, given->threads, c.deterministic));
     o.deterministic = 0; /* nothing is trained: one unit per rank */

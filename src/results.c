@@ -190,6 +190,8 @@ static int write_run_attrs(hid_t g, const struct run_result *run, const char *pa
     CHECK_DP(h5io_write_attr_string(g, "evaluated_set", run->on_validation ? "validation" : "test", path, err));
     if (run->has_validation)
         CHECK_DP(h5io_write_attr_long(g, "best_epoch", run->best_epoch, path, err));
+    if (run->partial_steps > 0)
+        CHECK_DP(h5io_write_attr_long(g, "partial_epoch_steps", run->partial_steps, path, err));
     char why[256];
     int diverged = results_did_not_learn(run, why, sizeof why);
     CHECK_DP(h5io_write_attr_long(g, "diverged", diverged, path, err));

@@ -33,6 +33,7 @@ struct run_result {
     char settings[RESULTS_SETTINGS_LENGTH]; /* the command line that trains the run again (cli.h) */
     int pca_components;
     int epochs, global_batch, ranks, has_validation, best_epoch;
+    long partial_steps;               /* eval of a mid-epoch checkpoint: steps trained after `epochs` whole ones */
     double lr;
     uint64_t seed;
     size_t parameters;

@@ -64,4 +64,18 @@ with h5py.File(bad, "r") as f:
           "the diverged run is not marked in its results")
 with h5py.File(first, "r") as f:
     check(f["runs/raw"].attrs["diverged"] == 0, "a run that learned is marked diverged")
+# eval of a checkpoint saved mid-epoch records what was trained: 1 epoch and the steps after it (it
+# had recorded the 3 epochs the run set out to train).
+mid = f"{dir}/mid.ckpt.h5"
+died = run(["train", "--data", data, "--model", "mlp:16", "--epochs", "3", "--no-augment", "--quiet", "--batch", "100",
+            "--checkpoint", mid, "--checkpoint-every", "5", "--out", f"{dir}/died.h5"], env={"DPTRAIN_FAULT": "exit@0:2:8"})
+check(died.returncode != 0 and os.path.exists(mid), f"the run that dies mid-epoch: {died.stderr!r}")
+with h5py.File(mid, "r") as f:
+    position = (int(f.attrs["epoch"]), int(f.attrs["step"]))
+check(position == (1, 5), f"checkpoint at epoch/step {position}, expected (1, 5)")
+must_succeed(run(["eval", "--checkpoint", mid, "--data", data, "--out", f"{dir}/mid-eval.h5"]))
+with h5py.File(f"{dir}/mid-eval.h5", "r") as f:
+    g = f["runs/raw"]
+    check(g.attrs["epochs"] == 1 and g.attrs["partial_epoch_steps"] == 5 and g["history/epoch"].shape == (1,),
+          f"eval of a mid-epoch checkpoint: epochs {g.attrs['epochs']}, steps {g.attrs.get('partial_epoch_steps')}")
 print("ok")
