@@ -16,38 +16,48 @@ static void one_line(char *text)
             *text = ' ';
 }
 
-void err_set(char *err, const char *fmt, ...)
+/* Room to format a message before it is fitted: a few paths of FILES_PATH_MAX and their reasons. */
+#define ERR_WORK_LEN (6 * 4096)
+
+/* Put text into err as one line. When it is too long (a path of thousands of characters), its
+ * middle gives way (marked "..."): the start names what failed and the end says why, and the
+ * reason is the part users need. */
+static void fit(char *err, const char *text)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, DP_ERR_LEN, fmt, ap);
-    va_end(ap);
+    size_t length = strlen(text);
+    if (length < DP_ERR_LEN) {
+        memmove(err, text, length + 1);
+    } else {
+        size_t keep = DP_ERR_LEN - 1 - 3, head = keep / 3, tail = keep - head;
+        memmove(err, text, head);
+        memcpy(err + head, "...", 3);
+        memmove(err + head + 3, text + length - tail, tail + 1);
+    }
     one_line(err);
 }
 
-/* Append sep + tail. When both do not fit, the middle of the message so far gives way (marked
- * "..."), so that the reason at the end always survives: it is the part users need. */
+void err_set(char *err, const char *fmt, ...)
+{
+    char text[ERR_WORK_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    fit(err, text);
+}
+
 static void append(char *err, const char *sep, const char *tail)
 {
-    char reason[DP_ERR_LEN / 2];
-    snprintf(reason, sizeof reason, "%s%s", sep, tail);
-    one_line(reason);
-    size_t used = strnlen(err, DP_ERR_LEN - 1), need = strlen(reason);
-    if (used + need >= DP_ERR_LEN) {
-        size_t keep = DP_ERR_LEN - 1 - need - 3, head = keep / 2, tail_keep = keep - head;
-        memmove(err + head + 3, err + used - tail_keep, tail_keep);
-        memcpy(err + head, "...", 3);
-        used = keep + 3;
-        err[used] = '\0';
-    }
-    memcpy(err + used, reason, need + 1);
+    char text[ERR_WORK_LEN];
+    snprintf(text, sizeof text, "%s%s%s", err, sep, tail);
+    fit(err, text);
 }
 
 void err_prefix(char *err, const char *prefix)
 {
-    char joined[DP_ERR_LEN];
-    snprintf(joined, sizeof joined, "%s: %s", prefix, err);
-    memcpy(err, joined, DP_ERR_LEN);
+    char text[ERR_WORK_LEN];
+    snprintf(text, sizeof text, "%s: %s", prefix, err);
+    fit(err, text);
 }
 
 void err_append(char *err, const char *reason)
@@ -57,7 +67,7 @@ void err_append(char *err, const char *reason)
 
 void err_append_hint(char *err, const char *fmt, ...)
 {
-    char hint[DP_ERR_LEN / 2];
+    char hint[DP_ERR_LEN];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(hint, sizeof hint, fmt, ap);

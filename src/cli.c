@@ -114,7 +114,7 @@ static const struct flag flags[] = {
      "0 = never (default 200)"},
     {"--stall-timeout", V_DOUBLE, AT(stall_timeout), FOR_TRAINING | FOR_EVAL, 0, 1e6,
      "end the job when a collective has waited this many seconds for ranks that do not arrive (a host or "
-     "link lost, a rank stopped); slow evaluation, checkpoints and PCA fits do not count; 0 = off "
+     "link lost, a rank stopped); slow evaluation, checkpoints and PCA fits do not count; at least 1, or 0 = off "
      "(default 30)"},
 };
 
@@ -409,6 +409,11 @@ static int choose_defaults(struct config *o, char *err)
              o->augment_shift);
     if (o->augment_shift < 0)
         o->augment_shift = !o->augment ? 0 : cnn ? CONFIG_AUGMENT_SHIFT_CNN : CONFIG_AUGMENT_SHIFT_MLP;
+    /* A watchdog limit below a second ends healthy runs (a collective on a shared, busy machine
+     * waits that long) with two lines that contradict each other. */
+    if (o->stall_timeout > 0 && o->stall_timeout < 1)
+        FAIL("--stall-timeout %g: below 1 s would end healthy runs; give at least 1, or 0 to turn the watchdog off",
+             o->stall_timeout);
     return 0;
 fail:
     return -1;

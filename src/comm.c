@@ -82,10 +82,10 @@ int comm_agree(const struct comm *comm, int ok, char *err)
         return 0;
     if (rank == lowest && size > 1) {
         /* Name the rank and its host, so that a failure of one shard or one machine is traceable. */
-        char named[DP_ERR_LEN], host[MPI_MAX_PROCESSOR_NAME];
+        char named[MPI_MAX_PROCESSOR_NAME + 32], host[MPI_MAX_PROCESSOR_NAME];
         comm_host_name(host, sizeof host);
-        snprintf(named, sizeof named, "rank %d on %s: %s", rank, host, err);
-        memcpy(err, named, DP_ERR_LEN);
+        snprintf(named, sizeof named, "rank %d on %s", rank, host);
+        err_prefix(err, named); /* keeps the message's end, its reason, whatever its length */
     }
     CHECK_MPI(WATCHED(comm, "an agreement", MPI_Bcast(err, DP_ERR_LEN, MPI_CHAR, lowest, comm->world)),
               "rank %d: MPI failed while sharing an error", rank);

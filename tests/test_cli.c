@@ -92,7 +92,7 @@ static void test_every_flag(void **state)
     parse_ok("train --data d.h5 --out o.h5 --model mlp:64,32 --pca 50 --epochs 7 --batch 256 --optimizer sgd "
              "--lr 0.02 --momentum 0.8 --weight-decay 0.001 --schedule step --warmup 2 --label-smoothing 0.1 "
              "--dropout 0.2 --seed 42 --threads 3 --bucket-mb 0.5 --trace t.json --augment --validation 100 "
-             "--name run1 --quiet --checkpoint c.h5 --checkpoint-every 50 --resume --stall-timeout 0.5 --drift-check 7",
+             "--name run1 --quiet --checkpoint c.h5 --checkpoint-every 50 --resume --stall-timeout 1.5 --drift-check 7",
              &c);
     assert_string_equal(c.data, "d.h5");
     assert_string_equal(c.out, "o.h5");
@@ -106,7 +106,7 @@ static void test_every_flag(void **state)
     assert_int_equal(c.schedule, SCHEDULE_STEP);
     assert_true(c.warmup == 2 && c.label_smoothing == 0.1 && c.dropout == 0.2);
     assert_true(c.seed == 42 && c.threads == 3 && c.bucket_mb == 0.5);
-    assert_true(c.stall_timeout == 0.5 && c.drift_check == 7);
+    assert_true(c.stall_timeout == 1.5 && c.drift_check == 7);
     assert_string_equal(c.trace, "t.json");
     assert_true(c.augment && c.quiet && c.resume);
     assert_int_equal(c.validation, 100);

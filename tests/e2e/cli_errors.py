@@ -121,6 +121,10 @@ cases = [
     (0, ["train", "--name", "x" * 64], 2, "has 64 characters (at most 63)"),
     (3, ["train", "--batch", "2"], 2, "--batch 2: the global batch must be at least the number of ranks (3)"),
     (2, ["train", "--data", f"{dir}/missing.h5"], 1, "missing.h5: No such file or directory; make the data file with 'dptrain convert'"),
+    # A path of 3,000 characters: its middle gives way, the reason at the end is never cut.
+    (2, ["train", "--data", f"{dir}/" + "d" * 200 + "/" + "e" * 2800 + ".h5"], 1,
+     ".h5: No such file or directory; make the data file with 'dptrain convert'"),
+    (0, ["train", "--stall-timeout", "0.2"], 2, "--stall-timeout 0.2: below 1 s"),
     (2, ["train", "--data", not_hdf5], 1, "not.h5: not an HDF5 file (it starts neither with HDF5's signature nor"),
     (2, ["train", "--data", empty], 1, "empty.h5: not an HDF5 file"),
     (2, ["train", "--out", "/nonexistent-folder/r.h5"], 1, "folder /nonexistent-folder does not exist"),
