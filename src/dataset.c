@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,12 +214,40 @@ fail:
     return -1;
 }
 
+/* Every filter a dataset's chunks pass through must be available to this HDF5 (lzf, written by
+ * h5py, is not: the read failed with "can't open directory .../plugins" and no dataset named). */
+static int check_filters(hid_t set, const char *name, const char *path, char *err)
+{
+    hid_t creation = -1;
+    char filter_name[64];
+    unsigned flags = 0, config = 0;
+    size_t values = 0;
+    CHECK_H5(creation = H5Dget_create_plist(set), "%s: cannot read how %s is stored", path, name);
+    int count = H5Pget_nfilters(creation);
+    CHECK_H5(count, "%s: cannot read the filters of %s", path, name);
+    for (int i = 0; i < count; i++) {
+        H5Z_filter_t id = H5Pget_filter2(creation, (unsigned)i, &flags, &values, NULL, sizeof filter_name,
+                                         filter_name, &config);
+        CHECK_H5(id, "%s: cannot read filter %d of %s", path, i, name);
+        if (H5Zfilter_avail(id) <= 0)
+            FAIL("%s: %s is stored with HDF5 filter %d (%s), which this HDF5 cannot decode: write it uncompressed or "
+                 "with gzip (h5py: compression=\"gzip\")", path, name, (int)id, filter_name[0] ? filter_name : "unnamed");
+    }
+    CHECK_H5(H5Pclose(creation), "%s: cannot close a property list", path);
+    return 0;
+fail:
+    if (creation >= 0)
+        H5Pclose(creation);
+    return -1;
+}
+
 /* Open NAME, which must be uint8 with `ndims` dimensions; its shape goes to dims. */
 static int open_uint8(const struct data_file *f, const char *name, int ndims, hsize_t *dims, hid_t *set, char *err)
 {
     hid_t type = -1, space = -1;
     CHECK_DP(check_plain_link(f->file, name, f->path, err));
     CHECK_H5(*set = H5Dopen2(f->file, name, H5P_DEFAULT), "%s: cannot open %s", f->path, name);
+    CHECK_DP(check_filters(*set, name, f->path, err));
     CHECK_H5(type = H5Dget_type(*set), "%s: cannot read type of %s", f->path, name);
     if (H5Tget_class(type) != H5T_INTEGER || H5Tget_size(type) != 1 || H5Tget_sign(type) != H5T_SGN_NONE)
         FAIL("%s: %s has the wrong type (expected uint8)", f->path, name);
@@ -321,8 +350,13 @@ static int read_block(const struct data_file *f, int which, size_t first, size_t
 {
     out->first = first;
     out->count = count;
-    CHECK_PTR(out->images = malloc(count * DATASET_PIXELS + 1), "cannot allocate %zu images", count);
-    CHECK_PTR(out->labels = malloc(count + 1), "cannot allocate %zu labels", count);
+    if (count > (SIZE_MAX - 1) / DATASET_PIXELS)
+        FAIL("%s: /%s/images: %zu images are more than this machine can address", f->path, set_names[which], count);
+    CHECK_PTR(out->images = malloc(count * DATASET_PIXELS + 1),
+              "%s: /%s/images: cannot allocate this rank's %zu images (%.3g GB; more ranks or hosts share a large set)",
+              f->path, set_names[which], count, (double)count * DATASET_PIXELS / 1e9);
+    CHECK_PTR(out->labels = malloc(count + 1), "%s: /%s/labels: cannot allocate this rank's %zu labels", f->path,
+              set_names[which], count);
     CHECK_DP(read_rows(f, f->images[which], out, DATASET_PIXELS, out->images, err));
     CHECK_DP(read_rows(f, f->labels[which], out, 1, out->labels, err));
     return 0;

@@ -33,6 +33,14 @@ def zero_data(path, train_shape, test_shape):
 
 
 bad_shape = zero_data(f"{dir}/badshape.h5", (10, 28, 27), (5, 28, 28))
+# A filter this HDF5 lacks (h5py's lzf), and dimensions no machine holds (chunked, never written).
+lzf, huge = f"{dir}/lzf.h5", f"{dir}/huge.h5"
+with h5py.File(lzf, "w") as f, h5py.File(huge, "w") as g:
+    for group in ("train", "test"):
+        f.create_dataset(f"{group}/images", data=np.zeros((20, 28, 28), np.uint8), compression="lzf")
+        f[f"{group}/labels"] = np.zeros(20, np.uint8)
+        g.create_dataset(f"{group}/images", shape=(2**40, 28, 28), dtype=np.uint8, chunks=(1, 28, 28))
+        g.create_dataset(f"{group}/labels", shape=(2**40,), dtype=np.uint8, chunks=(1024,))
 
 # Outputs that alias each other or an input, however spelt; outputs that are not regular files;
 # inputs that would block (FIFO) or are folders; files used as folders; names too long.
@@ -125,6 +133,9 @@ cases = [
     (2, ["train", "--data", f"{dir}/" + "d" * 200 + "/" + "e" * 2800 + ".h5"], 1,
      ".h5: No such file or directory; make the data file with 'dptrain convert'"),
     (0, ["train", "--stall-timeout", "0.2"], 2, "--stall-timeout 0.2: below 1 s"),
+    (2, ["train", "--data", lzf], 1, "lzf.h5: /train/images is stored with HDF5 filter 32000 (lzf), which this HDF5 "
+                                     "cannot decode"),
+    (2, ["train", "--data", huge], 1, "huge.h5: /train/images: cannot allocate this rank's 549755813888 images"),
     (2, ["train", "--data", not_hdf5], 1, "not.h5: not an HDF5 file (it starts neither with HDF5's signature nor"),
     (2, ["train", "--data", empty], 1, "empty.h5: not an HDF5 file"),
     (2, ["train", "--out", "/nonexistent-folder/r.h5"], 1, "folder /nonexistent-folder does not exist"),
