@@ -418,11 +418,15 @@ static int stop_run(struct run *run, int epoch, long stopped_at, double seconds,
     const struct config *o = run->o;
     if (o->checkpoint)
         CHECK_DP(snapshot_save(run, epoch - 1, stopped_at, seconds, err));
-    if (run->comm->rank == 0)
-        fprintf(stderr, "dptrain: stopped by signal %d at epoch %d, step %ld; %s%s%s\n", run->stop_signal, epoch,
-                stopped_at + 1, o->checkpoint ? "checkpoint written to " : "no ",
-                o->checkpoint ? o->checkpoint : cli_flag(OPTION_CHECKPOINT),
-                o->checkpoint ? "" : " given, nothing saved");
+    if (run->comm->rank == 0 && o->checkpoint)
+        fprintf(stderr, "dptrain: stopped by signal %d at epoch %d, step %ld; checkpoint written to %s\n",
+                run->stop_signal, epoch, stopped_at + 1, o->checkpoint);
+    else if (run->comm->rank == 0 && o->command == CMD_TRAIN)
+        fprintf(stderr, "dptrain: stopped by signal %d at epoch %d, step %ld; nothing saved (no %s given)\n",
+                run->stop_signal, epoch, stopped_at + 1, cli_flag(OPTION_CHECKPOINT));
+    else if (run->comm->rank == 0) /* compare has no checkpoint flag to name */
+        fprintf(stderr, "dptrain: stopped by signal %d at epoch %d, step %ld; nothing saved\n", run->stop_signal,
+                epoch, stopped_at + 1);
     return DP_EXIT_STOPPED;
 fail:
     return DP_EXIT_ERROR;

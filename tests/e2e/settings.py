@@ -4,6 +4,8 @@ a new --out, trains the same run again, bit for bit, including the flags that ch
 launch) are refused at start-up, naming the first flag that differs; --batch-per-rank cannot scale
 the learning rate past --lr's own maximum."""
 import shlex
+import signal
+import time
 
 from common import *
 
@@ -78,4 +80,16 @@ with h5py.File(f"{dir}/mid-eval.h5", "r") as f:
     g = f["runs/raw"]
     check(g.attrs["epochs"] == 1 and g.attrs["partial_epoch_steps"] == 5 and g["history/epoch"].shape == (1,),
           f"eval of a mid-epoch checkpoint: epochs {g.attrs['epochs']}, steps {g.attrs.get('partial_epoch_steps')}")
+# compare stopped by SIGTERM: one line, and no word of --checkpoint, a flag compare does not have.
+command = [MPIEXEC, "-n", "2", "--oversubscribe", DPTRAIN, "compare", "--pca", "0,20", "--data", data, "--model",
+           "mlp:16", "--epochs", "500", "--no-augment", "--out", f"{dir}/stopped.h5"]
+p = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                     env=dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+                              OPENBLAS_NUM_THREADS="1"))
+time.sleep(4)
+p.send_signal(signal.SIGTERM)
+stdout, stderr = p.communicate(timeout=60)
+stops = [line for line in stderr.splitlines() if line.startswith("dptrain: stopped by signal 15")]
+check(p.returncode != 0 and len(stops) == 1 and stops[0].endswith("nothing saved") and "--checkpoint" not in stderr,
+      f"compare stopped: {p.returncode} {stderr!r}")
 print("ok")
