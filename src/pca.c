@@ -68,6 +68,12 @@ static int solve(double *stats, int dim, int k, struct pca *pca, char *err)
             if (i == j)
                 pca->total_variance += *c;
         }
+    /* Images that do not vary at all have no components (a component without variance is
+     * whitened to 0, but with none the inputs are all 0): refused here, as the checkpoint's reader
+     * refuses such a basis, instead of training on nothing and saving a checkpoint eval refuses. */
+    if (!(pca->total_variance > 0))
+        FAIL("PCA: the training images do not vary (every pixel is constant): there are no components to find; "
+             "train on raw pixels");
     CHECK_PTR(values = malloc((size_t)dim * sizeof(double)), "cannot allocate eigenvalues");
     CHECK_PTR(vectors = malloc((size_t)dim * k * sizeof(double)), "cannot allocate eigenvectors");
     CHECK_PTR(support = malloc(2 * (size_t)k * sizeof(lapack_int)), "cannot allocate eigen support");

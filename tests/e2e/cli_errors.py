@@ -133,6 +133,8 @@ cases = [
     (2, ["train", "--data", f"{dir}/" + "d" * 200 + "/" + "e" * 2800 + ".h5"], 1,
      ".h5: No such file or directory; make the data file with 'dptrain convert'"),
     (0, ["train", "--stall-timeout", "0.2"], 2, "--stall-timeout 0.2: below 1 s"),
+    (2, ["train", "--data", zero_data(f"{dir}/zeros.h5", (40, 28, 28), (10, 28, 28)), "--pca", "5"], 1,
+     "PCA: the training images do not vary (every pixel is constant)"),
     (2, ["train", "--data", lzf], 1, "lzf.h5: /train/images is stored with HDF5 filter 32000 (lzf), which this HDF5 "
                                      "cannot decode"),
     (2, ["train", "--data", huge], 1, "huge.h5: /train/images: cannot allocate this rank's 549755813888 images"),
