@@ -18,8 +18,22 @@ stop_pid() { # pid: TERM, then KILL after 5 s
   kill -9 "$1" 2>/dev/null
 }
 
+# What this state folder records: the hosts its cluster-up made (none once it is down, or for a
+# folder that is not a cluster's). Only those are stopped: without the owner file it had stopped
+# every dpt-* namespace on the machine, whatever folder it was given.
+count=$(cat "$state/hosts/count" 2>/dev/null || echo 0)
+[[ $count =~ ^[0-9]+$ ]] || count=0
+if [ ! -e "$state/.dptrain-cluster" ] || [ "$count" -eq 0 ]; then
+  rm -f "$state/hosts/count"
+  [ "$owner" = "$state" ] && rm -f /run/dptrain-cluster.owner
+  echo "cluster-down: no cluster is up with state $state: nothing to stop"
+  exit 0
+fi
+recorded="dpt-head"
+for i in $(seq 1 "$count"); do recorded+=" dpt-node$i"; done
+
 # Everything running inside a host: a stopped (SIGSTOP) process needs SIGCONT to see SIGTERM.
-for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^dpt-(node[0-9]+|head)$/ {print $1}'); do
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -xF -f <(tr ' ' '\n' <<<"$recorded")); do
   pids=$(ip netns pids "$ns" 2>/dev/null)
   [ -n "$pids" ] && kill -CONT $pids 2>/dev/null
   for pid in $pids; do stop_pid "$pid" & done
@@ -33,8 +47,8 @@ for pidfile in "$state"/slurmctld.pid "$state"/munged.pid "$state"/slurmd-node*.
   grep -q "$daemon" "/proc/$pid/comm" 2>/dev/null && stop_pid "$pid"
   rm -f "$pidfile"
 done
-for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | grep -E '^dptv[0-9]+(@|$)' | cut -d@ -f1); do
-  ip link delete "$link" 2>/dev/null
+for i in $(seq 0 "$count"); do
+  ip link show "dptv$i" >/dev/null 2>&1 && ip link delete "dptv$i" 2>/dev/null
 done
 ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge"
 for uts in "$state"/uts/node*; do

@@ -33,6 +33,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/slurm-common.sh"
 
 die() { echo "cluster-up: $*" >&2; exit 1; }
+slurm_state_path_ok cluster-up "$state"
 alive() { # pidfile, expected command name
   [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null && grep -q "$2" "/proc/$(cat "$1")/comm" 2>/dev/null
 }
@@ -115,7 +116,7 @@ cat >"$state/agent" <<AGENT
 #!/bin/bash
 # Open MPI's launch agent for the cluster in $state: runs a command inside host \$1's network and
 # UTS namespaces (by its address or name), as ssh would run it on that host.
-state='$state'
+state=$(printf %q "$state")
 host=\$1; shift
 for dir in "\$state"/hosts/node*/; do
   name=\$(basename "\$dir")
@@ -191,9 +192,9 @@ mpi_flags+=" --mca mpi_yield_when_idle 1 --mca oob_tcp_keepalive_time 10 --mca o
 mpi_flags+=" --mca oob_tcp_keepalive_probes 5"
 cat >"$state/env" <<ENV
 # source this file to use the cluster of $hosts hosts in $state
-export SLURM_CONF=$conf
-export DPTRAIN_CLUSTER_DIR=$state
-export DPTRAIN_MPIRUN="nsenter --net=/var/run/netns/dpt-head mpirun $mpi_flags"
+export SLURM_CONF=$(printf %q "$conf")
+export DPTRAIN_CLUSTER_DIR=$(printf %q "$state")
+export DPTRAIN_MPIRUN=$(printf %q "nsenter --net=/var/run/netns/dpt-head mpirun $mpi_flags")
 export OMPI_MCA_btl=self,vader,tcp
 export OMPI_MCA_btl_tcp_if_include=$net.0/24
 export OMPI_MCA_oob_tcp_if_include=$net.0/24

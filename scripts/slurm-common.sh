@@ -3,6 +3,17 @@
 # credential expiry (a requeue then takes ~13 s, not ~130), core-level scheduling, a fast
 # scheduler, no accounting database (completions in a text log), state under one folder.
 # usage: slurm_common_conf STATE_DIR   (prints the lines)
+
+# A state folder's path goes into slurm.conf, whose values cannot be quoted, and into the
+# DPTRAIN_MPIRUN command line that users expand unquoted: only characters that survive both.
+# usage: slurm_state_path_ok SCRIPT PATH   (exits 1 with one line naming the path otherwise)
+slurm_state_path_ok() {
+  if [[ ! $2 =~ ^[A-Za-z0-9._/@+,:-]+$ ]]; then
+    echo "$1: state folder '$2': Slurm's configuration and the launch command cannot hold its spaces, quotes or other special characters; choose a path of letters, digits and ._/@+,:-" >&2
+    exit 1
+  fi
+}
+
 slurm_common_conf() {
   local state=$1
   cat <<CONF

@@ -24,6 +24,18 @@ if alive "$state/slurmctld.pid" slurmctld && alive "$state/slurmd.pid" slurmd &&
   exit 0
 fi
 
+# Refused before anything starts (a space had failed after munged started, and left it running).
+slurm_state_path_ok slurm-up "$state"
+# The ports slurmctld and slurmd listen on: another cluster holding them made this one fail later
+# with "the node did not come up".
+for port in 6817 6818; do
+  holder=$(ss -ltnpH "sport = :$port" 2>/dev/null | sed -n 's/.*users:((\("[^"]*",pid=[0-9]*\).*/\1/p' | head -n 1)
+  if [ -n "$(ss -ltnH "sport = :$port" 2>/dev/null)" ]; then
+    echo "slurm-up: port $port (Slurm's $([ "$port" = 6817 ] && echo slurmctld || echo slurmd)) is in use${holder:+ by $holder}: another Slurm cluster runs here (stop it with scripts/slurm-down.sh and its state folder)" >&2
+    exit 1
+  fi
+done
+
 # The state folder must be new, empty, or one this script made: it writes slurm.conf, keys and logs
 # there and changes the folder's mode, so any other folder is refused untouched.
 if [ -e "$state" ] || [ -L "$state" ]; then
@@ -35,6 +47,10 @@ if [ -e "$state" ] || [ -L "$state" ]; then
     exit 1
   fi
 fi
+# On any failure from here, stop what this run started: nothing is left running half set up.
+started=0
+stop_started() { [ "$started" = 1 ] && "$(dirname "$0")/slurm-down.sh" "$state" >/dev/null 2>&1; }
+trap 'stop_started' ERR
 mkdir -p "$state"/{munge,spool,ctld,log}
 touch "$state/.dptrain-slurm"
 chmod 0755 "$state" "$state/munge"   # munged refuses a socket folder others can write to
@@ -46,6 +62,7 @@ if [ ! -s "$state/munge/munge.key" ]; then
   chmod 0400 "$state/munge/munge.key"
 fi
 if ! alive "$state/munged.pid" munged; then
+  started=1
   munged --force --key-file="$state/munge/munge.key" --socket="$state/munge/munge.socket" \
          --pid-file="$state/munged.pid" --log-file="$state/log/munged.log" \
          --seed-file="$state/munge/munge.seed"
@@ -78,6 +95,7 @@ PartitionName=main Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 } >"$conf"
 
+started=1
 alive "$state/slurmctld.pid" slurmctld || slurmctld -f "$conf"
 alive "$state/slurmd.pid" slurmd || slurmd -f "$conf"
 
@@ -89,6 +107,7 @@ for _ in $(seq 1 100); do
   fi
   sleep 0.2
 done
-echo "slurm-up: the node did not come up; see $state/log/" >&2
+echo "slurm-up: the node did not come up; see $state/log/ (stopping what was started)" >&2
 sinfo -N -l >&2 || true
+stop_started
 exit 1

@@ -342,7 +342,27 @@ def harness_refusals():
     check(r.returncode != 0 and "not a state folder of cluster-up.sh" in r.stderr and
           os.listdir(foreign) == ["slurm.conf"] and open(f"{foreign}/slurm.conf").read() == "mine",
           f"a foreign state folder: {r.stderr}")
+    spaced = f"{temp_dir()}/my cluster"
+    r = up("2", spaced)
+    check(r.returncode == 1 and "cannot hold its spaces" in r.stderr and not os.path.exists(spaced) and
+          "dpt-head" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout,
+          f"a state folder with a space: {r.stderr}")
     return up
+
+
+def down_of_another_folder():
+    """Without the owner file (/run wiped), cluster-down.sh given another folder stops nothing: it had
+    stopped every dpt-* namespace on the machine whatever folder it was given."""
+    owner = open("/run/dptrain-cluster.owner").read()
+    os.remove("/run/dptrain-cluster.owner")
+    try:
+        r = subprocess.run([f"{ROOT}/scripts/cluster-down.sh", temp_dir()], capture_output=True, text=True, timeout=60)
+    finally:
+        with open("/run/dptrain-cluster.owner", "w") as f:
+            f.write(owner)
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    check(r.returncode == 0 and "nothing to stop" in r.stdout and all(f"dpt-node{i}" in namespaces for i in
+          range(1, HOSTS + 1)) and "dpt-head" in namespaces, f"cluster-down of another folder: {r} {namespaces}")
 
 
 def main():
@@ -356,6 +376,7 @@ def main():
     check(again.returncode == 0, f"cluster-up.sh on a running cluster: {again.stderr}")
     other = up("2", temp_dir())
     check(other.returncode != 0 and "a cluster is already up" in other.stderr, f"a second cluster: {other.stderr}")
+    down_of_another_folder()
     env = cluster_env()
     with h5py.File(DATA, "r") as f:
         labels = f["test/labels"][:]

@@ -30,7 +30,7 @@ def accuracy(mode, line, bound):
 
 
 def buckets_equal_fused(mode):
-    short = BASE + ["--epochs", "2", "--compress", mode]
+    short = BASE + ["--epochs", "2", "--compress", mode, "--overwrite"]
     must_succeed(run(short + ["--out", f"{work}/fused.h5"], ranks=2))
     must_succeed(run(short + ["--out", f"{work}/buckets.h5", "--bucket-mb", "0.1"], ranks=2))
     a, b = results(f"{work}/fused.h5"), results(f"{work}/buckets.h5")
@@ -40,7 +40,7 @@ def buckets_equal_fused(mode):
 def resume_exact(mode, other, state):
     """A rank dies in epoch 2 after the step-100 checkpoint; the resume on 2 ranks is bitwise the
     uninterrupted run, on 1 rank it finishes."""
-    short = BASE + ["--epochs", "3", "--compress", mode]
+    short = BASE + ["--epochs", "3", "--compress", mode, "--overwrite"]
     reference = f"{work}/ref.h5"
     must_succeed(run(short + ["--out", reference], ranks=2))
     ckpt = f"{work}/c.h5"

@@ -42,12 +42,26 @@ check(refused.returncode != 0 and "is not empty and not a state folder" in refus
 check(os.listdir(foreign) == ["slurm.conf"] and open(f"{foreign}/slurm.conf").read() == "mine" and
       os.stat(foreign).st_mode & 0o777 == 0o700, "slurm-up.sh touched a foreign folder")
 
+# A state folder whose path slurm.conf cannot hold is refused before anything starts (a space had
+# failed after munged started, and left it running).
+spaced = f"{tempfile.mkdtemp(prefix='dptrain-spaced-')}/my slurm"
+refused = subprocess.run([f"{ROOT}/scripts/slurm-up.sh", spaced], capture_output=True, text=True, timeout=60, env=env)
+check(refused.returncode == 1 and len(refused.stderr.splitlines()) == 1 and "cannot hold its spaces" in refused.stderr
+      and not os.path.exists(spaced), f"a state folder with a space: {refused}")
+check(subprocess.run(["pgrep", "-f", "my slurm"], capture_output=True).returncode == 1, "a daemon was left running")
+
 up = subprocess.run([f"{ROOT}/scripts/slurm-up.sh", state], capture_output=True, text=True, timeout=120, env=env)
 if up.returncode != 0:
     print("SKIPPED: the Slurm daemons could not start here:", (up.stderr or up.stdout).strip()[-1500:])
     sys.exit(SKIPPED)
 print(up.stdout.strip())
 try:
+    # A second cluster in another folder finds the ports taken: it names the port and starts nothing.
+    second = temp_dir()
+    r = subprocess.run([f"{ROOT}/scripts/slurm-up.sh", second], capture_output=True, text=True, timeout=60, env=env)
+    check(r.returncode == 1 and "port 6817 (Slurm's slurmctld) is in use by" in r.stderr and
+          not os.listdir(second), f"a second slurm-up.sh on taken ports: {r}")
+
     with h5py.File(DATA, "r") as f:
         labels = f["test/labels"][:]
 
