@@ -186,6 +186,7 @@ done
 # they wait (on shared cores, busy-polling ranks starve the kernel's network processing: an
 # allreduce of one float took 8 ms instead of 19 us). The hosts share the same cores, so
 # DPTRAIN_MPIRUN does not bind ranks (each host would bind its first rank to the same core).
+# (The state path holds only characters that survive word splitting: slurm_state_path_ok.)
 mpi_flags="--hostfile $state/hostfile --map-by node --bind-to none --mca plm_rsh_agent $state/agent"
 mpi_flags+=" --mca btl self,vader,tcp --mca btl_tcp_if_include $net.0/24 --mca oob_tcp_if_include $net.0/24"
 mpi_flags+=" --mca mpi_yield_when_idle 1 --mca oob_tcp_keepalive_time 10 --mca oob_tcp_keepalive_intvl 2"
@@ -194,7 +195,7 @@ cat >"$state/env" <<ENV
 # source this file to use the cluster of $hosts hosts in $state
 export SLURM_CONF=$(printf %q "$conf")
 export DPTRAIN_CLUSTER_DIR=$(printf %q "$state")
-export DPTRAIN_MPIRUN=$(printf %q "nsenter --net=/var/run/netns/dpt-head mpirun $mpi_flags")
+export DPTRAIN_MPIRUN="nsenter --net=/var/run/netns/dpt-head mpirun $mpi_flags"
 export OMPI_MCA_btl=self,vader,tcp
 export OMPI_MCA_btl_tcp_if_include=$net.0/24
 export OMPI_MCA_oob_tcp_if_include=$net.0/24

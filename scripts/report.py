@@ -111,28 +111,28 @@ def check_seal(path):
                           f"wrote it)")
 
 
+def refuse_link(link, name, path):
+    """A member stored elsewhere: h5py follows soft links (/test pointing at /train) and external
+    ones (into another file) silently, so the report would read other data than the file holds."""
+    if link is not None and not isinstance(link, h5py.HardLink):
+        kind = "a soft" if isinstance(link, h5py.SoftLink) else "an external"
+        raise ReportError(f"{path}: /{name} is {kind} link; the report reads only what the file itself holds")
+
+
 def check_tree(group, name, path):
     """Every member below GROUP is a hard link (h5py's visit() would pass over the others)."""
     for key in group:
-        link = group.get(key, getlink=True)
-        if not isinstance(link, h5py.HardLink):
-            kind = "a soft" if isinstance(link, h5py.SoftLink) else "an external"
-            raise ReportError(f"{path}: /{name}/{key} is {kind} link; the report reads only what the file itself "
-                              f"holds")
+        refuse_link(group.get(key, getlink=True), f"{name}/{key}", path)
         if isinstance(group[key], h5py.Group):
             check_tree(group[key], f"{name}/{key}", path)
 
 
 def check_hard_links(f, name, path):
-    """NAME and every group above it are stored in the file itself: h5py follows soft links (/test
-    pointing at /train) and external ones (into another file) silently."""
+    """NAME and every group above it are stored in the file itself."""
     parts = name.strip("/").split("/")
     for i in range(1, len(parts) + 1):
         part = "/".join(parts[:i])
-        link = f.get(part, getlink=True)
-        if link is not None and not isinstance(link, h5py.HardLink):
-            kind = "a soft" if isinstance(link, h5py.SoftLink) else "an external"
-            raise ReportError(f"{path}: /{part} is {kind} link; the report reads only what the file itself holds")
+        refuse_link(f.get(part, getlink=True), part, path)
 
 
 def member(group, name, path, where, dtype_kind, shape=None, ndim=None):

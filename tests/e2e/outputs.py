@@ -51,6 +51,11 @@ must_succeed(run(TINY + ["--epochs", "1", "--checkpoint", ckpt, "--out", out, "-
 os.chmod(out, 0o600)
 must_succeed(run(TINY + ["--epochs", "1", "--out", out, "--overwrite"]))
 check(stat.S_IMODE(os.stat(out).st_mode) == 0o600, f"mode after replace: {oct(os.stat(out).st_mode)}")
+# ... and its owner (the suite runs as root, which may give a file to another user).
+if os.geteuid() == 0:
+    os.chown(out, 65534, 65534)
+    must_succeed(run(TINY + ["--epochs", "1", "--out", out, "--overwrite"]))
+    check((os.stat(out).st_uid, os.stat(out).st_gid) == (65534, 65534), f"owner after replace: {os.stat(out)}")
 for mask, mode in ((0o077, 0o600), (0o022, 0o644)):
     old = os.umask(mask)
     try:
