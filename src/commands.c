@@ -227,7 +227,7 @@ struct command_state {
     struct profile profile;
     struct run_result *runs;
     int run_count;
-    int diverged;                     /* a run did not learn (results_did_not_learn): exit DP_EXIT_DIVERGED */
+    int diverged;                     /* a run diverged (results_did_not_learn): exit DP_EXIT_DIVERGED */
     struct output_locks locks;
 };
 
@@ -249,7 +249,7 @@ static int train_one(struct command_state *cs, int i, char *err)
         char why[256];
         console_summary(&cs->runs[i]);
         if ((diverged = results_did_not_learn(&cs->runs[i], why, sizeof why)))
-            fprintf(stderr, "dptrain: warning: run %s did not learn: %s; its results are written and marked diverged "
+            fprintf(stderr, "dptrain: warning: run %s diverged: %s; its results are written and marked diverged "
                     "(try a lower --lr)\n", name, why);
         struct results_origin origin = {o->command_line, cs->comm->size, cs->comm->hosts};
         ok = results_write(o->out, &origin, cs->runs, i + 1, err) == 0;

@@ -210,11 +210,15 @@ int results_did_not_learn(const struct run_result *run, char *why, size_t size)
         if ((double)m->support[c] / (double)m->total > chance)
             chance = (double)m->support[c] / (double)m->total;
     double last_train_loss = run->history_length > 0 ? run->history[run->history_length - 1].train_loss : 0;
+    /* A uniform guess loses ln K: a short run still near it has not learned yet, which is no
+     * failure; far above it, the network has been driven away (too high a rate). */
+    double uniform_loss = log(m->classes > 1 ? m->classes : 2);
     if (!isfinite(run->test_loss) || !isfinite(last_train_loss))
         snprintf(why, size, "its loss is not finite (test %g, training %g)", run->test_loss, last_train_loss);
-    else if (run->test_accuracy < chance + 0.05 * (1 - chance))
-        snprintf(why, size, "its accuracy %.2f%% is at chance (%.2f%% for always the most frequent class; test loss %g)",
-                 100 * run->test_accuracy, 100 * chance, run->test_loss);
+    else if (run->test_accuracy < chance + 0.05 * (1 - chance) && run->test_loss > 2 * uniform_loss)
+        snprintf(why, size, "its accuracy %.2f%% is at chance (%.2f%% for always the most frequent class) and its test "
+                 "loss %g is more than twice a uniform guess's (%.3g)", 100 * run->test_accuracy, 100 * chance,
+                 run->test_loss, uniform_loss);
     else
         return 0;
     return 1;

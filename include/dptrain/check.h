@@ -17,7 +17,7 @@ enum {
     DP_EXIT_ERROR = 1,      /* bad input, I/O failure, numerical failure */
     DP_EXIT_USAGE = 2,      /* bad command line */
     DP_EXIT_STOPPED = 3,    /* stopped by SIGTERM/SIGUSR1 after writing a checkpoint */
-    DP_EXIT_DIVERGED = 4,   /* trained and wrote its results, but a run did not learn (results.h) */
+    DP_EXIT_DIVERGED = 4,   /* trained and wrote its results, but a run diverged (results.h) */
 };
 
 void err_set(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

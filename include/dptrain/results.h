@@ -52,10 +52,11 @@ struct run_result {
 
 void run_result_free(struct run_result *run);
 
-/* A run that did not learn: its final loss is not finite, or its accuracy is at chance (below the
- * share of the most frequent class plus 5% of the rest: 14.5% for ten balanced classes), as
- * training with too high a rate ends. 1 with the reason in why (written to the results as
- * `diverged` and `diverged_reason`), else 0. */
+/* A run that diverged: its final loss is not finite, or its accuracy is at chance (below the
+ * share of the most frequent class plus 5% of the rest: 14.5% for ten balanced classes) with a
+ * test loss above twice a uniform guess's (2 ln K), as training with too high a rate ends. A
+ * short run still near a uniform guess has not learned yet and is not flagged. 1 with the reason
+ * in why (written to the results as `diverged` and `diverged_reason`), else 0. */
 int results_did_not_learn(const struct run_result *run, char *why, size_t size);
 
 /* Where the runs of a results file came from: its file attributes. */
