@@ -64,7 +64,7 @@ static int check_not_previous(const struct config *o, const struct named_path *p
     struct stat info;
     if (o->overwrite || stat(p->path, &info) != 0 || !S_ISREG(info.st_mode) || info.st_size == 0)
         return 0;
-    if (strcmp(p->flag, cli_flag(OPTION_CHECKPOINT)) == 0)
+    if (p->path == o->checkpoint)
         FAIL("%s %s: already holds a run's checkpoint: add %s to continue it; to start over, remove it, choose "
              "another file or add %s", p->flag, p->path, cli_flag(OPTION_RESUME), cli_flag(OPTION_OVERWRITE));
     FAIL("%s %s: already exists (a previous run's output): choose another file, remove it, or add %s to "

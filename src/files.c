@@ -25,14 +25,21 @@
 #define TEMP_SUFFIX_MAX (sizeof TEMP_SUFFIX - 1 + 64 + 1 + 10)
 #define LOCK_SUFFIX ".lock"
 
-static void host_name(char *host, size_t size)
+/* This machine's name, for temporary names and the lock file's holder line. */
+static void this_host(char *host, size_t size)
 {
     if (gethostname(host, size) != 0 || host[0] == '\0')
         snprintf(host, size, "localhost");
     host[size - 1] = '\0';
+}
+
+/* The name as part of a file name: short, and no path separator. */
+static void host_name(char *host, size_t size)
+{
+    this_host(host, size);
     for (char *c = host; *c; c++)
         if (*c == '/' || *c == '.')
-            *c = '_'; /* a short name and no path separator: the name is part of a file name */
+            *c = '_';
 }
 
 static int temp_name(const char *final_path, char *tmp_path, size_t size, char *err)
@@ -395,7 +402,7 @@ fail:
 
 /* ---- output locks ------------------------------------------------------------------------ */
 
-/* What the lock file says of its holder: "HOST PID". */
+/* What the lock file says of its holder: "pid N on HOST". */
 static void read_holder(int fd, char *holder, size_t size)
 {
     ssize_t n = pread(fd, holder, size - 1, 0);
@@ -448,9 +455,7 @@ int files_lock_output(const char *path, const char *flag, struct files_lock *loc
         CHECK_DP((taken = try_lock(lock, path, flag, err)) < 0);
     if (!taken)
         FAIL("%s %s: its lock file %s keeps being replaced by other runs", flag, path, lock->path);
-    if (gethostname(host, sizeof host) != 0)
-        snprintf(host, sizeof host, "unknown host");
-    host[sizeof host - 1] = '\0';
+    this_host(host, sizeof host);
     n = snprintf(holder, sizeof holder, "pid %ld on %s\n", (long)getpid(), host);
     CHECK_SYS(ftruncate(lock->fd, 0), "%s: cannot write", lock->path);
     CHECK_SYS(pwrite(lock->fd, holder, (size_t)n, 0), "%s: cannot write", lock->path);
