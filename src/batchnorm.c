@@ -2,7 +2,10 @@
 
 #include "dptrain/pool.h"
 
+#include "dptrain/tensor.h"
+
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define BN_EPSILON 1e-5f
@@ -218,3 +221,73 @@ void batchnorm_backward(const struct batchnorm *bn, const struct batchnorm_saved
         io->dbeta[c] = grads[1];
     }
 }
+
+/* ---- the layer kind (layer.h) ---------------------------------------------------------- */
+
+static void bn_params(const struct layer *l, struct layer_params *p)
+{
+    *p = (struct layer_params){(size_t)l->channels, (size_t)l->channels, 0};
+}
+
+static void bn_init(struct layer *l, struct rng *rng)
+{
+    (void)rng;
+    for (int c = 0; c < l->channels; c++) {
+        l->weight[c] = 1.0f;
+        l->bias[c] = 0.0f;
+        l->running_mean[c] = 0.0f;
+        l->running_var[c] = 1.0f;
+    }
+}
+
+static size_t bn_buffers(const struct layer *l)
+{
+    return 2 * (size_t)l->channels;
+}
+
+static int bn_allocate(struct layer *l, int max_batch)
+{
+    l->batch_mean = tensor_alloc((size_t)l->channels);
+    l->inv_std = tensor_alloc((size_t)l->channels);
+    if (l->pool)
+        l->argmax = malloc((size_t)max_batch * l->out_size + 1);
+    return l->batch_mean && l->inv_std && (!l->pool || l->argmax) ? 0 : -1;
+}
+
+static void bn_release(struct layer *l)
+{
+    tensor_free(l->batch_mean);
+    tensor_free(l->inv_std);
+    free(l->argmax);
+    l->batch_mean = l->inv_std = NULL;
+    l->argmax = NULL;
+}
+
+static struct batchnorm layer_bn(const struct layer *l, int batch)
+{
+    return (struct batchnorm){l->channels, batch, l->height, l->width, l->pool,
+                              l->weight, l->bias, l->running_mean, l->running_var};
+}
+
+static void bn_forward(struct layer *l, const struct layer_pass *p)
+{
+    struct batchnorm bn = layer_bn(l, p->batch);
+    if (p->training)
+        batchnorm_forward_train(&bn, p->x, p->y, &(struct batchnorm_saved){l->batch_mean, l->inv_std, l->argmax});
+    else
+        batchnorm_forward_eval(&bn, p->x, p->y, l->argmax);
+}
+
+static void bn_backward(struct layer *l, const struct layer_pass *p)
+{
+    struct batchnorm bn = layer_bn(l, p->batch);
+    batchnorm_backward(&bn, &(struct batchnorm_saved){l->batch_mean, l->inv_std, l->argmax},
+                       &(struct batchnorm_backward_io){p->x, p->y, p->dy, p->dx, l->grad_weight, l->grad_bias});
+}
+
+const struct layer_ops layer_batchnorm = {
+    .forward_name = "bn+relu forward", .backward_name = "bn+relu backward",
+    .params = bn_params, .init = bn_init, .buffers = bn_buffers,
+    .allocate = bn_allocate, .release = bn_release,
+    .forward = bn_forward, .backward = bn_backward,
+};

@@ -44,6 +44,7 @@ static const struct field fields[] = {
     FIELD("augment_shift", F_INT, augment_shift),
     FIELD("tta", F_INT, tta),
     FIELD("tta_shift", F_INT, tta_shift),
+    FIELD("flip", F_INT, flip),
     FIELD("seed", F_U64, seed),
     FIELD("epoch", F_INT, epoch),
     FIELD("step", F_LONG, step),
@@ -62,8 +63,10 @@ static const struct field fields[] = {
     FIELD("train_seconds", F_DOUBLE, train_seconds),
     FIELD("epoch_seconds", F_DOUBLE, epoch_seconds),
     FIELD("best_val", F_DOUBLE, best_val),
-    FIELD("norm_mean", F_FLOAT, norm_mean),
-    FIELD("norm_std", F_FLOAT, norm_std),
+    FIELD("data_image_height", F_INT, data.image.height),
+    FIELD("data_image_width", F_INT, data.image.width),
+    FIELD("data_image_channels", F_INT, data.image.channels),
+    FIELD("data_classes", F_INT, data.classes),
     FIELD("data_train_samples", F_LLONG, data.train_samples),
     FIELD("data_test_samples", F_LLONG, data.test_samples),
     FIELD("data_crc32_train_images", F_U32, data.train_images),
@@ -261,6 +264,8 @@ static int write_state(hid_t f, const struct checkpoint *c, const char *path, ch
     if (c->best_buffers)
         CHECK_DP(write_floats(f, "best_buffers", c->best_buffers, c->buffer_count, path, err));
     CHECK_DP(write_history(f, c, history_dims, path, err));
+    CHECK_DP(write_floats(f, "norm_mean", c->norm_mean, (size_t)c->data.image.channels, path, err));
+    CHECK_DP(write_floats(f, "norm_std", c->norm_std, (size_t)c->data.image.channels, path, err));
     CHECK_DP(write_checked(f, &(struct h5io_array){"rng_dropout", H5T_NATIVE_UINT64, H5T_STD_U64LE, 2, rng_dims}, c->dropout_rng, path, err));
     CHECK_DP(write_checked(f, &(struct h5io_array){"rng_augment", H5T_NATIVE_UINT64, H5T_STD_U64LE, 2, rng_dims}, c->augment_rng, path, err));
     CHECK_DP(write_checked(f, &(struct h5io_array){"partial_loss", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, rank_dims}, c->partial_loss, path, err));
@@ -364,8 +369,15 @@ static int check_scalars(const struct checkpoint *c, const char *path, char *err
             c->epoch);
     REQUIRE(c->param_count >= 1 && c->param_count <= (size_t)1 << 31, "param_count = %zu", c->param_count);
     REQUIRE(c->buffer_count <= (size_t)1 << 28, "buffer_count = %zu", c->buffer_count);
-    REQUIRE(c->pca_components >= 0 && c->pca_components <= DATASET_PIXELS, "pca_components = %d",
+    const struct image_shape *shape = &c->data.image;
+    REQUIRE(shape->height >= 1 && shape->height <= DATASET_MAX_SIDE && shape->width >= 1 &&
+                shape->width <= DATASET_MAX_SIDE && shape->channels >= 1 && shape->channels <= DATASET_MAX_CHANNELS &&
+                image_values(shape) <= (size_t)DATASET_MAX_IMAGE_VALUES,
+            "image shape %dx%dx%d", shape->height, shape->width, shape->channels);
+    REQUIRE(c->data.classes >= 2 && c->data.classes <= DATASET_MAX_CLASSES, "classes = %d", c->data.classes);
+    REQUIRE(c->pca_components >= 0 && (size_t)c->pca_components <= image_values(shape), "pca_components = %d",
             c->pca_components);
+    REQUIRE(c->flip == 0 || c->flip == 1, "flip = %d", c->flip);
     REQUIRE(c->validation >= 0 && (c->augment == 0 || c->augment == 1) && (c->tta == 0 || c->tta == 1) &&
             c->tta_shift >= 0 && c->tta_shift <= CONFIG_TTA_SHIFT_MAX && c->augment_shift >= 0 &&
                 c->augment_shift <= CONFIG_AUGMENT_SHIFT_MAX,
@@ -379,8 +391,6 @@ static int check_scalars(const struct checkpoint *c, const char *path, char *err
     REQUIRE(isfinite(c->train_seconds) && c->train_seconds >= 0 && isfinite(c->epoch_seconds) &&
             c->epoch_seconds >= 0, "train_seconds %g, epoch_seconds %g", c->train_seconds, c->epoch_seconds);
     REQUIRE(c->best_val == -1 || (c->best_val >= 0 && c->best_val <= 1), "best_val %g", c->best_val);
-    REQUIRE(isfinite(c->norm_mean) && isfinite(c->norm_std) && c->norm_std > 0,
-            "input normalisation mean %g, standard deviation %g", (double)c->norm_mean, (double)c->norm_std);
     REQUIRE(c->data.train_samples >= 1 && c->data.test_samples >= 1, "data sizes %lld and %lld",
             c->data.train_samples, c->data.test_samples);
 #undef REQUIRE
@@ -427,15 +437,16 @@ static int read_pca(hid_t f, struct checkpoint *c, const char *path, char *err)
 {
     struct pca *p = &c->pca;
     double *totals = NULL;
-    p->dim = DATASET_PIXELS;
+    size_t dim = image_values(&c->data.image);
+    p->dim = (int)dim;
     p->components = c->pca_components;
     size_t k = (size_t)p->components;
-    CHECK_DP((p->mean = read_array(f, &(struct h5io_array){"pca_mean", H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE, 1, (hsize_t[]){DATASET_PIXELS}}, path, err)) == NULL);
-    CHECK_DP((p->basis = read_array(f, &(struct h5io_array){"pca_basis", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){k * DATASET_PIXELS}}, path, err)) == NULL);
+    CHECK_DP((p->mean = read_array(f, &(struct h5io_array){"pca_mean", H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE, 1, (hsize_t[]){dim}}, path, err)) == NULL);
+    CHECK_DP((p->basis = read_array(f, &(struct h5io_array){"pca_basis", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){k * dim}}, path, err)) == NULL);
     CHECK_DP((p->explained_variance = read_array(f, &(struct h5io_array){"pca_variance", H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE, 1, (hsize_t[]){k}}, path, err)) == NULL);
     CHECK_DP((p->explained_ratio = read_array(f, &(struct h5io_array){"pca_ratio", H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE, 1, (hsize_t[]){k}}, path, err)) == NULL);
     CHECK_DP((totals = read_array(f, &(struct h5io_array){"pca_totals", H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE, 1, (hsize_t[]){2}}, path, err)) == NULL);
-    if (!all_finite(p->mean, 1, DATASET_PIXELS) || !all_finite(p->basis, 0, k * DATASET_PIXELS) ||
+    if (!all_finite(p->mean, 1, dim) || !all_finite(p->basis, 0, k * dim) ||
         !all_finite(p->explained_variance, 1, k) || !(totals[0] > 0) || !(totals[1] >= 1))
         FAIL("%s: corrupt checkpoint: the PCA basis holds values that are not finite", path);
     p->total_variance = totals[0];
@@ -444,6 +455,29 @@ static int read_pca(hid_t f, struct checkpoint *c, const char *path, char *err)
     return 0;
 fail:
     free(totals);
+    return -1;
+}
+
+/* The standardisation per channel: finite means, positive finite deviations. */
+static int read_normalisation(hid_t f, struct checkpoint *c, const char *path, char *err)
+{
+    size_t channels = (size_t)c->data.image.channels;
+    float *mean = NULL, *std = NULL;
+    CHECK_DP((mean = read_array(f, &(struct h5io_array){"norm_mean", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){channels}}, path, err)) == NULL);
+    CHECK_DP((std = read_array(f, &(struct h5io_array){"norm_std", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){channels}}, path, err)) == NULL);
+    for (size_t i = 0; i < channels; i++) {
+        if (!isfinite(mean[i]) || !isfinite(std[i]) || !(std[i] > 0))
+            FAIL("%s: corrupt checkpoint: input normalisation of channel %zu: mean %g, standard deviation %g", path, i,
+                 (double)mean[i], (double)std[i]);
+        c->norm_mean[i] = mean[i];
+        c->norm_std[i] = std[i];
+    }
+    free(mean);
+    free(std);
+    return 0;
+fail:
+    free(mean);
+    free(std);
     return -1;
 }
 
@@ -480,6 +514,7 @@ static int read_state(hid_t f, struct checkpoint *c, const char *path, char *err
     if (c->validation > 0 && c->buffer_count > 0)
         CHECK_DP((c->best_buffers = read_array(f, &(struct h5io_array){"best_buffers", H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT, 1, (hsize_t[]){c->buffer_count}}, path, err)) == NULL);
     CHECK_DP(read_history(f, c, path, err));
+    CHECK_DP(read_normalisation(f, c, path, err));
     CHECK_DP((c->dropout_rng = read_array(f, &(struct h5io_array){"rng_dropout", H5T_NATIVE_UINT64, H5T_NATIVE_UINT64, 1, (hsize_t[]){ranks * 4}}, path, err)) == NULL);
     CHECK_DP((c->augment_rng = read_array(f, &(struct h5io_array){"rng_augment", H5T_NATIVE_UINT64, H5T_NATIVE_UINT64, 1, (hsize_t[]){ranks * 4}}, path, err)) == NULL);
     CHECK_DP((c->partial_loss = read_array(f, &(struct h5io_array){"partial_loss", H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE, 1, (hsize_t[]){ranks}}, path, err)) == NULL);
@@ -566,10 +601,26 @@ void checkpoint_free(struct checkpoint *c)
     memset(c, 0, sizeof *c);
 }
 
+int checkpoint_check_shape(const struct checkpoint *c, const struct data_identity *now, const char *data,
+                           const char *path, char *err)
+{
+    const struct data_identity *then = &c->data;
+    char a[48], b[48];
+    image_shape_text(&then->image, a, sizeof a);
+    image_shape_text(&now->image, b, sizeof b);
+    if (strcmp(a, b) != 0 || then->classes != now->classes)
+        FAIL("%s was trained on %s images of %d classes; %s holds %s images of %d classes (a network takes one "
+             "shape and gives one count of classes)", path, a, then->classes, data, b, now->classes);
+    return 0;
+fail:
+    return -1;
+}
+
 int checkpoint_check_data(const struct checkpoint *c, const struct data_identity *now, const char *data,
                           const char *path, const char *action, char *err)
 {
     const struct data_identity *then = &c->data;
+    CHECK_DP(checkpoint_check_shape(c, now, data, path, err));
     if (then->train_samples != now->train_samples || then->test_samples != now->test_samples)
         FAIL("%s was trained on data with %lld training and %lld test images; %s has %lld and "
              "%lld (%s with the data file the run began with)", path, then->train_samples, then->test_samples,

@@ -12,7 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum value_kind { V_STRING, V_INT, V_DOUBLE, V_FLAG, V_FLAG_OFF, V_SEED, V_PCA, V_MODEL, V_OPTIMIZER, V_SCHEDULE, V_COMPRESS };
+enum value_kind { V_STRING, V_INT, V_DOUBLE, V_FLAG, V_FLAG_OFF, V_SEED, V_PCA, V_MODEL, V_OPTIMIZER, V_SCHEDULE, V_COMPRESS,
+                  V_YES_NO };
 
 #define FOR_CONVERT (1u << CMD_CONVERT)
 #define FOR_TRAIN (1u << CMD_TRAIN)
@@ -33,16 +34,30 @@ struct flag {
 
 static const struct flag flags[] = {
     {"--source", V_STRING, AT(source), FOR_CONVERT, 0, 0,
-     "folder of the four IDX files, plain or .gz (default /usr/share/datasets/fashion-mnist)"},
+     "folder of an MNIST-format IDX set: train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte "
+     "and t10k-labels-idx1-ubyte, each plain or .gz (default /usr/share/datasets/fashion-mnist)"},
+    {"--train-images", V_STRING, AT(idx_files[0]), FOR_CONVERT, 0, 0,
+     "the training images' IDX file, [N][H][W] or [N][H][W][C] (with the other three in place of --source)"},
+    {"--train-labels", V_STRING, AT(idx_files[1]), FOR_CONVERT, 0, 0, "the training labels' IDX file"},
+    {"--test-images", V_STRING, AT(idx_files[2]), FOR_CONVERT, 0, 0, "the test images' IDX file"},
+    {"--test-labels", V_STRING, AT(idx_files[3]), FOR_CONVERT, 0, 0, "the test labels' IDX file"},
+    {"--class-names", V_STRING, AT(class_names), FOR_CONVERT, 0, 0,
+     "the classes' names in label order, comma-separated (default: Fashion-MNIST's for it, else 0,1,...,K-1 "
+     "with K the largest label + 1)"},
+    {"--mirror-invariant", V_YES_NO, AT(mirror_invariant), FOR_CONVERT, 0, 0,
+     "yes if a mirror image keeps its class (clothes, most objects), no if not (digits, letters); training "
+     "flips images only where yes (default yes for Fashion-MNIST, else no)"},
     {"--data", V_STRING, AT(data), FOR_TRAINING | FOR_EVAL, 0, 0,
      "HDF5 data file (default data/fashion-mnist.h5)"},
     {"--out", V_STRING, AT(out), FOR_CONVERT | FOR_TRAINING | FOR_EVAL, 0, 0,
      "output file (convert: data/fashion-mnist.h5; train: results/train.h5; compare: "
      "results/compare.h5; eval: results/eval.h5)"},
     {"--model", V_MODEL, AT(model), FOR_TRAINING, 0, 0,
-     "network: mlp (784-256-128-10), mlp:H1,H2,..., cnn (32,p,64,p,f256) or cnn:TOKENS (default mlp:1024,1024)"},
-    {"--pca", V_PCA, AT(pca), FOR_TRAINING, 1, DATASET_PIXELS,
-     "train: K principal components as inputs (1..784); compare: list like 0,50,100 (0 = raw)"},
+     "network: mlp (hidden layers 256,128), mlp:H1,H2,..., cnn (32,p,64,p,f256) or cnn:TOKENS (default "
+     "mlp:1024,1024)"},
+    {"--pca", V_PCA, AT(pca), FOR_TRAINING, 1, DATASET_MAX_IMAGE_VALUES,
+     "train: K principal components as inputs (1..D, D = the values of an image, HxWxC); compare: list like "
+     "0,50,100 (0 = raw)"},
     {"--epochs", V_INT, AT(epochs), FOR_TRAINING, 1, 100000,
      "epochs (default 60 with --augment; without it 30 for an MLP, 20 for a CNN)"},
     {"--batch", V_INT, AT(batch), FOR_TRAINING, 1, 1 << 20, "GLOBAL batch size, shared by the ranks (default 128)"},
@@ -80,19 +95,23 @@ static const struct flag flags[] = {
     {"--trace", V_STRING, AT(trace), FOR_TRAINING, 0, 0,
      "write a Chrome trace-event JSON of every step's phases, all ranks in one file"},
     {"--augment", V_FLAG, AT(augment), FOR_TRAINING, 0, 0,
-     "random flips and shifts of training images (default for an MLP; a CNN needs the flag)"},
+     "random flips (see --flip) and shifts of training images (default for an MLP; a CNN needs the flag)"},
+    {"--flip", V_YES_NO, AT(flip), FOR_TRAINING, 0, 0,
+     "whether training (--augment) and test-time views (--tta) mirror images: yes or no (default: the data "
+     "file's mirror_invariant)"},
     {"--no-augment", V_FLAG_OFF, AT(augment), FOR_TRAINING, 0, 0, "train on the images as they are"},
     {"--augment-shift", V_INT, AT(augment_shift), FOR_TRAINING, 0, CONFIG_AUGMENT_SHIFT_MAX,
      "with --augment: the largest shift of a training image each way, in pixels (default 1 for an MLP, 2 for a CNN)"},
     {"--erase", V_DOUBLE, AT(erase), FOR_TRAINING, 0, 1,
      "with --augment: the probability that a random rectangle (2-40% of an image) of a training image is set to the mean pixel, with --pca to background (random erasing; default 0)"},
     {"--tta", V_FLAG, AT(tta), FOR_TRAINING | FOR_EVAL, 0, 0,
-     "test-time augmentation: average the logits of each image and its mirror image (with --pca, the "
-     "mirror image projected; default with --augment)"},
+     "test-time augmentation: average the logits of each image and its mirror image (where flips are allowed; "
+     "with --pca, the mirror image projected; default with --augment)"},
     {"--no-tta", V_FLAG_OFF, AT(tta), FOR_TRAINING | FOR_EVAL, 0, 0, "evaluate each image as it is"},
     {"--tta-shift", V_INT, AT(tta_shift), FOR_TRAINING | FOR_EVAL, 0, CONFIG_TTA_SHIFT_MAX,
      "with --tta: the final predictions also see both views shifted by up to P pixels each way, 2(2P+1)^2 "
-     "views (default 1, 18 views; 0: the image and its mirror image; the evaluations after each epoch use those two)"},
+     "views, (2P+1)^2 without flips (default 1, 18 views; 0: the image and its mirror image; the evaluations "
+     "after each epoch use those two)"},
     {"--validation", V_INT, AT(validation), FOR_TRAINING, 0, INT_MAX,
      "hold out N training images; keep the epoch with the best validation accuracy (default 0)"},
     {"--name", V_STRING, AT(name), FOR_TRAIN, 0, 0, "name of the run in the results file (default raw or pcaK)"},
@@ -140,7 +159,9 @@ const char *cli_command_name(enum command command)
 static void set_defaults(struct config *o)
 {
     memset(o, 0, sizeof *o);
-    o->source = "/usr/share/datasets/fashion-mnist";
+    o->source = NULL;        /* the packaged Fashion-MNIST unless the four files are named: below */
+    o->mirror_invariant = -1;
+    o->flip = -1;
     o->data = "data/fashion-mnist.h5";
     snprintf(o->model, sizeof o->model, "mlp:1024,1024");
     o->epochs = 0; /* chosen by model below */
@@ -211,11 +232,12 @@ fail:
     return -1;
 }
 
-/* train: one K in 1..784. compare: a comma list of K in 0..784 (0 = raw pixels). */
+/* train: one K from 1. compare: a comma list of K from 0 (0 = raw pixels). At most an image's
+ * values, which only the data file knows: train.c checks. */
 static int parse_pca(const char *flag, const char *text, struct config *o, char *err)
 {
     if (o->command == CMD_TRAIN)
-        return parse_int(flag, text, 1, DATASET_PIXELS, &o->pca, err);
+        return parse_int(flag, text, 1, DATASET_MAX_IMAGE_VALUES, &o->pca, err);
     if (text[0] == '\0')
         FAIL("%s: empty list (expected something like 0,50,100)", flag);
     o->pca_runs = 0;
@@ -230,7 +252,7 @@ static int parse_pca(const char *flag, const char *text, struct config *o, char 
         if (o->pca_runs == CONFIG_MAX_PCA_RUNS)
             FAIL("%s: at most %d entries", flag, CONFIG_MAX_PCA_RUNS);
         int k;
-        if (parse_int(flag, item, 0, DATASET_PIXELS, &k, err) != 0)
+        if (parse_int(flag, item, 0, DATASET_MAX_IMAGE_VALUES, &k, err) != 0)
             goto fail;
         for (int i = 0; i < o->pca_runs; i++)
             if (o->pca_list[i] == k)
@@ -289,6 +311,11 @@ static int apply_flag(const struct flag *f, const char *value, struct config *o,
             FAIL("%s: unknown compression '%s' (expected none, bf16, powersgd or powersgd:R with R from 1 to %d)",
                  f->name, value, CONFIG_POWERSGD_MAX_RANK);
         return 0;
+    case V_YES_NO:
+        if (strcmp(value, "yes") != 0 && strcmp(value, "no") != 0)
+            FAIL("%s: expected yes or no, got '%s'", f->name, value);
+        *(int *)(base + f->offset) = strcmp(value, "yes") == 0;
+        return 0;
     case V_FLAG:
         *(int *)(base + f->offset) = 1;
         return 0;
@@ -312,6 +339,27 @@ static int check_name(const char *name, char *err)
     for (const char *p = name; *p; p++)
         if (!isalnum((unsigned char)*p) && !strchr("._-+=", *p))
             FAIL("--name: '%s' has the character '%c' (use letters, digits and . _ - + =)", name, *p);
+    return 0;
+fail:
+    return -1;
+}
+
+/* convert: --source or the four files, not both and not some of them. */
+static int choose_sources(struct config *o, char *err)
+{
+    static const char *const names[4] = {"--train-images", "--train-labels", "--test-images", "--test-labels"};
+    int given = 0;
+    for (int i = 0; i < 4; i++)
+        given += o->idx_files[i] != NULL;
+    if (given > 0 && o->source)
+        FAIL("--source and %s are exclusive: give the folder of the four IDX files, or the four files",
+             names[o->idx_files[0] ? 0 : o->idx_files[1] ? 1 : o->idx_files[2] ? 2 : 3]);
+    for (int i = 0; given > 0 && i < 4; i++)
+        if (!o->idx_files[i])
+            FAIL("%s is missing: with named IDX files, give all four (--train-images, --train-labels, --test-images, "
+                 "--test-labels)", names[i]);
+    if (given == 0 && !o->source)
+        o->source = "/usr/share/datasets/fashion-mnist";
     return 0;
 fail:
     return -1;
@@ -470,6 +518,8 @@ int cli_parse(int argc, char **argv, struct config *o, char *err)
             goto fail;
     }
     CHECK_DP(choose_defaults(o, err));
+    if (o->command == CMD_CONVERT)
+        CHECK_DP(choose_sources(o, err));
     set_output_default(o);
     return check_choices(o, err);
 fail:
@@ -493,7 +543,7 @@ void cli_print_help(FILE *out, enum command command)
             continue;
         enum value_kind kind = flags[i].kind;
         int number = kind == V_INT || kind == V_DOUBLE || kind == V_SEED || kind == V_PCA;
-        const char *value = kind == V_FLAG || kind == V_FLAG_OFF ? "" : number ? " N" : " VALUE";
+        const char *value = kind == V_FLAG || kind == V_FLAG_OFF ? "" : kind == V_YES_NO ? " yes|no" : number ? " N" : " VALUE";
         char left[40];
         snprintf(left, sizeof left, "%s%s", flags[i].name, value);
         fprintf(out, "  %-22s %s\n", left, flags[i].help);
@@ -509,7 +559,8 @@ const char *cli_setting_flag(enum setting s)
         [SETTING_WEIGHT_DECAY] = "--weight-decay", [SETTING_SCHEDULE] = "--schedule", [SETTING_WARMUP] = "--warmup",
         [SETTING_DROPOUT] = "--dropout", [SETTING_LABEL_SMOOTHING] = "--label-smoothing",
         [SETTING_AUGMENT] = "--augment",
-        [SETTING_AUGMENT_SHIFT] = "--augment-shift", [SETTING_ERASE] = "--erase", [SETTING_TTA] = "--tta",
+        [SETTING_AUGMENT_SHIFT] = "--augment-shift", [SETTING_ERASE] = "--erase", [SETTING_FLIP] = "--flip",
+        [SETTING_TTA] = "--tta",
         [SETTING_TTA_SHIFT] = "--tta-shift", [SETTING_VALIDATION] = "--validation",
         [SETTING_COMPRESS] = "--compress", [SETTING_DETERMINISTIC] = "--deterministic",
         [SETTING_NONE] = "",
@@ -524,7 +575,7 @@ const char *cli_flag(enum option o)
         [OPTION_TRACE] = "--trace", [OPTION_SOURCE] = "--source", [OPTION_MODEL] = "--model",
         [OPTION_RESUME] = "--resume", [OPTION_BATCH] = "--batch", [OPTION_TTA] = "--tta",
         [OPTION_STALL_TIMEOUT] = "--stall-timeout", [OPTION_DETERMINISTIC] = "--deterministic",
-        [OPTION_OVERWRITE] = "--overwrite",
+        [OPTION_OVERWRITE] = "--overwrite", [OPTION_FLIP] = "--flip", [OPTION_PCA] = "--pca",
     };
     return flags_of[o];
 }
@@ -601,6 +652,9 @@ static int flag_value(const struct config *o, const struct flag *f, char *value,
     case V_COMPRESS:
         config_compress_text(&o->compress, value, size);
         return 1;
+    case V_YES_NO:
+        snprintf(value, size, "%s", *(const int *)(base + f->offset) ? "yes" : "no");
+        return *(const int *)(base + f->offset) >= 0;
     case V_FLAG:
         return *(const int *)(base + f->offset) != 0;
     case V_FLAG_OFF:

@@ -193,16 +193,19 @@ static void describe_settings(const struct config *o, int pca_k, char *out, size
     cli_command_line(&one, 0, out, size);
 }
 
-static void describe_result(struct run_result *r, const struct config *o, int ranks, const char *name, int pca_k)
+static void describe_result(struct run_result *r, const struct config *o, const struct shards *d, const char *name,
+                            int pca_k)
 {
     describe_settings(o, pca_k, r->settings, sizeof r->settings);
+    r->inputs = pca_k > 0 ? pca_k : (int)image_values(&d->about.image);
+    r->class_names = d->about.class_names;
+    r->flip = o->flip;
     snprintf(r->name, sizeof r->name, "%s", name);
     snprintf(r->model, sizeof r->model, "%s", o->model);
     snprintf(r->optimizer, sizeof r->optimizer, "%s", config_optimizer_name(o->optimizer));
     r->pca_components = pca_k;
     r->epochs = o->epochs;
     r->global_batch = o->batch;
-    r->ranks = ranks;
     r->lr = o->lr;
     r->seed = o->seed;
     r->has_validation = o->validation > 0;
@@ -221,7 +224,7 @@ static void run_name(const struct config *o, int k, char *name, size_t size)
 /* Everything a command shares between its runs. */
 struct command_state {
     const struct comm *comm;
-    const struct config *o;
+    struct config *o;                 /* its flip is decided once the data file is read */
     struct shards d;
     struct checkpoint resume;
     struct profile profile;
@@ -239,7 +242,8 @@ static int train_one(struct command_state *cs, int i, char *err)
     int k = o->command == CMD_COMPARE ? o->pca_list[i] : o->pca;
     char name[64];
     run_name(o, k, name, sizeof name);
-    describe_result(&cs->runs[i], o, cs->comm->size, name, k);
+    describe_result(&cs->runs[i], o, &cs->d, name, k);
+    cs->runs[i].ranks = cs->comm->size;
     struct run run = {.comm = cs->comm, .o = o, .d = &cs->d, .profile = &cs->profile, .r = &cs->runs[i]};
     int status = train_run(&run, k, o->resume ? &cs->resume : NULL, err);
     if (status != DP_EXIT_OK)
@@ -251,7 +255,7 @@ static int train_one(struct command_state *cs, int i, char *err)
         if ((diverged = results_did_not_learn(&cs->runs[i], why, sizeof why)))
             fprintf(stderr, "dptrain: warning: run %s diverged: %s; its results are written and marked diverged "
                     "(try a lower --lr)\n", name, why);
-        struct results_origin origin = {o->command_line, cs->comm->size, cs->comm->hosts};
+        struct results_origin origin = {o->command_line, cs->comm->size, cs->comm->hosts, &cs->d.about};
         ok = results_write(o->out, &origin, cs->runs, i + 1, err) == 0;
         if (!ok && o->checkpoint) /* its last save holds the finished run */
             err_append_hint(err, "the trained state is kept in %s %s: write the results from it with "
@@ -279,15 +283,18 @@ static int train_all(struct command_state *cs, char *err)
     return cs->diverged ? DP_EXIT_DIVERGED : DP_EXIT_OK;
 }
 
-/* Collective: paths, the checkpoint to resume, the data, the results and the profile. */
+/* Collective: paths, the checkpoint to resume, the data, the results and the profile. Flips follow
+ * the data file's mirror_invariant unless --flip says otherwise. */
 static int prepare_command(struct command_state *cs, char *err)
 {
-    const struct config *o = cs->o;
+    struct config *o = cs->o;
     CHECK_DP(check_paths(cs->comm, o, &cs->locks, err));
-    if (o->resume)
-        CHECK_DP(snapshot_load(cs->comm, o, &cs->resume, err));
     struct shard_plan plan = {o->data, o->validation, o->seed, o->deterministic ? SHARDS_VIRTUAL : 0};
     CHECK_DP(shards_load(cs->comm, &plan, &cs->d, err));
+    if (o->flip < 0)
+        o->flip = cs->d.about.mirror_invariant;
+    if (o->resume)
+        CHECK_DP(snapshot_load(cs->comm, o, &cs->resume, err));
     if (o->resume && checkpoint_check_data(&cs->resume, &cs->d.identity, o->data, o->checkpoint, "resume", err) != 0) {
         err_prefix(err, cli_flag(OPTION_RESUME)); /* every rank holds the same checkpoint and identity */
         goto fail;
@@ -332,7 +339,7 @@ int train_command(const struct comm *comm, const struct config *given, char *err
 {
     struct config scaled = scaled_for_ranks(given, comm->size);
     scaled.threads = blas_threads(comm, given->threads, given->deterministic); /* as run: it changes the bits */
-    const struct config *o = &scaled;
+    struct config *o = &scaled;
     struct command_state cs = {.comm = comm, .o = o, .run_count = o->command == CMD_COMPARE ? o->pca_runs : 1,
                                .locks = OUTPUT_LOCKS_NONE};
     int status = DP_EXIT_ERROR;
@@ -448,7 +455,9 @@ static int evaluate_checkpoint(struct run *run, struct checkpoint *c, struct sha
         memset(&c->pca, 0, sizeof c->pca);
     }
     /* the saved normalisation, not this data file's: the model saw those inputs */
-    d->norm = (struct normaliser){c->norm_mean, c->norm_std};
+    d->norm.channels = c->data.image.channels;
+    memcpy(d->norm.mean, c->norm_mean, sizeof d->norm.mean);
+    memcpy(d->norm.std, c->norm_std, sizeof d->norm.std);
     CHECK_DP(run_allocate(run, c->pca_components > 0 ? &r->pca : NULL, err));
     ok = load_checkpointed(run, c, err) == 0;
     CHECK_DP(comm_agree(run->comm, ok, err));
@@ -457,7 +466,7 @@ static int evaluate_checkpoint(struct run *run, struct checkpoint *c, struct sha
     if (run->comm->rank == 0) {
         print_evaluated(c, run->o->checkpoint);
         console_summary(r);
-        struct results_origin origin = {run->o->command_line, run->comm->size, run->comm->hosts};
+        struct results_origin origin = {run->o->command_line, run->comm->size, run->comm->hosts, &d->about};
         ok = results_write(run->o->out, &origin, r, 1, err) == 0;
         if (ok)
             printf("\nresults written to %s\n", run->o->out);
@@ -481,15 +490,18 @@ int eval_command(const struct comm *comm, const struct config *given, char *err)
     CHECK_DP(comm_agree(comm, ok, err));
     struct config as_trained = o; /* the settings as trained, the views as evaluated here */
     as_trained.validation = c.validation;
-    describe_result(&r, &as_trained, comm->size, c.name, c.pca_components);
-    r.epochs = c.epoch; /* what was trained, not what the run set out to train */
-    r.partial_steps = c.step;
     /* as the run was trained: a deterministic run's predictions again, bit for bit */
     openblas_set_num_threads(blas_threads(comm, given->threads, c.deterministic));
     o.deterministic = 0; /* nothing is trained: one unit per rank */
     /* the hold-out as the run chose it: from its seed, the same for any rank count */
     CHECK_DP(shards_load(comm, &(struct shard_plan){o.data, given->on_validation ? c.validation : 0, o.seed, 0}, &d,
                          err));
+    /* the same checkpoint and data on every rank: the same verdict */
+    CHECK_DP(checkpoint_check_shape(&c, &d.identity, o.data, given->checkpoint, err));
+    describe_result(&r, &as_trained, &d, c.name, c.pca_components);
+    r.ranks = comm->size;
+    r.epochs = c.epoch; /* what was trained, not what the run set out to train */
+    r.partial_steps = c.step;
     /* The hold-out is a draw from the run's own training images: on any other data (another file,
      * or the same images shuffled) its accuracy would be of other images, said as if it were not. */
     if (given->on_validation &&

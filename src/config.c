@@ -103,6 +103,7 @@ static void setting_text(const struct config *c, enum setting s, const char *rea
     case SETTING_AUGMENT: snprintf(out, size, "%d", c->augment); break;
     case SETTING_AUGMENT_SHIFT: snprintf(out, size, "%d", c->augment_shift); break;
     case SETTING_ERASE: snprintf(out, size, real, c->erase); break;
+    case SETTING_FLIP: snprintf(out, size, "%s", c->flip ? "yes" : "no"); break;
     case SETTING_TTA: snprintf(out, size, "%d", c->tta); break;
     case SETTING_TTA_SHIFT: snprintf(out, size, "%d", c->tta_shift); break;
     case SETTING_VALIDATION: snprintf(out, size, "%d", c->validation); break;

@@ -21,6 +21,15 @@ void console_announce(const struct run *run)
     printf(", %d rank%s on %d host%s (%d BLAS thread%s each), global batch %d, %zu training samples\n",
            run->comm->size, run->comm->size == 1 ? "" : "s", run->comm->hosts, run->comm->hosts == 1 ? "" : "s",
            threads, threads == 1 ? "" : "s", o->batch, run->d->train_total);
+    const struct data_description *about = &run->d->about;
+    char shape[48];
+    image_shape_text(&about->image, shape, sizeof shape);
+    printf("data: %s%s%s images (HxWxC) of %d classes", about->name, about->name[0] ? ", " : "", shape,
+           about->classes);
+    if (o->augment || o->tta)
+        printf("; mirror images %s (%s)", o->flip ? "used" : "not used",
+               o->flip == about->mirror_invariant ? "the data file's mirror_invariant" : "--flip");
+    printf("\n");
     size_t wire = reducer_wire_bytes(&run->reducer);
     if (o->deterministic)
         printf("deterministic: %d virtual shards (this rank %d..%d), exact gradient sums: the same bits on any "
@@ -71,9 +80,9 @@ void console_summary(const struct run_result *r)
     if (r->has_validation)
         printf(", parameters of epoch %d (best validation accuracy)", r->best_epoch);
     printf("\nparameter hash %016llx\n\n", (unsigned long long)r->parameter_hash);
-    metrics_print_report(stdout, &r->metrics, dataset_class_names);
+    metrics_print_report(stdout, &r->metrics, r->class_names);
     printf("\n");
-    metrics_print_confusion(stdout, &r->metrics, dataset_class_names);
+    metrics_print_confusion(stdout, &r->metrics, r->class_names);
     fflush(stdout);
 }
 
@@ -88,7 +97,7 @@ void console_comparison(const struct run_result *runs, int count)
         for (int e = 0; e < r->history_length; e++)
             total_samples += r->history[e].samples_per_second * r->history[e].seconds;
         printf("%-8s %10d %8.2f%% %11zu %8.2f%% %9.4f %10.1f %10.0f\n", r->pca_components ? "pca" : "raw",
-               r->pca_components ? r->pca_components : DATASET_PIXELS, 100 * kept, r->parameters,
+               r->inputs, 100 * kept, r->parameters,
                100 * r->test_accuracy, r->metrics.macro_f1, r->train_seconds, total_samples / r->train_seconds);
     }
     fflush(stdout);

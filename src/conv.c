@@ -1,8 +1,10 @@
 #include "dptrain/conv.h"
 
+#include "dptrain/rng.h"
 #include "dptrain/tensor.h"
 #include "dptrain/winograd.h"
 
+#include <math.h>
 #include <string.h>
 
 /* One output row of im2col: the input row shifted by dx with zeros outside. Split into the
@@ -198,3 +200,106 @@ void rows_to_channels(const float *in, float *out, int channels, int batch, int 
             memcpy(out + ((size_t)c * batch + n) * plane, in + ((size_t)n * channels + c) * plane,
                    (size_t)plane * sizeof(float));
 }
+
+void pixels_to_channels(const float *in, float *out, int channels, int batch, int plane)
+{
+    size_t pixels = (size_t)batch * plane; /* [N][P] flattened: the same order on both sides */
+    for (size_t i = 0; i < pixels; i++)
+        for (int c = 0; c < channels; c++)
+            out[(size_t)c * pixels + i] = in[i * channels + c];
+}
+
+void channels_to_pixels(const float *in, float *out, int channels, int batch, int plane)
+{
+    size_t pixels = (size_t)batch * plane;
+    for (size_t i = 0; i < pixels; i++)
+        for (int c = 0; c < channels; c++)
+            out[i * channels + c] = in[(size_t)c * pixels + i];
+}
+
+/* ---- the layer kinds (layer.h) --------------------------------------------------------- */
+
+static size_t conv_weights(const struct conv_shape *c)
+{
+    return (size_t)c->channels_out * c->channels_in * c->kernel * c->kernel;
+}
+
+static void conv_params(const struct layer *l, struct layer_params *p)
+{
+    *p = (struct layer_params){conv_weights(&l->conv), 0, 1};
+}
+
+static void conv_init(struct layer *l, struct rng *rng)
+{
+    int fan_in = l->conv.channels_in * l->conv.kernel * l->conv.kernel;
+    float std = sqrtf(2.0f / (float)fan_in);
+    size_t weights = conv_weights(&l->conv);
+    for (size_t j = 0; j < weights; j++)
+        l->weight[j] = std * rng_normal(rng);
+}
+
+static size_t conv_layer_workspace(const struct layer *l, int max_batch)
+{
+    return conv_workspace_floats(&l->conv, max_batch);
+}
+
+static void conv_layer_forward(struct layer *l, const struct layer_pass *p)
+{
+    conv_forward(&l->conv, p->batch, p->x, l->weight, p->y, p->workspace);
+}
+
+static void conv_layer_backward(struct layer *l, const struct layer_pass *p)
+{
+    conv_backward(&l->conv, p->batch, &(struct conv_inputs){p->x, l->weight, p->workspace}, p->dy,
+                  &(struct conv_grads){p->dx, l->grad_weight});
+}
+
+static double conv_products(const struct layer *l)
+{
+    return (double)conv_weights(&l->conv) * l->height * l->width;
+}
+
+static void conv_matrix(const struct layer *l, int *rows, int *cols)
+{
+    *rows = l->conv.channels_out;
+    *cols = l->conv.channels_in * l->conv.kernel * l->conv.kernel;
+}
+
+const struct layer_ops layer_conv = {
+    .forward_name = "conv forward", .backward_name = "conv backward",
+    .params = conv_params, .init = conv_init, .workspace = conv_layer_workspace,
+    .forward = conv_layer_forward, .backward = conv_layer_backward,
+    .products = conv_products, .matrix = conv_matrix,
+};
+
+static void to_rows_forward(struct layer *l, const struct layer_pass *p)
+{
+    channels_to_rows(p->x, p->y, l->channels, p->batch, l->height * l->width);
+}
+
+static void to_rows_backward(struct layer *l, const struct layer_pass *p)
+{
+    if (p->dx)
+        rows_to_channels(p->dy, p->dx, l->channels, p->batch, l->height * l->width);
+}
+
+const struct layer_ops layer_to_rows = {
+    .forward_name = "to_rows forward", .backward_name = "to_rows backward",
+    .forward = to_rows_forward, .backward = to_rows_backward,
+};
+
+static void to_channels_forward(struct layer *l, const struct layer_pass *p)
+{
+    pixels_to_channels(p->x, p->y, l->channels, p->batch, l->height * l->width);
+}
+
+static void to_channels_backward(struct layer *l, const struct layer_pass *p)
+{
+    if (p->dx)
+        channels_to_pixels(p->dy, p->dx, l->channels, p->batch, l->height * l->width);
+}
+
+const struct layer_ops layer_to_channels = {
+    .forward_name = "to_channels forward", .backward_name = "to_channels backward",
+    .forward = to_channels_forward, .backward = to_channels_backward,
+};

@@ -4,11 +4,9 @@
 #include "dptrain/comm.h"
 #include "dptrain/files.h"
 #include "dptrain/h5io.h"
-#include "dptrain/idx.h"
 #include "dptrain/seal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <hdf5.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -18,10 +16,21 @@
 #include <unistd.h>
 #include <zlib.h>
 
-const char *const dataset_class_names[DATASET_CLASSES] = {
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot",
-};
+size_t image_values(const struct image_shape *s)
+{
+    return (size_t)s->height * (size_t)s->width * (size_t)s->channels;
+}
+
+void image_shape_text(const struct image_shape *s, char *out, size_t size)
+{
+    snprintf(out, size, "%dx%dx%d", s->height, s->width, s->channels);
+}
+
+void data_description_free(struct data_description *d)
+{
+    free((void *)d->class_names);
+    memset(d, 0, sizeof *d);
+}
 
 void split_free(struct split *s)
 {
@@ -30,136 +39,11 @@ void split_free(struct split *s)
     memset(s, 0, sizeof *s);
 }
 
-/* ---- convert ------------------------------------------------------------------------- */
-
-/* Find DIR/NAME or DIR/NAME.gz. */
-static int locate(const char *dir, const char *name, char *path, size_t size, char *err)
+void dataset_part_free(struct dataset_part *part)
 {
-    struct stat info;
-    if (stat(dir, &info) != 0)
-        FAIL("source folder %s: %s", dir, strerror(errno));
-    if (!S_ISDIR(info.st_mode))
-        FAIL("source folder %s: is not a folder (give the folder of the four IDX files)", dir);
-    snprintf(path, size, "%s/%s", dir, name);
-    if (stat(path, &info) == 0)
-        return 0;
-    snprintf(path, size, "%s/%s.gz", dir, name);
-    if (stat(path, &info) == 0)
-        return 0;
-    err_set(err, "%s/%s: not found (nor %s.gz)", dir, name, name);
-fail:
-    return -1;
-}
-
-
-/* The images and labels of one set (train or test), as IDX arrays. */
-struct idx_pair {
-    struct idx_array images, labels;
-};
-
-static void pair_free(struct idx_pair *pair)
-{
-    idx_free(&pair->images);
-    idx_free(&pair->labels);
-}
-
-/* The two IDX files named in names[0] (images) and names[1] (labels), read and checked. */
-static int read_pair(const char *dir, const char *const names[2], struct idx_pair *pair, char *err)
-{
-    char images_path[4096], labels_path[4096];
-    struct idx_array *images = &pair->images, *labels = &pair->labels;
-    CHECK_DP(locate(dir, names[0], images_path, sizeof images_path, err));
-    CHECK_DP(locate(dir, names[1], labels_path, sizeof labels_path, err));
-    CHECK_DP(files_check_input(images_path, "IDX file", err));
-    CHECK_DP(files_check_input(labels_path, "IDX file", err));
-    CHECK_DP(idx_read(images_path, 3, images, err));
-    CHECK_DP(idx_read(labels_path, 1, labels, err));
-    if (images->dims[1] != DATASET_ROWS || images->dims[2] != DATASET_COLS)
-        FAIL("%s: images are %ux%u, expected %dx%d", images_path, images->dims[1], images->dims[2], DATASET_ROWS,
-             DATASET_COLS);
-    if (images->dims[0] == 0)
-        FAIL("%s: contains no images", images_path);
-    if (images->dims[0] != labels->dims[0])
-        FAIL("%s: %u labels, but %s has %u images", labels_path, labels->dims[0], images_path, images->dims[0]);
-    for (size_t i = 0; i < labels->count; i++)
-        if (labels->data[i] >= DATASET_CLASSES)
-            FAIL("%s: label %u at index %zu is out of range 0..%d", labels_path, labels->data[i], i,
-                 DATASET_CLASSES - 1);
-    return 0;
-fail:
-    return -1;
-}
-
-static int write_group(hid_t file, const char *group_name, const struct idx_pair *pair, const char *path, char *err)
-{
-    hid_t group = -1;
-    hsize_t image_dims[3] = {pair->images.dims[0], DATASET_ROWS, DATASET_COLS};
-    hsize_t label_dims[1] = {pair->labels.dims[0]};
-    CHECK_H5(group = H5Gcreate2(file, group_name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-             "%s: cannot create group %s", path, group_name);
-    CHECK_DP(h5io_write_array(group, &(struct h5io_array){"images", H5T_NATIVE_UINT8, H5T_STD_U8LE, 3, image_dims}, pair->images.data, path, err));
-    CHECK_DP(h5io_write_array(group, &(struct h5io_array){"labels", H5T_NATIVE_UINT8, H5T_STD_U8LE, 1, label_dims}, pair->labels.data, path, err));
-    hid_t closing = group;
-    group = -1;
-    CHECK_H5(H5Gclose(closing), "%s: cannot close group %s", path, group_name);
-    return 0;
-fail:
-    if (group >= 0)
-        H5Gclose(group);
-    return -1;
-}
-
-static int write_data_file(const char *out_path, const char *source_dir, const struct idx_pair sets[2], char *err)
-{
-    hid_t file = -1;
-    CHECK_DP((file = h5io_create_in_memory(out_path, err)) < 0);
-    CHECK_DP(write_group(file, "train", &sets[0], out_path, err));
-    CHECK_DP(write_group(file, "test", &sets[1], out_path, err));
-    CHECK_DP(h5io_write_strings_attr(file, "class_names", dataset_class_names, DATASET_CLASSES, out_path, err));
-    const char *source[1] = {source_dir};
-    CHECK_DP(h5io_write_strings_attr(file, "source", source, 1, out_path, err));
-    hid_t finished = file;
-    file = -1;
-    CHECK_DP(h5io_publish(finished, out_path, err));
-    return 0;
-fail:
-    if (file >= 0)
-        H5Fclose(file);
-    return -1;
-}
-
-/* The output may name none of the eight files convert looks for, whether or not it reads that
- * one: DIR/NAME.gz beside DIR/NAME is not read, but would be overwritten all the same. */
-static int check_not_a_source(const char *dir, const char *const names[2][2], const char *out_path, char *err)
-{
-    char candidate[4096];
-    for (int i = 0; i < 4; i++)
-        for (int gz = 0; gz < 2; gz++) {
-            snprintf(candidate, sizeof candidate, "%s/%s%s", dir, names[i / 2][i % 2], gz ? ".gz" : "");
-            if (files_same(candidate, out_path))
-                FAIL("--out %s: names the IDX source %s (convert would overwrite a source of the data set)",
-                     out_path, candidate);
-        }
-    return 0;
-fail:
-    return -1;
-}
-
-int dataset_convert(const char *source_dir, const char *out_path, char *err)
-{
-    static const char *const names[2][2] = {{"train-images-idx3-ubyte", "train-labels-idx1-ubyte"},
-                                            {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}};
-    struct idx_pair sets[2] = {0};
-    int status = -1;
-    CHECK_DP(check_not_a_source(source_dir, names, out_path, err));
-    CHECK_DP(read_pair(source_dir, names[0], &sets[0], err));
-    CHECK_DP(read_pair(source_dir, names[1], &sets[1], err));
-    CHECK_DP(write_data_file(out_path, source_dir, sets, err));
-    status = 0;
-fail:
-    pair_free(&sets[0]);
-    pair_free(&sets[1]);
-    return status;
+    split_free(&part->train);
+    split_free(&part->test);
+    data_description_free(&part->about);
 }
 
 /* ---- parallel read ------------------------------------------------------------------- */
@@ -171,6 +55,7 @@ struct data_file {
     hid_t access, transfer, file;
     hid_t images[2], labels[2];
     hsize_t rows[2];
+    struct image_shape shape[2];
 };
 
 static const char *const set_names[2] = {"train", "test"};
@@ -241,8 +126,10 @@ fail:
     return -1;
 }
 
-/* Open NAME, which must be uint8 with `ndims` dimensions; its shape goes to dims. */
-static int open_uint8(const struct data_file *f, const char *name, int ndims, hsize_t *dims, hid_t *set, char *err)
+/* Open NAME, which must be uint8 with between min_dims and max_dims dimensions; its shape goes
+ * to dims and the count of them to *ndims. */
+static int open_uint8(const struct data_file *f, const char *name, const int ranks[2], hsize_t *dims, int *ndims,
+                      hid_t *set, char *err)
 {
     hid_t type = -1, space = -1;
     CHECK_DP(check_plain_link(f->file, name, f->path, err));
@@ -252,9 +139,10 @@ static int open_uint8(const struct data_file *f, const char *name, int ndims, hs
     if (H5Tget_class(type) != H5T_INTEGER || H5Tget_size(type) != 1 || H5Tget_sign(type) != H5T_SGN_NONE)
         FAIL("%s: %s has the wrong type (expected uint8)", f->path, name);
     CHECK_H5(space = H5Dget_space(*set), "%s: cannot read shape of %s", f->path, name);
-    int found = H5Sget_simple_extent_ndims(space);
-    if (found != ndims)
-        FAIL("%s: %s has %d dimensions, expected %d", f->path, name, found, ndims);
+    *ndims = H5Sget_simple_extent_ndims(space);
+    if (*ndims < ranks[0] || *ndims > ranks[1])
+        FAIL("%s: %s has %d dimensions, expected %s", f->path, name, *ndims,
+             ranks[0] == 1 ? "1 ([N])" : "3 ([N][H][W]) or 4 ([N][H][W][C])");
     CHECK_H5(H5Sget_simple_extent_dims(space, dims, NULL), "%s: cannot read shape of %s", f->path, name);
     CHECK_H5(H5Tclose(type), "%s: cannot close a type", f->path);
     CHECK_H5(H5Sclose(space), "%s: cannot close a dataspace", f->path);
@@ -267,21 +155,40 @@ fail:
     return -1;
 }
 
-/* Open SET/images [N][28][28] and SET/labels [N]. */
+/* An image shape from an images array's dims [N][H][W] or [N][H][W][C], held to the limits in
+ * dataset.h: a zero side or one no data set has (an allocation overflow waiting) is refused. */
+static int shape_of(const struct data_file *f, const char *name, const hsize_t *dims, int ndims,
+                    struct image_shape *shape, char *err)
+{
+    hsize_t h = dims[1], w = dims[2], c = ndims == 4 ? dims[3] : 1;
+    if (h == 0 || w == 0 || c == 0)
+        FAIL("%s: %s has images of %llux%llux%llu: a side or the channels are 0", f->path, name, (unsigned long long)h,
+             (unsigned long long)w, (unsigned long long)c);
+    if (h > DATASET_MAX_SIDE || w > DATASET_MAX_SIDE || c > DATASET_MAX_CHANNELS ||
+        h * w * c > (hsize_t)DATASET_MAX_IMAGE_VALUES)
+        FAIL("%s: %s has images of %llux%llux%llu, more than dptrain takes (sides up to %d, channels up to %d, "
+             "%ld values per image)", f->path, name, (unsigned long long)h, (unsigned long long)w,
+             (unsigned long long)c, DATASET_MAX_SIDE, DATASET_MAX_CHANNELS, DATASET_MAX_IMAGE_VALUES);
+    *shape = (struct image_shape){(int)h, (int)w, (int)c};
+    return 0;
+fail:
+    return -1;
+}
+
+/* Open SET/images [N][H][W] or [N][H][W][C] and SET/labels [N]. */
 static int open_set(struct data_file *f, int which, char *err)
 {
     char name[64];
-    hsize_t dims[3];
+    hsize_t dims[4];
+    int ndims;
     snprintf(name, sizeof name, "/%s/images", set_names[which]);
     if (H5Lexists(f->file, set_names[which], H5P_DEFAULT) <= 0)
         FAIL("%s: missing dataset %s (convert the data with 'dptrain convert')", f->path, name);
-    CHECK_DP(open_uint8(f, name, 3, dims, &f->images[which], err));
-    if (dims[1] != DATASET_ROWS || dims[2] != DATASET_COLS)
-        FAIL("%s: %s has shape [%llu][%llu][%llu], expected [N][28][28]", f->path, name, (unsigned long long)dims[0],
-             (unsigned long long)dims[1], (unsigned long long)dims[2]);
+    CHECK_DP(open_uint8(f, name, (const int[2]){3, 4}, dims, &ndims, &f->images[which], err));
+    CHECK_DP(shape_of(f, name, dims, ndims, &f->shape[which], err));
     f->rows[which] = dims[0];
     snprintf(name, sizeof name, "/%s/labels", set_names[which]);
-    CHECK_DP(open_uint8(f, name, 1, dims, &f->labels[which], err));
+    CHECK_DP(open_uint8(f, name, (const int[2]){1, 1}, dims, &ndims, &f->labels[which], err));
     if (dims[0] != f->rows[which])
         FAIL("%s: %s has %llu labels for %llu images", f->path, name, (unsigned long long)dims[0],
              (unsigned long long)f->rows[which]);
@@ -290,7 +197,67 @@ fail:
     return -1;
 }
 
-static int open_file(const struct comm *comm, struct data_file *f, char *err)
+/* The training and test images must have one shape: a network takes one size of input. */
+static int check_same_shape(const struct data_file *f, char *err)
+{
+    const struct image_shape *a = &f->shape[0], *b = &f->shape[1];
+    char train[48], test[48];
+    image_shape_text(a, train, sizeof train);
+    image_shape_text(b, test, sizeof test);
+    if (a->channels != b->channels)
+        FAIL("%s: /train/images have %d channel%s, /test/images %d (%s against %s)", f->path, a->channels,
+             a->channels == 1 ? "" : "s", b->channels, train, test);
+    if (a->height != b->height || a->width != b->width)
+        FAIL("%s: /train/images are %s, /test/images %s: both sets need one image shape", f->path, train, test);
+    return 0;
+fail:
+    return -1;
+}
+
+/* mirror_invariant: "yes" or "no" (as convert writes it), or an integer 1 or 0. */
+static int read_mirror_invariant(const struct data_file *f, struct data_description *about, char *err)
+{
+    char text[16];
+    long long value = -1;
+    if (H5Aexists(f->file, "mirror_invariant") <= 0)
+        FAIL("%s: lacks the attribute mirror_invariant, which says whether a mirror image keeps its class: add it "
+             "(h5py: f.attrs[\"mirror_invariant\"] = \"no\", or \"yes\" for clothes and objects) or convert again",
+             f->path);
+    if (h5io_attr_is_string(f->file, "mirror_invariant") > 0) {
+        CHECK_DP(h5io_read_string_attr(f->file, "mirror_invariant", text, sizeof text, f->path, err));
+        value = strcmp(text, "yes") == 0 ? 1 : strcmp(text, "no") == 0 ? 0 : -1;
+    } else if (h5io_read_attr(f->file, "mirror_invariant", H5T_NATIVE_LLONG, &value, f->path, err) != 0) {
+        value = -1;
+    }
+    if (value != 0 && value != 1)
+        FAIL("%s: attribute mirror_invariant must be \"yes\" or \"no\" (or 1 or 0)", f->path);
+    about->mirror_invariant = (int)value;
+    return 0;
+fail:
+    return -1;
+}
+
+/* class_names gives K; the data set's name is optional. */
+static int read_description(const struct data_file *f, struct data_description *about, char *err)
+{
+    about->image = f->shape[0];
+    if (H5Aexists(f->file, "class_names") <= 0)
+        FAIL("%s: lacks the attribute class_names, which gives the classes (K names; every label below K): add "
+             "it (h5py: f.attrs[\"class_names\"] = [\"cat\", \"dog\", ...]) or convert with --class-names", f->path);
+    CHECK_DP(h5io_read_strings_attr(f->file, "class_names", &(struct h5io_strings){DATASET_MAX_CLASSES,
+                                    DATASET_NAME_MAX, &about->class_names, &about->classes}, f->path, err));
+    if (about->classes < 2)
+        FAIL("%s: class_names holds %d name%s; a classifier needs at least 2 classes", f->path, about->classes,
+             about->classes == 1 ? "" : "s");
+    CHECK_DP(read_mirror_invariant(f, about, err));
+    if (H5Aexists(f->file, "name") > 0)
+        CHECK_DP(h5io_read_string_attr(f->file, "name", about->name, sizeof about->name, f->path, err));
+    return 0;
+fail:
+    return -1;
+}
+
+static int open_file(const struct comm *comm, struct data_file *f, struct data_description *about, char *err)
 {
     CHECK_H5(f->access = H5Pcreate(H5P_FILE_ACCESS), "cannot create HDF5 property list");
     CHECK_H5(H5Pset_fapl_mpio(f->access, comm->world, MPI_INFO_NULL), "cannot set MPI-IO file access");
@@ -299,6 +266,7 @@ static int open_file(const struct comm *comm, struct data_file *f, char *err)
     CHECK_H5(H5Pset_dxpl_mpio(f->transfer, H5FD_MPIO_COLLECTIVE), "cannot set collective transfer");
     CHECK_DP(open_set(f, 0, err));
     CHECK_DP(open_set(f, 1, err));
+    CHECK_DP(check_same_shape(f, err));
     if (f->rows[1] == 0)
         FAIL("%s: /test/images holds no images (nothing to evaluate on)", f->path);
     if (f->rows[0] == 0)
@@ -306,6 +274,7 @@ static int open_file(const struct comm *comm, struct data_file *f, char *err)
     if (f->rows[0] < (hsize_t)comm->size)
         FAIL("%s: %llu training samples cannot be shared among %d ranks", f->path, (unsigned long long)f->rows[0],
              comm->size);
+    CHECK_DP(read_description(f, about, err));
     return 0;
 fail:
     return -1;
@@ -317,7 +286,7 @@ static int read_rows(const struct data_file *f, hid_t set, const struct split *b
                      char *err)
 {
     hid_t file_space = -1, mem_space = -1;
-    hsize_t start[3] = {0}, extent[3];
+    hsize_t start[4] = {0}, extent[4];
     unsigned long long first = block->first, last = block->first + block->count;
     CHECK_H5(file_space = H5Dget_space(set), "%s: cannot get dataspace", f->path);
     CHECK_H5(H5Sget_simple_extent_dims(file_space, extent, NULL), "%s: cannot read a shape", f->path);
@@ -348,28 +317,30 @@ fail:
 /* Allocate a block and read set `which`'s images and labels into it (collective). */
 static int read_block(const struct data_file *f, int which, size_t first, size_t count, struct split *out, char *err)
 {
+    size_t bytes = image_values(&f->shape[which]);
     out->first = first;
     out->count = count;
-    if (count > (SIZE_MAX - 1) / DATASET_PIXELS)
+    out->image_bytes = bytes;
+    if (count > (SIZE_MAX - 1) / bytes)
         FAIL("%s: /%s/images: %zu images are more than this machine can address", f->path, set_names[which], count);
-    CHECK_PTR(out->images = malloc(count * DATASET_PIXELS + 1),
+    CHECK_PTR(out->images = malloc(count * bytes + 1),
               "%s: /%s/images: cannot allocate this rank's %zu images (%.3g GB; more ranks or hosts share a large set)",
-              f->path, set_names[which], count, (double)count * DATASET_PIXELS / 1e9);
+              f->path, set_names[which], count, (double)count * (double)bytes / 1e9);
     CHECK_PTR(out->labels = malloc(count + 1), "%s: /%s/labels: cannot allocate this rank's %zu labels", f->path,
               set_names[which], count);
-    CHECK_DP(read_rows(f, f->images[which], out, DATASET_PIXELS, out->images, err));
+    CHECK_DP(read_rows(f, f->images[which], out, bytes, out->images, err));
     CHECK_DP(read_rows(f, f->labels[which], out, 1, out->labels, err));
     return 0;
 fail:
     return -1;
 }
 
-static int check_labels(const struct split *s, const char *group, const char *path, char *err)
+static int check_labels(const struct split *s, int classes, const char *group, const char *path, char *err)
 {
     for (size_t i = 0; i < s->count; i++)
-        if (s->labels[i] >= DATASET_CLASSES)
-            FAIL("%s: /%s/labels[%zu] = %u is out of range 0..%d", path, group, s->first + i, s->labels[i],
-                 DATASET_CLASSES - 1);
+        if (s->labels[i] >= classes)
+            FAIL("%s: /%s/labels[%zu] = %u, but class_names names %d classes (labels 0..%d)", path, group,
+                 s->first + i, s->labels[i], classes, classes - 1);
     return 0;
 fail:
     return -1;
@@ -380,9 +351,9 @@ fail:
 static int read_collective(const struct comm *comm, const char *path, int shards, struct dataset_part *part,
                            char *err)
 {
-    struct data_file f = {path, -1, -1, -1, {-1, -1}, {-1, -1}, {0, 0}};
+    struct data_file f = {path, -1, -1, -1, {-1, -1}, {-1, -1}, {0, 0}, {{0, 0, 0}, {0, 0, 0}}};
     size_t first, count;
-    CHECK_DP(open_file(comm, &f, err));
+    CHECK_DP(open_file(comm, &f, &part->about, err));
     comm_shard_block((size_t)f.rows[0], shards, comm->size, comm->rank, &first, &count);
     CHECK_DP(read_block(&f, 0, first, count, &part->train, err));
     CHECK_DP(read_block(&f, 1, 0, comm->rank == 0 ? (size_t)f.rows[1] : 0, &part->test, err));
@@ -422,13 +393,14 @@ int dataset_read(const struct comm *comm, const char *path, int shards, struct d
     if (comm_agree(comm, ok, err) != 0)
         return -1;
     ok = read_collective(comm, path, shards, part, err) == 0;
-    ok = ok && check_labels(&part->train, "train", path, err) == 0 && check_labels(&part->test, "test", path, err) == 0;
+    int classes = part->about.classes;
+    ok = ok && check_labels(&part->train, classes, "train", path, err) == 0 &&
+         check_labels(&part->test, classes, "test", path, err) == 0;
     /* Failures before the collective reads are the same on every rank (same file, same
      * metadata); label errors are local. comm_agree hands the first failing rank's message
      * to every rank, so the caller prints it once. */
     if (comm_agree(comm, ok, err) != 0) {
-        split_free(&part->train);
-        split_free(&part->test);
+        dataset_part_free(part);
         return -1;
     }
     return 0;
@@ -464,12 +436,15 @@ int dataset_identify(const struct comm *comm, const struct dataset_part *part, s
 {
     const struct split *train = &part->train, *test = &part->test;
     unsigned long long counts[2] = {train->count, test->count}, totals[2] = {0, 0};
-    uint32_t test_crcs[2] = {crc_of(test->images, test->count * DATASET_PIXELS), crc_of(test->labels, test->count)};
+    size_t bytes = image_values(&part->about.image);
+    uint32_t test_crcs[2] = {crc_of(test->images, test->count * bytes), crc_of(test->labels, test->count)};
     CHECK_MPI(MPI_Allreduce(counts, totals, 2, MPI_UNSIGNED_LONG_LONG, MPI_SUM, comm->world), "cannot count the data");
-    CHECK_DP(combine_blocks(comm, crc_of(train->images, train->count * DATASET_PIXELS),
-                            train->count * DATASET_PIXELS, &id->train_images, err));
+    CHECK_DP(combine_blocks(comm, crc_of(train->images, train->count * bytes), train->count * bytes,
+                            &id->train_images, err));
     CHECK_DP(combine_blocks(comm, crc_of(train->labels, train->count), train->count, &id->train_labels, err));
     CHECK_MPI(MPI_Bcast(test_crcs, 2, MPI_UINT32_T, 0, comm->world), "cannot share the test-set checksums");
+    id->image = part->about.image;
+    id->classes = part->about.classes;
     id->train_samples = (long long)totals[0];
     id->test_samples = (long long)totals[1];
     id->test_images = test_crcs[0];

@@ -7,12 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-int evaluator_init(struct evaluator *ev, struct model *model, int tta, int shift, char *err)
+int evaluator_init(struct evaluator *ev, struct model *model, const struct views *views, char *err)
 {
     size_t capacity = (size_t)model->max_batch;
+    int tta = views->tta;
     memset(ev, 0, sizeof *ev);
     ev->model = model;
-    ev->shift = tta ? shift : 0;
+    ev->shift = tta ? views->shift : 0;
+    ev->flip = views->flip;
     CHECK_PTR(ev->indices = malloc(capacity * sizeof(uint32_t)), "cannot allocate evaluation indices");
     CHECK_PTR(ev->labels = malloc(capacity + 1), "cannot allocate evaluation labels");
     if (tta)
@@ -32,12 +34,12 @@ void evaluator_free(struct evaluator *ev)
     memset(ev, 0, sizeof *ev);
 }
 
-/* How many views each image's logits average: with --tta the image and its mirror image at every
- * shift of up to `shift` pixels each way; else the image alone. */
+/* How many views each image's logits average: with --tta the image (and its mirror image where
+ * flips are allowed) at every shift of up to `shift` pixels each way; else the image alone. */
 static int views_at(const struct evaluator *ev, int shift)
 {
     int side = 2 * shift + 1;
-    return ev->view_logits ? 2 * side * side : 1;
+    return ev->view_logits ? (ev->flip ? 2 : 1) * side * side : 1;
 }
 
 /* The logits of images [start, start + n) of the set; with --tta the mean of every view's: the
@@ -55,7 +57,7 @@ static const float *batch_logits(const struct evaluator *ev, const struct featur
         return logits;
     size_t values = (size_t)n * (size_t)m->classes;
     memcpy(ev->view_logits, logits, values * sizeof(float));
-    for (int flip = 0; flip <= 1; flip++)
+    for (int flip = 0; flip <= ev->flip; flip++)
         for (int dy = -shift; dy <= shift; dy++)
             for (int dx = -shift; dx <= shift; dx++) {
                 if (!flip && dy == 0 && dx == 0)
@@ -138,11 +140,13 @@ int evaluate_predictions(const struct comm *comm, const struct evaluator *ev, co
     r->test_loss = e.loss;
     if (comm->rank == 0) {
         memcpy(r->labels, whole->labels, total);
-        metrics_compute(r->labels, r->predictions, total, DATASET_CLASSES, &r->metrics);
+        ok = metrics_compute(r->labels, r->predictions, total, ev->model->classes, &r->metrics) == 0;
+        if (!ok)
+            err_set(err, "cannot allocate the metrics of %d classes", ev->model->classes);
     }
     free(mine.classes);
     free(mine.confidence);
-    return 0;
+    return comm_agree(comm, ok, err);
 fail:
     free(mine.classes);
     free(mine.confidence);

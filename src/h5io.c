@@ -168,6 +168,126 @@ fail:
     return -1;
 }
 
+int h5io_attr_is_string(hid_t object, const char *name)
+{
+    hid_t attr = H5Aopen(object, name, H5P_DEFAULT), type = -1;
+    int is_string = -1;
+    if (attr >= 0 && (type = H5Aget_type(attr)) >= 0)
+        is_string = H5Tget_class(type) == H5T_STRING;
+    if (type >= 0 && H5Tclose(type) < 0)
+        is_string = -1;
+    if (attr >= 0 && H5Aclose(attr) < 0)
+        is_string = -1;
+    return is_string;
+}
+
+/* The strings of an open attribute of `count` elements and file type `stored`, as C strings
+ * (variable-length ones as HDF5 allocated them; fixed-length ones cut at their size). */
+static int read_string_values(hid_t attr, hid_t stored, int count, char **values, const char *where, char *err)
+{
+    hid_t type = -1;
+    char *fixed = NULL;
+    int variable = H5Tis_variable_str(stored);
+    CHECK_H5(variable, "%s: cannot read the string type", where);
+    CHECK_H5(type = H5Tcopy(H5T_C_S1), "cannot create string type");
+    size_t size = variable ? 0 : H5Tget_size(stored);
+    CHECK_H5(H5Tset_size(type, variable ? H5T_VARIABLE : size + 1), "cannot size string type");
+    CHECK_H5(H5Tset_cset(type, H5Tget_cset(stored) == H5T_CSET_UTF8 ? H5T_CSET_UTF8 : H5T_CSET_ASCII),
+             "cannot set string encoding");
+    if (variable) {
+        CHECK_H5(H5Aread(attr, type, values), "%s: cannot read it", where);
+    } else {
+        CHECK_PTR(fixed = calloc((size_t)count, size + 1), "%s: cannot allocate it", where);
+        CHECK_H5(H5Aread(attr, type, fixed), "%s: cannot read it", where);
+        for (int i = 0; i < count; i++)
+            CHECK_PTR(values[i] = strdup(fixed + (size_t)i * (size + 1)), "%s: cannot allocate it", where);
+    }
+    free(fixed);
+    CHECK_H5(H5Tclose(type), "cannot close a string type");
+    return 0;
+fail:
+    free(fixed);
+    if (type >= 0)
+        H5Tclose(type);
+    return -1;
+}
+
+/* A copy of names[0..count) as one allocation, the pointers first and the strings after them, so
+ * that one free() releases it; NULL if out of memory. */
+static const char **copy_names(const char *const *names, int count)
+{
+    size_t bytes = (size_t)count * sizeof(char *);
+    for (int i = 0; i < count; i++)
+        bytes += strlen(names[i]) + 1;
+    const char **copy = malloc(bytes + 1);
+    if (!copy)
+        return NULL;
+    char *text = (char *)(copy + count);
+    for (int i = 0; i < count; i++) {
+        size_t length = strlen(names[i]) + 1;
+        memcpy(text, names[i], length);
+        copy[i] = text;
+        text += length;
+    }
+    return copy;
+}
+
+/* Release what read_string_values returned. */
+static void free_string_values(char **values, int count, int variable)
+{
+    for (int i = 0; values && i < count; i++) {
+        if (variable)
+            H5free_memory(values[i]);
+        else
+            free(values[i]);
+    }
+}
+
+int h5io_read_strings_attr(hid_t object, const char *name, const struct h5io_strings *out, const char *path,
+                           char *err)
+{
+    hid_t attr = -1, space = -1, stored = -1;
+    char **values = NULL, where[600];
+    int count = 0, variable = 0;
+    snprintf(where, sizeof where, "%s: attribute %s", path, name);
+    CHECK_H5(attr = H5Aopen(object, name, H5P_DEFAULT), "%s: cannot open it", where);
+    CHECK_H5(stored = H5Aget_type(attr), "%s: cannot read its type", where);
+    if (H5Tget_class(stored) != H5T_STRING)
+        FAIL("%s: holds no strings (give a list of names)", where);
+    variable = H5Tis_variable_str(stored) > 0;
+    CHECK_H5(space = H5Aget_space(attr), "%s: cannot read its shape", where);
+    hssize_t points = H5Sget_simple_extent_npoints(space);
+    CHECK_H5(points, "%s: cannot read its shape", where);
+    if (H5Sget_simple_extent_ndims(space) > 1 || points > out->max_count)
+        FAIL("%s: holds %lld values, at most %d in one list are taken", where, (long long)points, out->max_count);
+    count = (int)points;
+    CHECK_PTR(values = calloc((size_t)count + 1, sizeof *values), "%s: cannot allocate it", where);
+    CHECK_DP(read_string_values(attr, stored, count, values, where, err));
+    for (int i = 0; i < count; i++)
+        if (!values[i] || strlen(values[i]) >= out->max_length)
+            FAIL("%s: name %d is %s (1 to %zu bytes)", where, i, values[i] ? "longer than dptrain takes" : "missing",
+                 out->max_length - 1);
+    CHECK_PTR(*out->names = copy_names((const char *const *)values, count), "%s: cannot allocate it",
+              where);
+    *out->count = count;
+    free_string_values(values, count, variable);
+    free(values);
+    CHECK_H5(H5Sclose(space), "%s: cannot close a dataspace", path);
+    CHECK_H5(H5Tclose(stored), "%s: cannot close a type", path);
+    CHECK_H5(H5Aclose(attr), "%s: cannot close it", where);
+    return 0;
+fail:
+    free_string_values(values, count, variable);
+    free(values);
+    if (space >= 0)
+        H5Sclose(space);
+    if (stored >= 0)
+        H5Tclose(stored);
+    if (attr >= 0)
+        H5Aclose(attr);
+    return -1;
+}
+
 void *h5io_read_array(hid_t object, const struct h5io_array *a, const char *path, char *err)
 {
     hid_t set = -1, space = -1;

@@ -129,8 +129,13 @@ static uint32_t read_be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
-int idx_parse(const char *name, const uint8_t *bytes, size_t len, int expect_ndims,
-              struct idx_array *out, char *err)
+static int dims_accepted(enum idx_kind kind, int ndims)
+{
+    return kind == IDX_LABELS ? ndims == 1 : ndims == 3 || ndims == 4;
+}
+
+int idx_parse(const char *name, const uint8_t *bytes, size_t len, enum idx_kind kind, struct idx_array *out,
+              char *err)
 {
     memset(out, 0, sizeof *out);
     if (len < 4)
@@ -141,9 +146,9 @@ int idx_parse(const char *name, const uint8_t *bytes, size_t len, int expect_ndi
     if (bytes[2] != IDX_TYPE_UBYTE)
         FAIL("%s: IDX data type 0x%02x is not unsigned byte (0x08)", name, bytes[2]);
     int ndims = bytes[3];
-    if (ndims != expect_ndims)
-        FAIL("%s: IDX file has %d dimensions, expected %d (%s)", name, ndims, expect_ndims,
-             expect_ndims == 1 ? "labels" : "images");
+    if (!dims_accepted(kind, ndims))
+        FAIL("%s: IDX file has %d dimensions, expected %s", name, ndims,
+             kind == IDX_LABELS ? "1 (labels)" : "3 (images [N][H][W]) or 4 ([N][H][W][C])");
     size_t header = 4 + 4 * (size_t)ndims;
     if (len < header)
         FAIL("%s: truncated IDX header (%zu of %zu bytes)", name, len, header);
@@ -170,14 +175,17 @@ fail:
     return -1;
 }
 
-/* The bytes an IDX file with this header promises (header and payload), from its first
- * 4 + 4 * expect_ndims bytes; 0 when they are not such a header (idx_parse then says why). */
-static size_t promised_bytes(const uint8_t *head, size_t len, int expect_ndims)
+/* The bytes an IDX file with this header promises (header and payload), from its first bytes
+ * (up to IDX_MAX_HEADER); 0 when they are not such a header (idx_parse then says why). */
+static size_t promised_bytes(const uint8_t *head, size_t len, enum idx_kind kind)
 {
-    size_t header = 4 + 4 * (size_t)expect_ndims, count = 1;
-    if (len < header || head[0] != 0 || head[1] != 0 || head[3] != expect_ndims)
+    if (len < 4 || head[0] != 0 || head[1] != 0 || !dims_accepted(kind, head[3]))
         return 0;
-    for (int d = 0; d < expect_ndims; d++) {
+    int ndims = head[3];
+    size_t header = 4 + 4 * (size_t)ndims, count = 1;
+    if (len < header)
+        return 0;
+    for (int d = 0; d < ndims; d++) {
         size_t dim = read_be32(head + 4 + 4 * d);
         if (dim != 0 && count > (SIZE_MAX - header) / dim)
             return 0;
@@ -189,14 +197,15 @@ static size_t promised_bytes(const uint8_t *head, size_t len, int expect_ndims)
 /* A gzipped IDX file is inflated no further than its header promises (and one byte more, to
  * tell trailing data): a small file that inflates to gigabytes costs no more memory than its
  * header claims. */
-static int gunzip_idx(const char *path, const uint8_t *raw, size_t raw_len, int expect_ndims, uint8_t **plain,
+static int gunzip_idx(const char *path, const uint8_t *raw, size_t raw_len, enum idx_kind kind, uint8_t **plain,
                       size_t *plain_len, char *err)
 {
     uint8_t *head = NULL;
     size_t head_len = 0;
     int more = 0;
-    CHECK_DP(idx_gunzip(path, raw, raw_len, 4 + 4 * (size_t)expect_ndims, &head, &head_len, &more, err));
-    size_t promised = promised_bytes(head, head_len, expect_ndims);
+    CHECK_DP(idx_gunzip(path, raw, raw_len, IDX_MAX_HEADER, &head, &head_len, &more, err));
+    size_t promised = promised_bytes(head, head_len, kind);
+    size_t header = promised ? 4 + 4 * (size_t)head[3] : 0;
     if (promised == 0) { /* not the header expected: idx_parse names what is wrong with it */
         *plain = head;
         *plain_len = head_len;
@@ -207,7 +216,7 @@ static int gunzip_idx(const char *path, const uint8_t *raw, size_t raw_len, int 
     CHECK_DP(idx_gunzip(path, raw, raw_len, promised + 1, plain, plain_len, &more, err));
     if (*plain_len > promised)
         FAIL("%s: the gzip stream holds more than the %zu data bytes its IDX header promises", path,
-             promised - 4 - 4 * (size_t)expect_ndims);
+             promised - header);
     return 0;
 fail:
     free(head);
@@ -218,17 +227,17 @@ fail:
     return -1;
 }
 
-int idx_read(const char *path, int expect_ndims, struct idx_array *out, char *err)
+int idx_read(const char *path, enum idx_kind kind, struct idx_array *out, char *err)
 {
     uint8_t *raw = NULL, *plain = NULL;
     size_t raw_len = 0, plain_len = 0;
     memset(out, 0, sizeof *out);
     CHECK_DP(read_whole_file(path, &raw, &raw_len, err));
     if (is_gzip(raw, raw_len)) {
-        CHECK_DP(gunzip_idx(path, raw, raw_len, expect_ndims, &plain, &plain_len, err));
-        CHECK_DP(idx_parse(path, plain, plain_len, expect_ndims, out, err));
+        CHECK_DP(gunzip_idx(path, raw, raw_len, kind, &plain, &plain_len, err));
+        CHECK_DP(idx_parse(path, plain, plain_len, kind, out, err));
     } else {
-        CHECK_DP(idx_parse(path, raw, raw_len, expect_ndims, out, err));
+        CHECK_DP(idx_parse(path, raw, raw_len, kind, out, err));
     }
     free(raw);
     free(plain);

@@ -3,6 +3,7 @@
 #include "dptrain/tensor.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 void dense_forward(const float *x, const float *w, const float *bias, float *y, const struct dense_shape *shape)
@@ -117,3 +118,97 @@ double softmax_cross_entropy(const struct loss_input *in, const struct loss_outp
     }
     return loss;
 }
+
+/* ---- the layer kinds (layer.h) --------------------------------------------------------- */
+
+static void dense_params(const struct layer *l, struct layer_params *p)
+{
+    *p = (struct layer_params){(size_t)l->in_size * l->out_size, (size_t)l->out_size, 1};
+}
+
+static void dense_init(struct layer *l, struct rng *rng)
+{
+    size_t weights = (size_t)l->in_size * l->out_size;
+    float std = sqrtf(2.0f / (float)l->in_size);
+    for (size_t j = 0; j < weights; j++)
+        l->weight[j] = std * rng_normal(rng);
+    memset(l->bias, 0, (size_t)l->out_size * sizeof(float));
+}
+
+static void dense_layer_forward(struct layer *l, const struct layer_pass *p)
+{
+    dense_forward(p->x, l->weight, l->bias, p->y, &(struct dense_shape){p->batch, l->in_size, l->out_size});
+}
+
+static void dense_layer_backward(struct layer *l, const struct layer_pass *p)
+{
+    dense_backward(p->x, l->weight, p->dy, &(struct dense_grads){p->dx, l->grad_weight, l->grad_bias},
+                   &(struct dense_shape){p->batch, l->in_size, l->out_size});
+}
+
+static double dense_products(const struct layer *l)
+{
+    return (double)l->in_size * l->out_size;
+}
+
+static void dense_matrix(const struct layer *l, int *rows, int *cols)
+{
+    *rows = l->out_size;
+    *cols = l->in_size;
+}
+
+const struct layer_ops layer_dense = {
+    .forward_name = "dense forward", .backward_name = "dense backward",
+    .params = dense_params, .init = dense_init,
+    .forward = dense_layer_forward, .backward = dense_layer_backward,
+    .products = dense_products, .matrix = dense_matrix,
+};
+
+static void relu_layer_forward(struct layer *l, const struct layer_pass *p)
+{
+    relu_forward(p->x, p->y, (size_t)p->batch * l->out_size);
+}
+
+static void relu_layer_backward(struct layer *l, const struct layer_pass *p)
+{
+    if (p->dx)
+        relu_backward(p->y, p->dy, p->dx, (size_t)p->batch * l->out_size);
+}
+
+const struct layer_ops layer_relu = {
+    .forward_name = "relu forward", .backward_name = "relu backward",
+    .forward = relu_layer_forward, .backward = relu_layer_backward,
+};
+
+static int dropout_allocate(struct layer *l, int max_batch)
+{
+    l->mask = tensor_alloc((size_t)max_batch * l->out_size);
+    return l->mask ? 0 : -1;
+}
+
+static void dropout_release(struct layer *l)
+{
+    tensor_free(l->mask);
+    l->mask = NULL;
+}
+
+static void dropout_layer_forward(struct layer *l, const struct layer_pass *p)
+{
+    size_t n = (size_t)p->batch * l->out_size;
+    if (p->training)
+        dropout_forward(p->x, p->y, l->mask, n, l->rate, p->rng);
+    else
+        memcpy(p->y, p->x, n * sizeof(float));
+}
+
+static void dropout_layer_backward(struct layer *l, const struct layer_pass *p)
+{
+    if (p->dx)
+        dropout_backward(l->mask, p->dy, p->dx, (size_t)p->batch * l->out_size);
+}
+
+const struct layer_ops layer_dropout = {
+    .forward_name = "dropout forward", .backward_name = "dropout backward",
+    .allocate = dropout_allocate, .release = dropout_release,
+    .forward = dropout_layer_forward, .backward = dropout_layer_backward,
+};

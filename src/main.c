@@ -3,7 +3,7 @@
 #include "dptrain/cli.h"
 #include "dptrain/commands.h"
 #include "dptrain/comm.h"
-#include "dptrain/dataset.h"
+#include "dptrain/convert.h"
 #include "dptrain/files.h"
 #include "dptrain/model.h"
 #include "dptrain/results.h"
@@ -47,7 +47,7 @@ static int check_model(const struct config *o, char *err)
     int runs = o->command == CMD_COMPARE ? o->pca_runs : 1;
     for (int i = 0; i < runs; i++) {
         int k = o->command == CMD_COMPARE ? o->pca_list[i] : o->pca;
-        if (model_check_spec(o->model, k > 0 ? k : DATASET_PIXELS, err) != 0) {
+        if (model_check_spec(o->model, k, err) != 0) {
             err_prefix(err, cli_flag(OPTION_MODEL));
             return -1;
         }
@@ -62,8 +62,11 @@ static int run_convert(const struct config *options)
         fprintf(stderr, "dptrain: error: cannot configure HDF5's error reporting\n");
         return DP_EXIT_ERROR;
     }
-    if (files_check_output(options->out, cli_flag(OPTION_OUT), err) != 0 ||
-        dataset_convert(options->source, options->out, err) != 0) {
+    struct convert_request request = {options->source, {NULL, NULL, NULL, NULL}, options->class_names,
+                                      options->mirror_invariant, options->out};
+    for (int i = 0; i < CONVERT_FILES; i++)
+        request.files[i] = options->idx_files[i];
+    if (files_check_output(options->out, cli_flag(OPTION_OUT), err) != 0 || convert_idx_set(&request, err) != 0) {
         fprintf(stderr, "dptrain: error: %s\n", err);
         return DP_EXIT_ERROR;
     }

@@ -1,53 +1,72 @@
 #include "dptrain/model.h"
 
+#include "dptrain/batchnorm.h"
 #include "dptrain/check.h"
+#include "dptrain/conv.h"
 #include "dptrain/layers.h"
 #include "dptrain/pool.h"
 #include "dptrain/tensor.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MAX_HIDDEN 8
-#define IMAGE_SIDE 28
+
+/* The layer kinds: one row each (layer.h). */
+static const struct layer_ops *const kinds[LAYER_KINDS] = {
+    [LAYER_DENSE] = &layer_dense,         [LAYER_RELU] = &layer_relu,
+    [LAYER_DROPOUT] = &layer_dropout,     [LAYER_CONV] = &layer_conv,
+    [LAYER_BATCHNORM] = &layer_batchnorm, [LAYER_MAXPOOL] = &layer_maxpool,
+    [LAYER_TO_ROWS] = &layer_to_rows,     [LAYER_TO_CHANNELS] = &layer_to_channels,
+};
 
 /* ---- building ------------------------------------------------------------------------ */
+
+/* A spec being parsed: the model, and whether the data's shape is known (model_check_spec parses
+ * before it is: shapes are then notional and not checked). */
+struct builder {
+    struct model *m;
+    int shape_known;
+    float dropout;
+};
 
 static struct layer *add_layer(struct model *m, enum layer_kind kind, int in, int out)
 {
     struct layer *l = &m->layers[m->layer_count++];
     memset(l, 0, sizeof *l);
     l->kind = kind;
+    l->ops = kinds[kind];
+    l->forward_name = l->ops->forward_name;
+    l->backward_name = l->ops->backward_name;
     l->in_size = in;
     l->out_size = out;
     return l;
 }
 
-/* Weights [out][in] (decayed) then biases (not decayed), appended to the flat buffer. */
-static void add_params(struct model *m, struct layer *l, size_t weights, size_t biases)
+/* The layer's parameters appended to the flat buffer: its weights, then its biases (decayed as
+ * the row says; biases never), and its buffers (batch-norm statistics) to the model's. */
+static void add_params(struct model *m, struct layer *l)
 {
+    struct layer_params p = {0, 0, 0};
+    if (l->ops->params)
+        l->ops->params(l, &p);
+    if (l->ops->buffers) {
+        l->buffer_offset = m->buffer_count;
+        m->buffer_count += l->ops->buffers(l);
+    }
+    if (p.weights + p.biases == 0)
+        return;
     l->param_offset = m->param_count;
-    m->ranges[m->range_count++] = (struct param_range){m->param_count, weights, 1};
-    if (biases)
-        m->ranges[m->range_count++] = (struct param_range){m->param_count + weights, biases, 0};
-    m->param_count += weights + biases;
-}
-
-static void add_dense(struct model *m, int in, int out)
-{
-    struct layer *l = add_layer(m, LAYER_DENSE, in, out);
-    add_params(m, l, (size_t)in * out, (size_t)out);
-}
-
-static void add_hidden_dense(struct model *m, int in, int out, float dropout)
-{
-    add_dense(m, in, out);
-    add_layer(m, LAYER_RELU, out, out);
-    if (dropout > 0)
-        add_layer(m, LAYER_DROPOUT, out, out)->rate = dropout;
+    if (p.decay || p.biases == 0) {
+        m->ranges[m->range_count++] = (struct param_range){m->param_count, p.weights, p.decay};
+        if (p.biases)
+            m->ranges[m->range_count++] = (struct param_range){m->param_count + p.weights, p.biases, 0};
+    } else { /* neither decayed: one range */
+        m->ranges[m->range_count++] = (struct param_range){m->param_count, p.weights + p.biases, 0};
+    }
+    m->param_count += p.weights + p.biases;
 }
 
 static void set_shape(struct layer *l, int c, int h, int w)
@@ -57,29 +76,76 @@ static void set_shape(struct layer *l, int c, int h, int w)
     l->width = w;
 }
 
-/* 3×3 convolution (no bias: the batch norm's shift replaces it) → batch norm with ReLU (one
- * layer: batchnorm.h). */
-static void add_conv_block(struct model *m, int *c, int h, int w, int out_channels)
+static void add_dense(struct model *m, int in, int out)
 {
-    int in = *c * h * w, out = out_channels * h * w;
-    struct layer *conv = add_layer(m, LAYER_CONV, in, out);
-    set_shape(conv, *c, h, w);
-    conv->conv = (struct conv_shape){*c, out_channels, h, w, 3, CONV_IM2COL, 0};
-    conv_plan(&conv->conv, tensor_gemm_threads()); /* both commands set the threads before the model */
-    add_params(m, conv, (size_t)out_channels * *c * 9, 0);
-    struct layer *bn = add_layer(m, LAYER_BATCHNORM, out, out);
-    set_shape(bn, out_channels, h, w);
-    /* gamma (not decayed either: it is a scale, like a bias), then beta */
-    bn->param_offset = m->param_count;
-    m->ranges[m->range_count++] = (struct param_range){m->param_count, 2 * (size_t)out_channels, 0};
-    m->param_count += 2 * (size_t)out_channels;
-    bn->running_mean = (float *)(uintptr_t)m->buffer_count; /* offsets until bound */
-    m->buffer_count += 2 * (size_t)out_channels;
-    *c = out_channels;
+    add_params(m, add_layer(m, LAYER_DENSE, in, out));
 }
 
-static int parse_mlp(struct model *m, const char *spec, float dropout, char *err)
+static void add_hidden_dense(const struct builder *b, int in, int out)
 {
+    add_dense(b->m, in, out);
+    add_layer(b->m, LAYER_RELU, out, out);
+    if (b->dropout > 0)
+        add_layer(b->m, LAYER_DROPOUT, out, out)->rate = b->dropout;
+}
+
+/* The feature map's shape while a CNN spec is parsed. */
+struct map {
+    int c, h, w;
+};
+
+/* 3×3 convolution (no bias: the batch norm's shift replaces it) → batch norm with ReLU (one
+ * layer: batchnorm.h). */
+static void add_conv_block(const struct builder *b, struct map *at, int out_channels)
+{
+    struct model *m = b->m;
+    int in = at->c * at->h * at->w, out = out_channels * at->h * at->w;
+    struct layer *conv = add_layer(m, LAYER_CONV, in, out);
+    set_shape(conv, at->c, at->h, at->w);
+    conv->conv = (struct conv_shape){at->c, out_channels, at->h, at->w, 3, CONV_IM2COL, 0};
+    if (b->shape_known)
+        conv_plan(&conv->conv, tensor_gemm_threads()); /* both commands set the threads before the model */
+    add_params(m, conv);
+    struct layer *bn = add_layer(m, LAYER_BATCHNORM, out, out);
+    set_shape(bn, out_channels, at->h, at->w);
+    add_params(m, bn);
+    at->c = out_channels;
+}
+
+/* 2×2 max pooling: fused into the batch norm before it where both sides are even (the fast path,
+ * batchnorm.h), else a layer of its own that drops an odd side's last row or column. */
+static int add_pool(const struct builder *b, struct map *at, const char *spec, char *err)
+{
+    struct model *m = b->m;
+    if (b->shape_known && (at->h < 2 || at->w < 2))
+        FAIL("'%s' pools a %dx%d feature map (the images are %dx%d): too many 'p' for images this small", spec,
+             at->h, at->w, m->io.height, m->io.width);
+    struct layer *last = m->layer_count > 0 ? &m->layers[m->layer_count - 1] : NULL;
+    int out = at->c * (at->h / 2) * (at->w / 2);
+    if (last && last->kind == LAYER_BATCHNORM && !last->pool && at->h % 2 == 0 && at->w % 2 == 0) {
+        last->pool = 1;
+        last->out_size = out;
+        last->forward_name = "bn+relu+pool forward";
+        last->backward_name = "bn+relu+pool backward";
+    } else {
+        set_shape(add_layer(m, LAYER_MAXPOOL, at->c * at->h * at->w, out), at->c, at->h, at->w);
+    }
+    at->h /= 2;
+    at->w /= 2;
+    return 0;
+fail:
+    return -1;
+}
+
+static void add_to_rows(struct model *m, const struct map *at)
+{
+    int size = at->c * at->h * at->w;
+    set_shape(add_layer(m, LAYER_TO_ROWS, size, size), at->c, at->h, at->w);
+}
+
+static int parse_mlp(const struct builder *b, const char *spec, char *err)
+{
+    struct model *m = b->m;
     int hidden[MAX_HIDDEN] = {256, 128}, hidden_count = 2;
     if (strcmp(spec, "mlp") != 0) {
         hidden_count = 0;
@@ -102,7 +168,7 @@ static int parse_mlp(struct model *m, const char *spec, float dropout, char *err
     }
     int width = m->input_size;
     for (int h = 0; h < hidden_count; h++) {
-        add_hidden_dense(m, width, hidden[h], dropout);
+        add_hidden_dense(b, width, hidden[h]);
         width = hidden[h];
     }
     add_dense(m, width, m->classes);
@@ -111,52 +177,70 @@ fail:
     return -1;
 }
 
-static int parse_cnn(struct model *m, const char *spec, float dropout, char *err)
+/* The input as a CNN takes it: the raw images, reordered to channel-major when they have
+ * several channels (one channel: [N][H][W] is already [1][N][H][W]). */
+static int cnn_input(const struct builder *b, const char *spec, struct map *at, char *err)
 {
+    struct model *m = b->m;
+    const struct model_io *io = &m->io;
+    *at = b->shape_known ? (struct map){io->channels, io->height, io->width} : (struct map){1, 64, 64};
+    if (b->shape_known && m->input_size != at->c * at->h * at->w)
+        FAIL("%s: a convolutional network needs the raw %dx%dx%d images, not principal components", spec, at->h,
+             at->w, at->c);
+    if (at->c > 1)
+        set_shape(add_layer(m, LAYER_TO_CHANNELS, m->input_size, m->input_size), at->c, at->h, at->w);
+    return 0;
+fail:
+    return -1;
+}
+
+/* One token of a CNN spec at p; *end is set past it. */
+static int parse_token(const struct builder *b, const char *spec, const char *p, struct map *at, int *dense,
+                       int *width, char **end, char *err)
+{
+    errno = 0;
+    if (*p == 'p' && (p[1] == ',' || p[1] == '\0')) {
+        if (*dense)
+            FAIL("pooling in '%s' must come before the dense layers", spec);
+        CHECK_DP(add_pool(b, at, spec, err));
+        *end = (char *)p + 1;
+    } else if (*p == 'f') {
+        long size = strtol(p + 1, end, 10);
+        if (*end == p + 1 || errno || size < 1 || size > 65536)
+            FAIL("bad dense size in '%s'", spec);
+        if (!*dense) {
+            add_to_rows(b->m, at);
+            *width = at->c * at->h * at->w;
+            *dense = 1;
+        }
+        add_hidden_dense(b, *width, (int)size);
+        *width = (int)size;
+    } else {
+        long channels = strtol(p, end, 10);
+        if (*end == p || errno || channels < 1 || channels > 4096 || *dense)
+            FAIL("bad token in '%s' (expected cnn:C,...,p,...,fN with channels before dense layers)", spec);
+        add_conv_block(b, at, (int)channels);
+    }
+    return 0;
+fail:
+    return -1;
+}
+
+static int parse_cnn(const struct builder *b, const char *spec, char *err)
+{
+    struct model *m = b->m;
     /* The preset: two convolutional blocks, sized for a 2-core machine (README, "The
      * convolutional network", compares it with deeper specs). */
     const char *tokens = strcmp(spec, "cnn") == 0 ? "32,p,64,p,f256" : spec + 4;
-    int c = 1, h = IMAGE_SIDE, w = IMAGE_SIDE, dense = 0, width = 0, convs = 0;
-    if (m->input_size != IMAGE_SIDE * IMAGE_SIDE)
-        FAIL("%s: a convolutional network needs raw 28x28 images, not principal components", spec);
+    int dense = 0, width = 0, convs = 0;
+    struct map at;
+    CHECK_DP(cnn_input(b, spec, &at, err));
     m->is_conv = 1;
-    const char *p = tokens;
-    while (*p) {
+    for (const char *p = tokens; *p;) {
         char *end;
-        errno = 0;
-        if (*p == 'p' && (p[1] == ',' || p[1] == '\0')) {
-            if (dense || h % 2 || w % 2)
-                FAIL("pooling in '%s' needs an even image side before any dense layer", spec);
-            struct layer *last = m->layer_count > 0 ? &m->layers[m->layer_count - 1] : NULL;
-            if (last && last->kind == LAYER_BATCHNORM && !last->pool) { /* fused into the block */
-                last->pool = 1;
-                last->out_size = c * (h / 2) * (w / 2);
-            } else {
-                struct layer *l = add_layer(m, LAYER_MAXPOOL, c * h * w, c * (h / 2) * (w / 2));
-                set_shape(l, c, h, w);
-            }
-            h /= 2;
-            w /= 2;
-            end = (char *)p + 1;
-        } else if (*p == 'f') {
-            long size = strtol(p + 1, &end, 10);
-            if (end == p + 1 || errno || size < 1 || size > 65536)
-                FAIL("bad dense size in '%s'", spec);
-            if (!dense) {
-                struct layer *l = add_layer(m, LAYER_TO_ROWS, c * h * w, c * h * w);
-                set_shape(l, c, h, w);
-                width = c * h * w;
-                dense = 1;
-            }
-            add_hidden_dense(m, width, (int)size, dropout);
-            width = (int)size;
-        } else {
-            long channels = strtol(p, &end, 10);
-            if (end == p || errno || channels < 1 || channels > 4096 || dense)
-                FAIL("bad token in '%s' (expected cnn:C,...,p,...,fN with channels before dense layers)", spec);
-            add_conv_block(m, &c, h, w, (int)channels);
-            convs++;
-        }
+        int layers = m->layer_count;
+        CHECK_DP(parse_token(b, spec, p, &at, &dense, &width, &end, err));
+        convs += m->layer_count > layers && m->layers[layers].kind == LAYER_CONV;
         if (*end != ',' && *end != '\0')
             FAIL("bad token in '%s'", spec);
         if (m->layer_count > MODEL_MAX_LAYERS - 6)
@@ -166,9 +250,8 @@ static int parse_cnn(struct model *m, const char *spec, float dropout, char *err
     if (convs == 0)
         FAIL("'%s' has no convolution", spec);
     if (!dense) {
-        struct layer *l = add_layer(m, LAYER_TO_ROWS, c * h * w, c * h * w);
-        set_shape(l, c, h, w);
-        width = c * h * w;
+        add_to_rows(m, &at);
+        width = at.c * at.h * at.w;
     }
     add_dense(m, width, m->classes);
     return 0;
@@ -176,32 +259,22 @@ fail:
     return -1;
 }
 
-/* Weights of a layer with parameters (its biases follow them); 0 for the others. */
-static size_t layer_weights(const struct layer *l)
-{
-    switch (l->kind) {
-    case LAYER_DENSE: return (size_t)l->in_size * l->out_size;
-    case LAYER_CONV: return (size_t)l->conv.channels_out * l->conv.channels_in * 9;
-    case LAYER_BATCHNORM: return (size_t)l->channels;
-    default: return 0;
-    }
-}
-
 /* Point every layer at its slices of the flat buffers. */
 static void bind_views(struct model *m)
 {
     for (int i = 0; i < m->layer_count; i++) {
         struct layer *l = &m->layers[i];
-        size_t weights = layer_weights(l);
-        if (l->kind == LAYER_BATCHNORM) {
-            size_t offset = (size_t)(uintptr_t)l->running_mean;
-            l->running_mean = m->buffers + offset;
-            l->running_var = m->buffers + offset + l->channels;
+        struct layer_params p = {0, 0, 0};
+        if (l->ops->buffers) {
+            l->running_mean = m->buffers + l->buffer_offset;
+            l->running_var = l->running_mean + l->ops->buffers(l) / 2;
         }
-        if (weights == 0)
+        if (l->ops->params)
+            l->ops->params(l, &p);
+        if (p.weights + p.biases == 0)
             continue;
         l->weight = m->params + l->param_offset;
-        l->bias = l->weight + weights;
+        l->bias = l->weight + p.weights;
     }
     model_use_grads(m, m->grads);
 }
@@ -212,11 +285,10 @@ float *model_use_grads(struct model *m, float *grads)
     m->grads = grads;
     for (int i = 0; i < m->layer_count; i++) {
         struct layer *l = &m->layers[i];
-        size_t weights = layer_weights(l);
-        if (weights == 0)
+        if (!l->weight)
             continue;
         l->grad_weight = grads + l->param_offset;
-        l->grad_bias = l->grad_weight + weights;
+        l->grad_bias = l->grad_weight + (l->bias - l->weight);
     }
     return before;
 }
@@ -234,18 +306,10 @@ static int alloc_buffers(struct model *m, char *err)
         size_t size = rows * (size_t)l->out_size;
         CHECK_PTR(m->acts[i + 1] = tensor_alloc(size), "cannot allocate activations");
         CHECK_PTR(m->grad_acts[i + 1] = tensor_alloc(size), "cannot allocate activation gradients");
-        if (l->kind == LAYER_DROPOUT)
-            CHECK_PTR(l->mask = tensor_alloc(size), "cannot allocate dropout mask");
-        if (l->kind == LAYER_BATCHNORM) {
-            CHECK_PTR(l->batch_mean = tensor_alloc((size_t)l->channels), "cannot allocate batch-norm state");
-            CHECK_PTR(l->inv_std = tensor_alloc((size_t)l->channels), "cannot allocate batch-norm state");
-        }
-        if (l->kind == LAYER_MAXPOOL || (l->kind == LAYER_BATCHNORM && l->pool))
-            CHECK_PTR(l->argmax = malloc(size + 1), "cannot allocate pooling state");
-        if (l->kind == LAYER_CONV) {
-            size_t need = conv_workspace_floats(&l->conv, m->max_batch);
-            workspace = need > workspace ? need : workspace;
-        }
+        if (l->ops->allocate && l->ops->allocate(l, m->max_batch) != 0)
+            FAIL("cannot allocate the state of layer %d (%s)", i + 1, l->forward_name);
+        size_t need = l->ops->workspace ? l->ops->workspace(l, m->max_batch) : 0;
+        workspace = need > workspace ? need : workspace;
     }
     if (workspace)
         CHECK_PTR(m->workspace = tensor_alloc(workspace), "cannot allocate the im2col workspace (%zu MB)",
@@ -256,12 +320,12 @@ fail:
     return -1;
 }
 
-static int parse_spec(struct model *m, const char *spec, float dropout, char *err)
+static int parse_spec(const struct builder *b, const char *spec, char *err)
 {
     if (strcmp(spec, "mlp") == 0 || strncmp(spec, "mlp:", 4) == 0)
-        return parse_mlp(m, spec, dropout, err);
+        return parse_mlp(b, spec, err);
     if (strcmp(spec, "cnn") == 0 || strncmp(spec, "cnn:", 4) == 0)
-        return parse_cnn(m, spec, dropout, err);
+        return parse_cnn(b, spec, err);
     err_set(err, "unknown model spec '%s' (expected mlp, mlp:H1,H2,..., cnn or cnn:TOKENS)", spec);
     return -1;
 }
@@ -299,41 +363,47 @@ int model_weight_shape(const struct model *m, size_t offset, int *rows, int *col
 {
     for (int i = 0; i < m->layer_count; i++) {
         const struct layer *l = &m->layers[i];
-        if ((l->kind != LAYER_DENSE && l->kind != LAYER_CONV) || l->param_offset != offset)
+        if (!l->ops->matrix || l->param_offset != offset || !l->weight)
             continue;
-        const struct conv_shape *c = &l->conv;
-        *rows = l->kind == LAYER_DENSE ? l->out_size : c->channels_out;
-        *cols = l->kind == LAYER_DENSE ? l->in_size : c->channels_in * c->kernel * c->kernel;
+        l->ops->matrix(l, rows, cols);
         return 1;
     }
     return 0;
 }
 
-int model_check_spec(const char *spec, int input_size, char *err)
+int model_check_spec(const char *spec, int pca, char *err)
 {
     struct model *m = calloc(1, sizeof *m);
     if (!m) {
         err_set(err, "cannot allocate the model description");
         return -1;
     }
-    m->input_size = input_size;
-    m->classes = 10;
-    int status = parse_spec(m, spec, 0.5f, err);
+    m->io = (struct model_io){64, 64, 1, 64 * 64, 10}; /* notional: the data are not known yet */
+    m->input_size = m->io.features;
+    m->classes = m->io.classes;
+    int status = parse_spec(&(struct builder){m, 0, 0.5f}, spec, err);
+    if (status == 0 && pca > 0 && m->is_conv) {
+        err_set(err, "%s: a convolutional network needs the raw images, not principal components (--pca %d)", spec,
+                pca);
+        status = -1;
+    }
     free(m);
     return status;
 }
 
-struct model *model_create(const char *spec, int input_size, int classes, int max_batch,
-                           float dropout, char *err)
+struct model *model_create(const char *spec, const struct model_io *io, int max_batch, float dropout, char *err)
 {
     struct model *m = NULL;
     CHECK_PTR(m = calloc(1, sizeof *m), "cannot allocate the model");
     snprintf(m->spec, sizeof m->spec, "%s", spec);
-    m->input_size = input_size;
-    m->classes = classes;
+    m->io = *io;
+    m->input_size = io->features;
+    m->classes = io->classes;
     m->max_batch = max_batch;
-    CHECK_DP(parse_spec(m, spec, dropout, err));
+    CHECK_DP(parse_spec(&(struct builder){m, 1, dropout}, spec, err));
     CHECK_DP(alloc_buffers(m, err));
+    while (m->first_trained < m->layer_count - 1 && !m->layers[m->first_trained].weight)
+        m->first_trained++;
     return m;
 fail:
     model_free(m);
@@ -351,59 +421,20 @@ void model_free(struct model *m)
     for (int i = 0; i <= m->layer_count; i++) {
         tensor_free(m->acts[i]);
         tensor_free(m->grad_acts[i]);
-        if (i < m->layer_count) {
-            tensor_free(m->layers[i].mask);
-            tensor_free(m->layers[i].batch_mean);
-            tensor_free(m->layers[i].inv_std);
-            free(m->layers[i].argmax);
-        }
+        if (i < m->layer_count && m->layers[i].ops->release)
+            m->layers[i].ops->release(&m->layers[i]);
     }
     free(m);
 }
 
 void model_init_params(struct model *m, struct rng *rng)
 {
-    for (int i = 0; i < m->layer_count; i++) {
-        struct layer *l = &m->layers[i];
-        if (l->kind == LAYER_DENSE || l->kind == LAYER_CONV) {
-            int fan_in = l->kind == LAYER_DENSE ? l->in_size : l->conv.channels_in * 9;
-            size_t weights = l->kind == LAYER_DENSE ? (size_t)l->in_size * l->out_size
-                                                    : (size_t)l->conv.channels_out * fan_in;
-            float std = sqrtf(2.0f / (float)fan_in);
-            for (size_t j = 0; j < weights; j++)
-                l->weight[j] = std * rng_normal(rng);
-            if (l->kind == LAYER_DENSE)
-                memset(l->bias, 0, (size_t)l->out_size * sizeof(float));
-        } else if (l->kind == LAYER_BATCHNORM) {
-            for (int c = 0; c < l->channels; c++) {
-                l->weight[c] = 1.0f;
-                l->bias[c] = 0.0f;
-                l->running_mean[c] = 0.0f;
-                l->running_var[c] = 1.0f;
-            }
-        }
-    }
+    for (int i = 0; i < m->layer_count; i++)
+        if (m->layers[i].ops->init)
+            m->layers[i].ops->init(&m->layers[i], rng);
 }
 
 /* ---- running ------------------------------------------------------------------------- */
-
-/* Names for the profile (string literals: the profile keeps the pointers). */
-static const char *const forward_names[] = {
-    [LAYER_DENSE] = "dense forward", [LAYER_RELU] = "relu forward", [LAYER_DROPOUT] = "dropout forward",
-    [LAYER_CONV] = "conv forward", [LAYER_BATCHNORM] = "bn+relu forward",
-    [LAYER_MAXPOOL] = "maxpool forward", [LAYER_TO_ROWS] = "to_rows forward",
-};
-static const char *const backward_names[] = {
-    [LAYER_DENSE] = "dense backward", [LAYER_RELU] = "relu backward", [LAYER_DROPOUT] = "dropout backward",
-    [LAYER_CONV] = "conv backward", [LAYER_BATCHNORM] = "bn+relu backward",
-    [LAYER_MAXPOOL] = "maxpool backward", [LAYER_TO_ROWS] = "to_rows backward",
-};
-
-static struct batchnorm layer_batchnorm(const struct layer *l, int batch)
-{
-    return (struct batchnorm){l->channels, batch, l->height, l->width, l->pool,
-                              l->weight, l->bias, l->running_mean, l->running_var};
-}
 
 const float *model_forward(struct model *m, int batch, int training, struct rng *rng)
 {
@@ -411,42 +442,10 @@ const float *model_forward(struct model *m, int batch, int training, struct rng 
     struct profile *profile = training ? m->profile : NULL;
     for (int i = 0; i < m->layer_count; i++) {
         struct layer *l = &m->layers[i];
-        const float *x = m->acts[i];
-        float *y = m->acts[i + 1];
-        size_t n = (size_t)batch * l->out_size;
-        struct batchnorm bn = layer_batchnorm(l, batch);
-        struct pool_shape pool = {(size_t)l->channels * batch, l->height, l->width};
+        struct layer_pass pass = {batch, training, m->acts[i], m->acts[i + 1], NULL, NULL, m->workspace, rng};
         double started = profile_now(profile);
-        switch (l->kind) {
-        case LAYER_DENSE:
-            dense_forward(x, l->weight, l->bias, y, &(struct dense_shape){batch, l->in_size, l->out_size});
-            break;
-        case LAYER_RELU:
-            relu_forward(x, y, n);
-            break;
-        case LAYER_DROPOUT:
-            if (training)
-                dropout_forward(x, y, l->mask, n, l->rate, rng);
-            else
-                memcpy(y, x, n * sizeof(float));
-            break;
-        case LAYER_CONV:
-            conv_forward(&l->conv, batch, x, l->weight, y, m->workspace);
-            break;
-        case LAYER_BATCHNORM:
-            if (training)
-                batchnorm_forward_train(&bn, x, y, &(struct batchnorm_saved){l->batch_mean, l->inv_std, l->argmax});
-            else
-                batchnorm_forward_eval(&bn, x, y, l->argmax);
-            break;
-        case LAYER_MAXPOOL:
-            maxpool_forward(x, y, l->argmax, &pool, &(struct pool_map){1.0f, 0.0f, 0});
-            break;
-        case LAYER_TO_ROWS:
-            channels_to_rows(x, y, l->channels, batch, l->height * l->width);
-            break;
-        }
-        profile_end(profile, l->pool ? "bn+relu+pool forward" : forward_names[l->kind], CATEGORY_LAYER, started);
+        l->ops->forward(l, &pass);
+        profile_end(profile, l->forward_name, CATEGORY_LAYER, started);
     }
     return m->acts[m->layer_count];
 }
@@ -455,37 +454,12 @@ void model_backward(struct model *m, int batch, const struct backward_hook *hook
 {
     for (int i = m->layer_count - 1; i >= 0; i--) {
         struct layer *l = &m->layers[i];
-        const float *dy = m->grad_acts[i + 1];
-        float *dx = i == 0 ? NULL : m->grad_acts[i]; /* the input's gradient is never used */
-        size_t n = (size_t)batch * l->out_size;
-        struct batchnorm bn = layer_batchnorm(l, batch);
-        struct pool_shape pool = {(size_t)l->channels * batch, l->height, l->width};
+        /* the gradient of what lies below the first trained layer is never used */
+        float *dx = i <= m->first_trained ? NULL : m->grad_acts[i];
+        struct layer_pass pass = {batch, 1, m->acts[i], m->acts[i + 1], m->grad_acts[i + 1], dx, m->workspace, NULL};
         double started = profile_now(m->profile);
-        switch (l->kind) {
-        case LAYER_DENSE:
-            dense_backward(m->acts[i], l->weight, dy, &(struct dense_grads){dx, l->grad_weight, l->grad_bias}, &(struct dense_shape){batch, l->in_size, l->out_size});
-            break;
-        case LAYER_RELU:
-            relu_backward(m->acts[i + 1], dy, m->grad_acts[i], n);
-            break;
-        case LAYER_DROPOUT:
-            dropout_backward(l->mask, dy, m->grad_acts[i], n);
-            break;
-        case LAYER_CONV:
-            conv_backward(&l->conv, batch, &(struct conv_inputs){m->acts[i], l->weight, m->workspace}, dy, &(struct conv_grads){dx, l->grad_weight});
-            break;
-        case LAYER_BATCHNORM:
-            batchnorm_backward(&bn, &(struct batchnorm_saved){l->batch_mean, l->inv_std, l->argmax},
-                               &(struct batchnorm_backward_io){m->acts[i], m->acts[i + 1], dy, m->grad_acts[i], l->grad_weight, l->grad_bias});
-            break;
-        case LAYER_MAXPOOL:
-            maxpool_backward(dy, l->argmax, m->grad_acts[i], &pool);
-            break;
-        case LAYER_TO_ROWS:
-            rows_to_channels(dy, m->grad_acts[i], l->channels, batch, l->height * l->width);
-            break;
-        }
-        profile_end(m->profile, l->pool ? "bn+relu+pool backward" : backward_names[l->kind], CATEGORY_LAYER, started);
+        l->ops->backward(l, &pass);
+        profile_end(m->profile, l->backward_name, CATEGORY_LAYER, started);
         if (hook && l->weight)
             hook->grads_ready(hook->context, l->param_offset);
     }
@@ -496,15 +470,8 @@ double model_training_flops(const struct model *m)
     double flops = 0;
     for (int i = 0; i < m->layer_count; i++) {
         const struct layer *l = &m->layers[i];
-        double products = 0; /* multiply-adds of the forward pass */
-        if (l->kind == LAYER_DENSE)
-            products = (double)l->in_size * l->out_size;
-        else if (l->kind == LAYER_CONV)
-            products = (double)l->conv.channels_out * l->conv.channels_in * l->conv.kernel * l->conv.kernel *
-                       l->height * l->width;
-        else
-            continue;
-        flops += 2 * products * (i == 0 ? 2 : 3);
+        if (l->ops->products) /* the first trained layer computes no input gradient */
+            flops += 2 * l->ops->products(l) * (i <= m->first_trained ? 2 : 3);
     }
     return flops;
 }

@@ -16,6 +16,7 @@ void run_result_free(struct run_result *run)
     free(run->labels);
     free(run->predictions);
     free(run->confidence);
+    metrics_free(&run->metrics);
     pca_free(&run->pca);
     memset(run, 0, sizeof *run);
 }
@@ -84,12 +85,8 @@ static int write_metrics(hid_t group, const struct run_result *run, const char *
 {
     const struct metrics *m = &run->metrics;
     int classes = m->classes;
-    int32_t confusion[METRICS_MAX_CLASSES * METRICS_MAX_CLASSES];
-    for (int r = 0; r < classes; r++)
-        for (int c = 0; c < classes; c++)
-            confusion[r * classes + c] = m->confusion[r][c];
     hsize_t square[2] = {(hsize_t)classes, (hsize_t)classes}, line[1] = {(hsize_t)classes};
-    CHECK_DP(h5io_write_array(group, &(struct h5io_array){"confusion", H5T_NATIVE_INT32, H5T_STD_I32LE, 2, square}, confusion, path, err));
+    CHECK_DP(h5io_write_array(group, &(struct h5io_array){"confusion", H5T_NATIVE_INT32, H5T_STD_I32LE, 2, square}, m->confusion, path, err));
     CHECK_DP(write_doubles(group, "precision", m->precision, (size_t)classes, path, err));
     CHECK_DP(write_doubles(group, "recall", m->recall, (size_t)classes, path, err));
     CHECK_DP(write_doubles(group, "f1", m->f1, (size_t)classes, path, err));
@@ -174,6 +171,7 @@ static int write_run_attrs(hid_t g, const struct run_result *run, const char *pa
 {
     CHECK_DP(h5io_write_attr_string(g, "model", run->model, path, err));
     CHECK_DP(h5io_write_attr_long(g, "pca_components", run->pca_components, path, err));
+    CHECK_DP(h5io_write_attr_long(g, "flip", run->flip, path, err));
     CHECK_DP(h5io_write_attr_long(g, "epochs", run->epochs, path, err));
     CHECK_DP(h5io_write_attr_long(g, "global_batch", run->global_batch, path, err));
     CHECK_DP(h5io_write_attr_string(g, "optimizer", run->optimizer, path, err));
@@ -245,6 +243,22 @@ fail:
     return -1;
 }
 
+/* What the data file said of itself, so that a results file is read without it (scripts/report.py
+ * takes names and shape from here). */
+static int write_data_attrs(hid_t file, const struct data_description *d, const char *path, char *err)
+{
+    CHECK_DP(h5io_write_strings_attr(file, "class_names", d->class_names, (size_t)d->classes, path, err));
+    CHECK_DP(h5io_write_attr_long(file, "image_height", d->image.height, path, err));
+    CHECK_DP(h5io_write_attr_long(file, "image_width", d->image.width, path, err));
+    CHECK_DP(h5io_write_attr_long(file, "image_channels", d->image.channels, path, err));
+    CHECK_DP(h5io_write_attr_string(file, "mirror_invariant", d->mirror_invariant ? "yes" : "no", path, err));
+    if (d->name[0])
+        CHECK_DP(h5io_write_attr_string(file, "data_name", d->name, path, err));
+    return 0;
+fail:
+    return -1;
+}
+
 int results_write(const char *path, const struct results_origin *origin, const struct run_result *runs,
                   int run_count, char *err)
 {
@@ -258,6 +272,7 @@ int results_write(const char *path, const struct results_origin *origin, const s
     CHECK_DP(h5io_write_attr_long(file, "ranks", origin->ranks, path, err));
     CHECK_DP(h5io_write_attr_long(file, "hosts", origin->hosts, path, err));
     CHECK_DP(h5io_write_attr_string(file, "command", origin->command, path, err));
+    CHECK_DP(write_data_attrs(file, origin->data, path, err));
     CHECK_H5(group = H5Gcreate2(file, "runs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
              "%s: cannot create /runs", path);
     for (int r = 0; r < run_count; r++)

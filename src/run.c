@@ -22,15 +22,17 @@ static struct schedule schedule_of(const struct config *o, long steps)
 static int allocate_model(struct run *run, int input, int capacity, char *err)
 {
     const struct config *o = run->o;
+    const struct data_description *about = &run->d->about;
+    struct model_io io = {about->image.height, about->image.width, about->image.channels, input, about->classes};
     if (fault_strikes(&run->fault, FAULT_ALLOC, run->comm->rank, 0, 0))
         FAIL("cannot allocate the model (injected allocation failure)");
-    CHECK_DP((run->model = model_create(o->model, input, DATASET_CLASSES, capacity, (float)o->dropout, err)) == NULL);
+    CHECK_DP((run->model = model_create(o->model, &io, capacity, (float)o->dropout, err)) == NULL);
     run->model->profile = run->profile;
     struct reducer_options reduce = {(size_t)(o->bucket_mb * 1048576.0), o->compress.kind == COMPRESS_BF16,
                                      o->compress.kind == COMPRESS_POWERSGD ? o->compress.rank : 0,
                                      o->shard_optimizer};
     CHECK_DP(reducer_init(&run->reducer, run->comm, run->model, &reduce, err));
-    CHECK_DP(evaluator_init(&run->eval, run->model, o->tta, o->tta_shift, err));
+    CHECK_DP(evaluator_init(&run->eval, run->model, &(struct views){o->tta, o->tta_shift, o->flip}, err));
     CHECK_DP((run->optimizer = optim_create(o->optimizer, run->model->param_count, o->momentum, o->weight_decay, err)) ==
              NULL);
     return 0;
@@ -51,12 +53,13 @@ static int allocate_units(struct run *run, const struct pca *pca, char *err)
     for (int i = 0; i < count; i++) {
         struct unit *u = &run->units[i];
         size_t first = d->unit_offsets[i];
-        struct split rows = {d->unit_offsets[i + 1] - first, d->train.first + first,
-                             d->train.images + first * DATASET_PIXELS, d->train.labels + first};
+        size_t bytes = d->train.image_bytes;
+        struct split rows = {d->unit_offsets[i + 1] - first, bytes, d->train.first + first,
+                             d->train.images + first * bytes, d->train.labels + first};
         u->id = d->first_unit + i;
         u->order = run->order + first;
         u->buffers = run->unit_buffers ? run->unit_buffers + (size_t)i * m->buffer_count : m->buffers;
-        CHECK_DP(features_create(&u->samples, &rows, &d->norm, pca, 0, err));
+        CHECK_DP(features_create(&u->samples, &(struct feature_source){&rows, &d->about.image, &d->norm, pca, 0}, err));
     }
     return 0;
 fail:
@@ -82,12 +85,14 @@ static int allocate_here(struct run *run, const struct pca *pca, char *err)
     int capacity = shards_largest_share(d, run->steps);
     if (capacity < EVAL_CHUNK) /* every rank evaluates its chunks */
         capacity = EVAL_CHUNK;
-    CHECK_DP(allocate_model(run, pca ? pca->components : DATASET_PIXELS, capacity, err));
+    CHECK_DP(allocate_model(run, pca ? pca->components : (int)image_values(&d->about.image), capacity, err));
     CHECK_PTR(run->order = malloc((d->train.count + 1) * sizeof(uint32_t)), "cannot allocate the shuffle order");
     CHECK_DP(allocate_units(run, pca, err));
     CHECK_DP(allocate_exact(run, err));
-    CHECK_DP(features_create(&run->test, &d->test_part, &d->norm, pca, EVAL_CHUNK, err));
-    CHECK_DP(features_create(&run->validation, &d->validation_part, &d->norm, pca, EVAL_CHUNK, err));
+    const struct image_shape *shape = &d->about.image;
+    CHECK_DP(features_create(&run->test, &(struct feature_source){&d->test_part, shape, &d->norm, pca, EVAL_CHUNK}, err));
+    CHECK_DP(features_create(&run->validation,
+                             &(struct feature_source){&d->validation_part, shape, &d->norm, pca, EVAL_CHUNK}, err));
     CHECK_PTR(run->batch_labels = malloc((size_t)capacity + 1), "cannot allocate batch labels");
     if (run->comm->rank == 0 && run->o->validation > 0)
         CHECK_PTR(run->best_params = tensor_alloc(run->model->param_count), "cannot allocate the best parameters");

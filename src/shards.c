@@ -15,6 +15,7 @@ void shards_free(struct shards *d)
     split_free(&d->validation_part);
     free(d->unit_counts);
     free(d->unit_offsets);
+    data_description_free(&d->about);
     memset(d, 0, sizeof *d);
 }
 
@@ -43,15 +44,15 @@ static uint8_t *choose_held(size_t total, int held, uint64_t seed)
 /* Move this rank's chosen rows out of its shard into `moved`, keeping both in index order. */
 static void move_held(struct split *t, const uint8_t *chosen, struct split *moved)
 {
-    size_t kept = 0;
+    size_t kept = 0, bytes = t->image_bytes;
     moved->count = 0;
     for (size_t i = 0; i < t->count; i++) {
-        uint8_t *image = t->images + i * DATASET_PIXELS;
+        uint8_t *image = t->images + i * bytes;
         if (chosen[t->first + i]) {
-            memcpy(moved->images + moved->count * DATASET_PIXELS, image, DATASET_PIXELS);
+            memcpy(moved->images + moved->count * bytes, image, bytes);
             moved->labels[moved->count++] = t->labels[i];
         } else {
-            memmove(t->images + kept * DATASET_PIXELS, image, DATASET_PIXELS);
+            memmove(t->images + kept * bytes, image, bytes);
             t->labels[kept++] = t->labels[i];
         }
     }
@@ -64,13 +65,14 @@ static int hold_out_validation(const struct comm *comm, struct shards *d, const 
                                char *err)
 {
     struct split mine = {0};
-    size_t count = 0;
+    size_t count = 0, bytes = d->train.image_bytes;
     for (size_t i = 0; i < d->train.count; i++)
         count += chosen[d->train.first + i];
-    int ok = (mine.images = malloc(count * DATASET_PIXELS + 1)) && (mine.labels = malloc(count + 1));
+    mine.image_bytes = d->validation.image_bytes = bytes;
+    int ok = (mine.images = malloc(count * bytes + 1)) && (mine.labels = malloc(count + 1));
     if (ok && comm->rank == 0) {
         d->validation.count = (size_t)held;
-        ok = (d->validation.images = malloc((size_t)held * DATASET_PIXELS + 1)) &&
+        ok = (d->validation.images = malloc((size_t)held * bytes + 1)) &&
              (d->validation.labels = malloc((size_t)held + 1));
     }
     if (!ok)
@@ -78,7 +80,7 @@ static int hold_out_validation(const struct comm *comm, struct shards *d, const 
     CHECK_DP(comm_agree(comm, ok, err));
     move_held(&d->train, chosen, &mine);
     CHECK_DP(comm_gather_items(comm, mine.labels, mine.count, 1, d->validation.labels, err));
-    CHECK_DP(comm_gather_items(comm, mine.images, mine.count, DATASET_PIXELS, d->validation.images, err));
+    CHECK_DP(comm_gather_items(comm, mine.images, mine.count, bytes, d->validation.images, err));
     split_free(&mine);
     return 0;
 fail:
@@ -87,19 +89,20 @@ fail:
 }
 
 /* Collective: every rank receives its block (comm_block) of a set that rank 0 holds. */
-static int share_eval_set(const struct comm *comm, const struct split *whole, const char *what, struct split *part,
+static int share_eval_set(const struct comm *comm, const struct split *whole, size_t image_bytes, struct split *part,
                           char *err)
 {
-    size_t total = comm->rank == 0 ? whole->count : 0;
+    size_t total = comm->rank == 0 ? whole->count : 0, bytes = image_bytes;
     memset(part, 0, sizeof *part);
     CHECK_DP(comm_bcast_size(comm, &total, 0, err));
     comm_chunk_block(total, EVAL_CHUNK, comm->size, comm->rank, &part->first, &part->count);
-    int ok = (part->images = malloc(part->count * DATASET_PIXELS + 1)) && (part->labels = malloc(part->count + 1));
+    part->image_bytes = bytes;
+    int ok = (part->images = malloc(part->count * bytes + 1)) && (part->labels = malloc(part->count + 1));
     if (!ok)
-        err_set(err, "cannot allocate this rank's share of the %s set", what);
+        err_set(err, "cannot allocate this rank's share of the evaluation sets");
     CHECK_DP(comm_agree(comm, ok, err));
     CHECK_DP(comm_scatter_blocks(comm, &(struct comm_blocks){total, EVAL_CHUNK, 1}, whole->labels, part->labels, err));
-    CHECK_DP(comm_scatter_blocks(comm, &(struct comm_blocks){total, EVAL_CHUNK, DATASET_PIXELS}, whole->images,
+    CHECK_DP(comm_scatter_blocks(comm, &(struct comm_blocks){total, EVAL_CHUNK, bytes}, whole->images,
                                  part->images, err));
     return 0;
 fail:
@@ -154,8 +157,10 @@ int shards_load(const struct comm *comm, const struct shard_plan *plan, struct s
     uint8_t *chosen = NULL;
     memset(d, 0, sizeof *d);
     CHECK_DP(dataset_read(comm, plan->path, plan->virtual_shards, &part, err));
-    d->train = part.train; /* d owns the blocks from here on */
+    d->train = part.train; /* d owns the blocks and the description from here on */
     d->test = part.test;
+    d->about = part.about;
+    size_t bytes = image_values(&d->about.image);
     size_t total = part.train_total;
     CHECK_DP(dataset_identify(comm, &part, &d->identity, err));
     if (plan->validation > 0) {
@@ -168,10 +173,10 @@ int shards_load(const struct comm *comm, const struct shard_plan *plan, struct s
         CHECK_DP(comm_agree(comm, ok, err));
         CHECK_DP(hold_out_validation(comm, d, chosen, plan->validation, err));
     }
-    CHECK_DP(share_eval_set(comm, &d->test, "test", &d->test_part, err));
-    CHECK_DP(share_eval_set(comm, &d->validation, "validation", &d->validation_part, err));
+    CHECK_DP(share_eval_set(comm, &d->test, bytes, &d->test_part, err));
+    CHECK_DP(share_eval_set(comm, &d->validation, bytes, &d->validation_part, err));
     CHECK_DP(plan_units(comm, plan, total, chosen, d, err));
-    CHECK_DP(normaliser_fit(comm, d->train.images, d->train.count, &d->norm, err));
+    CHECK_DP(normaliser_fit(comm, &d->train, &d->about.image, &d->norm, err));
     free(chosen);
     return 0;
 fail:

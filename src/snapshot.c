@@ -75,7 +75,7 @@ static void describe(const struct run *run, const struct gathered *g, int epochs
         .pca_components = r->pca_components, .global_batch = o->batch, .ranks = run->comm->size,
         .units = run->d->units, .deterministic = o->deterministic,
         .epochs = o->epochs, .validation = o->validation, .augment = o->augment,
-        .augment_shift = o->augment_shift, .tta = o->tta,
+        .augment_shift = o->augment_shift, .tta = o->tta, .flip = o->flip,
         .tta_shift = o->tta_shift, .seed = o->seed,
         .lr = o->lr, .momentum = o->momentum, .weight_decay = o->weight_decay,
         .warmup = o->warmup, .dropout = o->dropout, .label_smoothing = o->label_smoothing, .erase = o->erase,
@@ -83,13 +83,15 @@ static void describe(const struct run *run, const struct gathered *g, int epochs
         .epoch_seconds = epoch_seconds, .param_count = run->model->param_count,
         .params = run->model->params, .opt_step = optim_steps(run->optimizer),
         .best_params = run->best_params, .best_buffers = run->best_buffers, .best_val = run->best_val, .best_epoch = r->best_epoch,
-        .norm_mean = run->d->norm.mean, .norm_std = run->d->norm.std, .data = run->d->identity, .pca = r->pca, .history_length = epochs_done,
+        .data = run->d->identity, .pca = r->pca, .history_length = epochs_done,
         .history = r->history, .dropout_rng = g->dropout, .augment_rng = g->augment, .partial_loss = g->losses,
         .partial_correct = g->corrects, .buffer_count = run->model->buffer_count, .buffers = g->buffers,
         .residual = g->residuals,
         .powersgd_q_count = run->reducer.powersgd ? run->reducer.psgd.q_count : 0,
         .powersgd_q = run->reducer.powersgd ? run->reducer.psgd.q : NULL,
     };
+    memcpy(c->norm_mean, run->d->norm.mean, sizeof c->norm_mean);
+    memcpy(c->norm_std, run->d->norm.std, sizeof c->norm_std);
     const float *state[2];
     int arrays = optim_state(run->optimizer, state);
     c->opt_first = (float *)state[0];   /* written, never changed, by checkpoint_write */
@@ -247,6 +249,7 @@ int snapshot_settings(const struct checkpoint *c, const struct config *given, st
     saved->erase = c->erase;
     saved->tta = c->tta;
     saved->tta_shift = c->tta_shift;
+    saved->flip = c->flip;
     saved->validation = c->validation;
     saved->deterministic = c->deterministic;
     if (config_optimizer_parse(c->optimizer, &saved->optimizer) != 0 ||

@@ -135,7 +135,7 @@ static struct batch load_batch(struct run *run, struct unit *u, int epoch, long 
     struct batch b = {run->batch_labels, 0, shards_step_total(run->d, run->steps, step),
                       (float)run->o->label_smoothing, &u->dropout};
     shards_step_share(u->samples.count, run->steps, step, &first, &b.n);
-    struct augmentation augment = {&u->augment, run->o->erase, run->o->augment_shift};
+    struct augmentation augment = {&u->augment, run->o->erase, run->o->augment_shift, run->o->flip};
     features_gather(&u->samples, u->order + first, b.n, model_input(run->model), run->batch_labels,
                     run->o->augment ? &augment : NULL);
     if (u == run->units && fault_strikes(&run->fault, FAULT_NAN, run->comm->rank, epoch, step + 1))
@@ -455,13 +455,22 @@ static int train_epochs(struct run *run, char *err)
  * inputs), else a new fit. NULL for raw pixels. */
 static const struct pca *inputs_basis(struct run *run, int pca_k, struct checkpoint *resume, char *err)
 {
+    const struct image_shape *shape = &run->d->about.image;
+    int values = (int)image_values(shape);
     if (pca_k == 0)
         return NULL;
+    if (pca_k > values) { /* the same data on every rank: the same verdict */
+        char text[48];
+        image_shape_text(shape, text, sizeof text);
+        err_set(err, "--pca %d: the images (%s) have %d values; give at most %d components", pca_k, text, values,
+                values);
+        return NULL;
+    }
     if (resume) {
         run->r->pca = resume->pca;
         memset(&resume->pca, 0, sizeof resume->pca);
-    } else if (pca_fit(run->comm, &(struct pca_data){run->d->train.images, run->d->train.count, DATASET_PIXELS},
-                       pca_k, &run->r->pca, err) != 0) {
+    } else if (pca_fit(run->comm, &(struct pca_data){run->d->train.images, run->d->train.count, values}, pca_k,
+                       &run->r->pca, err) != 0) {
         return NULL;
     }
     return &run->r->pca;

@@ -466,7 +466,7 @@ static void test_cnn_model_gradient(void **state)
     (void)state;
     enum { BATCH = 2 };
     char err[DP_ERR_LEN] = "";
-    struct model *m = model_create("cnn:2,p,3", 784, 10, BATCH, 0.0f, err);
+    struct model *m = model_create("cnn:2,p,3", &(struct model_io){28, 28, 1, 784, 10}, BATCH, 0.0f, err);
     if (!m)
         fail_msg("%s", err);
     assert_int_equal(m->param_count, (size_t)(18 + 4 + 54 + 6 + 3 * 14 * 14 * 10 + 10));
@@ -512,20 +512,23 @@ static void test_cnn_specs(void **state)
 {
     (void)state;
     char err[DP_ERR_LEN] = "";
-    struct model *m = model_create("cnn", 784, 10, 2, 0.1f, err);
+    struct model *m = model_create("cnn", &(struct model_io){28, 28, 1, 784, 10}, 2, 0.1f, err);
     assert_non_null(m);
     model_free(m);
-    const char *bad[] = {"cnn:", "cnn:p", "cnn:32,p,p,p,p", "cnn:f10", "cnn:32,f10,32", "cnn:x", "cnn:0"};
+    const char *bad[] = {"cnn:", "cnn:p", "cnn:32,p,p,p,p,p", "cnn:f10", "cnn:32,f10,32", "cnn:x", "cnn:0"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = '\0';
-        struct model *wrong = model_create(bad[i], 784, 10, 2, 0, err);
+        struct model *wrong = model_create(bad[i], &(struct model_io){28, 28, 1, 784, 10}, 2, 0, err);
         if (wrong)
             fail_msg("spec '%s' was accepted", bad[i]);
         if (!strstr(err, bad[i])) /* the message quotes the spec */
             fail_msg("'%s': %s", bad[i], err);
     }
-    assert_null(model_create("cnn", 50, 10, 2, 0, err));
-    assert_non_null(strstr(err, "needs raw 28x28 images"));
+    assert_null(model_create("cnn", &(struct model_io){28, 28, 1, 50, 10}, 2, 0, err));
+    assert_non_null(strstr(err, "needs the raw 28x28x1 images"));
+    /* pooling a side of 1 */
+    assert_null(model_create("cnn:4,p,p", &(struct model_io){3, 9, 1, 27, 2}, 2, 0, err));
+    assert_non_null(strstr(err, "pools a 1x4 feature map"));
 }
 
 int main(void)

@@ -1,7 +1,7 @@
 /* dptrain convert: a byte-for-byte round trip, any sample count, and broken inputs that leave no
  * output and never damage an existing one. */
 #include "dptrain/check.h"
-#include "dptrain/dataset.h"
+#include "dptrain/convert.h"
 #include "test_util.h"
 
 #include <hdf5.h>
@@ -32,13 +32,20 @@ static uint8_t *read_dataset(hid_t file, const char *name, hsize_t *dims, int *r
     return data;
 }
 
+/* convert the standard four files of dir, with optional class names. */
+static int convert_dir(const char *dir, const char *out, const char *class_names, char *err)
+{
+    struct convert_request request = {dir, {NULL, NULL, NULL, NULL}, class_names, -1, out};
+    return convert_idx_set(&request, err);
+}
+
 static void check_round_trip(size_t n_train, size_t n_test, int gz)
 {
     char *dir = test_make_dir("convert");
     char out[512], err[DP_ERR_LEN] = "";
     test_write_dataset(dir, n_train, n_test, gz);
     snprintf(out, sizeof out, "%s/data.h5", dir);
-    assert_int_equal(dataset_convert(dir, out, err), 0);
+    assert_int_equal(convert_dir(dir, out, NULL, err), 0);
     hid_t file = H5Fopen(out, H5F_ACC_RDONLY, H5P_DEFAULT);
     assert_true(file >= 0);
     const struct {
@@ -68,6 +75,7 @@ static void check_round_trip(size_t n_train, size_t n_test, int gz)
     }
     assert_true(H5Aexists(file, "class_names") > 0);
     assert_true(H5Aexists(file, "source") > 0);
+    assert_true(H5Aexists(file, "mirror_invariant") > 0);
     H5Fclose(file);
     test_remove_dir(dir);
     free(dir);
@@ -87,20 +95,20 @@ static void test_round_trip_plain_odd_sizes(void **state)
 
 /* Convert a broken set; the error must name the file and the problem, no output may appear,
  * and an existing output must stay exactly as it was. */
-static void expect_failure(void (*breaker)(const char *dir), const char *fragment)
+static void expect_failure_named(void (*breaker)(const char *dir), const char *class_names, const char *fragment)
 {
     char *dir = test_make_dir("broken");
     char out[512], err[DP_ERR_LEN] = "";
     test_write_dataset(dir, 30, 10, 1);
     breaker(dir);
     snprintf(out, sizeof out, "%s/data.h5", dir);
-    assert_int_equal(dataset_convert(dir, out, err), -1);
+    assert_int_equal(convert_dir(dir, out, class_names, err), -1);
     if (!strstr(err, fragment))
         fail_msg("message '%s' lacks '%s'", err, fragment);
     assert_false(test_file_exists(out));
     /* An existing output is left alone. */
     test_write_file(out, (const uint8_t *)"precious", 8);
-    assert_int_equal(dataset_convert(dir, out, err), -1);
+    assert_int_equal(convert_dir(dir, out, class_names, err), -1);
     FILE *f = fopen(out, "rb");
     char buffer[16] = "";
     assert_int_equal(fread(buffer, 1, sizeof buffer, f), 8);
@@ -111,6 +119,11 @@ static void expect_failure(void (*breaker)(const char *dir), const char *fragmen
     assert_int_not_equal(system(listing), 0); /* no temporary file left behind */
     test_remove_dir(dir);
     free(dir);
+}
+
+static void expect_failure(void (*breaker)(const char *dir), const char *fragment)
+{
+    expect_failure_named(breaker, NULL, fragment);
 }
 
 static void write_labels(const char *dir, const char *name, const uint8_t *labels, uint32_t n)
@@ -170,7 +183,34 @@ static void truncated_gzip(const char *dir)
 static void test_label_out_of_range(void **state)
 {
     (void)state;
-    expect_failure(label_out_of_range, "label 10 at index 17 is out of range 0..9");
+    expect_failure_named(label_out_of_range, "a,b,c,d,e,f,g,h,i,j",
+                         "label 10 at index 17, but 10 class names were given (labels 0..9)");
+}
+
+static void one_class(const char *dir)
+{
+    uint8_t labels[30] = {0};
+    write_labels(dir, "train-labels-idx1-ubyte", labels, 30);
+    uint8_t test_labels[10] = {0};
+    write_labels(dir, "t10k-labels-idx1-ubyte", test_labels, 10);
+}
+
+static void nothing(const char *dir)
+{
+    (void)dir;
+}
+
+static void test_one_class(void **state)
+{
+    (void)state;
+    expect_failure(one_class, "a classifier needs at least 2 classes");
+}
+
+static void test_bad_class_names(void **state)
+{
+    (void)state;
+    expect_failure_named(nothing, "a,,c", "name 2 is empty");
+    expect_failure_named(nothing, "a,b", "label 3 at index 1, but 2 class names were given");
 }
 
 static void test_count_mismatch(void **state)
@@ -182,7 +222,7 @@ static void test_count_mismatch(void **state)
 static void test_wrong_image_size(void **state)
 {
     (void)state;
-    expect_failure(wrong_image_size, "images are 27x28, expected 28x28");
+    expect_failure(wrong_image_size, "test images are 27x28x1, but the training images");
 }
 
 static void test_missing_file(void **state)
@@ -197,6 +237,58 @@ static void test_truncated_gzip(void **state)
     expect_failure(truncated_gzip, "train-images-idx3-ubyte.gz: truncated gzip stream");
 }
 
+/* A colour set with 4-dimensional IDX images [N][H][W][C], named file by file: the arrays come out
+ * byte for byte, with K = the largest label + 1 classes named "0".."K-1", and no mirroring. */
+static void test_colour_named_files(void **state)
+{
+    (void)state;
+    char *dir = test_make_dir("colour");
+    char paths[4][512], out[512], err[DP_ERR_LEN] = "";
+    const char *names[4] = {"a-img", "a-lab", "b-img", "b-lab"};
+    uint32_t n[2] = {12, 5}, h = 5, w = 7, c = 3;
+    for (int s = 0; s < 2; s++) {
+        size_t values = (size_t)n[s] * h * w * c, len;
+        uint8_t *pixels = malloc(values), labels[12];
+        for (size_t i = 0; i < values; i++)
+            pixels[i] = (uint8_t)(i * 7 + (size_t)s);
+        for (uint32_t i = 0; i < n[s]; i++)
+            labels[i] = (uint8_t)(i % 4);
+        uint32_t image_dims[4] = {n[s], h, w, c};
+        uint8_t *bytes = test_idx_bytes(0x08, 4, image_dims, pixels, values, &len);
+        snprintf(paths[2 * s], sizeof paths[0], "%s/%s", dir, names[2 * s]);
+        test_write_file(paths[2 * s], bytes, len);
+        free(bytes);
+        bytes = test_idx_bytes(0x08, 1, &n[s], labels, n[s], &len);
+        snprintf(paths[2 * s + 1], sizeof paths[0], "%s/%s", dir, names[2 * s + 1]);
+        test_write_file(paths[2 * s + 1], bytes, len);
+        free(bytes);
+        free(pixels);
+    }
+    snprintf(out, sizeof out, "%s/data.h5", dir);
+    struct convert_request request = {NULL, {paths[0], paths[1], paths[2], paths[3]}, NULL, -1, out};
+    assert_int_equal(convert_idx_set(&request, err), 0);
+    hid_t file = H5Fopen(out, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(file >= 0);
+    hsize_t dims[4];
+    int rank;
+    uint8_t *images = read_dataset(file, "/test/images", dims, &rank);
+    assert_int_equal(rank, 4);
+    assert_int_equal(dims[3], 3);
+    for (size_t i = 0; i < (size_t)n[1] * h * w * c; i++)
+        assert_int_equal(images[i], (uint8_t)(i * 7 + 1));
+    free(images);
+    hid_t attr = H5Aopen(file, "class_names", H5P_DEFAULT), space = H5Aget_space(attr);
+    assert_int_equal(H5Sget_simple_extent_npoints(space), 4);
+    H5Sclose(space);
+    H5Aclose(attr);
+    H5Fclose(file);
+    request.files[3] = paths[1]; /* the training labels named twice: a 12-label test set for 5 images */
+    assert_int_equal(convert_idx_set(&request, err), -1);
+    assert_non_null(strstr(err, "12 labels, but"));
+    test_remove_dir(dir);
+    free(dir);
+}
+
 int main(void)
 {
     check_quiet_hdf5();
@@ -204,6 +296,9 @@ int main(void)
         cmocka_unit_test(test_round_trip_gzip),
         cmocka_unit_test(test_round_trip_plain_odd_sizes),
         cmocka_unit_test(test_label_out_of_range),
+        cmocka_unit_test(test_one_class),
+        cmocka_unit_test(test_bad_class_names),
+        cmocka_unit_test(test_colour_named_files),
         cmocka_unit_test(test_count_mismatch),
         cmocka_unit_test(test_wrong_image_size),
         cmocka_unit_test(test_missing_file),

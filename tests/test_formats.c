@@ -58,8 +58,9 @@ static struct checkpoint make_checkpoint(struct sample *s)
         .lr = 0.001, .momentum = 0.9, .weight_decay = 1e-4, .warmup = 1, .dropout = 0.1, .label_smoothing = 0.05,
         .epoch = EPOCHS, .step = 17, .train_seconds = 3.25, .epoch_seconds = 0.75, .param_count = PARAMS,
         .params = s->params, .opt_first = s->first, .opt_second = s->second, .opt_step = 2 * 100 + 17,
-        .best_params = s->best, .best_buffers = s->best_buffers, .best_val = 0.81, .best_epoch = 1, .norm_mean = 0.28f, .norm_std = 0.35f,
-        .data = {60000, 10000, 0x12345678u, 0x9abcdef0u, 0x0fedcba9u, 0x87654321u},
+        .best_params = s->best, .best_buffers = s->best_buffers, .best_val = 0.81, .best_epoch = 1, .norm_mean = {0.28f, 0.5f, 0.125f},
+        .norm_std = {0.35f, 0.25f, 0.75f}, .flip = 1,
+        .data = {{9, 13, 3}, 12, 60000, 10000, 0x12345678u, 0x9abcdef0u, 0x0fedcba9u, 0x87654321u},
         .history_length = EPOCHS, .history = s->history, .dropout_rng = s->dropout, .augment_rng = s->augment,
         .partial_loss = s->losses, .partial_correct = s->corrects, .buffer_count = BUFFERS, .buffers = s->buffers,
     };
@@ -92,7 +93,10 @@ static void test_checkpoint_round_trip(void **state)
     assert_true(back.epoch == EPOCHS && back.step == 17 && back.opt_step == 217);
     assert_true(back.train_seconds == 3.25 && back.epoch_seconds == 0.75);
     assert_true(back.best_val == 0.81 && back.best_epoch == 1);
-    assert_true(back.norm_mean == 0.28f && back.norm_std == 0.35f);
+    assert_true(back.norm_mean[0] == 0.28f && back.norm_std[0] == 0.35f && back.norm_mean[2] == 0.125f &&
+                back.norm_std[2] == 0.75f && back.flip == 1);
+    assert_true(back.data.image.height == 9 && back.data.image.width == 13 && back.data.image.channels == 3 &&
+                back.data.classes == 12);
     assert_memory_equal(&back.data, &c.data, sizeof c.data);
     assert_memory_equal(back.params, s.params, sizeof s.params);
     assert_memory_equal(back.opt_first, s.first, sizeof s.first);
@@ -134,9 +138,11 @@ static void test_results_file(void **state)
                              .ranks = 2, .lr = 0.001, .seed = 1, .parameters = 10, .train_seconds = 2.1,
                              .test_accuracy = 4.0 / 6.0, .test_loss = 0.9, .history_length = EPOCHS, .history = history,
                              .test_count = 6, .labels = labels, .predictions = predictions, .confidence = confidence};
-    metrics_compute(labels, predictions, 6, 10, &run.metrics);
+    assert_int_equal(metrics_compute(labels, predictions, 6, 10, &run.metrics), 0);
     snprintf(path, sizeof path, "%s/r.h5", dir);
-    assert_int_equal(results_write(path, &(struct results_origin){"dptrain train", 2, 1}, &run, 1, err), 0);
+    const char *names[10] = {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"};
+    struct data_description about = {{28, 28, 1}, 10, 1, names, "made-up"};
+    assert_int_equal(results_write(path, &(struct results_origin){"dptrain train", 2, 1, &about}, &run, 1, err), 0);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     assert_true(f >= 0);
     hsize_t epochs[1] = {EPOCHS}, wrong[1] = {2}, six[1] = {6};
@@ -172,6 +178,7 @@ static void test_results_file(void **state)
     assert_non_null(strstr(err, "no attribute best_epoch"));
     H5Gclose(g);
     H5Fclose(f);
+    metrics_free(&run.metrics);
     free(epoch);
     free(loss);
     free(index);

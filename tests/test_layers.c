@@ -170,7 +170,7 @@ static void test_model_gradient(void **state)
     (void)state;
     enum { B = 3, IN = 6, C = 4 };
     char err[DP_ERR_LEN] = "";
-    struct model *m = model_create("mlp:7,5", IN, C, B, 0.0f, err);
+    struct model *m = model_create("mlp:7,5", &(struct model_io){1, IN, 1, IN, C}, B, 0.0f, err);
     assert_non_null(m);
     assert_int_equal(m->param_count, (size_t)(IN * 7 + 7 + 7 * 5 + 5 + 5 * C + C));
     struct rng rng;
@@ -201,7 +201,7 @@ static void test_model_specs(void **state)
 {
     (void)state;
     char err[DP_ERR_LEN] = "";
-    struct model *m = model_create("mlp", 784, 10, 4, 0.2f, err);
+    struct model *m = model_create("mlp", &(struct model_io){28, 28, 1, 784, 10}, 4, 0.2f, err);
     assert_non_null(m);
     assert_int_equal(m->param_count, 235146); /* 784·256+256 + 256·128+128 + 128·10+10 */
     /* Views tile the flat buffers with no gaps: each dense layer's weights, then its biases, then
@@ -225,7 +225,7 @@ static void test_model_specs(void **state)
     const char *bad[] = {"cnnx", "mlp:", "mlp:12,", "mlp:0", "mlp:a", "mlp:1,2,3,4,5,6,7,8,9", "MLP"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = '\0';
-        assert_null(model_create(bad[i], 784, 10, 4, 0, err));
+        assert_null(model_create(bad[i], &(struct model_io){28, 28, 1, 784, 10}, 4, 0, err));
         assert_non_null(strstr(err, bad[i])); /* the message quotes the spec */
     }
 }

@@ -21,11 +21,11 @@ static void test_metrics_hand_case(void **state)
     (void)state;
     uint8_t labels[5] = {0, 0, 1, 1, 2}, predicted[5] = {0, 1, 1, 1, 0};
     struct metrics m;
-    metrics_compute(labels, predicted, 5, 3, &m);
+    assert_int_equal(metrics_compute(labels, predicted, 5, 3, &m), 0);
     int32_t expected[3][3] = {{1, 1, 0}, {0, 2, 0}, {1, 0, 0}};
     for (int r = 0; r < 3; r++)
         for (int c = 0; c < 3; c++)
-            assert_int_equal(m.confusion[r][c], expected[r][c]);
+            assert_int_equal(metrics_confusion(&m, r, c), expected[r][c]);
     assert_float_equal(m.accuracy, 0.6, 1e-12);
     assert_float_equal(m.precision[0], 0.5, 1e-12);
     assert_float_equal(m.precision[1], 2.0 / 3, 1e-12);
@@ -38,6 +38,44 @@ static void test_metrics_hand_case(void **state)
     assert_float_equal(m.macro_f1, 1.3 / 3, 1e-12);
     assert_float_equal(m.weighted_f1, 0.52, 1e-12);
     assert_float_equal(m.weighted_recall, 0.6, 1e-12); /* weighted recall is accuracy */
+    metrics_free(&m);
+}
+
+/* 30 classes: too many for a readable matrix, so the most confused pairs, largest first. */
+static void test_confused_pairs(void **state)
+{
+    (void)state;
+    enum { N = 300, K = 30 };
+    uint8_t labels[N], predicted[N];
+    for (int i = 0; i < N; i++) {
+        labels[i] = (uint8_t)(i % K);
+        predicted[i] = labels[i];
+    }
+    for (int i = 0; i < 7; i++)
+        predicted[i * K + 4] = 9;  /* 4 -> 9 seven times */
+    for (int i = 0; i < 3; i++)
+        predicted[i * K + 20] = 1; /* 20 -> 1 three times */
+    struct metrics m;
+    assert_int_equal(metrics_compute(labels, predicted, N, K, &m), 0);
+    const char *names[K];
+    char text_names[K][8];
+    for (int c = 0; c < K; c++) {
+        snprintf(text_names[c], sizeof text_names[c], "c%d", c);
+        names[c] = text_names[c];
+    }
+    char *text = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&text, &size);
+    metrics_print_confusion(out, &m, names);
+    fclose(out);
+    assert_non_null(strstr(text, "most confused pairs of the 30 classes"));
+    char *first = strstr(text, "c4 -> c9"), *second = strstr(text, "c20 -> c1");
+    assert_non_null(first);
+    assert_non_null(second);
+    assert_true(first < second);
+    assert_null(strstr(text, "confusion matrix"));
+    free(text);
+    metrics_free(&m);
 }
 
 static void test_report_layout(void **state)
@@ -45,7 +83,7 @@ static void test_report_layout(void **state)
     (void)state;
     uint8_t labels[4] = {0, 1, 1, 0}, predicted[4] = {0, 1, 0, 0};
     struct metrics m;
-    metrics_compute(labels, predicted, 4, 2, &m);
+    assert_int_equal(metrics_compute(labels, predicted, 4, 2, &m), 0);
     const char *names[2] = {"cat", "dog"};
     char *text = NULL;
     size_t size = 0;
@@ -58,6 +96,7 @@ static void test_report_layout(void **state)
     assert_non_null(strstr(text, "     macro avg"));
     assert_non_null(strstr(text, "  weighted avg"));
     free(text);
+    metrics_free(&m);
 }
 
 /* Two steps of an SGD-family optimizer on a weight and a bias (p = 1, g = 0.5, lr 0.1, momentum
@@ -196,6 +235,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_metrics_hand_case),
+        cmocka_unit_test(test_confused_pairs),
         cmocka_unit_test(test_report_layout),
         cmocka_unit_test(test_sgd_momentum_and_decay),
         cmocka_unit_test(test_nesterov),

@@ -31,7 +31,7 @@ static float input_value(size_t sample, size_t feature)
 static struct model *make_model(int capacity)
 {
     char err[DP_ERR_LEN];
-    struct model *m = model_create("mlp:16,12", INPUT, CLASSES, capacity, 0.0f, err);
+    struct model *m = model_create("mlp:16,12", &(struct model_io){1, INPUT, 1, INPUT, CLASSES}, capacity, 0.0f, err);
     assert_non_null(m);
     struct rng rng;
     rng_seed(&rng, 5, RNG_INIT, 0, 0);

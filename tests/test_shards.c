@@ -2,6 +2,7 @@
  * test set, and broken data files fail on every rank with one message and no hang. */
 #include "dptrain/check.h"
 #include "dptrain/comm.h"
+#include "dptrain/convert.h"
 #include "dptrain/dataset.h"
 #include "test_util.h"
 
@@ -29,7 +30,8 @@ static int setup(void **state)
         char err[DP_ERR_LEN], out[512];
         test_write_dataset(dir, 1001, 77, 1);
         snprintf(out, sizeof out, "%s/data.h5", dir);
-        if (dataset_convert(dir, out, err) != 0) {
+        struct convert_request request = {dir, {NULL, NULL, NULL, NULL}, NULL, -1, out};
+        if (convert_idx_set(&request, err) != 0) {
             fprintf(stderr, "%s\n", err);
             MPI_Abort(MPI_COMM_WORLD, 1);
         }
@@ -93,6 +95,28 @@ static void test_partition(void **state)
         assert_int_equal(test.labels[5], test_label(1000005));
     split_free(&train);
     split_free(&test);
+    data_description_free(&part.about);
+}
+
+/* The attributes a data file describes itself with: ten class names and mirror_invariant. */
+static void describe(hid_t file)
+{
+    const char *names[10] = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    hsize_t ten[1] = {10};
+    hid_t space = H5Screate_simple(1, ten, NULL);
+    hid_t attr = H5Acreate2(file, "class_names", type, space, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(attr, type, names);
+    H5Aclose(attr);
+    H5Sclose(space);
+    const char *no[1] = {"no"};
+    space = H5Screate(H5S_SCALAR);
+    attr = H5Acreate2(file, "mirror_invariant", type, space, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(attr, type, no);
+    H5Aclose(attr);
+    H5Sclose(space);
+    H5Tclose(type);
 }
 
 /* Rank 0 writes an HDF5 file with the given train labels; others wait. */
@@ -125,6 +149,7 @@ static void write_custom(const char *path, size_t n, int label_rank, const uint8
             }
             H5Gclose(group);
         }
+        describe(file);
         H5Fclose(file);
         free(images);
         free(labels);
@@ -154,7 +179,7 @@ static void test_label_out_of_range(void **state)
     snprintf(path, sizeof path, "%s/badlabel.h5", dir);
     write_custom(path, 10, 1, &twelve, 0);
     /* The bad label sits in the last rank's block: only that rank can see it. */
-    expect_read_error(path, "/train/labels[9] = 12 is out of range 0..9");
+    expect_read_error(path, "/train/labels[9] = 12, but class_names names 10 classes (labels 0..9)");
 }
 
 static void test_more_ranks_than_samples(void **state)
@@ -171,8 +196,7 @@ static void test_more_ranks_than_samples(void **state)
         assert_int_equal(dataset_read(&world, path, 0, &part, err), 0);
         assert_int_equal(part.train_total, 1);
         assert_int_equal(part.train.count, 1);
-        split_free(&part.train);
-        split_free(&part.test);
+        dataset_part_free(&part);
     }
 }
 

@@ -8,6 +8,8 @@
 #ifndef DPTRAIN_BATCHNORM_H
 #define DPTRAIN_BATCHNORM_H
 
+#include "dptrain/layer.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,5 +40,10 @@ void batchnorm_forward_train(const struct batchnorm *bn, const float *x, float *
 void batchnorm_forward_eval(const struct batchnorm *bn, const float *x, float *y, uint8_t *argmax);
 void batchnorm_backward(const struct batchnorm *bn, const struct batchnorm_saved *saved,
                         const struct batchnorm_backward_io *io);
+
+/* The layer kind (layer.h): the fused block over [C][N][H][W] activations; gamma and beta are
+ * its parameters (1 and 0 at first; no weight decay: a scale and a shift), the running mean and
+ * variance (0 and 1 at first) its buffers. */
+extern const struct layer_ops layer_batchnorm;
 
 #endif

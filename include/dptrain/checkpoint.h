@@ -23,15 +23,17 @@
 #include <stdint.h>
 
 #define CHECKPOINT_FORMAT "dptrain-checkpoint"
-#define CHECKPOINT_VERSION 9 /* 2: adds tta; 3: checksums of every array and attribute, data identity;
+#define CHECKPOINT_VERSION 10 /* 2: adds tta; 3: checksums of every array and attribute, data identity;
                                 4: compress and the error-feedback residuals; 5: deterministic, units;
                                 6: PowerSGD's Q; 7: erase; 8: augment_shift, tta_shift, best_buffers;
-                                9: the file's seal (seal.h), required */
+                                9: the file's seal (seal.h), required; 10: the data's image shape and
+                                classes, flip, the normalisation per channel (arrays norm_mean, norm_std) */
 
 struct checkpoint {
     /* configuration: what must match for a resume */
     char model[64], optimizer[RESULTS_OPTIMIZER_LENGTH], schedule[16], name[64], compress[CONFIG_COMPRESS_LENGTH];
     int pca_components, global_batch, ranks, epochs, validation, augment, augment_shift, tta, tta_shift;
+    int flip;                                 /* training and test views mirrored (--flip, or the data's) */
     int deterministic;                        /* --deterministic: rows are the virtual shards */
     int units;                                /* rows of the per-unit arrays: ranks, or virtual shards */
     uint64_t seed;
@@ -48,8 +50,9 @@ struct checkpoint {
     float *best_buffers;                      /* with --validation: that epoch's batch-norm statistics */
     double best_val;
     int best_epoch;
-    float norm_mean, norm_std;                /* the input standardisation (features.h) */
-    struct data_identity data;                /* the data file it was trained on */
+    struct data_identity data;                /* the data file it was trained on: its shape, classes, arrays */
+    float norm_mean[DATASET_MAX_CHANNELS], norm_std[DATASET_MAX_CHANNELS]; /* the input standardisation per
+                                                 channel (features.h), data.image.channels of each */
     struct pca pca;                           /* when pca_components > 0 */
     int history_length;
     struct epoch_record *history;
@@ -68,8 +71,12 @@ struct checkpoint {
 int checkpoint_write(const char *path, const struct checkpoint *c, char *err);
 int checkpoint_read(const char *path, struct checkpoint *c, char *err);
 void checkpoint_free(struct checkpoint *c);
-/* Refuse a checkpoint made on other data than `data` names, saying which array differs; the
- * hint says to `action` (e.g. "resume") with the run's own data file. */
+/* Refuse a checkpoint made on data of another image shape or class count than `now`'s, naming
+ * both (eval: a network takes one shape of input and gives one count of classes). */
+int checkpoint_check_shape(const struct checkpoint *c, const struct data_identity *now, const char *data,
+                           const char *path, char *err);
+/* Refuse a checkpoint made on other data than `data` names, saying what differs (the shape first,
+ * then which array); the hint says to `action` (e.g. "resume") with the run's own data file. */
 int checkpoint_check_data(const struct checkpoint *c, const struct data_identity *now, const char *data,
                           const char *path, const char *action, char *err);
 /* Refuse a position that this run cannot be at: a step beyond the epoch (steps per epoch), an

@@ -39,7 +39,10 @@ struct config {
     enum command command;
     int want_help, want_version;
     /* paths (borrowed from argv) */
-    const char *source;               /* convert */
+    const char *source;               /* convert: the folder of the four IDX files, or */
+    const char *idx_files[4];         /* the four files: train images, train labels, test images, test labels */
+    const char *class_names;          /* convert: "a,b,..." or NULL */
+    int mirror_invariant;             /* convert: 1, 0, or -1 (a known set's answer, else no) */
     const char *data, *out, *checkpoint, *trace;
     int out_is_default;               /* --out not given: results/ may be created */
     const char *name;                 /* train: the run's name, NULL for the default */
@@ -60,6 +63,8 @@ struct config {
     double label_smoothing, dropout;
     double erase;                     /* --augment: probability of random erasing per image */
     int augment_shift;                /* --augment: the largest shift each way, in pixels */
+    int flip;                         /* mirrored training and test views: 1, 0, or -1 until the data file's
+                                         mirror_invariant decides (commands.c) */
     uint64_t seed;
     int augment, tta, validation;
     int tta_shift;                    /* --tta: the final predictions' views shifted up to this many pixels */
@@ -91,7 +96,8 @@ int config_compress_parse(const char *text, struct compression *c);
 /* The options that messages outside cli name (cli_flag spells them as users type them). */
 enum option {
     OPTION_DATA, OPTION_OUT, OPTION_CHECKPOINT, OPTION_TRACE, OPTION_SOURCE, OPTION_MODEL, OPTION_RESUME,
-    OPTION_BATCH, OPTION_TTA, OPTION_STALL_TIMEOUT, OPTION_DETERMINISTIC, OPTION_OVERWRITE
+    OPTION_BATCH, OPTION_TTA, OPTION_STALL_TIMEOUT, OPTION_DETERMINISTIC, OPTION_OVERWRITE, OPTION_FLIP,
+    OPTION_PCA
 };
 
 /* The settings a run must keep to be resumed from its checkpoint, in the order they are compared.
@@ -99,7 +105,8 @@ enum option {
 enum setting {
     SETTING_MODEL, SETTING_PCA, SETTING_BATCH, SETTING_EPOCHS, SETTING_SEED, SETTING_OPTIMIZER,
     SETTING_LR, SETTING_MOMENTUM, SETTING_WEIGHT_DECAY, SETTING_SCHEDULE, SETTING_WARMUP, SETTING_DROPOUT,
-    SETTING_LABEL_SMOOTHING, SETTING_AUGMENT, SETTING_AUGMENT_SHIFT, SETTING_ERASE, SETTING_TTA, SETTING_TTA_SHIFT, SETTING_VALIDATION, SETTING_COMPRESS,
+    SETTING_LABEL_SMOOTHING, SETTING_AUGMENT, SETTING_AUGMENT_SHIFT, SETTING_ERASE, SETTING_FLIP, SETTING_TTA,
+    SETTING_TTA_SHIFT, SETTING_VALIDATION, SETTING_COMPRESS,
     SETTING_DETERMINISTIC, SETTING_NONE
 };
 

@@ -5,17 +5,11 @@
 #ifndef DPTRAIN_CONV_H
 #define DPTRAIN_CONV_H
 
+#include "dptrain/layer.h"
+
 #include <stddef.h>
 
-/* How a layer's convolution runs: im2col and one GEMM per chunk of samples, or Winograd's
- * F(2×2, 3×3) (winograd.h). */
-enum conv_method { CONV_IM2COL, CONV_WINOGRAD };
-
-struct conv_shape {
-    int channels_in, channels_out, height, width, kernel; /* stride 1, zero padding kernel/2 */
-    int method;   /* enum conv_method, chosen by conv_plan; unplanned: im2col */
-    int chunk;    /* im2col's samples per chunk; 0: the whole batch */
-};
+/* struct conv_shape and enum conv_method: layer.h */
 
 /* The inputs of a convolution's backward pass; col is the im2col workspace. */
 struct conv_inputs {
@@ -45,5 +39,14 @@ void conv_backward(const struct conv_shape *s, int batch, const struct conv_inpu
 /* [C][N][P] ↔ [N][C][P] */
 void channels_to_rows(const float *in, float *out, int channels, int batch, int plane);
 void rows_to_channels(const float *in, float *out, int channels, int batch, int plane);
+/* [N][P][C] (an image's pixels with their channels together, as data files store them) ↔
+ * [C][N][P] */
+void pixels_to_channels(const float *in, float *out, int channels, int batch, int plane);
+void channels_to_pixels(const float *in, float *out, int channels, int batch, int plane);
+
+/* The layer kinds (layer.h): a 3×3 convolution without bias (He initialisation, fan-in C·9);
+ * the change from channel-major activations to a dense layer's rows; and, first in a network
+ * over images of several channels, the change from the input's [N][H][W][C] to [C][N][H][W]. */
+extern const struct layer_ops layer_conv, layer_to_rows, layer_to_channels;
 
 #endif

@@ -1,23 +1,47 @@
-/* The HDF5 data file (layout in README.md):
- *   /train/images uint8 [N][28][28], /train/labels uint8 [N],
- *   /test/images  uint8 [M][28][28], /test/labels  uint8 [M],
- *   attributes on /: class_names (10 strings), source. */
+/* The HDF5 data file (schema in README.md, "Your own data"):
+ *   /train/images uint8 [N][H][W] (one channel) or [N][H][W][C], /train/labels uint8 [N],
+ *   /test/images  uint8 [M][H][W] or [M][H][W][C] (the same H, W and C), /test/labels uint8 [M],
+ *   attributes on /: class_names (K strings; every label is below K), mirror_invariant ("yes"
+ *   or "no": whether a mirror image keeps its class), source, and optionally name.
+ * Nothing in dptrain knows a data set's shape: it comes from here. */
 #ifndef DPTRAIN_DATASET_H
 #define DPTRAIN_DATASET_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define DATASET_ROWS 28
-#define DATASET_COLS 28
-#define DATASET_PIXELS (DATASET_ROWS * DATASET_COLS)
-#define DATASET_CLASSES 10
+/* Labels are uint8, so at most 256 classes; a class name is at most 63 bytes. Sides and channels
+ * are held to sizes no image data set comes near, so that every product of them fits the int
+ * arithmetic of the layers (an image of at most 2^24 values). */
+#define DATASET_MAX_CLASSES 256
+#define DATASET_NAME_MAX 64
+#define DATASET_MAX_SIDE 16384
+#define DATASET_MAX_CHANNELS 64
+#define DATASET_MAX_IMAGE_VALUES (1L << 24)
 
-extern const char *const dataset_class_names[DATASET_CLASSES];
+/* One image: H rows of W pixels of C channels, stored [H][W][C] (channels last, as in the file). */
+struct image_shape {
+    int height, width, channels;
+};
+size_t image_values(const struct image_shape *s);
+/* "28x28x1" */
+void image_shape_text(const struct image_shape *s, char *out, size_t size);
 
-/* A block of samples held in memory: images [count][784], labels [count]. */
+/* What the data file says of itself: the shape of its images, its classes and their names, and
+ * whether a horizontal flip keeps an image's class. */
+struct data_description {
+    struct image_shape image;
+    int classes;                 /* K */
+    int mirror_invariant;        /* 1 yes, 0 no */
+    const char **class_names;    /* [K], one allocation with the strings after the pointers */
+    char name[DATASET_NAME_MAX]; /* the data set's name, "" when the file gives none */
+};
+void data_description_free(struct data_description *d);
+
+/* A block of samples held in memory: images [count][image_bytes], labels [count]. */
 struct split {
     size_t count;
+    size_t image_bytes;  /* H * W * C */
     size_t first;        /* index of images[0] in the file's array */
     uint8_t *images;
     uint8_t *labels;
@@ -30,11 +54,14 @@ struct comm; /* comm.h: the readers are collective */
 struct dataset_part {
     struct split train, test;
     size_t train_total;
+    struct data_description about;
 };
 
 /* What a checkpoint remembers of the data it was trained on: the sizes and CRC-32s of the four
  * arrays of the data file, as stored (independent of the rank count). */
 struct data_identity {
+    struct image_shape image;
+    int classes;
     long long train_samples, test_samples;
     uint32_t train_images, train_labels, test_images, test_labels;
 };
@@ -43,20 +70,18 @@ struct data_identity {
  * rank checksums its block; the blocks' CRCs are combined in file order. */
 int dataset_identify(const struct comm *comm, const struct dataset_part *part, struct data_identity *id, char *err);
 
-/* Convert the four IDX files in source_dir (each plain or .gz) into out_path, atomically:
- * the file appears complete under its name, or not at all. */
-int dataset_convert(const char *source_dir, const char *out_path, char *err);
-
 /* The data file must be a readable regular file (files_check_input; `label` names it in the
  * message); a missing one gets the hint to make it with 'dptrain convert'. */
 int dataset_check_file(const char *path, const char *label, char *err);
 
 /* Collective over comm. Every rank reads its contiguous block of /train (comm_shard_block: with
  * `shards` 0 block sizes differ by at most one; else the rank's whole virtual shards); rank 0
- * also reads the whole of /test. Labels are checked to be in 0..9. On error every rank returns
+ * also reads the whole of /test. The file's description is read and checked on every rank
+ * (its shape and classes, dataset.h's schema) and every label is checked to be below K. On error every rank returns
  * -1, with the same message; no rank is left waiting. */
 int dataset_read(const struct comm *comm, const char *path, int shards, struct dataset_part *part, char *err);
 
 void split_free(struct split *s);
+void dataset_part_free(struct dataset_part *part);
 
 #endif

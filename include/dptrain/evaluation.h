@@ -20,6 +20,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Which views of an image its logits average: with tta, the image shifted by up to `shift`
+ * pixels each way, and mirrored too where `flip` (the data's mirror invariance, or --flip) says
+ * a mirror image keeps its class. */
+struct views {
+    int tta, shift, flip;
+};
+
 /* A model (borrowed) and the buffers evaluating it needs, sized for its batch capacity. */
 struct evaluator {
     struct model *model;
@@ -27,13 +34,14 @@ struct evaluator {
     uint8_t *labels;
     float *view_logits;          /* --tta: [capacity][classes], the views' mean; else NULL */
     int shift;                   /* --tta-shift: the final predictions' views, shifted up to this */
+    int flip;                    /* mirrored views too */
 };
 
 struct evaluation {
     double loss, accuracy;
 };
 
-int evaluator_init(struct evaluator *ev, struct model *model, int tta, int shift, char *err);
+int evaluator_init(struct evaluator *ev, struct model *model, const struct views *views, char *err);
 void evaluator_free(struct evaluator *ev);
 
 /* Loss and accuracy over a whole set whose blocks the ranks hold in `set`. */

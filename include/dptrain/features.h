@@ -1,7 +1,9 @@
 /* What the network sees: one rank's samples as model inputs, and mini-batches of them.
- * Raw pixels are standardised on the fly with the training set's global mean and standard
- * deviation (one scalar each, agreed over all ranks); with PCA the samples are projected once
- * and whitened (each component divided by its standard deviation). */
+ * Raw pixels are standardised on the fly with the training set's mean and standard deviation
+ * per channel (agreed over all ranks); with PCA the samples are projected once and whitened
+ * (each component divided by its standard deviation). An input keeps the file's layout,
+ * [H][W][C]: an MLP does not care, PCA fits that order, and a CNN's first layer reorders it
+ * (model.h). */
 #ifndef DPTRAIN_FEATURES_H
 #define DPTRAIN_FEATURES_H
 
@@ -23,41 +25,51 @@
 #define EVAL_CHUNK 200
 
 struct normaliser {
-    float mean, std;   /* of pixel / 255 over the whole training set */
+    int channels;
+    float mean[DATASET_MAX_CHANNELS], std[DATASET_MAX_CHANNELS]; /* of pixel / 255, per channel */
 };
 
 struct features {
     size_t count;
     size_t first;              /* index of sample 0 in the whole set */
-    int dim;                   /* 784 raw, or K */
-    const uint8_t *pixels;     /* raw: borrowed [count][784] */
+    struct image_shape shape;
+    int dim;                   /* H*W*C raw, or K */
+    const uint8_t *pixels;     /* raw: borrowed [count][H*W*C] */
     float *projected;          /* PCA: owned [count][K] */
-    float *projector;          /* PCA: owned [K][784], the whitened basis over 255, and */
+    float *projector;          /* PCA: owned [K][H*W*C], the whitened basis over 255, and */
     float *centre;             /* [K] the mean's projection: augmented images project on the fly */
-    float *scratch;            /* PCA: owned [AUGMENT_GROUP][784], augmented pixels */
+    float *scratch;            /* PCA: owned [AUGMENT_GROUP][H*W*C], augmented pixels */
     const uint8_t *labels;     /* borrowed [count] */
     struct normaliser norm;
 };
 
-/* Collective: mean and std of pixel/255 over every rank's pixels. */
-int normaliser_fit(const struct comm *comm, const uint8_t *pixels, size_t count,
+/* Collective: mean and std of pixel/255 of each channel over every rank's images of `shape`. */
+int normaliser_fit(const struct comm *comm, const struct split *samples, const struct image_shape *shape,
                    struct normaliser *norm, char *err);
 
-/* Raw view of pixels (nothing copied) or, with pca != NULL, their projection, computed in
- * independent pieces of `piece` rows from the first (0: one piece), so that a sample's projection
- * depends only on its place in its piece. */
-int features_create(struct features *f, const struct split *samples, const struct normaliser *norm,
-                    const struct pca *pca, size_t piece, char *err);
+/* Raw view of pixels of `shape` (nothing copied) or, with pca != NULL, their projection,
+ * computed in independent pieces of `piece` rows from the first (0: one piece), so that a
+ * sample's projection depends only on its place in its piece. */
+struct feature_source {
+    const struct split *samples;
+    const struct image_shape *shape;
+    const struct normaliser *norm;
+    const struct pca *pca;
+    size_t piece;
+};
+int features_create(struct features *f, const struct feature_source *from, char *err);
 void features_free(struct features *f);
 
 /* --augment: the stream that draws each image's flip, shift and erasing, the probability that a
  * random rectangle of the image is erased (set to the mean pixel: 0 once standardised; with PCA,
  * to background), as in Zhong et al., "Random Erasing Data Augmentation" (2020): 2-40% of the
- * image, aspect ratio 0.3-3.3, and the largest shift each way in pixels (--augment-shift). */
+ * image, aspect ratio 0.3-3.3, the largest shift each way in pixels (--augment-shift), and
+ * whether a flip may be drawn at all (the data file's mirror_invariant, or --flip). */
 struct augmentation {
     struct rng *rng;
     double erase;
     int shift;
+    int flip;
 };
 
 /* Copy the samples at indices into out[n][dim] and their labels into labels_out. With an

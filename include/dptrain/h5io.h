@@ -36,6 +36,20 @@ int h5io_read_attr(hid_t object, const char *name, hid_t type, void *out, const 
 int h5io_read_string_attr(hid_t object, const char *name, char *out, size_t size, const char *path, char *err);
 void *h5io_read_array(hid_t object, const struct h5io_array *a, const char *path, char *err);
 
+/* A list of strings read from an attribute (variable- or fixed-length, as h5py writes either):
+ * at most max_count of them, each shorter than max_length bytes; *names is one allocation
+ * (free() releases it) and *count their number. */
+struct h5io_strings {
+    int max_count;
+    size_t max_length;
+    const char ***names;
+    int *count;
+};
+int h5io_read_strings_attr(hid_t object, const char *name, const struct h5io_strings *out, const char *path,
+                           char *err);
+/* 1 when the attribute holds strings, 0 when not, -1 when it cannot be read. */
+int h5io_attr_is_string(hid_t object, const char *name);
+
 /* Output files are built in memory (HDF5's core driver) and published whole by h5io_publish.
  * A full disk is then a failed write() that is reported in one line, never an HDF5 file that
  * cannot be closed (HDF5 crashed in MPI_Finalize closing such a file again). */

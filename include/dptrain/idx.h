@@ -7,7 +7,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define IDX_MAX_DIMS 3
+#define IDX_MAX_DIMS 4
+#define IDX_MAX_HEADER (4 + 4 * IDX_MAX_DIMS)
+
+/* What a file must hold: labels [N], or images [N][H][W] or [N][H][W][C]. */
+enum idx_kind { IDX_LABELS = 1, IDX_IMAGES = 3 };
 
 struct idx_array {
     uint8_t *data;                 /* owned; count bytes */
@@ -16,13 +20,12 @@ struct idx_array {
     size_t count;                  /* product of dims */
 };
 
-/* Read the file at path; gzip is detected by its magic bytes. expect_ndims is 1 for labels,
- * 3 for images. Every error names path. */
-int idx_read(const char *path, int expect_ndims, struct idx_array *out, char *err);
+/* Read the file at path; gzip is detected by its magic bytes. Every error names path. */
+int idx_read(const char *path, enum idx_kind kind, struct idx_array *out, char *err);
 
 /* Parse IDX bytes already in memory; name is used in messages. */
-int idx_parse(const char *name, const uint8_t *bytes, size_t len, int expect_ndims,
-              struct idx_array *out, char *err);
+int idx_parse(const char *name, const uint8_t *bytes, size_t len, enum idx_kind kind, struct idx_array *out,
+              char *err);
 
 /* Decompress a gzip file (one or more members) held in memory, producing at most `limit`
  * bytes: *more is 1 when it stopped there with input left (the stream may hold more). Rejects

@@ -3,6 +3,7 @@
 #ifndef DPTRAIN_LAYERS_H
 #define DPTRAIN_LAYERS_H
 
+#include "dptrain/layer.h"
 #include "dptrain/rng.h"
 
 #include <stddef.h>
@@ -53,5 +54,10 @@ struct loss_output {
 };
 
 double softmax_cross_entropy(const struct loss_input *in, const struct loss_output *out);
+
+/* The layer kinds these kernels make (layer.h): a dense layer (He initialisation: normal with
+ * std sqrt(2 / fan_in), zero biases), ReLU, and dropout with rate l->rate while training (a copy
+ * otherwise). */
+extern const struct layer_ops layer_dense, layer_relu, layer_dropout;
 
 #endif

@@ -6,14 +6,18 @@
  * to the classes, followed by softmax cross-entropy.
  * "cnn" = "cnn:32,p,64,p,f256"; "cnn:TOKENS" with tokens C (3×3 convolution to C channels,
  * batch normalisation, ReLU), p (2×2 max pooling) and fN (dense N, ReLU, dropout); convolutional
- * activations are channel-major [C][N][H][W] (see conv.h). Batch normalisation, its ReLU and a
- * pooling right after them are one layer (LAYER_BATCHNORM, batchnorm.h); a second pooling in a
- * row is its own layer. */
+ * activations are channel-major [C][N][H][W] (see conv.h), so over images of several channels
+ * the first layer reorders the input's [N][H][W][C]. Batch normalisation, its ReLU and a pooling
+ * right after them are one layer (LAYER_BATCHNORM, batchnorm.h) where both sides are even; a
+ * pooling of an odd side, or a second pooling in a row, is its own layer, and an odd side loses
+ * its last row or column (pool.h).
+ *
+ * Every layer kind is one row of function pointers (layer.h); this module builds the layers from
+ * a spec and runs them in order, with no switch over kinds. */
 #ifndef DPTRAIN_MODEL_H
 #define DPTRAIN_MODEL_H
 
-#include "dptrain/batchnorm.h"
-#include "dptrain/conv.h"
+#include "dptrain/layer.h"
 #include "dptrain/profile.h"
 #include "dptrain/rng.h"
 
@@ -23,29 +27,6 @@
 #define MODEL_MAX_LAYERS 32
 #define MODEL_SPEC_LEN 64
 
-enum layer_kind { LAYER_DENSE, LAYER_RELU, LAYER_DROPOUT, LAYER_CONV, LAYER_BATCHNORM,
-                  LAYER_MAXPOOL, LAYER_TO_ROWS };
-
-struct layer {
-    enum layer_kind kind;
-    int in_size, out_size;      /* features per sample */
-    int channels, height, width;            /* input shape of conv/bn/pool/to_rows */
-    struct conv_shape conv;
-    /* batch normalisation (with its ReLU, and its pooling when pool is set: batchnorm.h):
-     * gamma, beta are weight, bias; running statistics in model->buffers */
-    float *running_mean, *running_var;
-    float *batch_mean, *inv_std;            /* saved for backward */
-    int pool;
-    uint8_t *argmax;                        /* max pooling (fused or not) */
-    /* dense: views into the model's flat buffers */
-    float *weight, *bias;       /* [out][in], [out] */
-    float *grad_weight, *grad_bias;
-    size_t param_offset;        /* of weight; bias follows it */
-    /* dropout */
-    float rate;
-    float *mask;                /* [max_batch][size] */
-};
-
 /* A contiguous run of parameters and whether weight decay applies to it (weights yes,
  * biases no). */
 struct param_range {
@@ -53,8 +34,15 @@ struct param_range {
     int decay;
 };
 
+/* What a network takes and gives: images of height × width × channels, seen as `features` inputs
+ * each (their values, H·W·C, or K principal components), and `classes` outputs. */
+struct model_io {
+    int height, width, channels, features, classes;
+};
+
 struct model {
     char spec[MODEL_SPEC_LEN];
+    struct model_io io;
     int input_size, classes, max_batch;
     int layer_count;
     struct layer layers[MODEL_MAX_LAYERS];
@@ -66,6 +54,7 @@ struct model {
     float *buffers;             /* batch-norm running statistics: state, not trained */
     float *workspace;           /* im2col or Winograd's tiles, shared by every convolution */
     int is_conv;
+    int first_trained;          /* the first layer with parameters: backward stops passing gradients there */
     /* acts[0] is the input batch [max_batch][input_size]; acts[i+1] is layer i's output.
      * grad_acts[i] is the gradient with respect to acts[i]. */
     float *acts[MODEL_MAX_LAYERS + 1];
@@ -91,14 +80,15 @@ int model_param_boundaries(const struct model *m, size_t *offsets, int max);
  * inputs; convolution: output channels × input channels·k·k): 1, or 0 when no dense or
  * convolution weight starts there (gradient compression treats each as a matrix). */
 int model_weight_shape(const struct model *m, size_t offset, int *rows, int *cols);
-/* Parse a model spec without allocating it: the command line's check, before MPI starts. */
-int model_check_spec(const char *spec, int input_size, char *err);
-struct model *model_create(const char *spec, int input_size, int classes, int max_batch,
-                           float dropout, char *err);
+/* Parse a model spec without allocating it or knowing the data: the command line's check, before
+ * MPI starts (pca: the run's --pca, which a CNN cannot take). model_create checks the rest. */
+int model_check_spec(const char *spec, int pca, char *err);
+struct model *model_create(const char *spec, const struct model_io *io, int max_batch, float dropout, char *err);
 void model_free(struct model *model);
 
-/* He initialisation (normal, std sqrt(2 / fan_in)) of weights, zero biases, batch-norm scale 1
- * and shift 0, running mean 0 and variance 1. */
+/* Every layer's own initialisation, in layer order from one stream (layer.h's init: He's for
+ * dense and convolution weights, zero biases, batch-norm scale 1 and shift 0, running mean 0 and
+ * variance 1). */
 void model_init_params(struct model *model, struct rng *rng);
 
 /* Forward from acts[0] for `batch` rows; returns the logits [batch][classes]. Dropout is

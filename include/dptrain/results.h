@@ -2,6 +2,7 @@
 #ifndef DPTRAIN_RESULTS_H
 #define DPTRAIN_RESULTS_H
 
+#include "dptrain/dataset.h"
 #include "dptrain/metrics.h"
 #include "dptrain/pca.h"
 
@@ -32,6 +33,9 @@ struct run_result {
     char optimizer[RESULTS_OPTIMIZER_LENGTH];
     char settings[RESULTS_SETTINGS_LENGTH]; /* the command line that trains the run again (cli.h) */
     int pca_components;
+    int inputs;                       /* values per input: an image's H*W*C, or the components */
+    int flip;                         /* trained and evaluated with mirror images (--flip) */
+    const char *const *class_names;   /* borrowed: the data's (shards.h), [metrics.classes] */
     int epochs, global_batch, ranks, has_validation, best_epoch;
     long partial_steps;               /* eval of a mid-epoch checkpoint: steps trained after `epochs` whole ones */
     double lr;
@@ -59,10 +63,12 @@ void run_result_free(struct run_result *run);
  * in why (written to the results as `diverged` and `diverged_reason`), else 0. */
 int results_did_not_learn(const struct run_result *run, char *why, size_t size);
 
-/* Where the runs of a results file came from: its file attributes. */
+/* Where the runs of a results file came from: its file attributes (the data's description:
+ * class_names, image_height, image_width, image_channels, mirror_invariant, data_name). */
 struct results_origin {
     const char *command; /* the command line */
     int ranks, hosts;
+    const struct data_description *data;
 };
 
 /* Write every run into path (replacing it atomically). */

@@ -40,6 +40,7 @@ struct shards {
     size_t *unit_offsets;        /* [local_units + 1]: local unit i is rows [offsets[i], offsets[i + 1]) of train */
     struct normaliser norm;
     struct data_identity identity; /* of the file's arrays, for checkpoints */
+    struct data_description about; /* what the file says of itself: shape, classes, names */
 };
 
 /* Collective: read the data file, hold out `validation` training images chosen by the seed
