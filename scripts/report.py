@@ -21,6 +21,11 @@ the report never removes or replaces what it did not write.
   REPORT.md          settings, accuracy, classification report, confusion matrix, the most
                      confused pairs with an analysis, best and worst classes, the raw-versus-PCA
                      table and the comparison with the published Fashion-MNIST benchmarks
+The class names, the image shape and channels come from the results file (attributes class_names,
+image_height, image_width, image_channels, data_name; files written before dptrain wrote them are
+Fashion-MNIST's). Colour images are drawn in colour; beyond 20 classes the confusion is shown as
+its most confused pairs; the benchmark comparison appears only for Fashion-MNIST, the one data
+set with a reference table here.
 Needs Debian's python3-h5py, python3-numpy and python3-matplotlib (scripts/setup.sh).
 """
 import argparse
@@ -33,8 +38,15 @@ import sys
 import tempfile
 import zlib
 
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+# What the results file says of its data, set once by read_results (describe_data): the class
+# names, the image shape (H, W, C) and the data set's name ("" when unknown).
+CLASS_NAMES = list(FASHION_NAMES)
+K = len(CLASS_NAMES)
+SHAPE = (28, 28, 1)
+DATA_NAME = "Fashion-MNIST"
+MATRIX_MAX = 20   # classes up to which the confusion is drawn as a matrix of numbers
 RUN_ATTRS = ["model", "pca_components", "epochs", "global_batch", "optimizer", "lr", "seed",
              "ranks", "parameters", "train_seconds", "test_accuracy", "test_loss"]
 BENCHMARKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "benchmarks.csv")
@@ -172,8 +184,29 @@ def attribute(attrs, name, path, where, kind, low=None, high=None):
 
 
 def in_classes(values, path, where):
-    if values.size and (values.min() < 0 or values.max() > 9):
-        raise ReportError(f"{path}: {where} holds class numbers outside 0..9")
+    if values.size and (values.min() < 0 or values.max() > K - 1):
+        raise ReportError(f"{path}: {where} holds class numbers outside 0..{K - 1}")
+
+
+def describe_data(attrs, path):
+    """The data's description from the results file's attributes (describe the module's CLASS_NAMES,
+    K, SHAPE and DATA_NAME); a file from before dptrain wrote them is Fashion-MNIST's."""
+    global CLASS_NAMES, K, SHAPE, DATA_NAME
+    if "class_names" not in attrs:
+        CLASS_NAMES, SHAPE, DATA_NAME = list(FASHION_NAMES), (28, 28, 1), "Fashion-MNIST"
+    else:
+        names = attrs["class_names"]
+        CLASS_NAMES = [decode(n) for n in (names if getattr(names, "shape", ()) != () else [names])]
+        SHAPE = tuple(attribute(attrs, f"image_{d}", path, "the file", int, 1, None)
+                      for d in ("height", "width", "channels"))
+        DATA_NAME = decode(attrs["data_name"]) if "data_name" in attrs else ""
+        if len(CLASS_NAMES) < 2 or not all(isinstance(n, str) for n in CLASS_NAMES):
+            raise ReportError(f"{path}: attribute class_names must hold at least 2 names")
+    K = len(CLASS_NAMES)
+
+
+def values_per_image():
+    return SHAPE[0] * SHAPE[1] * SHAPE[2]
 
 
 def read_history(g, path, where, run):
@@ -214,7 +247,7 @@ def read_mistakes(g, path, where, run):
 def read_run(name, g, path):
     where = f"run {name}"
     run = {"name": name, "attrs": {}}
-    limits = {"pca_components": (int, 0, 784), "epochs": (int, 1, None), "global_batch": (int, 1, None),
+    limits = {"pca_components": (int, 0, values_per_image()), "epochs": (int, 1, None), "global_batch": (int, 1, None),
               "lr": (float, 0, None), "seed": (int, None, None), "ranks": (int, 1, None),
               "parameters": (int, 1, None), "train_seconds": (float, 0, None),
               "test_accuracy": (float, 0, 1), "test_loss": (float, 0, None)}
@@ -236,12 +269,12 @@ def read_run(name, g, path):
     if n == 0:
         raise ReportError(f"{path}: {where} has no predictions")
     in_classes(run["predictions"], path, f"{where}/predictions")
-    run["confusion"] = member(g, "confusion", path, where, "i", shape=(10, 10))
-    run["support"] = member(g, "support", path, where, "i", shape=(10,))
+    run["confusion"] = member(g, "confusion", path, where, "i", shape=(K, K))
+    run["support"] = member(g, "support", path, where, "i", shape=(K,))
     if run["confusion"].min() < 0 or run["confusion"].sum() != n or run["support"].sum() != n:
         raise ReportError(f"{path}: {where} confusion and support must count the {n} predictions")
     for metric in ("precision", "recall", "f1"):
-        run[metric] = member(g, metric, path, where, "f", shape=(10,))
+        run[metric] = member(g, metric, path, where, "f", shape=(K,))
         if run[metric].min() < 0 or run[metric].max() > 1:
             raise ReportError(f"{path}: {where}/{metric} holds values outside 0..1")
     read_mistakes(g, path, where, run)
@@ -249,8 +282,8 @@ def read_run(name, g, path):
         k = run["attrs"]["pca_components"]
         if "pca" not in g:
             raise ReportError(f"{path}: {where} used PCA but lacks the pca group")
-        run["pca/mean"] = member(g, "pca/mean", path, where, "f", shape=(784,))
-        run["pca/components"] = member(g, "pca/components", path, where, "f", shape=(k, 784))
+        run["pca/mean"] = member(g, "pca/mean", path, where, "f", shape=(values_per_image(),))
+        run["pca/components"] = member(g, "pca/components", path, where, "f", shape=(k, values_per_image()))
         run["pca/explained_variance_ratio"] = member(g, "pca/explained_variance_ratio", path, where, "f",
                                                      shape=(k,))
     return run
@@ -265,7 +298,8 @@ def read_results(path):
                 check_tree(f["runs"], "runs", path)
             if "runs" not in f or not isinstance(f["runs"], h5py.Group) or len(f["runs"]) == 0:
                 raise ReportError(f"{path}: no /runs group (not a dptrain results file)")
-            meta = {k: decode(v) for k, v in f.attrs.items()}
+            meta = {k: decode(v) for k, v in f.attrs.items() if k != "class_names"}
+            describe_data(f.attrs, path)
             runs = {name: read_run(name, g, path) for name, g in f["runs"].items()}
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
         raise ReportError(f"{path}: damaged or not a dptrain results file ({e})")
@@ -285,15 +319,19 @@ def read_data(path, n_test):
     try:
         with h5py.File(path, "r") as f:
             arrays = {}
-            for name, shape in (("train/images", (28, 28)), ("train/labels", ()),
-                                ("test/images", (28, 28)), ("test/labels", ())):
+            image = SHAPE if SHAPE[2] > 1 else SHAPE[:2]
+            for name, shape in (("train/images", image), ("train/labels", ()),
+                                ("test/images", image), ("test/labels", ())):
                 check_hard_links(f, name, path)
                 if name not in f or not isinstance(f[name], h5py.Dataset):
                     raise ReportError(f"{path}: missing dataset /{name}")
                 values = f[name][()]
+                if values.dtype == np.uint8 and values.shape[1:] == SHAPE and SHAPE[2] == 1:
+                    values = values[..., 0]   # [N][H][W][1] is stored one-channel images
                 if values.dtype != np.uint8 or values.shape[1:] != shape:
                     raise ReportError(f"{path}: /{name} has type {values.dtype} and shape {values.shape}, "
-                                      f"expected uint8 [N]{''.join(f'[{d}]' for d in shape)}")
+                                      f"expected uint8 [N]{''.join(f'[{d}]' for d in shape)} (the results' "
+                                      f"images; made with another data file?)")
                 arrays[name] = values
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
         raise ReportError(f"{path}: damaged or not a dptrain data file ({e})")
@@ -313,8 +351,8 @@ def read_data(path, n_test):
 def confused_pairs(confusion, count=5):
     """Unordered class pairs by the number of mistakes in both directions."""
     pairs = []
-    for a in range(10):
-        for b in range(a + 1, 10):
+    for a in range(K):
+        for b in range(a + 1, K):
             pairs.append((int(confusion[a, b] + confusion[b, a]), a, b))
     pairs.sort(reverse=True)
     return [(a, b, n) for n, a, b in pairs[:count] if n > 0]
@@ -342,17 +380,21 @@ def pick_misclassified(run, pairs, total=GRID_ROWS * GRID_COLS):
     return [(int(index[k]), int(true[k]), int(pred[k]), float(conf[k])) for k in chosen]
 
 
-REGIONS = [("top", slice(0, 9)), ("middle", slice(9, 19)), ("bottom", slice(19, 28))]
-SIDES = [("left", slice(0, 9)), ("centre", slice(9, 19)), ("right", slice(19, 28))]
+def thirds(side, names):
+    """A side cut into three near-equal parts (28 pixels: 9, 10, 9), named."""
+    cuts = [0, round(side / 3), round(2 * side / 3), side]
+    return [(name, slice(cuts[i], cuts[i + 1])) for i, name in enumerate(names)]
 
 
 def pair_analysis(a, b, class_means, run):
+    regions = thirds(SHAPE[0], ("top", "middle", "bottom"))
+    sides = thirds(SHAPE[1], ("left", "centre", "right"))
     diff = class_means[a] - class_means[b]
     magnitude = np.abs(diff)
     total = magnitude.sum()
     shares = {}
-    for rname, rs in REGIONS:
-        for sname, ss in SIDES:
+    for rname, rs in regions:
+        for sname, ss in sides:
             shares[f"{rname} {sname}"] = magnitude[rs, ss].sum() / total if total else 0
     top = sorted(shares.items(), key=lambda kv: -kv[1])[:2]
     brighter_a = float(diff[diff > 0].sum())
@@ -373,7 +415,7 @@ def pair_analysis(a, b, class_means, run):
 
 def all_pair_median_diff(class_means):
     values = [np.abs(class_means[a] - class_means[b]).mean()
-              for a in range(10) for b in range(a + 1, 10)]
+              for a in range(K) for b in range(a + 1, K)]
     return float(np.median(values))
 
 
@@ -400,12 +442,25 @@ def save(fig, path):
     plt.close(fig)
 
 
+def show(ax, image, limit=None):
+    """An image as the data hold it: grey levels for one channel, colour for 3 (RGB) or 4 (RGBA);
+    other channel counts as the mean of their channels. Pixel values 0..255, or diverging values
+    around 0 up to +-limit (differences, principal components)."""
+    image = np.asarray(image, dtype=np.float32).reshape(SHAPE)
+    if limit is not None:
+        ax.imshow(image.mean(axis=2), cmap="RdBu_r", vmin=-limit, vmax=limit)
+    elif SHAPE[2] in (3, 4):
+        ax.imshow(np.clip(image / 255.0, 0, 1))
+    else:
+        ax.imshow(image.mean(axis=2), cmap="gray_r", vmin=0, vmax=255)
+
+
 def figure_misclassified(picks, test_images, path):
     fig, axes = plt.subplots(GRID_ROWS, GRID_COLS, figsize=(16, 13.5))
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (index, true, pred, conf) in zip(axes.ravel(), picks):
-        ax.imshow(test_images[index], cmap="gray_r", vmin=0, vmax=255)
+        show(ax, test_images[index])
         ax.set_title(f"{CLASS_NAMES[true]} → {CLASS_NAMES[pred]}\n({conf:.3f})  #{index}", fontsize=8)
     if picks:
         fig.suptitle("Misclassified test images, most confident first: true → predicted (confidence)")
@@ -419,13 +474,18 @@ def figure_confusion(run, path):
     confusion = run["confusion"]
     fig, ax = plt.subplots(figsize=(10, 8.5))
     image = ax.imshow(np.log1p(confusion), cmap="Blues")
-    for r in range(10):
-        for c in range(10):
-            value = confusion[r, c]
-            ax.text(c, r, str(value), ha="center", va="center", fontsize=8,
-                    color="white" if np.log1p(value) > 0.6 * np.log1p(confusion.max()) else "black")
-    ax.set_xticks(range(10), CLASS_NAMES, rotation=45, ha="right")
-    ax.set_yticks(range(10), CLASS_NAMES)
+    if K <= MATRIX_MAX:   # numbers in the cells, names on the axes
+        for r in range(K):
+            for c in range(K):
+                value = confusion[r, c]
+                ax.text(c, r, str(value), ha="center", va="center", fontsize=8,
+                        color="white" if np.log1p(value) > 0.6 * np.log1p(confusion.max()) else "black")
+        ax.set_xticks(range(K), CLASS_NAMES, rotation=45, ha="right")
+        ax.set_yticks(range(K), CLASS_NAMES)
+    else:                 # a heat map of class numbers: the names and counts of its worst cells are in REPORT.md
+        ticks = range(0, K, max(1, K // 10))
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(f"Confusion matrix, run {run['name']} (test accuracy "
@@ -464,11 +524,11 @@ def figure_pairs(pairs, class_means, path):
     for row, (a, b, n) in enumerate(pairs):
         diff = class_means[a] - class_means[b]
         limit = max(np.abs(diff).max(), 1)
-        axes[row, 0].imshow(class_means[a], cmap="gray_r", vmin=0, vmax=255)
+        show(axes[row, 0], class_means[a])
         axes[row, 0].set_title(f"mean {CLASS_NAMES[a]}", fontsize=9)
-        axes[row, 1].imshow(class_means[b], cmap="gray_r", vmin=0, vmax=255)
+        show(axes[row, 1], class_means[b])
         axes[row, 1].set_title(f"mean {CLASS_NAMES[b]}", fontsize=9)
-        axes[row, 2].imshow(diff, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        show(axes[row, 2], diff, limit)
         axes[row, 2].set_title(f"difference ({n} mistakes)", fontsize=9)
         for ax in axes[row]:
             ax.axis("off")
@@ -504,7 +564,7 @@ def pca_study(runs, train_images, train_labels):
     for r in pca_runs:
         k = r["attrs"]["pca_components"]
         lost[k] = np.array([1 - kept[train_labels == c, k - 1].sum() / energy[train_labels == c].sum()
-                            if np.any(train_labels == c) else 0.0 for c in range(10)])
+                            if np.any(train_labels == c) else 0.0 for c in range(K)])
         lost_all[k] = float(1 - kept[:, k - 1].sum() / energy.sum())
     return {"raw": max(raw, key=lambda r: r["attrs"]["test_accuracy"]), "runs": pca_runs, "lost": lost,
             "lost_all": lost_all, "widest": widest}
@@ -524,7 +584,7 @@ def figure_reconstruction(study, classes, test_images, test_labels, path):
         views = [("original", image)] + [(f"K = {k}", mean + z[:k] @ basis[:k]) for k in ks]
         for col, (title, view) in enumerate(views):
             ax = axes[row, col]
-            ax.imshow(np.clip(view, 0, 1).reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
+            show(ax, 255 * np.clip(view, 0, 1))
             ax.set_title(f"{CLASS_NAMES[c]}: {title}" if col == 0 else title, fontsize=8)
             ax.axis("off")
     fig.suptitle("Test images of the most confused classes, and what K principal components keep of them", fontsize=10)
@@ -551,7 +611,12 @@ def pca_study_section(study):
     lines = ["The recall of each class with raw pixels and with each PCA run, and the share of each class's "
              "own variance (its training images around the training mean) that K components lose:\n",
              header, "|---|" + "---:|" * (1 + 2 * len(ks))]
-    for c in range(10):
+    drop_order = np.argsort(-(raw["recall"] - runs[0]["recall"]), kind="stable")
+    shown = range(K) if K <= MATRIX_MAX else sorted(drop_order[:MATRIX_MAX])
+    if K > MATRIX_MAX:
+        lines[0] = lines[0].replace("The recall of each class", f"The {MATRIX_MAX} of the {K} classes that lose most "
+                                    f"recall with {ks[0]} components: their recall")
+    for c in shown:
         lines.append(f"| {CLASS_NAMES[c]} | {raw['recall'][c]:.3f} | "
                      + " | ".join(f"{r['recall'][c]:.3f}" for r in runs) + " | "
                      + " | ".join(f"{100 * study['lost'][k][c]:.1f}%" for k in ks) + " |")
@@ -571,7 +636,7 @@ def pca_study_section(study):
     lines.append(
         f"With {smallest} components the classes that lose most recall are {worst}. The classes whose own "
         f"variance {smallest} components keep least are {kept_least}, against {100 * study['lost_all'][smallest]:.1f}% "
-        f"over all classes; over the ten classes the variance lost and the recall lost correlate at r = {r_var:.2f}"
+        f"over all classes; over the {K} classes the variance lost and the recall lost correlate at r = {r_var:.2f}"
         + (" — weakly: how much of a class's variance PCA drops does not explain what the class loses. "
            if abs(r_var) < 0.5 else ". ")
         + f"The recall lost correlates at r = {r_err:.2f} with how often the class was already mistaken with raw "
@@ -579,7 +644,7 @@ def pca_study_section(study):
                                       else ". ")
         + f"For the most confused pair, {CLASS_NAMES[a]} / {CLASS_NAMES[b]}, {smallest} components lose "
         f"{100 * pair_lost:.1f}% of the difference between their mean training images, against a median of "
-        f"{100 * median_lost:.1f}% over all 45 pairs"
+        f"{100 * median_lost:.1f}% over all {K * (K - 1) // 2} pairs"
         + (": what separates these two is more of what PCA drops than for a typical pair." if pair_lost > median_lost
            else ": their mean images stay apart; what PCA drops is finer than the mean difference."))
     return "\n".join(lines)
@@ -600,12 +665,12 @@ def mean_difference_lost(study, class_means, a, b, k):
 def add_pair_study(study, class_means):
     """The raw run's most confused pair, and how much of its mean difference the smallest K loses."""
     k = study["runs"][0]["attrs"]["pca_components"]
-    pairs = confused_pairs(study["raw"]["confusion"], count=1) or [(0, 6, 0)]
+    pairs = confused_pairs(study["raw"]["confusion"], count=1) or [(0, 1, 0)]
     a, b, _ = pairs[0]
     study["pair"] = (a, b)
     study["pair_lost"] = mean_difference_lost(study, class_means, a, b, k)
     study["median_pair_lost"] = float(np.median([mean_difference_lost(study, class_means, x, y, k)
-                                                 for x in range(10) for y in range(x + 1, 10)]))
+                                                 for x in range(K) for y in range(x + 1, K)]))
 
 
 def figure_pca(runs, path):
@@ -638,9 +703,8 @@ def figure_pca(runs, path):
     components = widest["pca/components"]
     for i in range(min(8, len(components))):
         ax = fig.add_subplot(grid[1, i])
-        image = components[i].reshape(28, 28)
-        limit = np.abs(image).max()
-        ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        image = components[i].reshape(SHAPE)
+        show(ax, image, max(np.abs(image.mean(axis=2)).max(), 1e-12))
         ax.set_title(f"PC{i + 1} ({100 * ratios[i]:.1f}%)", fontsize=9)
         ax.axis("off")
     fig.suptitle(f"PCA of the training set (components from run {widest['name']})")
@@ -653,7 +717,7 @@ def figure_pca(runs, path):
 def classification_report(run):
     lines = [f"{'':>14} {'precision':>10} {'recall':>9} {'f1-score':>9} {'support':>9}", ""]
     total = int(run["support"].sum())
-    for c in range(10):
+    for c in range(K):
         lines.append(f"{CLASS_NAMES[c]:>14} {run['precision'][c]:>10.2f} {run['recall'][c]:>9.2f} "
                      f"{run['f1'][c]:>9.2f} {int(run['support'][c]):>9}")
     weights = run["support"] / total
@@ -667,10 +731,16 @@ def classification_report(run):
 
 
 def markdown_confusion(confusion):
+    if K > MATRIX_MAX:   # a K x K table of numbers is unreadable: its largest cells off the diagonal
+        cells = sorted(((int(confusion[t, p]), t, p) for t in range(K) for p in range(K) if t != p), reverse=True)
+        rows = [f"| {CLASS_NAMES[t]} | {CLASS_NAMES[p]} | {n} |" for n, t, p in cells[:20] if n > 0]
+        return (f"{K} classes: the 20 most frequent confusions (true class, predicted class, test images) in "
+                "place of the matrix, whose heat map is the picture above.\n\n"
+                "| true | predicted | images |\n|---|---|---:|\n" + "\n".join(rows or ["| none | | 0 |"]))
     header = "| true \\ predicted | " + " | ".join(CLASS_NAMES) + " |"
-    rule = "|---|" + "---:|" * 10
+    rule = "|---|" + "---:|" * K
     rows = [f"| **{CLASS_NAMES[r]}** | " + " | ".join(
-        f"**{v}**" if r == c else str(v) for c, v in enumerate(confusion[r])) + " |" for r in range(10)]
+        f"**{v}**" if r == c else str(v) for c, v in enumerate(confusion[r])) + " |" for r in range(K)]
     return "\n".join([header, rule] + rows)
 
 
@@ -831,7 +901,7 @@ def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks, st
                "matrix (rows are true classes), the pairs of classes it confuses most with what in the data "
                "makes them alike, and pictures of the test images it got wrong. The later sections compare every "
                "run in the results file: training curves, raw pixels against PCA and what PCA keeps, and the "
-               "published benchmarks with their sources. Accuracies are fractions of the 10,000 test images; "
+               f"published benchmarks with their sources. Accuracies are fractions of the {len(main['predictions'])} test images; "
                "every figure is computed from the results file and the data file named here.\n")
     out.append("## Settings and accuracy\n")
     out.append("| setting | value |\n|---|---|")
@@ -854,10 +924,10 @@ def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks, st
     out.append("Rows: true class; columns: predicted class. ![confusion](confusion.png)\n")
     out.append(markdown_confusion(main["confusion"]) + "\n")
     out.append("## Best and worst classes\n")
-    out.append(f"Best: **{CLASS_NAMES[order[0]]}** (F1 {f1[order[0]]:.3f}), {CLASS_NAMES[order[1]]} "
-               f"({f1[order[1]]:.3f}), {CLASS_NAMES[order[2]]} ({f1[order[2]]:.3f}). "
-               f"Worst: **{CLASS_NAMES[order[-1]]}** (F1 {f1[order[-1]]:.3f}), {CLASS_NAMES[order[-2]]} "
-               f"({f1[order[-2]]:.3f}), {CLASS_NAMES[order[-3]]} ({f1[order[-3]]:.3f}).\n")
+    listed = lambda classes: ", ".join((f"**{CLASS_NAMES[c]}** (F1 {f1[c]:.3f})" if i == 0 else
+                                        f"{CLASS_NAMES[c]} ({f1[c]:.3f})") for i, c in enumerate(classes))
+    few = min(3, K // 2)   # with two classes, one best and one worst
+    out.append(f"Best: {listed(order[:few])}. Worst: {listed(order[::-1][:few])}.\n")
     heading = "The five most confused pairs" if len(pairs) == 5 else f"The {len(pairs)} confused pairs"
     out.append(f"## {heading}\n")
     if not pairs:
@@ -874,7 +944,7 @@ def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks, st
     out.append("")
     if pairs:
         out.append(f"Why they are confused, from the data (class means over the training set, pixel "
-                   f"values 0–255; the median mean |difference| over all 45 class pairs is "
+                   f"values 0–255; the median mean |difference| over all {K * (K - 1) // 2} class pairs is "
                    f"{median_diff:.1f}). ![pairs](pairs.png)\n")
     for (x, y, n), an in zip(pairs, analyses):
         ab, ba = an["mistakes"][(x, y)], an["mistakes"][(y, x)]
@@ -905,7 +975,7 @@ def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks, st
         out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in sorted(runs.values(), key=lambda r: (r["attrs"]["pca_components"] or 10**6)):
             k = r["attrs"]["pca_components"]
-            out.append(f"| {r['name']} | {'PCA' if k else 'raw'} | {k or 784} | "
+            out.append(f"| {r['name']} | {'PCA' if k else 'raw'} | {k or values_per_image()} | "
                        f"{100 * variance_kept(r):.2f}% | {r['attrs']['parameters']} | "
                        f"{100 * r['attrs']['test_accuracy']:.2f}% | {macro_f1(r):.4f} | "
                        f"{r['attrs']['train_seconds']:.1f} | {samples_per_second(r):.0f} |")
@@ -916,12 +986,18 @@ def write_report(path, meta, runs, main, pairs, analyses, median_diff, picks, st
             out.append("## What PCA keeps\n")
             out.append("![reconstruction](pca_reconstruction.png)\n")
             out.append(pca_study_section(study) + "\n")
-    out.append("## Beside the published Fashion-MNIST benchmarks\n")
-    table3, table3_source = read_table3()
-    out.append("![benchmarks](benchmarks.png)\n")
-    out.append(table3_section(runs, table3, table3_source) + "\n")
-    out.append(benchmark_section(runs, main) + "\n")
-    out.append(table3_appendix(table3))
+    if DATA_NAME != "Fashion-MNIST":
+        out.append("## Published benchmarks\n")
+        out.append(f"No table of published results is known for this data set ({DATA_NAME or 'unnamed'}, "
+                   f"{SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} images of {K} classes): this repository holds one for "
+                   "Fashion-MNIST only, so no comparison is drawn.\n")
+    else:
+        out.append("## Beside the published Fashion-MNIST benchmarks\n")
+        table3, table3_source = read_table3()
+        out.append("![benchmarks](benchmarks.png)\n")
+        out.append(table3_section(runs, table3, table3_source) + "\n")
+        out.append(benchmark_section(runs, main) + "\n")
+        out.append(table3_appendix(table3))
     with open(path, "w") as f:
         f.write("\n".join(out))
 
@@ -1000,7 +1076,7 @@ def build(args):
     if not np.array_equal(main["misclassified/true_label"], test_labels[index]):
         raise ReportError(f"{args.data}: test labels differ from the results' (made with another data file?)")
     class_means = np.stack([train_images[train_labels == c].mean(axis=0) if np.any(train_labels == c)
-                            else np.zeros((28, 28)) for c in range(10)])
+                            else np.zeros(test_images.shape[1:]) for c in range(K)])
     pairs = confused_pairs(main["confusion"])
     analyses = [pair_analysis(a, b, class_means, main) for a, b, _ in pairs]
     picks = pick_misclassified(main, pairs)
@@ -1015,11 +1091,12 @@ def build(args):
             figure_pairs(pairs, class_means, os.path.join(staging, "pairs.png"))
         if any(r["attrs"]["pca_components"] > 0 for r in runs.values()):
             figure_pca(runs, os.path.join(staging, "pca.png"))
-        figure_benchmarks(runs, os.path.join(staging, "benchmarks.png"))
+        if DATA_NAME == "Fashion-MNIST":
+            figure_benchmarks(runs, os.path.join(staging, "benchmarks.png"))
         study = pca_study(runs, train_images, train_labels)
         if study:
             add_pair_study(study, class_means)
-            classes = confused_classes(pairs) or [0, 6]
+            classes = confused_classes(pairs) or [0, 1]
             figure_reconstruction(study, classes, test_images, test_labels,
                                   os.path.join(staging, "pca_reconstruction.png"))
         write_report(os.path.join(staging, "REPORT.md"), meta, runs, main, pairs, analyses,

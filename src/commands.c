@@ -283,6 +283,25 @@ static int train_all(struct command_state *cs, char *err)
     return cs->diverged ? DP_EXIT_DIVERGED : DP_EXIT_OK;
 }
 
+/* Every run's --pca at most an image's values: checked before the first run trains, so that a
+ * comparison does not write its first results and then fail (the same data on every rank: the
+ * same verdict). */
+static int check_components(const struct config *o, const struct data_description *about, char *err)
+{
+    int values = (int)image_values(&about->image), runs = o->command == CMD_COMPARE ? o->pca_runs : 1;
+    char shape[48];
+    image_shape_text(&about->image, shape, sizeof shape);
+    for (int i = 0; i < runs; i++) {
+        int k = o->command == CMD_COMPARE ? o->pca_list[i] : o->pca;
+        if (k > values)
+            FAIL("%s %d: the images (%s) have %d values; give at most %d components", cli_flag(OPTION_PCA), k, shape,
+                 values, values);
+    }
+    return 0;
+fail:
+    return -1;
+}
+
 /* Collective: paths, the checkpoint to resume, the data, the results and the profile. Flips follow
  * the data file's mirror_invariant unless --flip says otherwise. */
 static int prepare_command(struct command_state *cs, char *err)
@@ -291,6 +310,7 @@ static int prepare_command(struct command_state *cs, char *err)
     CHECK_DP(check_paths(cs->comm, o, &cs->locks, err));
     struct shard_plan plan = {o->data, o->validation, o->seed, o->deterministic ? SHARDS_VIRTUAL : 0};
     CHECK_DP(shards_load(cs->comm, &plan, &cs->d, err));
+    CHECK_DP(check_components(o, &cs->d.about, err));
     if (o->flip < 0)
         o->flip = cs->d.about.mirror_invariant;
     if (o->resume)

@@ -21,11 +21,12 @@ must_succeed(run(BASE + ["--checkpoint", ckpt, "--out", out], ranks=2))
 FIELDS = [("model", "s"), ("optimizer", "s"), ("schedule", "s"), ("name", "s"), ("compress", "s"),
           ("pca_components", "i"), ("global_batch", "i"), ("ranks", "i"), ("units", "i"),
           ("deterministic", "i"), ("epochs", "i"),
-          ("validation", "i"), ("augment", "i"), ("augment_shift", "i"), ("tta", "i"), ("tta_shift", "i"), ("seed", "i"), ("epoch", "i"),
+          ("validation", "i"), ("augment", "i"), ("augment_shift", "i"), ("tta", "i"), ("tta_shift", "i"), ("flip", "i"), ("seed", "i"), ("epoch", "i"),
           ("step", "i"), ("opt_step", "i"), ("best_epoch", "i"), ("param_count", "i"),
           ("buffer_count", "i"), ("powersgd_q_count", "i"), ("lr", "d"), ("momentum", "d"), ("weight_decay", "d"), ("warmup", "d"),
           ("dropout", "d"), ("label_smoothing", "d"), ("erase", "d"), ("train_seconds", "d"), ("epoch_seconds", "d"),
-          ("best_val", "d"), ("norm_mean", "f"), ("norm_std", "f"), ("data_train_samples", "i"),
+          ("best_val", "d"), ("data_image_height", "i"), ("data_image_width", "i"), ("data_image_channels", "i"),
+          ("data_classes", "i"), ("data_train_samples", "i"),
           ("data_test_samples", "i"), ("data_crc32_train_images", "i"), ("data_crc32_train_labels", "i"),
           ("data_crc32_test_images", "i"), ("data_crc32_test_labels", "i")]
 
@@ -75,6 +76,17 @@ def zero_stream(name):
     return change
 
 
+def set_norm(name, value, sign):
+    """A channel's input normalisation changed; its checksum recomputed when sign is set."""
+    def change(f):
+        values = f[name][()]
+        values[0] = value
+        f[name][...] = values
+        if sign:
+            f.attrs[f"crc32_{name}"] = np.int64(zlib.crc32(values.astype("<f4").tobytes()))
+    return change
+
+
 def set_attr(name, value):
     def change(f):
         f.attrs[name] = value
@@ -90,12 +102,14 @@ cases = [
     (variant("flip_params", flip_bytes("params")), "params fails its checksum"),
     (variant("flip_history", lambda f: f["history"].__setitem__((0, 1), 5.0)), "history fails its checksum"),
     (variant("step", set_attr("step", 10**12)), "its attributes fail their checksum"),
-    (variant("nan_norm", set_attr("norm_std", float("nan"))), "its attributes fail their checksum"),
+    (variant("nan_norm", set_norm("norm_std", float("nan"), False)), "norm_std fails its checksum"),
     (variant("no_crc", lambda f: f.attrs.__delitem__("crc32_params")), "no attribute crc32_params"),
     (variant("step_signed", set_attr("step", 10**12), sign=True), "but an epoch has 469 steps"),
     (variant("opt_step_signed", set_attr("opt_step", 5), sign=True), "5 optimizer steps at epoch 3, step 1 (expected 938)"),
-    (variant("nan_signed", set_attr("norm_std", float("nan")), sign=True), "standard deviation nan"),
-    (variant("zero_signed", set_attr("norm_std", 0.0), sign=True), "standard deviation 0"),
+    (variant("nan_signed", set_norm("norm_std", float("nan"), True)), "channel 0: mean"),
+    (variant("zero_signed", set_norm("norm_std", 0.0, True)), "standard deviation 0"),
+    (variant("channels_signed", set_attr("data_image_channels", 0), sign=True), "image shape 28x28x0"),
+    (variant("classes_signed", set_attr("data_classes", 1), sign=True), "classes = 1"),
     (variant("epoch_signed", set_attr("epoch", 7), sign=True), "epoch 7 of 2"),
     (variant("ranks_signed", set_attr("ranks", 0), sign=True), "ranks = 0"),
     (variant("units_signed", set_attr("deterministic", 2), sign=True), "units = 2, deterministic = 2"),
@@ -103,7 +117,7 @@ cases = [
     (variant("augment_shift_signed", set_attr("augment_shift", 5), sign=True), "augment_shift 5"),
     (variant("zero_rng_augment", zero_stream("rng_augment")), "random stream has the all-zero state"),
     (variant("zero_rng_dropout", zero_stream("rng_dropout")), "random stream has the all-zero state"),
-    (variant("old_format", set_attr("format_version", 2)), "checkpoint format version 2, this dptrain reads version 9"),
+    (variant("old_format", set_attr("format_version", 2)), "checkpoint format version 2, this dptrain reads version 10"),
 ]
 for path, fragment in cases:
     before = open(path, "rb").read()
@@ -130,6 +144,9 @@ with h5py.File(DATA, "r") as f, h5py.File(zeros, "w") as z, h5py.File(fewer, "w"
         z[f"{group}/labels"] = f[f"{group}/labels"][()]
         w[f"{group}/images"] = f[f"{group}/images"][:5000]
         w[f"{group}/labels"] = f[f"{group}/labels"][:5000]
+    for copy in (z, w):
+        for key, value in f.attrs.items():
+            copy.attrs[key] = value
 for data, fragment in ((zeros, "trained on other data: the training images of"), (fewer, "has 5000 and 5000")):
     args = ["train", "--data", data, "--epochs", "2", "--quiet", "--model", "mlp:32", "--checkpoint", ckpt,
             "--resume", "--out", f"{dir}/other.h5"]
