@@ -64,6 +64,8 @@ with h5py.File(source, "r") as f, h5py.File(path, "w") as g:
     for name, rows in (("train", n), ("test", 1000)):
         for key in ("images", "labels"):
             g.create_dataset(f"{name}/{key}", data=f[f"{name}/{key}"][:rows])
+    for key, value in f.attrs.items():   # class_names, mirror_invariant: the file describes itself
+        g.attrs[key] = value
 PY
 }
 subset "$images" "$work/mlp.h5"

@@ -30,7 +30,8 @@ struct known_set {
 static const char *const fashion_names[] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                             "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
 static const struct known_set known_sets[] = {
-    {"Fashion-MNIST", 0x2ed6e46au, 0x242bc73fu, 10, fashion_names, 1},
+    {"Fashion-MNIST", 0x2ed6e46au, 0x242bc73fu, (int)(sizeof fashion_names / sizeof fashion_names[0]), fashion_names,
+     1},
 };
 
 /* The images and labels of one set (train or test), as IDX arrays, and the paths read. */

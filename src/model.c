@@ -194,32 +194,40 @@ fail:
     return -1;
 }
 
+/* Where a CNN spec's parse stands: the feature map, whether the dense layers have begun and the
+ * width of the last one, the convolutions so far. */
+struct cnn_parse {
+    struct map at;
+    int dense, width, convs;
+};
+
 /* One token of a CNN spec at p; *end is set past it. */
-static int parse_token(const struct builder *b, const char *spec, const char *p, struct map *at, int *dense,
-                       int *width, char **end, char *err)
+static int parse_token(const struct builder *b, const char *spec, const char *p, struct cnn_parse *c, char **end,
+                       char *err)
 {
     errno = 0;
     if (*p == 'p' && (p[1] == ',' || p[1] == '\0')) {
-        if (*dense)
+        if (c->dense)
             FAIL("pooling in '%s' must come before the dense layers", spec);
-        CHECK_DP(add_pool(b, at, spec, err));
+        CHECK_DP(add_pool(b, &c->at, spec, err));
         *end = (char *)p + 1;
     } else if (*p == 'f') {
         long size = strtol(p + 1, end, 10);
         if (*end == p + 1 || errno || size < 1 || size > 65536)
             FAIL("bad dense size in '%s'", spec);
-        if (!*dense) {
-            add_to_rows(b->m, at);
-            *width = at->c * at->h * at->w;
-            *dense = 1;
+        if (!c->dense) {
+            add_to_rows(b->m, &c->at);
+            c->width = c->at.c * c->at.h * c->at.w;
+            c->dense = 1;
         }
-        add_hidden_dense(b, *width, (int)size);
-        *width = (int)size;
+        add_hidden_dense(b, c->width, (int)size);
+        c->width = (int)size;
     } else {
         long channels = strtol(p, end, 10);
-        if (*end == p || errno || channels < 1 || channels > 4096 || *dense)
+        if (*end == p || errno || channels < 1 || channels > 4096 || c->dense)
             FAIL("bad token in '%s' (expected cnn:C,...,p,...,fN with channels before dense layers)", spec);
-        add_conv_block(b, at, (int)channels);
+        add_conv_block(b, &c->at, (int)channels);
+        c->convs++;
     }
     return 0;
 fail:
@@ -232,28 +240,25 @@ static int parse_cnn(const struct builder *b, const char *spec, char *err)
     /* The preset: two convolutional blocks, sized for a 2-core machine (README, "The
      * convolutional network", compares it with deeper specs). */
     const char *tokens = strcmp(spec, "cnn") == 0 ? "32,p,64,p,f256" : spec + 4;
-    int dense = 0, width = 0, convs = 0;
-    struct map at;
-    CHECK_DP(cnn_input(b, spec, &at, err));
+    struct cnn_parse c = {{0, 0, 0}, 0, 0, 0};
+    CHECK_DP(cnn_input(b, spec, &c.at, err));
     m->is_conv = 1;
     for (const char *p = tokens; *p;) {
         char *end;
-        int layers = m->layer_count;
-        CHECK_DP(parse_token(b, spec, p, &at, &dense, &width, &end, err));
-        convs += m->layer_count > layers && m->layers[layers].kind == LAYER_CONV;
+        CHECK_DP(parse_token(b, spec, p, &c, &end, err));
         if (*end != ',' && *end != '\0')
             FAIL("bad token in '%s'", spec);
         if (m->layer_count > MODEL_MAX_LAYERS - 6)
             FAIL("'%s' has too many layers", spec);
         p = *end == ',' ? end + 1 : end;
     }
-    if (convs == 0)
+    if (c.convs == 0)
         FAIL("'%s' has no convolution", spec);
-    if (!dense) {
-        add_to_rows(m, &at);
-        width = at.c * at.h * at.w;
+    if (!c.dense) {
+        add_to_rows(m, &c.at);
+        c.width = c.at.c * c.at.h * c.at.w;
     }
-    add_dense(m, width, m->classes);
+    add_dense(m, c.width, m->classes);
     return 0;
 fail:
     return -1;
@@ -378,7 +383,9 @@ int model_check_spec(const char *spec, int pca, char *err)
         err_set(err, "cannot allocate the model description");
         return -1;
     }
-    m->io = (struct model_io){64, 64, 1, 64 * 64, 10}; /* notional: the data are not known yet */
+    /* notional sizes: the data are not known yet, and model_create checks the spec against them */
+    enum { SIDE = 64, CLASSES = 2 };
+    m->io = (struct model_io){SIDE, SIDE, 1, SIDE * SIDE, CLASSES};
     m->input_size = m->io.features;
     m->classes = m->io.classes;
     int status = parse_spec(&(struct builder){m, 0, 0.5f}, spec, err);

@@ -531,6 +531,94 @@ static void test_cnn_specs(void **state)
     assert_non_null(strstr(err, "pools a 1x4 feature map"));
 }
 
+/* A CNN over colour images with odd sides (5x7x3): the first layer reorders [N][H][W][C] to
+ * channel-major, the pooling of the odd map is a layer of its own that drops the last row and
+ * column (5x7 -> 2x3), and every parameter's gradient matches its finite difference. */
+static void test_cnn_colour_odd_gradient(void **state)
+{
+    (void)state;
+    enum { BATCH = 3, ROWS5 = 5, COLS7 = 7, C = 3, K = 4, IN = ROWS5 * COLS7 * C };
+    char err[DP_ERR_LEN] = "";
+    /* the reordering itself: [n][p][c] to [c][n][p] and back */
+    float pixels[2 * 6 * C], planes[2 * 6 * C], back[2 * 6 * C];
+    for (int n = 0; n < 2; n++)
+        for (int p = 0; p < 6; p++)
+            for (int c = 0; c < C; c++)
+                pixels[(n * 6 + p) * C + c] = (float)(100 * n + 10 * p + c);
+    pixels_to_channels(pixels, planes, C, 2, 6);
+    for (int c = 0; c < C; c++)
+        for (int n = 0; n < 2; n++)
+            for (int p = 0; p < 6; p++)
+                assert_true(planes[(c * 2 + n) * 6 + p] == (float)(100 * n + 10 * p + c));
+    channels_to_pixels(planes, back, C, 2, 6);
+    assert_memory_equal(back, pixels, sizeof pixels);
+    struct model *m = model_create("cnn:2,p,3", &(struct model_io){ROWS5, COLS7, C, IN, K}, BATCH, 0.0f, err);
+    if (!m)
+        fail_msg("%s", err);
+    assert_int_equal(m->layers[0].kind, LAYER_TO_CHANNELS);
+    assert_int_equal(m->layers[3].kind, LAYER_MAXPOOL); /* to_channels, conv, bn, pool */
+    assert_int_equal(m->layers[3].out_size, 2 * 2 * 3);
+    assert_int_equal(m->param_count, (size_t)(2 * 3 * 9 + 4 + 3 * 2 * 9 + 6 + 3 * 2 * 3 * K + K));
+    struct rng rng;
+    rng_seed(&rng, 26, 0, 0, 0);
+    model_init_params(m, &rng);
+    float x[BATCH * IN];
+    uint8_t labels[BATCH] = {3, 0, 2};
+    test_fill_normal(x, BATCH * IN, &rng);
+    long correct = 0;
+    memcpy(model_input(m), x, sizeof x);
+    const float *z = model_forward(m, BATCH, 1, NULL);
+    softmax_cross_entropy(&(struct loss_input){z, labels, BATCH, K, 0}, &(struct loss_output){model_grad_logits(m), 1.0f / BATCH, &correct, NULL, NULL});
+    model_backward(m, BATCH, NULL);
+    float *analytic = malloc(m->param_count * sizeof(float));
+    memcpy(analytic, m->grads, m->param_count * sizeof(float));
+    int checked = 0, missed = 0;
+    for (size_t i = 0; i < m->param_count; i++) {
+        float keep = m->params[i];
+        m->params[i] = keep + STEP;
+        double up = softmax_cross_entropy(&(struct loss_input){model_forward(m, BATCH, 1, NULL), labels, BATCH, K, 0}, &(struct loss_output){NULL, 0, &correct, NULL, NULL});
+        m->params[i] = keep - STEP;
+        double down = softmax_cross_entropy(&(struct loss_input){model_forward(m, BATCH, 1, NULL), labels, BATCH, K, 0}, &(struct loss_output){NULL, 0, &correct, NULL, NULL});
+        m->params[i] = keep;
+        double numeric = (up - down) / (2 * STEP) / BATCH, gap = fabs(analytic[i] - numeric);
+        checked++;
+        missed += gap > 3e-3 + 1e-2 * fabs(numeric);
+        if (gap > 2e-2 + 0.1 * fabs(numeric))
+            fail_msg("colour cnn grad[%zu]: analytic %.6f vs numeric %.6f", i, analytic[i], numeric);
+    }
+    if (missed * 50 > checked)
+        fail_msg("colour cnn grad: %d of %d parameters miss the tight tolerance", missed, checked);
+    free(analytic);
+    model_free(m);
+}
+
+/* Odd sides: each output the maximum of its 2x2 window, the last row and column left out, and
+ * backward placing each gradient at its window's winner. */
+static void test_pool_odd(void **state)
+{
+    (void)state;
+    enum { P = 2, PH = 5, PW = 3 };
+    float x[P * PH * PW], y[P * 2 * 1], dx[P * PH * PW], dy[P * 2 * 1] = {1, 2, 3, 4};
+    uint8_t argmax[P * 2];
+    for (int i = 0; i < P * PH * PW; i++)
+        x[i] = (float)((i * 37) % 11);
+    maxpool_forward(x, y, argmax, &(struct pool_shape){P, PH, PW}, &(struct pool_map){1.0f, 0.0f, 0});
+    maxpool_backward(dy, argmax, dx, &(struct pool_shape){P, PH, PW});
+    for (int p = 0; p < P; p++)
+        for (int oy = 0; oy < 2; oy++) {
+            const float *top = x + (p * PH + 2 * oy) * PW;
+            float best = fmaxf(fmaxf(top[0], top[1]), fmaxf(top[PW], top[PW + 1]));
+            assert_true(y[p * 2 + oy] == best);
+        }
+    float total = 0;
+    for (int i = 0; i < P * PH * PW; i++)
+        total += dx[i];
+    assert_true(total == 10.0f); /* every gradient placed once */
+    for (int p = 0; p < P; p++)
+        for (int r = 0; r < PH; r++)
+            assert_true(dx[(p * PH + r) * PW + 2] == 0.0f && (r < 4 || dx[(p * PH + r) * PW] == 0.0f));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -546,6 +634,8 @@ int main(void)
         cmocka_unit_test(test_layout_transposes),
         cmocka_unit_test(test_cnn_model_gradient),
         cmocka_unit_test(test_cnn_specs),
+        cmocka_unit_test(test_cnn_colour_odd_gradient),
+        cmocka_unit_test(test_pool_odd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -272,6 +272,54 @@ static void test_erase(void **state)
     features_free(&f);
 }
 
+/* Colour images keep the file's [H][W][C] layout: each channel standardised with its own mean
+ * and deviation, a placed view moving whole pixels (all channels together), the background of
+ * each channel its own offset; without flips an augmentation never mirrors. */
+static void test_channels(void **state)
+{
+    (void)state;
+    enum { H = 3, W = 4, C = 3, V = H * W * C };
+    static const struct image_shape colour = {H, W, C};
+    static const struct normaliser channels = {C, {0.1f, 0.5f, 0.9f}, {0.25f, 0.5f, 2.0f}};
+    uint8_t pixels[V], label = 2;
+    for (int i = 0; i < V; i++)
+        pixels[i] = (uint8_t)(i * 7);
+    struct split set = {1, V, 0, pixels, &label};
+    struct features f;
+    char err[DP_ERR_LEN];
+    assert_int_equal(features_create(&f, &(struct feature_source){&set, &colour, &channels, NULL, 0}, err), 0);
+    assert_int_equal(f.dim, V);
+    uint32_t order[1] = {0};
+    float out[V];
+    uint8_t got[1];
+    features_gather(&f, order, 1, out, got, NULL);
+    for (int i = 0; i < V; i++) {
+        int c = i % C;
+        float want = ((float)pixels[i] / 255.0f - channels.mean[c]) / channels.std[c];
+        assert_true(fabsf(out[i] - want) < 1e-5f);
+    }
+    /* mirrored and moved down a row: row 0 is background, row r the mirror of row r - 1 */
+    features_gather_placed(&f, order, 1, &(struct placement){1, 1, 0}, out);
+    for (int r = 0; r < H; r++)
+        for (int x = 0; x < W; x++)
+            for (int c = 0; c < C; c++) {
+                int source = r == 0 ? -1 : ((r - 1) * W + (W - 1 - x)) * C + c;
+                float value = source < 0 ? 0.0f : (float)pixels[source];
+                float want = (value / 255.0f - channels.mean[c]) / channels.std[c];
+                assert_true(fabsf(out[(r * W + x) * C + c] - want) < 1e-5f);
+            }
+    /* no flips allowed: with no shift either, every augmented view is the image itself */
+    struct rng rng;
+    rng_seed(&rng, 3, RNG_AUGMENT, 0, 0);
+    float plain[V];
+    features_gather(&f, order, 1, plain, got, NULL);
+    for (int draw = 0; draw < 50; draw++) {
+        features_gather(&f, order, 1, out, got, &(struct augmentation){&rng, 0, 0, 0});
+        assert_memory_equal(out, plain, sizeof out);
+    }
+    features_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -280,6 +328,7 @@ int main(void)
         cmocka_unit_test(test_projected_views),
         cmocka_unit_test(test_augment),
         cmocka_unit_test(test_erase),
+        cmocka_unit_test(test_channels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
