@@ -370,9 +370,10 @@ static int check_scalars(const struct checkpoint *c, const char *path, char *err
     REQUIRE(c->param_count >= 1 && c->param_count <= (size_t)1 << 31, "param_count = %zu", c->param_count);
     REQUIRE(c->buffer_count <= (size_t)1 << 28, "buffer_count = %zu", c->buffer_count);
     const struct image_shape *shape = &c->data.image;
-    REQUIRE(shape->height >= 1 && shape->height <= DATASET_MAX_SIDE && shape->width >= 1 &&
-                shape->width <= DATASET_MAX_SIDE && shape->channels >= 1 && shape->channels <= DATASET_MAX_CHANNELS &&
-                image_values(shape) <= (size_t)DATASET_MAX_IMAGE_VALUES,
+    char why[160];
+    /* a negative side read back becomes a huge one here, and is refused as such */
+    REQUIRE(image_shape_check((unsigned long long)shape->height, (unsigned long long)shape->width,
+                              (unsigned long long)shape->channels, why, sizeof why) == 0,
             "image shape %dx%dx%d", shape->height, shape->width, shape->channels);
     REQUIRE(c->data.classes >= 2 && c->data.classes <= DATASET_MAX_CLASSES, "classes = %d", c->data.classes);
     REQUIRE(c->pca_components >= 0 && (size_t)c->pca_components <= image_values(shape), "pca_components = %d",

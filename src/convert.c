@@ -94,19 +94,12 @@ static int read_pair(const char *images_path, const char *labels_path, struct id
     snprintf(pair->labels_path, sizeof pair->labels_path, "%s", labels_path);
     CHECK_DP(idx_read(images_path, IDX_IMAGES, images, err));
     CHECK_DP(idx_read(labels_path, IDX_LABELS, labels, err));
-    struct image_shape shape;
-    image_shape_of(images, &shape);
+    unsigned channels = images->ndims == 4 ? images->dims[3] : 1;
+    char why[160];
     if (images->dims[0] == 0)
         FAIL("%s: contains no images", images_path);
-    if (shape.height == 0 || shape.width == 0 || shape.channels == 0)
-        FAIL("%s: images of %ux%ux%u: a side or the channels are 0", images_path, images->dims[1], images->dims[2],
-             images->ndims == 4 ? images->dims[3] : 1);
-    if (images->dims[1] > DATASET_MAX_SIDE || images->dims[2] > DATASET_MAX_SIDE ||
-        (images->ndims == 4 && images->dims[3] > DATASET_MAX_CHANNELS) ||
-        image_values(&shape) > (size_t)DATASET_MAX_IMAGE_VALUES)
-        FAIL("%s: images of %ux%ux%u are more than dptrain takes (sides up to %d, channels up to %d)", images_path,
-             images->dims[1], images->dims[2], images->ndims == 4 ? images->dims[3] : 1, DATASET_MAX_SIDE,
-             DATASET_MAX_CHANNELS);
+    if (image_shape_check(images->dims[1], images->dims[2], channels, why, sizeof why) != 0)
+        FAIL("%s: images of %ux%ux%u%s", images_path, images->dims[1], images->dims[2], channels, why);
     if (images->dims[0] != labels->dims[0])
         FAIL("%s: %u labels, but %s has %u images", labels_path, labels->dims[0], images_path, images->dims[0]);
     return 0;

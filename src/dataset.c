@@ -21,6 +21,23 @@ size_t image_values(const struct image_shape *s)
     return (size_t)s->height * (size_t)s->width * (size_t)s->channels;
 }
 
+int image_shape_check(unsigned long long height, unsigned long long width, unsigned long long channels, char *why,
+                      size_t size)
+{
+    if (height == 0 || width == 0 || channels == 0) {
+        snprintf(why, size, ": a side or the channels are 0");
+        return -1;
+    }
+    /* the sides first: their product cannot overflow once they are held to the limits */
+    if (height > DATASET_MAX_SIDE || width > DATASET_MAX_SIDE || channels > DATASET_MAX_CHANNELS ||
+        height * width * channels > (unsigned long long)DATASET_MAX_IMAGE_VALUES) {
+        snprintf(why, size, ", more than dptrain takes (sides up to %d, channels up to %d, %ld values per image)",
+                 DATASET_MAX_SIDE, DATASET_MAX_CHANNELS, DATASET_MAX_IMAGE_VALUES);
+        return -1;
+    }
+    return 0;
+}
+
 void image_shape_text(const struct image_shape *s, char *out, size_t size)
 {
     snprintf(out, size, "%dx%dx%d", s->height, s->width, s->channels);
@@ -160,15 +177,10 @@ fail:
 static int shape_of(const struct data_file *f, const char *name, const hsize_t *dims, int ndims,
                     struct image_shape *shape, char *err)
 {
-    hsize_t h = dims[1], w = dims[2], c = ndims == 4 ? dims[3] : 1;
-    if (h == 0 || w == 0 || c == 0)
-        FAIL("%s: %s has images of %llux%llux%llu: a side or the channels are 0", f->path, name, (unsigned long long)h,
-             (unsigned long long)w, (unsigned long long)c);
-    if (h > DATASET_MAX_SIDE || w > DATASET_MAX_SIDE || c > DATASET_MAX_CHANNELS ||
-        h * w * c > (hsize_t)DATASET_MAX_IMAGE_VALUES)
-        FAIL("%s: %s has images of %llux%llux%llu, more than dptrain takes (sides up to %d, channels up to %d, "
-             "%ld values per image)", f->path, name, (unsigned long long)h, (unsigned long long)w,
-             (unsigned long long)c, DATASET_MAX_SIDE, DATASET_MAX_CHANNELS, DATASET_MAX_IMAGE_VALUES);
+    unsigned long long h = dims[1], w = dims[2], c = ndims == 4 ? dims[3] : 1;
+    char why[160];
+    if (image_shape_check(h, w, c, why, sizeof why) != 0)
+        FAIL("%s: %s has images of %llux%llux%llu%s", f->path, name, h, w, c, why);
     *shape = (struct image_shape){(int)h, (int)w, (int)c};
     return 0;
 fail:

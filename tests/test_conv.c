@@ -461,6 +461,45 @@ static void test_layout_transposes(void **state)
     assert_memory_equal(in, back, sizeof in);
 }
 
+/* Which parameters a gradient check visits: every one, but only each `step`-th of [from, to]. */
+struct sampled {
+    size_t from, to, step;
+};
+
+/* The batch in model_input(m) with `labels`: each visited parameter's gradient against the central
+ * finite difference of the mean loss. A ReLU crossing zero inside the finite step can spoil a few
+ * quotients (a gradient that is a small sum of cancelling terms moves by one term), while a wiring
+ * mistake spoils most: so at most 2% may miss the tight tolerance, and none the loose one. */
+static void check_model_gradient(struct model *m, const uint8_t *labels, int batch, const struct sampled *visit,
+                                 const char *what)
+{
+    int classes = m->classes;
+    long correct = 0;
+    const float *z = model_forward(m, batch, 1, NULL);
+    softmax_cross_entropy(&(struct loss_input){z, labels, batch, classes, 0}, &(struct loss_output){model_grad_logits(m), 1.0f / batch, &correct, NULL, NULL});
+    model_backward(m, batch, NULL);
+    float *analytic = malloc(m->param_count * sizeof(float));
+    memcpy(analytic, m->grads, m->param_count * sizeof(float));
+    int checked = 0, missed = 0;
+    for (size_t i = 0; i < m->param_count; i += i < visit->from || i > visit->to ? 1 : visit->step) {
+        float keep = m->params[i];
+        double loss[2];
+        for (int side = 0; side < 2; side++) {
+            m->params[i] = keep + (side ? -STEP : STEP);
+            loss[side] = softmax_cross_entropy(&(struct loss_input){model_forward(m, batch, 1, NULL), labels, batch, classes, 0}, &(struct loss_output){NULL, 0, &correct, NULL, NULL});
+        }
+        m->params[i] = keep;
+        double numeric = (loss[0] - loss[1]) / (2 * STEP) / batch, gap = fabs(analytic[i] - numeric);
+        checked++;
+        missed += gap > 3e-3 + 1e-2 * fabs(numeric);
+        if (gap > 2e-2 + 0.1 * fabs(numeric))
+            fail_msg("%s grad[%zu]: analytic %.6f vs numeric %.6f", what, i, analytic[i], numeric);
+    }
+    if (missed * 50 > checked)
+        fail_msg("%s grad: %d of %d parameters miss the tight tolerance", what, missed, checked);
+    free(analytic);
+}
+
 static void test_cnn_model_gradient(void **state)
 {
     (void)state;
@@ -477,34 +516,9 @@ static void test_cnn_model_gradient(void **state)
     float x[BATCH * 784];
     uint8_t labels[BATCH] = {4, 9};
     test_fill_normal(x, BATCH * 784, &rng);
-    long correct = 0;
     memcpy(model_input(m), x, sizeof x);
-    const float *z = model_forward(m, BATCH, 1, NULL);
-    softmax_cross_entropy(&(struct loss_input){z, labels, BATCH, 10, 0}, &(struct loss_output){model_grad_logits(m), 1.0f / BATCH, &correct, NULL, NULL});
-    model_backward(m, BATCH, NULL);
-    float *analytic = malloc(m->param_count * sizeof(float));
-    memcpy(analytic, m->grads, m->param_count * sizeof(float));
-    /* Every parameter of the convolutional blocks; a sample of the dense layer. A ReLU crossing
-     * zero inside the finite step can spoil a few quotients (a gradient that is a small sum of
-     * cancelling terms moves by one term), while a wiring mistake spoils most: so at most 2% may
-     * miss the tight tolerance, and none the loose one. */
-    int checked = 0, missed = 0;
-    for (size_t i = 0; i < m->param_count; i += i < 82 || i > 5950 ? 1 : 37) {
-        float keep = m->params[i];
-        m->params[i] = keep + STEP;
-        double up = softmax_cross_entropy(&(struct loss_input){model_forward(m, BATCH, 1, NULL), labels, BATCH, 10, 0}, &(struct loss_output){NULL, 0, &correct, NULL, NULL});
-        m->params[i] = keep - STEP;
-        double down = softmax_cross_entropy(&(struct loss_input){model_forward(m, BATCH, 1, NULL), labels, BATCH, 10, 0}, &(struct loss_output){NULL, 0, &correct, NULL, NULL});
-        m->params[i] = keep;
-        double numeric = (up - down) / (2 * STEP) / BATCH, gap = fabs(analytic[i] - numeric);
-        checked++;
-        missed += gap > 3e-3 + 1e-2 * fabs(numeric);
-        if (gap > 2e-2 + 0.1 * fabs(numeric))
-            fail_msg("cnn grad[%zu]: analytic %.6f vs numeric %.6f", i, analytic[i], numeric);
-    }
-    if (missed * 50 > checked)
-        fail_msg("cnn grad: %d of %d parameters miss the tight tolerance", missed, checked);
-    free(analytic);
+    /* Every parameter of the convolutional blocks; a sample of the dense layer. */
+    check_model_gradient(m, labels, BATCH, &(struct sampled){82, 5950, 37}, "cnn");
     model_free(m);
 }
 
@@ -565,30 +579,8 @@ static void test_cnn_colour_odd_gradient(void **state)
     float x[BATCH * IN];
     uint8_t labels[BATCH] = {3, 0, 2};
     test_fill_normal(x, BATCH * IN, &rng);
-    long correct = 0;
     memcpy(model_input(m), x, sizeof x);
-    const float *z = model_forward(m, BATCH, 1, NULL);
-    softmax_cross_entropy(&(struct loss_input){z, labels, BATCH, K, 0}, &(struct loss_output){model_grad_logits(m), 1.0f / BATCH, &correct, NULL, NULL});
-    model_backward(m, BATCH, NULL);
-    float *analytic = malloc(m->param_count * sizeof(float));
-    memcpy(analytic, m->grads, m->param_count * sizeof(float));
-    int checked = 0, missed = 0;
-    for (size_t i = 0; i < m->param_count; i++) {
-        float keep = m->params[i];
-        m->params[i] = keep + STEP;
-        double up = softmax_cross_entropy(&(struct loss_input){model_forward(m, BATCH, 1, NULL), labels, BATCH, K, 0}, &(struct loss_output){NULL, 0, &correct, NULL, NULL});
-        m->params[i] = keep - STEP;
-        double down = softmax_cross_entropy(&(struct loss_input){model_forward(m, BATCH, 1, NULL), labels, BATCH, K, 0}, &(struct loss_output){NULL, 0, &correct, NULL, NULL});
-        m->params[i] = keep;
-        double numeric = (up - down) / (2 * STEP) / BATCH, gap = fabs(analytic[i] - numeric);
-        checked++;
-        missed += gap > 3e-3 + 1e-2 * fabs(numeric);
-        if (gap > 2e-2 + 0.1 * fabs(numeric))
-            fail_msg("colour cnn grad[%zu]: analytic %.6f vs numeric %.6f", i, analytic[i], numeric);
-    }
-    if (missed * 50 > checked)
-        fail_msg("colour cnn grad: %d of %d parameters miss the tight tolerance", missed, checked);
-    free(analytic);
+    check_model_gradient(m, labels, BATCH, &(struct sampled){0, 0, 1}, "colour cnn"); /* every parameter */
     model_free(m);
 }
 

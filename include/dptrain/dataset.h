@@ -24,6 +24,12 @@ struct image_shape {
     int height, width, channels;
 };
 size_t image_values(const struct image_shape *s);
+/* 0 for an image of height x width x channels that dptrain takes (no side or channel count of 0,
+ * within the limits above); else -1 and what is wrong in why, worded to follow the shape
+ * ("28x28x0: a side ...", "...x1, more than ..."). The one check of the data file, convert and the
+ * checkpoint. */
+int image_shape_check(unsigned long long height, unsigned long long width, unsigned long long channels, char *why,
+                      size_t size);
 /* "28x28x1" */
 void image_shape_text(const struct image_shape *s, char *out, size_t size);
 
