@@ -82,16 +82,16 @@ static const struct flag flags[] = {
      "BLAS threads per rank (default OPENBLAS_NUM_THREADS, else the node's cores shared among its ranks)"},
     {"--bucket-mb", V_DOUBLE, AT(bucket_mb), FOR_TRAINING, 0, 1024,
      "reduce the gradients in buckets of at least this many MB, started during backward; 0 = one "
-     "blocking allreduce after backward (default 0: faster on one node, see README)"},
+     "blocking allreduce after backward (default 0: faster on one node, see docs/performance.md)"},
     {"--compress", V_COMPRESS, AT(compress), FOR_TRAINING, 0, 0,
      "the gradient on the wire: none (float32), bf16 (half the bytes) or powersgd[:R] (each large weight matrix's rank-R factors, R 1-64, default 4); both with error feedback (default none)"},
     {"--shard-optimizer", V_FLAG, AT(shard_optimizer), FOR_TRAINING, 0, 0,
      "each rank updates 1/N of the parameters: a reduce-scatter of the gradient, the optimizer on this rank's "
-     "slice, an allgather of the parameters (ZeRO stage 1; the README says when it wins)"},
+     "slice, an allgather of the parameters (ZeRO stage 1; docs/training.md says when it wins)"},
     {"--deterministic", V_FLAG, AT(deterministic), FOR_TRAINING, 0, 0,
      "the same parameters, losses and predictions, bit for bit, on any number of ranks (1..12) and hosts, and "
      "on a resume at another rank count: 12 virtual shards, exact gradient sums, 1 BLAS thread by default; "
-     "slower (README, Reproducibility)"},
+     "slower (docs/reproducibility.md)"},
     {"--trace", V_STRING, AT(trace), FOR_TRAINING, 0, 0,
      "write a Chrome trace-event JSON of every step's phases, all ranks in one file"},
     {"--augment", V_FLAG, AT(augment), FOR_TRAINING, 0, 0,
@@ -183,7 +183,7 @@ static void set_defaults(struct config *o)
     o->threads = 0;          /* chosen per node at start-up (train.c) */
     o->drift_check = 200; /* a hash of 1.9M floats every 200 MLP steps: well under 1% of the time */
     o->stall_timeout = 30; /* a step's collectives wait milliseconds; 30 s is a lost rank, not a slow one */
-    o->bucket_mb = 0; /* measured: the fused allreduce is faster on one node (README, Performance) */
+    o->bucket_mb = 0; /* measured: the fused allreduce is faster on one node (docs/performance.md) */
 }
 
 static int parse_int(const char *flag, const char *text, double min, double max, int *out, char *err)
@@ -412,7 +412,7 @@ static void set_output_default(struct config *o)
 }
 
 /* The settings the command line left to us, and those that need another one. Defaults chosen by
- * measurement, on a validation hold-out (README, "Results" and "The convolutional network", has
+ * measurement, on a validation hold-out (docs/results-log.md and docs/training.md, "The convolutional network", has
  * the figures): an MLP is 1024-1024 wide, trains 60 epochs on flipped images moved by up to a
  * pixel, with dropout 0.1 and label smoothing 0.1 (hold-out: 91.71%, 91.82% with 2 views,
  * against 91.43% for the former 512-256, 30 epochs, unaugmented; on 50 principal components

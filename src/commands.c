@@ -119,7 +119,7 @@ static int check_paths(const struct comm *comm, const struct config *o, struct o
 /* ---- set-up ---------------------------------------------------------------------------- */
 
 /* --threads, or by default: OPENBLAS_NUM_THREADS if the user set it, else 1 for a deterministic
- * run (the guarantee holds at a given thread count: README, Reproducibility), else this node's
+ * run (the guarantee holds at a given thread count: docs/reproducibility.md), else this node's
  * cores shared among the ranks on it, and never more than the cores this rank is bound to
  * (mpirun binds each of a few ranks to one core). */
 static int blas_threads(const struct comm *comm, int requested, int deterministic)

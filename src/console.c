@@ -56,8 +56,8 @@ void console_announce(const struct run *run)
         printf("the checkpoint was saved by %d rank%s, this run has %d: %s\n", run->resumed_ranks,
                run->resumed_ranks == 1 ? "" : "s", run->comm->size,
                o->deterministic      ? "deterministic, so the run goes on exactly as it would have"
-               : run->start_step > 0 ? "the rest of this epoch takes a new data order and random streams (README, "
-                                       "Checkpoints)"
+               : run->start_step > 0 ? "the rest of this epoch takes a new data order and random streams (docs/"
+                                       "checkpoints.md)"
                                      : "the same global batch and schedule go on");
 }
 

@@ -30,11 +30,11 @@ struct span {
 /* On one BLAS thread the im2col workspace holds one chunk of samples, about this many bytes, not
  * the whole batch: the GEMM then packs columns that im2col has just written into L2, not 29 MB
  * from memory, and backward recomputes a chunk's im2col while it is cheap instead of keeping the
- * batch's. Measured on the CNN's step (README, Performance). */
+ * batch's. Measured on the CNN's step (docs/performance.md). */
 enum { CONV_CHUNK_BYTES = 512 * 1024 };
 
 /* Winograd's padded tiles cost as much as real ones: below this share of real tiles (7×7 images,
- * 4 of 8) its 2.25x fewer products no longer pay for the transforms. Measured: README, Performance. */
+ * 4 of 8) its 2.25x fewer products no longer pay for the transforms. Measured: docs/performance.md. */
 #define WINOGRAD_MIN_TILE_USE 0.75
 
 static struct winograd_shape winograd_shape(const struct conv_shape *s, int swapped)

@@ -237,7 +237,7 @@ fail:
 static int parse_cnn(const struct builder *b, const char *spec, char *err)
 {
     struct model *m = b->m;
-    /* The preset: two convolutional blocks, sized for a 2-core machine (README, "The
+    /* The preset: two convolutional blocks, sized for a 2-core machine (docs/training.md, "The
      * convolutional network", compares it with deeper specs). */
     const char *tokens = strcmp(spec, "cnn") == 0 ? "32,p,64,p,f256" : spec + 4;
     struct cnn_parse c = {{0, 0, 0}, 0, 0, 0};

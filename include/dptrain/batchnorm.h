@@ -2,7 +2,7 @@
  * activations [C][N][H][W] (conv.h). Fused because each alone is a pass over a large tensor
  * that does almost no arithmetic: apart, the three wrote the normalised values, the scaled
  * values, the rectified values and a zeroed full-size gradient every step, 25% of a CNN step
- * (README, Performance). Together, forward reads the input twice (statistics, then output) and
+ * (docs/performance.md). Together, forward reads the input twice (statistics, then output) and
  * writes only the output, a quarter of the size when pooled; backward reads the input, not a
  * saved copy of the normalised values, which it recomputes from the mean and 1/std. */
 #ifndef DPTRAIN_BATCHNORM_H

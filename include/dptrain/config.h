@@ -25,7 +25,7 @@ struct compression {
 #define CONFIG_MAX_PCA_RUNS 16
 /* --augment shifts training images by up to this many pixels each way, unless --augment-shift
  * (at most CONFIG_AUGMENT_SHIFT_MAX) says otherwise: a CNN 2 (its pooling absorbs the rest), an
- * MLP 1 (on the hold-out, PCA-50 inputs: 91.03% with 1, 90.19% with 2; README, "Results"). */
+ * MLP 1 (on the hold-out, PCA-50 inputs: 91.03% with 1, 90.19% with 2; docs/results-log.md). */
 #define CONFIG_AUGMENT_SHIFT_CNN 2
 #define CONFIG_AUGMENT_SHIFT_MLP 1
 #define CONFIG_AUGMENT_SHIFT_MAX 4

@@ -1,4 +1,4 @@
-/* The HDF5 data file (schema in README.md, "Your own data"):
+/* The HDF5 data file (schema in docs/your-own-data.md and docs/file-formats.md):
  *   /train/images uint8 [N][H][W] (one channel) or [N][H][W][C], /train/labels uint8 [N],
  *   /test/images  uint8 [M][H][W] or [M][H][W][C] (the same H, W and C), /test/labels uint8 [M],
  *   attributes on /: class_names (K strings; every label is below K), mirror_invariant ("yes"

@@ -1,4 +1,4 @@
-/* The results file (layout in README.md), written by rank 0 and published whole (files_write). */
+/* The results file (layout in docs/file-formats.md), written by rank 0 and published whole (files_write). */
 #ifndef DPTRAIN_RESULTS_H
 #define DPTRAIN_RESULTS_H
 

@@ -1,5 +1,5 @@
 """Shared helpers for the end-to-end tests: run the real dptrain binary (under mpiexec when
-asked), and check a results file against the contract in README.md."""
+asked), and check a results file against the contract in docs/file-formats.md."""
 import gzip
 import os
 import re

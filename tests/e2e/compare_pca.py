@@ -42,7 +42,7 @@ with h5py.File(out, "r") as f:
     check(f["runs/pca50"].attrs["test_accuracy"] > 0.84, "PCA-50 trains")
     check([f[f"runs/{r}"].attrs["test_views"] for r in ("raw", "pca50")] == [1, 1], "views without --augment")
 
-# compare with the augmented regime of the README's PCA-50 result (small: one epoch, mlp:32).
+# compare with the augmented regime of the PCA-50 result of docs/results-log.md (small: one epoch, mlp:32).
 views_out = f"{dir}/compare-tta.h5"
 must_succeed(run(["compare", "--pca", "0,20", "--model", "mlp:32", "--epochs", "1", "--augment", "--augment-shift", "1",
                   "--tta", "--data", DATA, "--out", views_out, "--quiet"], ranks=2))
