@@ -1,6 +1,7 @@
 #include "dptrain/pca.h"
 
 #include "dptrain/check.h"
+#include "dptrain/comm.h"
 #include "dptrain/timer.h"
 #include "dptrain/tensor.h"
 

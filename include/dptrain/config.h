@@ -4,13 +4,14 @@
 #ifndef DPTRAIN_CONFIG_H
 #define DPTRAIN_CONFIG_H
 
-#include "dptrain/optim.h"
-
 #include <stddef.h>
 #include <stdint.h>
 
 enum command { CMD_NONE, CMD_CONVERT, CMD_TRAIN, CMD_COMPARE, CMD_EVAL };
 enum model_kind { MODEL_MLP, MODEL_CNN };
+/* OPT_DEFAULT: not chosen yet (the command line's default depends on the model: cli.c). */
+enum optimizer_kind { OPT_SGD, OPT_ADAM, OPT_NESTEROV, OPT_DEFAULT };
+enum schedule_kind { SCHEDULE_COSINE, SCHEDULE_STEP, SCHEDULE_CONSTANT };
 /* The gradient on the wire: float32, bfloat16 with error feedback, or PowerSGD's rank-R factors
  * with error feedback (reducer.h, powersgd.h). */
 enum compress_kind { COMPRESS_NONE, COMPRESS_BF16, COMPRESS_POWERSGD };

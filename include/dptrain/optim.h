@@ -3,13 +3,10 @@
 #ifndef DPTRAIN_OPTIM_H
 #define DPTRAIN_OPTIM_H
 
+#include "dptrain/config.h"
 #include "dptrain/model.h"
 
 #include <stddef.h>
-
-/* OPT_DEFAULT: not chosen yet (the command line's default depends on the model: cli.c). */
-enum optimizer_kind { OPT_SGD, OPT_ADAM, OPT_NESTEROV, OPT_DEFAULT };
-enum schedule_kind { SCHEDULE_COSINE, SCHEDULE_STEP, SCHEDULE_CONSTANT };
 
 struct optimizer {
     enum optimizer_kind kind;

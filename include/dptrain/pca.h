@@ -7,10 +7,10 @@
 #ifndef DPTRAIN_PCA_H
 #define DPTRAIN_PCA_H
 
-#include "dptrain/comm.h"
-
 #include <stddef.h>
 #include <stdint.h>
+
+struct comm; /* comm.h: only the fit's callers need the world */
 
 struct pca {
     int dim, components;
