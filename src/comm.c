@@ -1,4 +1,5 @@
 #include "dptrain/comm.h"
+#include "dptrain/comm_mpi.h"
 
 #include "dptrain/check.h"
 #include "dptrain/watchdog.h"
@@ -13,13 +14,13 @@ static int find_hosts(struct comm *comm, char *err)
 {
     MPI_Comm node = MPI_COMM_NULL;
     int node_rank = 0, first = 0;
-    CHECK_MPI(MPI_Comm_split_type(comm->world, MPI_COMM_TYPE_SHARED, comm->rank, MPI_INFO_NULL, &node),
+    CHECK_MPI(MPI_Comm_split_type(comm_mpi_world(comm), MPI_COMM_TYPE_SHARED, comm->rank, MPI_INFO_NULL, &node),
               "rank %d: cannot find the ranks that share this node", comm->rank);
     CHECK_MPI(MPI_Comm_size(node, &comm->node_ranks), "rank %d: MPI_Comm_size failed", comm->rank);
     CHECK_MPI(MPI_Comm_rank(node, &node_rank), "rank %d: MPI_Comm_rank failed", comm->rank);
     CHECK_MPI(MPI_Comm_free(&node), "rank %d: MPI_Comm_free failed", comm->rank);
     first = node_rank == 0;
-    CHECK_MPI(MPI_Allreduce(&first, &comm->hosts, 1, MPI_INT, MPI_SUM, comm->world),
+    CHECK_MPI(MPI_Allreduce(&first, &comm->hosts, 1, MPI_INT, MPI_SUM, comm_mpi_world(comm)),
               "rank %d: cannot count the hosts", comm->rank);
     return 0;
 fail:
@@ -43,12 +44,12 @@ int comm_init(int *argc, char ***argv, struct comm *comm, char *err)
     /* MPI_THREAD_MULTIPLE: the stall watchdog's thread calls MPI while the main thread waits in
      * a collective. */
     CHECK_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided), "cannot start MPI");
-    comm->world = MPI_COMM_WORLD;
+    comm->world = (int)MPI_Comm_c2f(MPI_COMM_WORLD);
     comm->watchdog = NULL;
     comm->watch_channel = NULL;
-    CHECK_MPI(MPI_Comm_set_errhandler(comm->world, MPI_ERRORS_RETURN), "cannot set MPI error handler");
-    CHECK_MPI(MPI_Comm_rank(comm->world, &comm->rank), "MPI_Comm_rank failed");
-    CHECK_MPI(MPI_Comm_size(comm->world, &comm->size), "MPI_Comm_size failed");
+    CHECK_MPI(MPI_Comm_set_errhandler(comm_mpi_world(comm), MPI_ERRORS_RETURN), "cannot set MPI error handler");
+    CHECK_MPI(MPI_Comm_rank(comm_mpi_world(comm), &comm->rank), "MPI_Comm_rank failed");
+    CHECK_MPI(MPI_Comm_size(comm_mpi_world(comm), &comm->size), "MPI_Comm_size failed");
     CHECK_DP(find_hosts(comm, err));
     return 0;
 fail:
@@ -76,7 +77,7 @@ int comm_agree(const struct comm *comm, int ok, char *err)
 {
     int rank = comm->rank, size = comm->size, lowest = INT_MAX;
     int mine = ok ? INT_MAX : rank;
-    CHECK_MPI(WATCHED(comm, "an agreement", MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, comm->world)),
+    CHECK_MPI(WATCHED(comm, "an agreement", MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, comm_mpi_world(comm))),
               "rank %d: MPI failed while agreeing on an error", rank);
     if (lowest == INT_MAX)
         return 0;
@@ -87,7 +88,7 @@ int comm_agree(const struct comm *comm, int ok, char *err)
         snprintf(named, sizeof named, "rank %d on %s", rank, host);
         err_prefix(err, named); /* keeps the message's end, its reason, whatever its length */
     }
-    CHECK_MPI(WATCHED(comm, "an agreement", MPI_Bcast(err, DP_ERR_LEN, MPI_CHAR, lowest, comm->world)),
+    CHECK_MPI(WATCHED(comm, "an agreement", MPI_Bcast(err, DP_ERR_LEN, MPI_CHAR, lowest, comm_mpi_world(comm))),
               "rank %d: MPI failed while sharing an error", rank);
     err[DP_ERR_LEN - 1] = '\0';
     return -1;
@@ -109,7 +110,7 @@ int comm_bcast_floats(const struct comm *comm, float *data, size_t count, int ro
 {
     if (!count_fits(count, err))
         return -1;
-    CHECK_MPI(WATCHED(comm, "a broadcast", MPI_Bcast(data, (int)count, MPI_FLOAT, root, comm->world)),
+    CHECK_MPI(WATCHED(comm, "a broadcast", MPI_Bcast(data, (int)count, MPI_FLOAT, root, comm_mpi_world(comm))),
               "rank %d: broadcast of %zu floats failed", comm->rank, count);
     return 0;
 fail:
@@ -120,7 +121,7 @@ int comm_bcast_doubles(const struct comm *comm, double *data, size_t count, int 
 {
     if (!count_fits(count, err))
         return -1;
-    CHECK_MPI(WATCHED(comm, "a broadcast", MPI_Bcast(data, (int)count, MPI_DOUBLE, root, comm->world)),
+    CHECK_MPI(WATCHED(comm, "a broadcast", MPI_Bcast(data, (int)count, MPI_DOUBLE, root, comm_mpi_world(comm))),
               "rank %d: broadcast of %zu doubles failed", comm->rank, count);
     return 0;
 fail:
@@ -132,7 +133,7 @@ int comm_allreduce_floats(const struct comm *comm, float *data, size_t count, ch
     if (!count_fits(count, err))
         return -1;
     CHECK_MPI(WATCHED(comm, "an allreduce",
-                      MPI_Allreduce(MPI_IN_PLACE, data, (int)count, MPI_FLOAT, MPI_SUM, comm->world)),
+                      MPI_Allreduce(MPI_IN_PLACE, data, (int)count, MPI_FLOAT, MPI_SUM, comm_mpi_world(comm))),
               "rank %d: allreduce of %zu floats failed", comm->rank, count);
     return 0;
 fail:
@@ -144,7 +145,7 @@ int comm_allreduce_doubles(const struct comm *comm, double *data, size_t count, 
     if (!count_fits(count, err))
         return -1;
     CHECK_MPI(WATCHED(comm, "an allreduce",
-                      MPI_Allreduce(MPI_IN_PLACE, data, (int)count, MPI_DOUBLE, MPI_SUM, comm->world)),
+                      MPI_Allreduce(MPI_IN_PLACE, data, (int)count, MPI_DOUBLE, MPI_SUM, comm_mpi_world(comm))),
               "rank %d: allreduce of %zu doubles failed", comm->rank, count);
     return 0;
 fail:
@@ -181,7 +182,7 @@ void comm_abort(const struct comm *comm, const char *message)
     fprintf(stderr, "dptrain: error: rank %d on %s: %s\n", comm->rank, host, message);
     fflush(stderr);
     /* MPI_Abort does not return when it works; if it fails, this rank still must not go on. */
-    if (MPI_Abort(comm->world, DP_EXIT_ERROR) != MPI_SUCCESS)
+    if (MPI_Abort(comm_mpi_world(comm), DP_EXIT_ERROR) != MPI_SUCCESS)
         fprintf(stderr, "dptrain: error: rank %d: MPI_Abort failed\n", comm->rank);
     exit(DP_EXIT_ERROR);
 }
@@ -217,7 +218,7 @@ void comm_chunk_block(size_t n, size_t chunk, int ranks, int r, size_t *first, s
 
 int comm_barrier(const struct comm *comm, char *err)
 {
-    CHECK_MPI(WATCHED(comm, "a barrier", MPI_Barrier(comm->world)), "rank %d: barrier failed", comm->rank);
+    CHECK_MPI(WATCHED(comm, "a barrier", MPI_Barrier(comm_mpi_world(comm))), "rank %d: barrier failed", comm->rank);
     return 0;
 fail:
     return -1;
@@ -226,7 +227,7 @@ fail:
 static int reduce_in_place(const struct comm *comm, void *value, MPI_Datatype type, MPI_Op op, char *err)
 {
     CHECK_MPI(WATCHED(comm, "an allreduce",
-                      MPI_Allreduce(MPI_IN_PLACE, value, 1, type, op, comm->world)), "rank %d: allreduce failed",
+                      MPI_Allreduce(MPI_IN_PLACE, value, 1, type, op, comm_mpi_world(comm))), "rank %d: allreduce failed",
               comm->rank);
     return 0;
 fail:
@@ -257,7 +258,7 @@ int comm_bcast_size(const struct comm *comm, size_t *value, int root, char *err)
 {
     unsigned long long wide = *value;
     CHECK_MPI(WATCHED(comm, "a broadcast",
-                      MPI_Bcast(&wide, 1, MPI_UNSIGNED_LONG_LONG, root, comm->world)), "rank %d: broadcast failed",
+                      MPI_Bcast(&wide, 1, MPI_UNSIGNED_LONG_LONG, root, comm_mpi_world(comm))), "rank %d: broadcast failed",
               comm->rank);
     *value = (size_t)wide;
     return 0;
@@ -269,7 +270,7 @@ int comm_bcast_text(const struct comm *comm, char *text, size_t size, int root, 
 {
     if (size > INT_MAX)
         FAIL("rank %d: a text of %zu bytes is too long to broadcast", comm->rank, size);
-    CHECK_MPI(WATCHED(comm, "a broadcast", MPI_Bcast(text, (int)size, MPI_CHAR, root, comm->world)),
+    CHECK_MPI(WATCHED(comm, "a broadcast", MPI_Bcast(text, (int)size, MPI_CHAR, root, comm_mpi_world(comm))),
               "rank %d: broadcast failed", comm->rank);
     text[size - 1] = '\0';
     return 0;
@@ -280,7 +281,7 @@ fail:
 int comm_allgather_u64(const struct comm *comm, uint64_t mine, uint64_t *all, char *err)
 {
     CHECK_MPI(WATCHED(comm, "an allgather",
-                      MPI_Allgather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, comm->world)),
+                      MPI_Allgather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, comm_mpi_world(comm))),
               "rank %d: allgather failed",
               comm->rank);
     return 0;
@@ -294,7 +295,7 @@ int comm_allgather_size(const struct comm *comm, size_t mine, size_t *all, char 
     CHECK_PTR(gathered = malloc(sizeof *gathered * (size_t)comm->size), "cannot allocate");
     CHECK_MPI(WATCHED(comm, "an allgather",
                       MPI_Allgather(&wide, 1, MPI_UNSIGNED_LONG_LONG, gathered, 1, MPI_UNSIGNED_LONG_LONG,
-                                    comm->world)),
+                                    comm_mpi_world(comm))),
               "rank %d: allgather failed", comm->rank);
     for (int r = 0; r < comm->size; r++)
         all[r] = (size_t)gathered[r];
@@ -323,9 +324,20 @@ fail:
     return -1;
 }
 
-/* counts and displs for every rank's block of total items (the same on every rank). */
-static int block_layout(const struct comm *comm, size_t total, size_t chunk, size_t item_bytes, int **counts,
-                        int **displs, char *err)
+struct block_move;
+
+/* counts and displs for every rank's block of the move's items (the same on every rank). */
+static int block_layout(const struct comm *comm, const struct block_move *m, int **counts, int **displs, char *err);
+
+/* Rank 0's whole set <-> every rank's block of it (comm_chunk_block), one direction or the other. */
+struct block_move {
+    const void *from;
+    void *to;
+    size_t total, chunk, item_bytes;
+    int gather;                  /* 0: scatter whole -> parts; 1: gather parts -> whole */
+};
+
+static int block_layout(const struct comm *comm, const struct block_move *m, int **counts, int **displs, char *err)
 {
     size_t *items = NULL;
     CHECK_PTR(*counts = malloc(sizeof(int) * (size_t)comm->size), "cannot allocate");
@@ -333,9 +345,9 @@ static int block_layout(const struct comm *comm, size_t total, size_t chunk, siz
     CHECK_PTR(items = malloc(sizeof *items * (size_t)comm->size), "cannot allocate");
     for (int r = 0; r < comm->size; r++) {
         size_t first;
-        comm_chunk_block(total, chunk, comm->size, r, &first, &items[r]);
+        comm_chunk_block(m->total, m->chunk, comm->size, r, &first, &items[r]);
     }
-    CHECK_DP(byte_layout(comm, items, item_bytes, *counts, *displs, err));
+    CHECK_DP(byte_layout(comm, items, m->item_bytes, *counts, *displs, err));
     free(items);
     return 0;
 fail:
@@ -355,7 +367,7 @@ int comm_gather_items(const struct comm *comm, const void *mine, size_t items, s
     /* every rank computes the same layout from the same sizes: the same verdict everywhere */
     CHECK_DP(byte_layout(comm, sizes, item_bytes, counts, displs, err));
     CHECK_MPI(WATCHED(comm, "a gather",
-                      MPI_Gatherv(mine, counts[comm->rank], MPI_BYTE, all, counts, displs, MPI_BYTE, 0, comm->world)),
+                      MPI_Gatherv(mine, counts[comm->rank], MPI_BYTE, all, counts, displs, MPI_BYTE, 0, comm_mpi_world(comm))),
               "rank %d: gather failed", comm->rank);
     free(sizes);
     free(counts);
@@ -368,26 +380,18 @@ fail:
     return -1;
 }
 
-/* Rank 0's whole set <-> every rank's block of it (comm_chunk_block), one direction or the other. */
-struct block_move {
-    const void *from;
-    void *to;
-    size_t total, chunk, item_bytes;
-    int gather;                  /* 0: scatter whole -> parts; 1: gather parts -> whole */
-};
-
 static int move_blocks(const struct comm *comm, const struct block_move *m, char *err)
 {
     int *counts = NULL, *displs = NULL;
-    CHECK_DP(block_layout(comm, m->total, m->chunk, m->item_bytes, &counts, &displs, err));
+    CHECK_DP(block_layout(comm, m, &counts, &displs, err));
     int mine = counts[comm->rank];
     if (m->gather)
         CHECK_MPI(WATCHED(comm, "a gather",
-                          MPI_Gatherv(m->from, mine, MPI_BYTE, m->to, counts, displs, MPI_BYTE, 0, comm->world)),
+                          MPI_Gatherv(m->from, mine, MPI_BYTE, m->to, counts, displs, MPI_BYTE, 0, comm_mpi_world(comm))),
                   "rank %d: gather failed", comm->rank);
     else
         CHECK_MPI(WATCHED(comm, "a scatter",
-                          MPI_Scatterv(m->from, counts, displs, MPI_BYTE, m->to, mine, MPI_BYTE, 0, comm->world)),
+                          MPI_Scatterv(m->from, counts, displs, MPI_BYTE, m->to, mine, MPI_BYTE, 0, comm_mpi_world(comm))),
                   "rank %d: scatter failed", comm->rank);
     free(counts);
     free(displs);
@@ -579,7 +583,7 @@ static int open_channel(const struct comm *comm, struct watch_channel **out, cha
     CHECK_PTR(c->hosts = calloc(n, sizeof *c->hosts), "cannot allocate the watchdog's channel");
     for (size_t r = 0; r < n; r++)
         c->answer_requests[r] = MPI_REQUEST_NULL;
-    CHECK_MPI(MPI_Comm_dup(comm->world, &c->comm), "cannot create the watchdog's communicator");
+    CHECK_MPI(MPI_Comm_dup(comm_mpi_world(comm), &c->comm), "cannot create the watchdog's communicator");
     comm_host_name(c->hosts[c->rank], WATCHDOG_HOST); /* longer names are cut: they only label messages */
     CHECK_MPI(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, c->hosts, WATCHDOG_HOST, MPI_CHAR, c->comm),
               "rank %d: cannot gather the host names", c->rank);

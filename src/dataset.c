@@ -2,6 +2,7 @@
 
 #include "dptrain/check.h"
 #include "dptrain/comm.h"
+#include "dptrain/comm_mpi.h"
 #include "dptrain/files.h"
 #include "dptrain/h5io.h"
 #include "dptrain/seal.h"
@@ -143,11 +144,19 @@ fail:
     return -1;
 }
 
-/* Open NAME, which must be uint8 with between min_dims and max_dims dimensions; its shape goes
- * to dims and the count of them to *ndims. */
-static int open_uint8(const struct data_file *f, const char *name, const int ranks[2], hsize_t *dims, int *ndims,
+/* An array's shape: ndims sizes. */
+struct array_shape {
+    hsize_t dims[4];
+    int ndims;
+};
+
+/* Open NAME, which must be uint8 with between ranks[0] and ranks[1] dimensions; its shape goes
+ * to *shape. */
+static int open_uint8(const struct data_file *f, const char *name, const int ranks[2], struct array_shape *shape,
                       hid_t *set, char *err)
 {
+    hsize_t *dims = shape->dims;
+    int *ndims = &shape->ndims;
     hid_t type = -1, space = -1;
     CHECK_DP(check_plain_link(f->file, name, f->path, err));
     CHECK_H5(*set = H5Dopen2(f->file, name, H5P_DEFAULT), "%s: cannot open %s", f->path, name);
@@ -191,16 +200,16 @@ fail:
 static int open_set(struct data_file *f, int which, char *err)
 {
     char name[64];
-    hsize_t dims[4];
-    int ndims;
+    struct array_shape array;
+    const hsize_t *dims = array.dims;
     snprintf(name, sizeof name, "/%s/images", set_names[which]);
     if (H5Lexists(f->file, set_names[which], H5P_DEFAULT) <= 0)
         FAIL("%s: missing dataset %s (convert the data with 'dptrain convert')", f->path, name);
-    CHECK_DP(open_uint8(f, name, (const int[2]){3, 4}, dims, &ndims, &f->images[which], err));
-    CHECK_DP(shape_of(f, name, dims, ndims, &f->shape[which], err));
+    CHECK_DP(open_uint8(f, name, (const int[2]){3, 4}, &array, &f->images[which], err));
+    CHECK_DP(shape_of(f, name, dims, array.ndims, &f->shape[which], err));
     f->rows[which] = dims[0];
     snprintf(name, sizeof name, "/%s/labels", set_names[which]);
-    CHECK_DP(open_uint8(f, name, (const int[2]){1, 1}, dims, &ndims, &f->labels[which], err));
+    CHECK_DP(open_uint8(f, name, (const int[2]){1, 1}, &array, &f->labels[which], err));
     if (dims[0] != f->rows[which])
         FAIL("%s: %s has %llu labels for %llu images", f->path, name, (unsigned long long)dims[0],
              (unsigned long long)f->rows[which]);
@@ -272,7 +281,7 @@ fail:
 static int open_file(const struct comm *comm, struct data_file *f, struct data_description *about, char *err)
 {
     CHECK_H5(f->access = H5Pcreate(H5P_FILE_ACCESS), "cannot create HDF5 property list");
-    CHECK_H5(H5Pset_fapl_mpio(f->access, comm->world, MPI_INFO_NULL), "cannot set MPI-IO file access");
+    CHECK_H5(H5Pset_fapl_mpio(f->access, comm_mpi_world(comm), MPI_INFO_NULL), "cannot set MPI-IO file access");
     CHECK_H5(f->file = H5Fopen(f->path, H5F_ACC_RDONLY, f->access), "%s: not a readable HDF5 file", f->path);
     CHECK_H5(f->transfer = H5Pcreate(H5P_DATASET_XFER), "cannot create HDF5 property list");
     CHECK_H5(H5Pset_dxpl_mpio(f->transfer, H5FD_MPIO_COLLECTIVE), "cannot set collective transfer");
@@ -424,14 +433,33 @@ static int combine_blocks(const struct comm *comm, uint32_t mine, unsigned long 
                           char *err)
 {
     int ranks = comm->size;
-    unsigned long long pair[2] = {mine, bytes}, *all = NULL;
-    CHECK_PTR(all = malloc(sizeof pair * (size_t)ranks), "cannot allocate the data checksums");
-    CHECK_MPI(MPI_Allgather(pair, 2, MPI_UNSIGNED_LONG_LONG, all, 2, MPI_UNSIGNED_LONG_LONG, comm->world),
-              "cannot combine the data checksums");
-    uLong crc = (uLong)all[0];
+    uint64_t *crcs = NULL, *lengths = NULL;
+    CHECK_PTR(crcs = malloc(sizeof *crcs * (size_t)ranks), "cannot allocate the data checksums");
+    CHECK_PTR(lengths = malloc(sizeof *lengths * (size_t)ranks), "cannot allocate the data checksums");
+    CHECK_DP(comm_allgather_u64(comm, mine, crcs, err));
+    CHECK_DP(comm_allgather_u64(comm, bytes, lengths, err));
+    uLong crc = (uLong)crcs[0];
     for (int r = 1; r < ranks; r++)
-        crc = crc32_combine(crc, (uLong)all[2 * r], (z_off_t)all[2 * r + 1]);
+        crc = crc32_combine(crc, (uLong)crcs[r], (z_off_t)lengths[r]);
     *whole = (uint32_t)crc;
+    free(crcs);
+    free(lengths);
+    return 0;
+fail:
+    free(crcs);
+    free(lengths);
+    return -1;
+}
+
+/* The sum of every rank's `mine`. */
+static int count_samples(const struct comm *comm, size_t mine, size_t *total, char *err)
+{
+    size_t *all = NULL;
+    CHECK_PTR(all = malloc(sizeof *all * (size_t)comm->size), "cannot allocate the sample counts");
+    CHECK_DP(comm_allgather_size(comm, mine, all, err));
+    *total = 0;
+    for (int r = 0; r < comm->size; r++)
+        *total += all[r];
     free(all);
     return 0;
 fail:
@@ -447,20 +475,21 @@ static uint32_t crc_of(const uint8_t *bytes, size_t length)
 int dataset_identify(const struct comm *comm, const struct dataset_part *part, struct data_identity *id, char *err)
 {
     const struct split *train = &part->train, *test = &part->test;
-    unsigned long long counts[2] = {train->count, test->count}, totals[2] = {0, 0};
-    size_t bytes = image_values(&part->about.image);
-    uint32_t test_crcs[2] = {crc_of(test->images, test->count * bytes), crc_of(test->labels, test->count)};
-    CHECK_MPI(MPI_Allreduce(counts, totals, 2, MPI_UNSIGNED_LONG_LONG, MPI_SUM, comm->world), "cannot count the data");
+    size_t bytes = image_values(&part->about.image), totals[2] = {0, 0};
+    size_t test_crcs[2] = {crc_of(test->images, test->count * bytes), crc_of(test->labels, test->count)};
+    CHECK_DP(count_samples(comm, train->count, &totals[0], err));
+    CHECK_DP(count_samples(comm, test->count, &totals[1], err));
     CHECK_DP(combine_blocks(comm, crc_of(train->images, train->count * bytes), train->count * bytes,
                             &id->train_images, err));
     CHECK_DP(combine_blocks(comm, crc_of(train->labels, train->count), train->count, &id->train_labels, err));
-    CHECK_MPI(MPI_Bcast(test_crcs, 2, MPI_UINT32_T, 0, comm->world), "cannot share the test-set checksums");
+    CHECK_DP(comm_bcast_size(comm, &test_crcs[0], 0, err)); /* rank 0 holds the test set */
+    CHECK_DP(comm_bcast_size(comm, &test_crcs[1], 0, err));
     id->image = part->about.image;
     id->classes = part->about.classes;
     id->train_samples = (long long)totals[0];
     id->test_samples = (long long)totals[1];
-    id->test_images = test_crcs[0];
-    id->test_labels = test_crcs[1];
+    id->test_images = (uint32_t)test_crcs[0];
+    id->test_labels = (uint32_t)test_crcs[1];
     return 0;
 fail:
     return -1;

@@ -77,20 +77,19 @@ static int inflate_some(struct inflation *z, uint8_t *buffer, size_t capacity)
     return rc;
 }
 
-int idx_gunzip(const char *name, const uint8_t *bytes, size_t len, size_t limit, uint8_t **out,
-               size_t *out_len, int *more, char *err)
+int idx_gunzip(const char *name, const uint8_t *bytes, size_t len, size_t limit, struct inflated *out, char *err)
 {
     struct inflation z = {.bytes = bytes, .len = len};
     uint8_t *buffer = NULL;
     size_t capacity = 0;
     int stream_open = 0;
-    *more = 0;
+    out->more = 0;
     CHECK_Z(inflateInit2(&z.stream, 16 + MAX_WBITS), "%s: cannot start gzip decoder", name);
     stream_open = 1;
     for (;;) {
         if (z.produced == capacity) {
             if (capacity == limit) {
-                *more = 1; /* the caller asked for no more: the stream may hold further bytes */
+                out->more = 1; /* the caller asked for no more: the stream may hold further bytes */
                 break;
             }
             CHECK_DP(grow(&buffer, &capacity, limit, name, err));
@@ -114,8 +113,8 @@ int idx_gunzip(const char *name, const uint8_t *bytes, size_t len, size_t limit,
             FAIL("%s: gzip decoder failed: %s", name, zError(rc));
     }
     inflateEnd(&z.stream);
-    *out = buffer;
-    *out_len = z.produced;
+    out->data = buffer;
+    out->len = z.produced;
     return 0;
 fail:
     if (stream_open)
@@ -197,54 +196,50 @@ static size_t promised_bytes(const uint8_t *head, size_t len, enum idx_kind kind
 /* A gzipped IDX file is inflated no further than its header promises (and one byte more, to
  * tell trailing data): a small file that inflates to gigabytes costs no more memory than its
  * header claims. */
-static int gunzip_idx(const char *path, const uint8_t *raw, size_t raw_len, enum idx_kind kind, uint8_t **plain,
-                      size_t *plain_len, char *err)
+static int gunzip_idx(const char *path, const uint8_t *raw, size_t raw_len, enum idx_kind kind,
+                      struct inflated *plain, char *err)
 {
-    uint8_t *head = NULL;
-    size_t head_len = 0;
-    int more = 0;
-    CHECK_DP(idx_gunzip(path, raw, raw_len, IDX_MAX_HEADER, &head, &head_len, &more, err));
-    size_t promised = promised_bytes(head, head_len, kind);
-    size_t header = promised ? 4 + 4 * (size_t)head[3] : 0;
+    struct inflated head = {0};
+    CHECK_DP(idx_gunzip(path, raw, raw_len, IDX_MAX_HEADER, &head, err));
+    size_t promised = promised_bytes(head.data, head.len, kind);
+    size_t header = promised ? 4 + 4 * (size_t)head.data[3] : 0;
     if (promised == 0) { /* not the header expected: idx_parse names what is wrong with it */
         *plain = head;
-        *plain_len = head_len;
         return 0;
     }
-    free(head);
-    head = NULL;
-    CHECK_DP(idx_gunzip(path, raw, raw_len, promised + 1, plain, plain_len, &more, err));
-    if (*plain_len > promised)
+    free(head.data);
+    head.data = NULL;
+    CHECK_DP(idx_gunzip(path, raw, raw_len, promised + 1, plain, err));
+    if (plain->len > promised)
         FAIL("%s: the gzip stream holds more than the %zu data bytes its IDX header promises", path,
              promised - header);
     return 0;
 fail:
-    free(head);
-    if (*plain) {
-        free(*plain);
-        *plain = NULL;
-    }
+    free(head.data);
+    free(plain->data);
+    plain->data = NULL;
     return -1;
 }
 
 int idx_read(const char *path, enum idx_kind kind, struct idx_array *out, char *err)
 {
-    uint8_t *raw = NULL, *plain = NULL;
-    size_t raw_len = 0, plain_len = 0;
+    uint8_t *raw = NULL;
+    size_t raw_len = 0;
+    struct inflated plain = {0};
     memset(out, 0, sizeof *out);
     CHECK_DP(read_whole_file(path, &raw, &raw_len, err));
     if (is_gzip(raw, raw_len)) {
-        CHECK_DP(gunzip_idx(path, raw, raw_len, kind, &plain, &plain_len, err));
-        CHECK_DP(idx_parse(path, plain, plain_len, kind, out, err));
+        CHECK_DP(gunzip_idx(path, raw, raw_len, kind, &plain, err));
+        CHECK_DP(idx_parse(path, plain.data, plain.len, kind, out, err));
     } else {
         CHECK_DP(idx_parse(path, raw, raw_len, kind, out, err));
     }
     free(raw);
-    free(plain);
+    free(plain.data);
     return 0;
 fail:
     free(raw);
-    free(plain);
+    free(plain.data);
     return -1;
 }
 

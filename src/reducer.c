@@ -1,4 +1,5 @@
 #include "dptrain/reducer.h"
+#include "dptrain/comm_mpi.h"
 
 #include "dptrain/check.h"
 #include "dptrain/watchdog.h"
@@ -9,6 +10,12 @@
 
 /* bfloat16 is the top half of a float32: round to nearest even by adding 0x7fff plus the lowest
  * kept bit. A NaN or infinity stays non-finite, which the step's NaN guard then reports. */
+struct reducer_mpi {
+    MPI_Comm world;
+    MPI_Request requests[MODEL_MAX_LAYERS];
+    MPI_Op sum_bf16;
+};
+
 static inline uint16_t to_bf16(float x)
 {
     uint32_t u;
@@ -50,7 +57,7 @@ static int init_bf16(struct reducer *r, char *err)
 {
     r->bf16 = 1;
     CHECK_PTR(r->wire = malloc(r->count * sizeof *r->wire), "cannot allocate the bf16 wire buffer");
-    CHECK_MPI(MPI_Op_create(sum_bf16, 1, &r->sum_bf16), "cannot create the bf16 sum operation");
+    CHECK_MPI(MPI_Op_create(sum_bf16, 1, &r->mpi->sum_bf16), "cannot create the bf16 sum operation");
     return 0;
 fail:
     return -1;
@@ -118,12 +125,16 @@ int reducer_free(struct reducer *r, char *err)
     r->wire = NULL;
     r->residual = NULL;
     r->counts = r->displs = NULL;
-    if (r->bf16 && r->sum_bf16 != MPI_OP_NULL)
-        CHECK_MPI(MPI_Op_free(&r->sum_bf16), "cannot free the bf16 sum operation");
+    if (r->mpi && r->bf16 && r->mpi->sum_bf16 != MPI_OP_NULL)
+        CHECK_MPI(MPI_Op_free(&r->mpi->sum_bf16), "cannot free the bf16 sum operation");
     r->bf16 = 0;
     r->powersgd = 0;
+    free(r->mpi);
+    r->mpi = NULL;
     return 0;
 fail:
+    free(r->mpi);
+    r->mpi = NULL;
     return -1;
 }
 
@@ -159,7 +170,8 @@ int reducer_init(struct reducer *r, const struct comm *comm, struct model *model
     int bf16 = options->bf16;
     size_t boundaries[MODEL_MAX_LAYERS], cuts[MODEL_MAX_LAYERS + 1];
     memset(r, 0, sizeof *r);
-    r->world = comm->world;
+    CHECK_PTR(r->mpi = calloc(1, sizeof *r->mpi), "cannot allocate the gradient reducer");
+    r->mpi->world = comm_mpi_world(comm);
     r->watchdog = comm->watchdog;
     r->rank = comm->rank;
     r->ranks = comm->size;
@@ -183,7 +195,7 @@ int reducer_init(struct reducer *r, const struct comm *comm, struct model *model
     r->bucket_count = cut_count + 1;
     r->starts[r->bucket_count] = r->count;
     r->next = r->bucket_count;
-    r->sum_bf16 = MPI_OP_NULL;
+    r->mpi->sum_bf16 = MPI_OP_NULL;
     if (bf16 || options->powersgd_rank > 0) /* error feedback: what has not been delivered yet */
         CHECK_PTR(r->residual = calloc(r->count, sizeof *r->residual), "cannot allocate the error-feedback residual");
     if (bf16)
@@ -223,14 +235,14 @@ static void start_bucket(struct reducer *r, int b)
     if (r->powersgd) {
         pack(r, b);
         rc = MPI_Iallreduce(MPI_IN_PLACE, r->factors + r->wire_starts[b], (int)(r->wire_starts[b + 1] - r->wire_starts[b]),
-                            MPI_FLOAT, MPI_SUM, r->world, &r->requests[b]);
+                            MPI_FLOAT, MPI_SUM, r->mpi->world, &r->mpi->requests[b]);
     } else if (r->bf16) {
         compress(r, first, count);
-        rc = MPI_Iallreduce(MPI_IN_PLACE, r->wire + first, (int)count, MPI_UINT16_T, r->sum_bf16, r->world,
-                            &r->requests[b]);
+        rc = MPI_Iallreduce(MPI_IN_PLACE, r->wire + first, (int)count, MPI_UINT16_T, r->mpi->sum_bf16, r->mpi->world,
+                            &r->mpi->requests[b]);
     } else {
-        rc = MPI_Iallreduce(MPI_IN_PLACE, r->grads + first, (int)count, MPI_FLOAT, MPI_SUM, r->world,
-                            &r->requests[b]);
+        rc = MPI_Iallreduce(MPI_IN_PLACE, r->grads + first, (int)count, MPI_FLOAT, MPI_SUM, r->mpi->world,
+                            &r->mpi->requests[b]);
     }
     if (rc != MPI_SUCCESS && !r->mpi_error)
         r->mpi_error = rc;
@@ -246,7 +258,7 @@ void reducer_ready(void *context, size_t first_ready)
         start_bucket(r, --r->next);
     if (r->next < r->bucket_count) {
         int done = 0;
-        int rc = MPI_Testall(r->bucket_count - r->next, r->requests + r->next, &done, MPI_STATUSES_IGNORE);
+        int rc = MPI_Testall(r->bucket_count - r->next, r->mpi->requests + r->next, &done, MPI_STATUSES_IGNORE);
         if (rc != MPI_SUCCESS && !r->mpi_error)
             r->mpi_error = rc;
     }
@@ -259,14 +271,14 @@ static int allreduce_front(struct reducer *r, int buckets, char *err)
     if (r->powersgd) {
         for (int b = 0; b < buckets; b++)
             pack(r, b);
-        CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, r->factors, (int)r->wire_starts[buckets], MPI_FLOAT, MPI_SUM, r->world),
+        CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, r->factors, (int)r->wire_starts[buckets], MPI_FLOAT, MPI_SUM, r->mpi->world),
                   "rank %d: allreduce of %zu PowerSGD factors and gradients failed", r->rank, r->wire_starts[buckets]);
     } else if (r->bf16) {
         compress(r, 0, count);
-        CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, r->wire, (int)count, MPI_UINT16_T, r->sum_bf16, r->world),
+        CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, r->wire, (int)count, MPI_UINT16_T, r->mpi->sum_bf16, r->mpi->world),
                   "rank %d: allreduce of %zu bf16 gradients failed", r->rank, count);
     } else {
-        CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, r->grads, (int)count, MPI_FLOAT, MPI_SUM, r->world),
+        CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, r->grads, (int)count, MPI_FLOAT, MPI_SUM, r->mpi->world),
                   "rank %d: allreduce of %zu gradients failed", r->rank, count);
     }
     return 0;
@@ -278,7 +290,7 @@ fail:
  * reduce-scatter leaves it) to its place. */
 static int reduce_scatter(struct reducer *r, char *err)
 {
-    CHECK_MPI(MPI_Reduce_scatter(MPI_IN_PLACE, r->grads, r->counts, MPI_FLOAT, MPI_SUM, r->world),
+    CHECK_MPI(MPI_Reduce_scatter(MPI_IN_PLACE, r->grads, r->counts, MPI_FLOAT, MPI_SUM, r->mpi->world),
               "rank %d: reduce-scatter of the gradients failed", r->rank);
     memmove(r->grads + r->displs[r->rank], r->grads, (size_t)r->counts[r->rank] * sizeof(float));
     return 0;
@@ -303,7 +315,7 @@ static int reduce_rest(struct reducer *r, char *err)
         CHECK_DP(allreduce_front(r, r->next, err));
         r->next = 0;
     }
-    CHECK_MPI(MPI_Waitall(r->bucket_count - first_started, r->requests + first_started, MPI_STATUSES_IGNORE),
+    CHECK_MPI(MPI_Waitall(r->bucket_count - first_started, r->mpi->requests + first_started, MPI_STATUSES_IGNORE),
               "rank %d: waiting for the gradient allreduce failed", rank);
     return 0;
 fail:
@@ -321,7 +333,7 @@ static int reduce_q(struct reducer *r, char *err)
         else
             memcpy(r->grads + g->grad, r->factors + g->wire, g->count * sizeof(float));
     }
-    CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, r->psgd.q, (int)r->psgd.q_count, MPI_FLOAT, MPI_SUM, r->world),
+    CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, r->psgd.q, (int)r->psgd.q_count, MPI_FLOAT, MPI_SUM, r->mpi->world),
               "rank %d: allreduce of %zu PowerSGD factors failed", r->rank, r->psgd.q_count);
     return 0;
 fail:
@@ -355,7 +367,7 @@ int reducer_share(struct reducer *r, float *data, char *err)
     if (!r->sharded)
         return 0;
     watchdog_wait(r->watchdog, "the parameters' allgather");
-    int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, r->counts, r->displs, MPI_FLOAT, r->world);
+    int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, r->counts, r->displs, MPI_FLOAT, r->mpi->world);
     watchdog_done(r->watchdog);
     CHECK_MPI(rc, "rank %d: allgather of the updated parameters failed", r->rank);
     return 0;

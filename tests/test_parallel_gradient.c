@@ -3,6 +3,7 @@
  * leaves bitwise identical parameters on every rank; bucketing, bf16 and PowerSGD on the wire. */
 #include "dptrain/check.h"
 #include "dptrain/comm.h"
+#include "dptrain/comm_mpi.h"
 #include "dptrain/dataset.h"
 #include "dptrain/model.h"
 #include "dptrain/optim.h"
@@ -18,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+
+#include "test_mpi.h"
 
 static struct comm world;
 
@@ -74,7 +77,7 @@ static void test_split_gradient_matches_single_rank(void **state)
     char err[DP_ERR_LEN];
     uint8_t labels[GLOBAL];
     /* Reference: all samples on one rank (a communicator of one). */
-    struct comm self = {MPI_COMM_SELF, 0, 1, 1, 1, NULL, NULL};
+    struct comm self = comm_mpi_self();
     struct model *reference = make_model(GLOBAL);
     load_rows(reference, labels, 0, GLOBAL);
     gradient(&self, reference, labels, GLOBAL, 0);
@@ -385,9 +388,6 @@ static void test_local_shares(void **state)
 
 int main(int argc, char **argv)
 {
-    char err[DP_ERR_LEN];
-    if (comm_init(&argc, &argv, &world, err) != 0)
-        return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_split_gradient_matches_single_rank),
         cmocka_unit_test(test_bucket_layout),
@@ -397,8 +397,5 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_powersgd_error_feedback),
         cmocka_unit_test(test_local_shares),
     };
-    int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    if (comm_finalize(err) != 0)
-        return 1;
-    return failed;
+    return test_mpi_main(&argc, &argv, &world, TEST_GROUP("parallel_gradient", tests, NULL, NULL));
 }

@@ -2,6 +2,7 @@
  * reconstruction error falls with K to (nearly) zero at full rank. */
 #include "dptrain/check.h"
 #include "dptrain/comm.h"
+#include "dptrain/comm_mpi.h"
 #include "dptrain/dataset.h"
 #include "dptrain/pca.h"
 
@@ -13,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+
+#include "test_mpi.h"
 
 static struct comm world;
 enum { N = 600, DIM = 784 };
@@ -85,7 +88,7 @@ static void test_ranks_agree_with_one_rank(void **state)
     comm_block(M, world.size, world.rank, &first, &count);
     struct pca split, whole;
     assert_int_equal(pca_fit(&world, &(struct pca_data){x + first * DIM, count, DIM}, K, &split, err), 0);
-    struct comm self = {MPI_COMM_SELF, 0, 1, 1, 1, NULL, NULL};
+    struct comm self = comm_mpi_self();
     assert_int_equal(pca_fit(&self, &(struct pca_data){x, M, DIM}, K, &whole, err), 0);
     for (int k = 0; k < K; k++) {
         assert_float_equal(split.explained_ratio[k], whole.explained_ratio[k], 1e-10);
@@ -102,7 +105,7 @@ static void test_ranks_agree_with_one_rank(void **state)
 static double reconstruction_error(const uint8_t *x, size_t n, int k)
 {
     char err[DP_ERR_LEN];
-    struct comm self = {MPI_COMM_SELF, 0, 1, 1, 1, NULL, NULL};
+    struct comm self = comm_mpi_self();
     struct pca pca;
     assert_int_equal(pca_fit(&self, &(struct pca_data){x, n, DIM}, k, &pca, err), 0);
     float *z = malloc(n * (size_t)k * sizeof(float));
@@ -156,17 +159,11 @@ static void test_bad_component_counts(void **state)
 
 int main(int argc, char **argv)
 {
-    char err[DP_ERR_LEN];
-    if (comm_init(&argc, &argv, &world, err) != 0)
-        return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_known_components),
         cmocka_unit_test(test_ranks_agree_with_one_rank),
         cmocka_unit_test(test_reconstruction_error_falls),
         cmocka_unit_test(test_bad_component_counts),
     };
-    int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    if (comm_finalize(err) != 0)
-        return 1;
-    return failed;
+    return test_mpi_main(&argc, &argv, &world, TEST_GROUP("pca", tests, NULL, NULL));
 }

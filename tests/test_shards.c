@@ -4,6 +4,7 @@
 #include "dptrain/comm.h"
 #include "dptrain/convert.h"
 #include "dptrain/dataset.h"
+#include "test_mpi.h"
 #include "test_util.h"
 
 #include <hdf5.h>
@@ -23,6 +24,7 @@ static char dir[256];
 static int setup(void **state)
 {
     (void)state;
+    check_quiet_hdf5();
     if (world.rank == 0) {
         char *made = test_make_dir("shards");
         snprintf(dir, sizeof dir, "%s", made);
@@ -218,18 +220,11 @@ static void test_missing_and_wrong_type(void **state)
 
 int main(int argc, char **argv)
 {
-    char err[DP_ERR_LEN];
-    if (comm_init(&argc, &argv, &world, err) != 0)
-        return 1;
-    check_quiet_hdf5();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_partition),
         cmocka_unit_test(test_label_out_of_range),
         cmocka_unit_test(test_more_ranks_than_samples),
         cmocka_unit_test(test_missing_and_wrong_type),
     };
-    int failed = cmocka_run_group_tests(tests, setup, teardown);
-    if (comm_finalize(err) != 0)
-        return 1;
-    return failed;
+    return test_mpi_main(&argc, &argv, &world, TEST_GROUP("shards", tests, setup, teardown));
 }

@@ -5,7 +5,6 @@
 #ifndef DPTRAIN_COMM_H
 #define DPTRAIN_COMM_H
 
-#include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,7 +12,8 @@ struct watchdog;
 struct watch_channel;
 
 struct comm {
-    MPI_Comm world;
+    int world;      /* the communicator as MPI's integer handle (MPI_Comm_c2f), so that this header
+                       needs no mpi.h: comm_mpi.h gives it back to the modules that call MPI */
     int rank;
     int size;
     int hosts;      /* nodes the ranks run on (as MPI sees them: ranks that share memory) */

@@ -27,12 +27,18 @@ int idx_read(const char *path, enum idx_kind kind, struct idx_array *out, char *
 int idx_parse(const char *name, const uint8_t *bytes, size_t len, enum idx_kind kind, struct idx_array *out,
               char *err);
 
+/* What idx_gunzip produced: `len` bytes at `data` (malloc'ed), and `more` 1 when it stopped at
+ * its limit with input left (the stream may hold more). */
+struct inflated {
+    uint8_t *data;
+    size_t len;
+    int more;
+};
+
 /* Decompress a gzip file (one or more members) held in memory, producing at most `limit`
- * bytes: *more is 1 when it stopped there with input left (the stream may hold more). Rejects
- * truncated or corrupt streams and trailing bytes that are not another gzip member. Memory
- * grows with the output actually produced, never past limit. *out is malloc'ed. */
-int idx_gunzip(const char *name, const uint8_t *bytes, size_t len, size_t limit, uint8_t **out,
-               size_t *out_len, int *more, char *err);
+ * bytes. Rejects truncated or corrupt streams and trailing bytes that are not another gzip
+ * member. Memory grows with the output actually produced, never past limit. */
+int idx_gunzip(const char *name, const uint8_t *bytes, size_t len, size_t limit, struct inflated *out, char *err);
 
 void idx_free(struct idx_array *array);
 

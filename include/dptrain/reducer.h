@@ -31,7 +31,6 @@
 #include "dptrain/model.h"
 #include "dptrain/powersgd.h"
 
-#include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,8 +41,10 @@ struct wire_segment {
     int matrix;
 };
 
+struct reducer_mpi; /* reducer.c: the communicator, the buckets' requests, the bf16 sum operation */
+
 struct reducer {
-    MPI_Comm world;
+    struct reducer_mpi *mpi;
     struct watchdog *watchdog;                   /* told when the step waits for the sum */
     int rank, ranks;
     float *grads;
@@ -51,7 +52,6 @@ struct reducer {
     int fused;                                   /* bucket_bytes was 0 */
     int bucket_count;
     size_t starts[MODEL_MAX_LAYERS + 1];         /* bucket b is [starts[b], starts[b + 1]) */
-    MPI_Request requests[MODEL_MAX_LAYERS];
     int next;                                    /* buckets next.. have been started */
     int mpi_error;                               /* first failure of the step, reported at the end */
     /* bf16 on the wire */
@@ -59,7 +59,6 @@ struct reducer {
     uint16_t *wire;                              /* [count] what goes on the wire */
     float *residual;                             /* [count] error feedback (bf16 and PowerSGD): what has not
                                                     been delivered yet */
-    MPI_Op sum_bf16;
     /* PowerSGD on the wire */
     int powersgd;
     struct powersgd psgd;
