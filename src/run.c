@@ -165,3 +165,32 @@ void run_free(struct run *run)
     run->best_params = NULL;
     run->best_buffers = NULL;
 }
+
+int run_average_buffers(struct run *run, char *err)
+{
+    struct model *m = run->model;
+    const struct shards *d = run->d;
+    size_t nb = m->buffer_count, local = (size_t)d->local_units * nb;
+    if (nb == 0 || (run->comm->size == 1 && !run->unit_buffers))
+        return 0;
+    if (!run->unit_buffers) {
+        CHECK_DP(comm_allreduce_floats(run->comm, m->buffers, nb, err));
+        for (size_t i = 0; i < nb; i++)
+            m->buffers[i] /= (float)run->comm->size;
+        return 0;
+    }
+    double *mine = malloc(local * sizeof(double)), *sums = malloc(nb * sizeof(double));
+    for (size_t i = 0; mine && i < local; i++)
+        mine[i] = run->unit_buffers[i];
+    struct comm_rows rows = {sums ? mine : NULL, (size_t)d->first_unit, (size_t)d->local_units, (size_t)d->units, nb};
+    int status = comm_sum_rows_in_order(run->comm, &rows, sums, err);
+    for (size_t i = 0; status == 0 && i < nb; i++)
+        m->buffers[i] = (float)(sums[i] / d->units);
+    free(mine);
+    free(sums);
+    if (status == 0)
+        run_share_buffers(run);
+    return status;
+fail:
+    return -1;
+}

@@ -3,8 +3,9 @@
 #include "dptrain/check.h"
 #include "dptrain/cli.h"
 #include "dptrain/console.h"
-#include "dptrain/exactsum.h"
-#include "dptrain/layers.h"
+#include "dptrain/deterministic.h"
+#include "dptrain/guards.h"
+#include "dptrain/step.h"
 #include "dptrain/snapshot.h"
 #include "dptrain/stop.h"
 #include "dptrain/timer.h"
@@ -16,95 +17,6 @@
 #include <unistd.h>
 
 enum epoch_outcome { EPOCH_DONE = 0, EPOCH_FAILED = -1, EPOCH_STOPPED = 1 };
-
-/* One unit's share of the batch: forward, loss, backward into model->grads (zeros without
- * samples). The hook, if any, hears of every layer's finished gradients. */
-static void unit_gradient(struct model *model, const struct batch *batch, struct batch_sums *sums,
-                          const struct backward_hook *hook)
-{
-    struct profile *p = model->profile;
-    double clock = profile_now(p);
-    if (batch->n == 0) {
-        memset(model->grads, 0, model->param_count * sizeof(float));
-        return;
-    }
-    const float *logits = model_forward(model, batch->n, 1, batch->dropout);
-    sums->loss += softmax_cross_entropy(&(struct loss_input){logits, batch->labels, batch->n, model->classes, batch->smoothing}, &(struct loss_output){model_grad_logits(model), 1.0f / (float)batch->global, &sums->correct, NULL, NULL});
-    clock = profile_end(p, PHASE_FORWARD, CATEGORY_STEP, clock);
-    model_backward(model, batch->n, hook);
-    profile_end(p, PHASE_BACKWARD, CATEGORY_STEP, clock);
-}
-
-int train_batch_gradient(struct model *model, struct reducer *reducer, const struct batch *batch,
-                         struct batch_sums *sums, char *err)
-{
-    struct profile *p = model->profile;
-    reducer_begin(reducer);
-    unit_gradient(model, batch, sums, &(struct backward_hook){reducer_ready, reducer});
-    /* A rank with no samples in this step still contributes (zeros) to the sum, and starts the
-     * same buckets as the other ranks: all but the first. */
-    if (batch->n == 0)
-        reducer_ready(reducer, 1);
-    double clock = profile_now(p);
-    int status = reducer_finish(reducer, err);
-    profile_end(p, PHASE_ALLREDUCE_WAIT, CATEGORY_STEP, clock);
-    return status;
-}
-
-static int all_finite(const float *x, size_t n)
-{
-    int finite = 1;
-    for (size_t i = 0; i < n; i++)
-        finite &= isfinite(x[i]);
-    return finite;
-}
-
-/* Batch-norm running statistics are per unit (each sees its own batches); at the end of every
- * epoch they are averaged over the units, so that evaluation and checkpoints use one set. By
- * default a sum over the ranks; with --deterministic the units' rows are added in unit order,
- * the same on any rank count. */
-static int average_buffers(struct run *run, char *err)
-{
-    struct model *m = run->model;
-    const struct shards *d = run->d;
-    size_t nb = m->buffer_count, local = (size_t)d->local_units * nb;
-    if (nb == 0 || (run->comm->size == 1 && !run->unit_buffers))
-        return 0;
-    if (!run->unit_buffers) {
-        CHECK_DP(comm_allreduce_floats(run->comm, m->buffers, nb, err));
-        for (size_t i = 0; i < nb; i++)
-            m->buffers[i] /= (float)run->comm->size;
-        return 0;
-    }
-    double *mine = malloc(local * sizeof(double)), *sums = malloc(nb * sizeof(double));
-    for (size_t i = 0; mine && i < local; i++)
-        mine[i] = run->unit_buffers[i];
-    struct comm_rows rows = {sums ? mine : NULL, (size_t)d->first_unit, (size_t)d->local_units, (size_t)d->units, nb};
-    int status = comm_sum_rows_in_order(run->comm, &rows, sums, err);
-    for (size_t i = 0; status == 0 && i < nb; i++)
-        m->buffers[i] = (float)(sums[i] / d->units);
-    free(mine);
-    free(sums);
-    if (status == 0)
-        run_share_buffers(run);
-    return status;
-fail:
-    return -1;
-}
-
-/* Which rank's own loss went bad? Only asked on the failure path. */
-static void name_bad_rank(const struct run *run, int locally_bad, int epoch, long step, char *err)
-{
-    int first = locally_bad ? run->comm->rank : run->comm->size;
-    if (comm_min_int(run->comm, &first, err) != 0)
-        return;
-    if (first < run->comm->size)
-        err_set(err, "rank %d: the loss became NaN or Inf at epoch %d, step %ld (try a lower %s)", first, epoch,
-                step + 1, cli_setting_flag(SETTING_LR));
-    else
-        err_set(err, "the summed gradient became NaN or Inf at epoch %d, step %ld (try a lower %s)", epoch,
-                step + 1, cli_setting_flag(SETTING_LR));
-}
 
 /* Each unit's shuffled order of the epoch; fresh streams and sums unless resuming inside it. */
 static void begin_epoch(struct run *run, int epoch, long first_step)
@@ -127,82 +39,6 @@ static void begin_epoch(struct run *run, int epoch, long first_step)
     }
 }
 
-/* A unit's share of the step, into the model's input (with the injected NaN, if any, in the
- * rank's first unit). */
-static struct batch load_batch(struct run *run, struct unit *u, int epoch, long step)
-{
-    size_t first;
-    struct batch b = {run->batch_labels, 0, shards_step_total(run->d, run->steps, step),
-                      (float)run->o->label_smoothing, &u->dropout};
-    shards_step_share(u->samples.count, run->steps, step, &first, &b.n);
-    struct augmentation augment = {&u->augment, run->o->erase, run->o->augment_shift, run->o->flip};
-    features_gather(&u->samples, u->order + first, b.n, model_input(run->model), run->batch_labels,
-                    run->o->augment ? &augment : NULL);
-    if (u == run->units && fault_strikes(&run->fault, FAULT_NAN, run->comm->rank, epoch, step + 1))
-        model_input(run->model)[0] = NAN;
-    return b;
-}
-
-/* The unit's batch gradient, its sums kept; 1 when its loss went bad. */
-static int unit_step(struct run *run, struct unit *u, int epoch, long step, struct reducer *reducer, char *err)
-{
-    struct model *m = run->model;
-    size_t nb = m->buffer_count;
-    double clock = profile_now(run->profile);
-    struct batch b = load_batch(run, u, epoch, step);
-    struct batch_sums sums = {u->partial_loss, u->partial_correct};
-    profile_end(run->profile, PHASE_DATA, CATEGORY_STEP, clock);
-    if (u->buffers != m->buffers)
-        memcpy(m->buffers, u->buffers, nb * sizeof(float));
-    if (!reducer)
-        unit_gradient(m, &b, &sums, NULL);
-    else if (train_batch_gradient(m, reducer, &b, &sums, err) != 0)
-        comm_abort(run->comm, err); /* a collective failed: the ranks cannot meet again */
-    if (u->buffers != m->buffers)
-        memcpy(u->buffers, m->buffers, nb * sizeof(float));
-    int bad = !isfinite(sums.loss - u->partial_loss);
-    u->partial_loss = sums.loss;
-    u->partial_correct = sums.correct;
-    return bad;
-}
-
-/* --deterministic: every local unit's gradient on its own (the same shapes wherever the unit
- * runs), then their exact sum over every unit of every rank (exactsum.h) into model->grads. A
- * gradient that is not finite anywhere leaves NaN there for the caller's check. */
-static int exact_gradient(struct run *run, int epoch, long step, int *locally_bad, char *err)
-{
-    struct model *m = run->model;
-    size_t params = m->param_count;
-    const float *terms[SHARDS_VIRTUAL];
-    double biggest = 0;
-    float *own = m->grads;
-    for (int i = 0; i < run->d->local_units; i++) {
-        float *term = run->exact.terms + (size_t)i * params;
-        model_use_grads(m, term);
-        *locally_bad |= unit_step(run, &run->units[i], epoch, step, NULL, err);
-        double largest = exactsum_max_abs(term, params);
-        biggest = largest > biggest || isinf(largest) ? largest : biggest;
-        terms[i] = term;
-    }
-    model_use_grads(m, own);
-    double clock = profile_now(run->profile);
-    CHECK_DP(comm_max_double(run->comm, &biggest, err));
-    if (isinf(biggest)) {
-        for (size_t i = 0; i < params; i++)
-            m->grads[i] = NAN;
-        return 0;
-    }
-    int exponent = exactsum_exponent(biggest, run->d->units);
-    memset(run->exact.sum, 0, params * sizeof(double));
-    exactsum_add(run->exact.sum, terms, run->d->local_units, params, exponent);
-    CHECK_DP(comm_allreduce_doubles(run->comm, run->exact.sum, params, err));
-    exactsum_result(run->exact.sum, m->grads, params, exponent);
-    profile_end(run->profile, PHASE_ALLREDUCE_WAIT, CATEGORY_STEP, clock);
-    return 0;
-fail:
-    return -1;
-}
-
 /* One step: gradient, the NaN check, the optimizer. The ranks already agreed not to stop. */
 static int train_step(struct run *run, int epoch, long step, char *err)
 {
@@ -212,13 +48,13 @@ static int train_step(struct run *run, int epoch, long step, char *err)
         _exit(DP_EXIT_ERROR); /* a rank that dies without a word */
     int locally_bad = 0;
     if (!run->o->deterministic)
-        locally_bad = unit_step(run, &run->units[0], epoch, step, &run->reducer, err);
-    else if (exact_gradient(run, epoch, step, &locally_bad, err) != 0)
+        locally_bad = step_unit(run, &run->units[0], epoch, step, &run->reducer, err);
+    else if (deterministic_gradient(run, epoch, step, &locally_bad, err) != 0)
         comm_abort(run->comm, err);
     double clock = profile_now(p);
-    if (!run->reducer.sharded && !all_finite(m->grads, m->param_count)) {
+    if (!run->reducer.sharded && !guards_finite(m->grads, m->param_count)) {
         /* The reduced gradient is identical on every rank, so every rank sees a NaN together. */
-        name_bad_rank(run, locally_bad, epoch, step, err);
+        guards_name_bad_rank(run->comm, locally_bad, epoch, step, err);
         return -1;
     }
     double lr = schedule_lr(&run->schedule, (long)(epoch - 1) * run->steps + step);
@@ -229,8 +65,8 @@ static int train_step(struct run *run, int epoch, long step, char *err)
         /* Each rank saw only its slice of the sum; a NaN there reaches every rank's parameters. */
         if (reducer_share(&run->reducer, m->params, err) != 0)
             comm_abort(run->comm, err);
-        if (!all_finite(m->params, m->param_count)) {
-            name_bad_rank(run, locally_bad, epoch, step, err);
+        if (!guards_finite(m->params, m->param_count)) {
+            guards_name_bad_rank(run->comm, locally_bad, epoch, step, err);
             return -1;
         }
     }
@@ -242,48 +78,6 @@ static int train_step(struct run *run, int epoch, long step, char *err)
     }
     profile_end(p, PHASE_OPTIMIZER, CATEGORY_STEP, clock);
     return 0;
-}
-
-/* The value most ranks hold (ties: rank 0's). */
-static uint64_t majority(const uint64_t *values, int count)
-{
-    uint64_t best = values[0];
-    int best_votes = 0;
-    for (int i = 0; i < count; i++) {
-        int votes = 0;
-        for (int j = 0; j < count; j++)
-            votes += values[j] == values[i];
-        if (votes > best_votes) {
-            best = values[i];
-            best_votes = votes;
-        }
-    }
-    return best;
-}
-
-/* The drift guard: every rank must hold bitwise the same parameters (they apply the same update
- * to the same sums). One allgather of a 64-bit hash; a rank that differs from most ranks (with
- * two ranks: from rank 0) is named, with the same message on every rank. */
-static int check_drift(struct run *run, int epoch, long step, char *err)
-{
-    const struct comm *comm = run->comm;
-    uint64_t *all = NULL;
-    int ok = (all = malloc(sizeof *all * (size_t)comm->size)) != NULL;
-    if (!ok)
-        err_set(err, "cannot allocate the drift check");
-    CHECK_DP(comm_agree(comm, ok, err));
-    CHECK_DP(comm_allgather_u64(comm, model_param_hash(run->model), all, err));
-    uint64_t most = majority(all, comm->size);
-    for (int r = 0; r < comm->size; r++)
-        if (all[r] != most)
-            FAIL("rank %d: its parameters diverged from the other ranks' by epoch %d, step %ld (parameter hash "
-                 "%016llx, the others' %016llx; a fault on that host, or non-deterministic arithmetic)",
-                 r, epoch, step + 1, (unsigned long long)all[r], (unsigned long long)most);
-    free(all);
-    return 0;
-fail:
-    free(all);
-    return -1;
 }
 
 /* The largest signal number any rank received (0: none): every rank learns which signal it
@@ -320,7 +114,7 @@ static enum epoch_outcome train_epoch(struct run *run, int epoch, long first_ste
         if (train_step(run, epoch, step, err) != 0)
             return EPOCH_FAILED;
         long done = (long)(epoch - 1) * run->steps + step + 1; /* steps taken by the run */
-        if (o->drift_check > 0 && done % o->drift_check == 0 && check_drift(run, epoch, step, err) != 0)
+        if (o->drift_check > 0 && done % o->drift_check == 0 && guards_check_drift(run->comm, model_param_hash(run->model), epoch, step, err) != 0)
             return EPOCH_FAILED;
         if (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < run->steps) {
             watchdog_phase(run->comm->watchdog, "a checkpoint", epoch, step + 1, 1);
@@ -390,7 +184,7 @@ static int finish_epoch(struct run *run, int epoch, double seconds, char *err)
 {
     double clock = profile_now(run->profile), loss, correct;
     CHECK_DP(epoch_sums(run, &loss, &correct, err));
-    CHECK_DP(average_buffers(run, err));
+    CHECK_DP(run_average_buffers(run, err));
     struct epoch_record *e = &run->r->history[epoch - 1];
     double samples = (double)run->d->train_total;
     e->epoch = epoch;

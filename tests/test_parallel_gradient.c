@@ -9,7 +9,7 @@
 #include "dptrain/optim.h"
 #include "dptrain/reducer.h"
 #include "dptrain/shards.h"
-#include "dptrain/train.h"
+#include "dptrain/step.h"
 
 #include <math.h>
 #include <setjmp.h>
@@ -53,7 +53,7 @@ static void load_rows(struct model *m, uint8_t *labels, size_t first, size_t cou
 }
 
 /* One global batch through the production path: a reducer over comm (bucket_bytes 0: the fused
- * allreduce that training uses by default; bf16: bfloat16 on the wire) and train_batch_gradient. */
+ * allreduce that training uses by default; bf16: bfloat16 on the wire) and step_batch_gradient. */
 static void gradient_on_wire(const struct comm *comm, struct model *m, const uint8_t *labels, int n,
                              size_t bucket_bytes, int bf16)
 {
@@ -62,7 +62,7 @@ static void gradient_on_wire(const struct comm *comm, struct model *m, const uin
     struct batch b = {labels, n, GLOBAL, 0.0f, NULL};
     struct batch_sums sums = {0, 0};
     assert_int_equal(reducer_init(&r, comm, m, &(struct reducer_options){bucket_bytes, bf16, 0, 0}, err), 0);
-    assert_int_equal(train_batch_gradient(m, &r, &b, &sums, err), 0);
+    assert_int_equal(step_batch_gradient(m, &r, &b, &sums, err), 0);
     assert_int_equal(reducer_free(&r, err), 0);
 }
 

@@ -81,6 +81,11 @@ int run_initialise(struct run *run, char *err);
 /* Every unit's batch-norm statistics from the model's (--deterministic: at the start and after
  * they are averaged). */
 void run_share_buffers(struct run *run);
+/* Collective: batch-norm running statistics are per unit (each sees its own batches); at the end
+ * of every epoch they are averaged over the units, so that evaluation and checkpoints use one
+ * set. By default a sum over the ranks; with --deterministic the units' rows are added in unit
+ * order, the same on any rank count. */
+int run_average_buffers(struct run *run, char *err);
 void run_free(struct run *run);
 
 #endif
