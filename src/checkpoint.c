@@ -306,7 +306,7 @@ fail:
 static int read_field(hid_t f, struct checkpoint *c, const struct field *field, const char *path, char *err)
 {
     if (field->type == F_STRING)
-        return h5io_read_string_attr(f, field->name, (char *)c + field->offset, field->size, path, err);
+        return h5io_read_attr_string(f, field->name, (char *)c + field->offset, field->size, path, err);
     if (is_real(field->type)) {
         double value;
         CHECK_DP(h5io_read_attr(f, field->name, H5T_NATIVE_DOUBLE, &value, path, err));
@@ -407,7 +407,7 @@ static int read_config(hid_t f, struct checkpoint *c, const char *path, char *er
     uint32_t stored;
     if (H5Aexists(f, "format") <= 0)
         FAIL("%s: not a dptrain checkpoint (no attribute format)", path);
-    CHECK_DP(h5io_read_string_attr(f, "format", format, sizeof format, path, err));
+    CHECK_DP(h5io_read_attr_string(f, "format", format, sizeof format, path, err));
     if (strcmp(format, CHECKPOINT_FORMAT) != 0)
         FAIL("%s: not a dptrain checkpoint (format '%s')", path, format);
     CHECK_DP(h5io_read_attr(f, "format_version", H5T_NATIVE_LLONG, &version, path, err));

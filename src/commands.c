@@ -7,7 +7,7 @@
 #include "dptrain/config.h"
 #include "dptrain/console.h"
 #include "dptrain/files.h"
-#include "dptrain/snapshot.h"
+#include "dptrain/run_checkpoint.h"
 #include "dptrain/stop.h"
 #include "dptrain/train.h"
 
@@ -224,8 +224,8 @@ static void run_name(const struct config *o, int k, char *name, size_t size)
 /* Everything a command shares between its runs. */
 struct command_state {
     const struct comm *comm;
-    struct config *o;                 /* its flip is decided once the data file is read */
-    struct shards d;
+    struct config *config;            /* its flip is decided once the data file is read */
+    struct shards shards;
     struct checkpoint resume;
     struct profile profile;
     struct run_result *runs;
@@ -238,13 +238,13 @@ struct command_state {
  * comparison keeps what it has finished). */
 static int train_one(struct command_state *cs, int i, char *err)
 {
-    const struct config *o = cs->o;
+    const struct config *o = cs->config;
     int k = o->command == CMD_COMPARE ? o->pca_list[i] : o->pca;
     char name[64];
     run_name(o, k, name, sizeof name);
-    describe_result(&cs->runs[i], o, &cs->d, name, k);
+    describe_result(&cs->runs[i], o, &cs->shards, name, k);
     cs->runs[i].ranks = cs->comm->size;
-    struct run run = {.comm = cs->comm, .o = o, .d = &cs->d, .profile = &cs->profile, .r = &cs->runs[i]};
+    struct run run = {.comm = cs->comm, .config = o, .shards = &cs->shards, .profile = &cs->profile, .result = &cs->runs[i]};
     int status = train_run(&run, k, o->resume ? &cs->resume : NULL, err);
     if (status != DP_EXIT_OK)
         return status;
@@ -255,7 +255,7 @@ static int train_one(struct command_state *cs, int i, char *err)
         if ((diverged = results_did_not_learn(&cs->runs[i], why, sizeof why)))
             fprintf(stderr, "dptrain: warning: run %s diverged: %s; its results are written and marked diverged "
                     "(try a lower --lr)\n", name, why);
-        struct results_origin origin = {o->command_line, cs->comm->size, cs->comm->hosts, &cs->d.about};
+        struct results_origin origin = {o->command_line, cs->comm->size, cs->comm->hosts, &cs->shards.about};
         ok = results_write(o->out, &origin, cs->runs, i + 1, err) == 0;
         if (!ok && o->checkpoint) /* its last save holds the finished run */
             err_append_hint(err, "the trained state is kept in %s %s: write the results from it with "
@@ -276,9 +276,9 @@ static int train_all(struct command_state *cs, char *err)
             return status;
     }
     if (cs->comm->rank == 0) {
-        if (cs->o->command == CMD_COMPARE)
+        if (cs->config->command == CMD_COMPARE)
             console_comparison(cs->runs, cs->run_count);
-        printf("\nresults written to %s\n", cs->o->out);
+        printf("\nresults written to %s\n", cs->config->out);
     }
     return cs->diverged ? DP_EXIT_DIVERGED : DP_EXIT_OK;
 }
@@ -306,16 +306,16 @@ fail:
  * the data file's mirror_invariant unless --flip says otherwise. */
 static int prepare_command(struct command_state *cs, char *err)
 {
-    struct config *o = cs->o;
+    struct config *o = cs->config;
     CHECK_DP(check_paths(cs->comm, o, &cs->locks, err));
     struct shard_plan plan = {o->data, o->validation, o->seed, o->deterministic ? SHARDS_VIRTUAL : 0};
-    CHECK_DP(shards_load(cs->comm, &plan, &cs->d, err));
-    CHECK_DP(check_components(o, &cs->d.about, err));
+    CHECK_DP(shards_load(cs->comm, &plan, &cs->shards, err));
+    CHECK_DP(check_components(o, &cs->shards.about, err));
     if (o->flip < 0)
-        o->flip = cs->d.about.mirror_invariant;
+        o->flip = cs->shards.about.mirror_invariant;
     if (o->resume)
-        CHECK_DP(snapshot_load(cs->comm, o, &cs->resume, err));
-    if (o->resume && checkpoint_check_data(&cs->resume, &cs->d.identity, o->data, o->checkpoint, "resume", err) != 0) {
+        CHECK_DP(run_checkpoint_load(cs->comm, o, &cs->resume, err));
+    if (o->resume && checkpoint_check_data(&cs->resume, &cs->shards.identity, o->data, o->checkpoint, "resume", err) != 0) {
         err_prefix(err, cli_flag(OPTION_RESUME)); /* every rank holds the same checkpoint and identity */
         goto fail;
     }
@@ -323,7 +323,7 @@ static int prepare_command(struct command_state *cs, char *err)
     if (!ok)
         err_set(err, "cannot allocate results");
     CHECK_DP(comm_agree(cs->comm, ok, err));
-    CHECK_DP(start_profile(cs->comm, &cs->profile, o->trace ? trace_capacity(o, &cs->d, cs->run_count) : 0, err));
+    CHECK_DP(start_profile(cs->comm, &cs->profile, o->trace ? trace_capacity(o, &cs->shards, cs->run_count) : 0, err));
     return 0;
 fail:
     return -1;
@@ -331,7 +331,7 @@ fail:
 
 static int finish_trace(struct command_state *cs, int status, char *err)
 {
-    const struct config *o = cs->o;
+    const struct config *o = cs->config;
     if (!o->trace || (status != DP_EXIT_OK && status != DP_EXIT_STOPPED && status != DP_EXIT_DIVERGED))
         return status;
     if (write_trace(cs->comm, &cs->profile, o->trace, err) != 0)
@@ -360,7 +360,7 @@ int train_command(const struct comm *comm, const struct config *given, char *err
     struct config scaled = scaled_for_ranks(given, comm->size);
     scaled.threads = blas_threads(comm, given->threads, given->deterministic); /* as run: it changes the bits */
     struct config *o = &scaled;
-    struct command_state cs = {.comm = comm, .o = o, .run_count = o->command == CMD_COMPARE ? o->pca_runs : 1,
+    struct command_state cs = {.comm = comm, .config = o, .run_count = o->command == CMD_COMPARE ? o->pca_runs : 1,
                                .locks = OUTPUT_LOCKS_NONE};
     int status = DP_EXIT_ERROR;
     openblas_set_num_threads(o->threads);
@@ -391,7 +391,7 @@ fail:
         run_result_free(&cs.runs[i]);
     free(cs.runs);
     checkpoint_free(&cs.resume);
-    shards_free(&cs.d);
+    shards_free(&cs.shards);
     release_outputs(&cs.locks);
     return status;
 }
@@ -402,7 +402,7 @@ fail:
  * training; the data, output, --tta and --tta-shift from the command line. */
 static int config_from_checkpoint(const struct checkpoint *c, const struct config *given, struct config *o, char *err)
 {
-    if (snapshot_settings(c, given, o) != 0)
+    if (run_checkpoint_settings(c, given, o) != 0)
         FAIL("%s: corrupt checkpoint: unknown optimizer '%s' or schedule '%s'", given->checkpoint, c->optimizer,
              c->schedule);
     o->validation = 0; /* eval uses the whole training set only for the input normalisation */
@@ -424,9 +424,9 @@ fail:
  * statistics and history. */
 static int load_checkpointed(struct run *run, struct checkpoint *c, char *err)
 {
-    struct run_result *r = run->r;
+    struct run_result *r = run->result;
     CHECK_PTR(r->history = calloc((size_t)c->history_length + 1, sizeof *r->history), "cannot allocate the history");
-    CHECK_DP(checkpoint_check_position(c, 0, run->model->param_count, run->model->buffer_count, run->o->checkpoint,
+    CHECK_DP(checkpoint_check_position(c, 0, run->model->param_count, run->model->buffer_count, run->config->checkpoint,
                                        err));
     r->parameters = run->model->param_count;
     memcpy(run->model->params, c->best_params ? c->best_params : c->params, r->parameters * sizeof(float));
@@ -468,7 +468,7 @@ static void holdout_as_test(struct shards *d)
 /* Collective: the checkpoint's run on this data's test set, and rank 0 writes the results. */
 static int evaluate_checkpoint(struct run *run, struct checkpoint *c, struct shards *d, char *err)
 {
-    struct run_result *r = run->r;
+    struct run_result *r = run->result;
     int ok = 1;
     if (c->pca_components > 0) {
         r->pca = c->pca;
@@ -484,12 +484,12 @@ static int evaluate_checkpoint(struct run *run, struct checkpoint *c, struct sha
     CHECK_DP(evaluate_predictions(run->comm, &run->eval, &run->test, &d->test, r, err));
     r->parameter_hash = model_param_hash(run->model);
     if (run->comm->rank == 0) {
-        print_evaluated(c, run->o->checkpoint);
+        print_evaluated(c, run->config->checkpoint);
         console_summary(r);
-        struct results_origin origin = {run->o->command_line, run->comm->size, run->comm->hosts, &d->about};
-        ok = results_write(run->o->out, &origin, r, 1, err) == 0;
+        struct results_origin origin = {run->config->command_line, run->comm->size, run->comm->hosts, &d->about};
+        ok = results_write(run->config->out, &origin, r, 1, err) == 0;
         if (ok)
-            printf("\nresults written to %s\n", run->o->out);
+            printf("\nresults written to %s\n", run->config->out);
     }
     return comm_agree(run->comm, ok, err);
 fail:
@@ -502,7 +502,7 @@ int eval_command(const struct comm *comm, const struct config *given, char *err)
     struct config o;
     struct shards d = {0};
     struct run_result r = {0};
-    struct run run = {.comm = comm, .o = &o, .d = &d, .r = &r};
+    struct run run = {.comm = comm, .config = &o, .shards = &d, .result = &r};
     struct output_locks locks = OUTPUT_LOCKS_NONE;
     int status = DP_EXIT_ERROR;
     CHECK_DP(check_paths(comm, given, &locks, err));

@@ -8,8 +8,8 @@
 
 void console_announce(const struct run *run)
 {
-    const struct config *o = run->o;
-    const struct run_result *r = run->r;
+    const struct config *o = run->config;
+    const struct run_result *r = run->result;
     if (run->comm->rank != 0)
         return;
     printf("run %s: model %s (%zu parameters), inputs %s", r->name, o->model, r->parameters,
@@ -20,8 +20,8 @@ void console_announce(const struct run *run)
     int threads = openblas_get_num_threads();
     printf(", %d rank%s on %d host%s (%d BLAS thread%s each), global batch %d, %zu training samples\n",
            run->comm->size, run->comm->size == 1 ? "" : "s", run->comm->hosts, run->comm->hosts == 1 ? "" : "s",
-           threads, threads == 1 ? "" : "s", o->batch, run->d->train_total);
-    const struct data_description *about = &run->d->about;
+           threads, threads == 1 ? "" : "s", o->batch, run->shards->train_total);
+    const struct data_description *about = &run->shards->about;
     char shape[48];
     image_shape_text(&about->image, shape, sizeof shape);
     printf("data: %s%s%s images (HxWxC) of %d classes", about->name, about->name[0] ? ", " : "", shape,
@@ -33,7 +33,7 @@ void console_announce(const struct run *run)
     size_t wire = reducer_wire_bytes(&run->reducer);
     if (o->deterministic)
         printf("deterministic: %d virtual shards (this rank %d..%d), exact gradient sums: the same bits on any "
-               "rank count\n", run->d->units, run->d->first_unit + 1, run->d->first_unit + run->d->local_units);
+               "rank count\n", run->shards->units, run->shards->first_unit + 1, run->shards->first_unit + run->shards->local_units);
     else if (wire > 0 && run->reducer.powersgd)
         printf("gradient allreduce: %.3f MB per step from each rank (%zu bytes: PowerSGD rank %d on %d weight "
                "matrices, the other gradients float32; error feedback)\n", (double)wire / 1e6, wire,
@@ -128,7 +128,7 @@ static void print_phases(const struct profile *p, double step_seconds, long step
 int console_profile(const struct run *run, char *err)
 {
     const struct profile *p = run->profile;
-    const struct run_result *r = run->r;
+    const struct run_result *r = run->result;
     struct rusage usage;
     CHECK_SYS(getrusage(RUSAGE_SELF, &usage), "getrusage failed");
     long peak_kb = usage.ru_maxrss;

@@ -247,7 +247,7 @@ static int write_data_file(const char *out_path, const struct idx_pair sets[2], 
     CHECK_DP((file = h5io_create_in_memory(out_path, err)) < 0);
     CHECK_DP(write_group(file, "train", &sets[0], out_path, err));
     CHECK_DP(write_group(file, "test", &sets[1], out_path, err));
-    CHECK_DP(h5io_write_strings_attr(file, "class_names", about->classes->names, (size_t)about->classes->count,
+    CHECK_DP(h5io_write_attr_strings(file, "class_names", about->classes->names, (size_t)about->classes->count,
                                      out_path, err));
     CHECK_DP(h5io_write_attr_string(file, "mirror_invariant", about->mirror_invariant ? "yes" : "no", out_path, err));
     CHECK_DP(h5io_write_attr_string(file, "source", about->source, out_path, err));

@@ -245,7 +245,7 @@ static int read_mirror_invariant(const struct data_file *f, struct data_descript
              "(h5py: f.attrs[\"mirror_invariant\"] = \"no\", or \"yes\" for clothes and objects) or convert again",
              f->path);
     if (h5io_attr_is_string(f->file, "mirror_invariant") > 0) {
-        CHECK_DP(h5io_read_string_attr(f->file, "mirror_invariant", text, sizeof text, f->path, err));
+        CHECK_DP(h5io_read_attr_string(f->file, "mirror_invariant", text, sizeof text, f->path, err));
         value = strcmp(text, "yes") == 0 ? 1 : strcmp(text, "no") == 0 ? 0 : -1;
     } else if (h5io_read_attr(f->file, "mirror_invariant", H5T_NATIVE_LLONG, &value, f->path, err) != 0) {
         value = -1;
@@ -265,14 +265,14 @@ static int read_description(const struct data_file *f, struct data_description *
     if (H5Aexists(f->file, "class_names") <= 0)
         FAIL("%s: lacks the attribute class_names, which gives the classes (K names; every label below K): add "
              "it (h5py: f.attrs[\"class_names\"] = [\"cat\", \"dog\", ...]) or convert with --class-names", f->path);
-    CHECK_DP(h5io_read_strings_attr(f->file, "class_names", &(struct h5io_strings){DATASET_MAX_CLASSES,
+    CHECK_DP(h5io_read_attr_strings(f->file, "class_names", &(struct h5io_strings){DATASET_MAX_CLASSES,
                                     DATASET_NAME_MAX, &about->class_names, &about->classes}, f->path, err));
     if (about->classes < 2)
         FAIL("%s: class_names holds %d name%s; a classifier needs at least 2 classes", f->path, about->classes,
              about->classes == 1 ? "" : "s");
     CHECK_DP(read_mirror_invariant(f, about, err));
     if (H5Aexists(f->file, "name") > 0)
-        CHECK_DP(h5io_read_string_attr(f->file, "name", about->name, sizeof about->name, f->path, err));
+        CHECK_DP(h5io_read_attr_string(f->file, "name", about->name, sizeof about->name, f->path, err));
     return 0;
 fail:
     return -1;

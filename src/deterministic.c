@@ -14,7 +14,7 @@ int deterministic_gradient(struct run *run, int epoch, long step, int *locally_b
     const float *terms[SHARDS_VIRTUAL];
     double biggest = 0;
     float *own = m->grads;
-    for (int i = 0; i < run->d->local_units; i++) {
+    for (int i = 0; i < run->shards->local_units; i++) {
         float *term = run->exact.terms + (size_t)i * params;
         model_use_grads(m, term);
         *locally_bad |= step_unit(run, &run->units[i], epoch, step, NULL, err);
@@ -30,9 +30,9 @@ int deterministic_gradient(struct run *run, int epoch, long step, int *locally_b
             m->grads[i] = NAN;
         return 0;
     }
-    int exponent = exactsum_exponent(biggest, run->d->units);
+    int exponent = exactsum_exponent(biggest, run->shards->units);
     memset(run->exact.sum, 0, params * sizeof(double));
-    exactsum_add(run->exact.sum, terms, run->d->local_units, params, exponent);
+    exactsum_add(run->exact.sum, terms, run->shards->local_units, params, exponent);
     CHECK_DP(comm_allreduce_doubles(run->comm, run->exact.sum, params, err));
     exactsum_result(run->exact.sum, m->grads, params, exponent);
     profile_end(run->profile, PHASE_ALLREDUCE_WAIT, CATEGORY_STEP, clock);

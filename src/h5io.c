@@ -43,7 +43,7 @@ fail:
 }
 
 /* Variable-length UTF-8 strings: h5py reads them as str, h5dump prints them plainly. */
-int h5io_write_strings_attr(hid_t object, const char *name, const char *const *values,
+int h5io_write_attr_strings(hid_t object, const char *name, const char *const *values,
                             size_t count, const char *path, char *err)
 {
     hid_t type = -1, space = -1, attr = -1;
@@ -78,7 +78,7 @@ int h5io_write_attr_string(hid_t object, const char *name, const char *value, co
                            char *err)
 {
     const char *values[1] = {value};
-    return h5io_write_strings_attr(object, name, values, 1, path, err);
+    return h5io_write_attr_strings(object, name, values, 1, path, err);
 }
 
 /* A scalar attribute: a's name and types (rank 0). */
@@ -145,7 +145,7 @@ fail:
     return -1;
 }
 
-int h5io_read_string_attr(hid_t object, const char *name, char *out, size_t size, const char *path, char *err)
+int h5io_read_attr_string(hid_t object, const char *name, char *out, size_t size, const char *path, char *err)
 {
     hid_t type = -1;
     char *value = NULL;
@@ -243,7 +243,7 @@ static void free_string_values(char **values, int count, int variable)
     }
 }
 
-int h5io_read_strings_attr(hid_t object, const char *name, const struct h5io_strings *out, const char *path,
+int h5io_read_attr_strings(hid_t object, const char *name, const struct h5io_strings *out, const char *path,
                            char *err)
 {
     hid_t attr = -1, space = -1, stored = -1;

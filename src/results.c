@@ -247,7 +247,7 @@ fail:
  * takes names and shape from here). */
 static int write_data_attrs(hid_t file, const struct data_description *d, const char *path, char *err)
 {
-    CHECK_DP(h5io_write_strings_attr(file, "class_names", d->class_names, (size_t)d->classes, path, err));
+    CHECK_DP(h5io_write_attr_strings(file, "class_names", d->class_names, (size_t)d->classes, path, err));
     CHECK_DP(h5io_write_attr_long(file, "image_height", d->image.height, path, err));
     CHECK_DP(h5io_write_attr_long(file, "image_width", d->image.width, path, err));
     CHECK_DP(h5io_write_attr_long(file, "image_channels", d->image.channels, path, err));

@@ -21,8 +21,8 @@ static struct schedule schedule_of(const struct config *o, long steps)
 /* The model and what depends on its shape: reducer, evaluator, optimizer. */
 static int allocate_model(struct run *run, int input, int capacity, char *err)
 {
-    const struct config *o = run->o;
-    const struct data_description *about = &run->d->about;
+    const struct config *o = run->config;
+    const struct data_description *about = &run->shards->about;
     struct model_io io = {about->image.height, about->image.width, about->image.channels, input, about->classes};
     if (fault_strikes(&run->fault, FAULT_ALLOC, run->comm->rank, 0, 0))
         FAIL("cannot allocate the model (injected allocation failure)");
@@ -43,11 +43,11 @@ fail:
 /* The units: views of the rank's training rows, their share of the order, their buffers. */
 static int allocate_units(struct run *run, const struct pca *pca, char *err)
 {
-    const struct shards *d = run->d;
+    const struct shards *d = run->shards;
     struct model *m = run->model;
     int count = d->local_units;
     CHECK_PTR(run->units = calloc((size_t)count, sizeof *run->units), "cannot allocate the training units");
-    if (run->o->deterministic)
+    if (run->config->deterministic)
         CHECK_PTR(run->unit_buffers = tensor_alloc((size_t)count * m->buffer_count + 1),
                   "cannot allocate the units' batch-norm statistics");
     for (int i = 0; i < count; i++) {
@@ -70,9 +70,9 @@ fail:
 static int allocate_exact(struct run *run, char *err)
 {
     size_t params = run->model->param_count;
-    if (!run->o->deterministic)
+    if (!run->config->deterministic)
         return 0;
-    CHECK_PTR(run->exact.terms = tensor_alloc((size_t)run->d->local_units * params), "cannot allocate the units' gradients");
+    CHECK_PTR(run->exact.terms = tensor_alloc((size_t)run->shards->local_units * params), "cannot allocate the units' gradients");
     CHECK_PTR(run->exact.sum = malloc(params * sizeof(double)), "cannot allocate the exact gradient sum");
     return 0;
 fail:
@@ -81,7 +81,7 @@ fail:
 
 static int allocate_here(struct run *run, const struct pca *pca, char *err)
 {
-    const struct shards *d = run->d;
+    const struct shards *d = run->shards;
     int capacity = shards_largest_share(d, run->steps);
     if (capacity < EVAL_CHUNK) /* every rank evaluates its chunks */
         capacity = EVAL_CHUNK;
@@ -94,7 +94,7 @@ static int allocate_here(struct run *run, const struct pca *pca, char *err)
     CHECK_DP(features_create(&run->validation,
                              &(struct feature_source){&d->validation_part, shape, &d->norm, pca, EVAL_CHUNK}, err));
     CHECK_PTR(run->batch_labels = malloc((size_t)capacity + 1), "cannot allocate batch labels");
-    if (run->comm->rank == 0 && run->o->validation > 0)
+    if (run->comm->rank == 0 && run->config->validation > 0)
         CHECK_PTR(run->best_params = tensor_alloc(run->model->param_count), "cannot allocate the best parameters");
     if (run->best_params && run->model->buffer_count)
         CHECK_PTR(run->best_buffers = tensor_alloc(run->model->buffer_count), "cannot allocate the best statistics");
@@ -105,8 +105,8 @@ fail:
 
 int run_allocate(struct run *run, const struct pca *pca, char *err)
 {
-    run->steps = shards_steps_per_epoch(run->d, run->o->batch);
-    run->schedule = schedule_of(run->o, run->steps);
+    run->steps = shards_steps_per_epoch(run->shards, run->config->batch);
+    run->schedule = schedule_of(run->config, run->steps);
     run->best_val = -1;
     int ok = allocate_here(run, pca, err) == 0;
     return comm_agree(run->comm, ok, err);
@@ -116,7 +116,7 @@ int run_initialise(struct run *run, char *err)
 {
     if (run->comm->rank == 0) {
         struct rng init;
-        rng_seed(&init, run->o->seed, RNG_INIT, 0, 0);
+        rng_seed(&init, run->config->seed, RNG_INIT, 0, 0);
         model_init_params(run->model, &init);
     }
     struct model *m = run->model;
@@ -131,13 +131,13 @@ fail:
 void run_share_buffers(struct run *run)
 {
     const struct model *m = run->model;
-    for (int i = 0; run->unit_buffers && i < run->d->local_units; i++)
+    for (int i = 0; run->unit_buffers && i < run->shards->local_units; i++)
         memcpy(run->units[i].buffers, m->buffers, m->buffer_count * sizeof(float));
 }
 
 void run_free(struct run *run)
 {
-    for (int i = 0; run->units && i < run->d->local_units; i++)
+    for (int i = 0; run->units && i < run->shards->local_units; i++)
         features_free(&run->units[i].samples);
     free(run->units);
     tensor_free(run->unit_buffers);
@@ -169,7 +169,7 @@ void run_free(struct run *run)
 int run_average_buffers(struct run *run, char *err)
 {
     struct model *m = run->model;
-    const struct shards *d = run->d;
+    const struct shards *d = run->shards;
     size_t nb = m->buffer_count, local = (size_t)d->local_units * nb;
     if (nb == 0 || (run->comm->size == 1 && !run->unit_buffers))
         return 0;

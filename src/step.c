@@ -45,12 +45,12 @@ int step_batch_gradient(struct model *model, struct reducer *reducer, const stru
 static struct batch load_batch(struct run *run, struct unit *u, int epoch, long step)
 {
     size_t first;
-    struct batch b = {run->batch_labels, 0, shards_step_total(run->d, run->steps, step),
-                      (float)run->o->label_smoothing, &u->dropout};
+    struct batch b = {run->batch_labels, 0, shards_step_total(run->shards, run->steps, step),
+                      (float)run->config->label_smoothing, &u->dropout};
     shards_step_share(u->samples.count, run->steps, step, &first, &b.n);
-    struct augmentation augment = {&u->augment, run->o->erase, run->o->augment_shift, run->o->flip};
+    struct augmentation augment = {&u->augment, run->config->erase, run->config->augment_shift, run->config->flip};
     features_gather(&u->samples, u->order + first, b.n, model_input(run->model), run->batch_labels,
-                    run->o->augment ? &augment : NULL);
+                    run->config->augment ? &augment : NULL);
     if (u == run->units && fault_strikes(&run->fault, FAULT_NAN, run->comm->rank, epoch, step + 1))
         model_input(run->model)[0] = NAN;
     return b;

@@ -6,7 +6,7 @@
 #include "dptrain/deterministic.h"
 #include "dptrain/guards.h"
 #include "dptrain/step.h"
-#include "dptrain/snapshot.h"
+#include "dptrain/run_checkpoint.h"
 #include "dptrain/stop.h"
 #include "dptrain/timer.h"
 #include "dptrain/watchdog.h"
@@ -21,8 +21,8 @@ enum epoch_outcome { EPOCH_DONE = 0, EPOCH_FAILED = -1, EPOCH_STOPPED = 1 };
 /* Each unit's shuffled order of the epoch; fresh streams and sums unless resuming inside it. */
 static void begin_epoch(struct run *run, int epoch, long first_step)
 {
-    const struct config *o = run->o;
-    for (int i = 0; i < run->d->local_units; i++) {
+    const struct config *o = run->config;
+    for (int i = 0; i < run->shards->local_units; i++) {
         struct unit *u = &run->units[i];
         uint64_t id = (uint64_t)u->id;
         for (size_t k = 0; k < u->samples.count; k++)
@@ -47,7 +47,7 @@ static int train_step(struct run *run, int epoch, long step, char *err)
     if (fault_strikes(&run->fault, FAULT_EXIT, run->comm->rank, epoch, step + 1))
         _exit(DP_EXIT_ERROR); /* a rank that dies without a word */
     int locally_bad = 0;
-    if (!run->o->deterministic)
+    if (!run->config->deterministic)
         locally_bad = step_unit(run, &run->units[0], epoch, step, &run->reducer, err);
     else if (deterministic_gradient(run, epoch, step, &locally_bad, err) != 0)
         comm_abort(run->comm, err);
@@ -97,7 +97,7 @@ static int agree_on_stop(struct run *run, char *err)
 static enum epoch_outcome train_epoch(struct run *run, int epoch, long first_step, double *seconds,
                                       long *stopped_at, char *err)
 {
-    const struct config *o = run->o;
+    const struct config *o = run->config;
     double start = timer_now() - *seconds;
     begin_epoch(run, epoch, first_step);
     run->profile->epoch = epoch;
@@ -119,7 +119,7 @@ static enum epoch_outcome train_epoch(struct run *run, int epoch, long first_ste
         if (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < run->steps) {
             watchdog_phase(run->comm->watchdog, "a checkpoint", epoch, step + 1, 1);
             double clock = profile_now(run->profile);
-            if (snapshot_save(run, epoch - 1, step + 1, timer_now() - start, err) != 0)
+            if (run_checkpoint_save(run, epoch - 1, step + 1, timer_now() - start, err) != 0)
                 return EPOCH_FAILED;
             profile_end(run->profile, PHASE_CHECKPOINT, CATEGORY_EPOCH, clock);
         }
@@ -135,7 +135,7 @@ static enum epoch_outcome train_epoch(struct run *run, int epoch, long first_ste
 static int close_epoch(struct run *run, struct epoch_record *e, int epoch, char *err)
 {
     struct evaluation test, val;
-    struct run_result *r = run->r;
+    struct run_result *r = run->result;
     CHECK_DP(evaluate(run->comm, &run->eval, &run->test, &test, err));
     e->test_loss = test.loss;
     e->test_accuracy = test.accuracy;
@@ -153,8 +153,8 @@ static int close_epoch(struct run *run, struct epoch_record *e, int epoch, char 
                 memcpy(run->best_buffers, run->model->buffers, run->model->buffer_count * sizeof(float));
         }
     }
-    if (!run->o->quiet && run->comm->rank == 0)
-        console_epoch(e, run->o->epochs, r->has_validation);
+    if (!run->config->quiet && run->comm->rank == 0)
+        console_epoch(e, run->config->epochs, r->has_validation);
     return 0;
 fail:
     return -1;
@@ -163,7 +163,7 @@ fail:
 /* The epoch's training loss and correct count, added in unit order: the same on any rank count. */
 static int epoch_sums(const struct run *run, double *loss, double *correct, char *err)
 {
-    const struct shards *d = run->d;
+    const struct shards *d = run->shards;
     double *mine = malloc(2 * (size_t)d->local_units * sizeof(double)), sums[2];
     for (int i = 0; mine && i < d->local_units; i++) {
         mine[2 * i] = run->units[i].partial_loss;
@@ -185,20 +185,20 @@ static int finish_epoch(struct run *run, int epoch, double seconds, char *err)
     double clock = profile_now(run->profile), loss, correct;
     CHECK_DP(epoch_sums(run, &loss, &correct, err));
     CHECK_DP(run_average_buffers(run, err));
-    struct epoch_record *e = &run->r->history[epoch - 1];
-    double samples = (double)run->d->train_total;
+    struct epoch_record *e = &run->result->history[epoch - 1];
+    double samples = (double)run->shards->train_total;
     e->epoch = epoch;
     e->train_loss = loss / samples;
     e->train_accuracy = correct / samples;
     e->seconds = seconds;
     e->samples_per_second = samples / seconds;
-    run->r->history_length = epoch;
+    run->result->history_length = epoch;
     CHECK_DP(close_epoch(run, e, epoch, err));
     if (fault_strikes(&run->fault, FAULT_SLOW, run->comm->rank, epoch, 0))
         sleep(FAULT_SLOW_SECONDS);
     clock = profile_end(run->profile, PHASE_EVALUATION, CATEGORY_EPOCH, clock);
-    if (run->o->checkpoint) {
-        CHECK_DP(snapshot_save(run, epoch, 0, 0, err));
+    if (run->config->checkpoint) {
+        CHECK_DP(run_checkpoint_save(run, epoch, 0, 0, err));
         profile_end(run->profile, PHASE_CHECKPOINT, CATEGORY_EPOCH, clock);
     }
     return 0;
@@ -209,9 +209,9 @@ fail:
 /* A stop at a step boundary: save where the run stands and say so. */
 static int stop_run(struct run *run, int epoch, long stopped_at, double seconds, char *err)
 {
-    const struct config *o = run->o;
+    const struct config *o = run->config;
     if (o->checkpoint)
-        CHECK_DP(snapshot_save(run, epoch - 1, stopped_at, seconds, err));
+        CHECK_DP(run_checkpoint_save(run, epoch - 1, stopped_at, seconds, err));
     if (run->comm->rank == 0 && o->checkpoint)
         fprintf(stderr, "dptrain: stopped by signal %d at epoch %d, step %ld; checkpoint written to %s\n",
                 run->stop_signal, epoch, stopped_at + 1, o->checkpoint);
@@ -229,14 +229,14 @@ fail:
 /* The epochs from where the run stands to the last. */
 static int train_epochs(struct run *run, char *err)
 {
-    for (int epoch = run->start_epoch + 1; epoch <= run->o->epochs; epoch++) {
+    for (int epoch = run->start_epoch + 1; epoch <= run->config->epochs; epoch++) {
         int first = epoch == run->start_epoch + 1;
         long first_step = first ? run->start_step : 0, stopped_at = 0;
         double seconds = first ? run->resumed_epoch_seconds : 0, before = seconds;
         enum epoch_outcome outcome = train_epoch(run, epoch, first_step, &seconds, &stopped_at, err);
         if (outcome == EPOCH_FAILED)
             return DP_EXIT_ERROR;
-        run->r->train_seconds += seconds - before;
+        run->result->train_seconds += seconds - before;
         if (outcome == EPOCH_STOPPED)
             return stop_run(run, epoch, stopped_at, seconds, err);
         if (finish_epoch(run, epoch, seconds, err) != 0)
@@ -249,25 +249,25 @@ static int train_epochs(struct run *run, char *err)
  * inputs), else a new fit. NULL for raw pixels. */
 static const struct pca *inputs_basis(struct run *run, int pca_k, struct checkpoint *resume, char *err)
 {
-    const struct image_shape *shape = &run->d->about.image;
+    const struct image_shape *shape = &run->shards->about.image;
     int values = (int)image_values(shape);
     if (pca_k == 0)
         return NULL;
     if (resume) {
-        run->r->pca = resume->pca;
+        run->result->pca = resume->pca;
         memset(&resume->pca, 0, sizeof resume->pca);
-    } else if (pca_fit(run->comm, &(struct pca_data){run->d->train.images, run->d->train.count, values}, pca_k,
-                       &run->r->pca, err) != 0) {
+    } else if (pca_fit(run->comm, &(struct pca_data){run->shards->train.images, run->shards->train.count, values}, pca_k,
+                       &run->result->pca, err) != 0) {
         return NULL;
     }
-    return &run->r->pca;
+    return &run->result->pca;
 }
 
 /* Collective: the fault plan, the history, the inputs, the state (restored or initialised). */
 static int prepare(struct run *run, int pca_k, struct checkpoint *resume, char *err)
 {
     int ok = fault_from_environment(&run->fault, err) == 0;
-    if (ok && !(run->r->history = calloc((size_t)run->o->epochs, sizeof *run->r->history))) {
+    if (ok && !(run->result->history = calloc((size_t)run->config->epochs, sizeof *run->result->history))) {
         err_set(err, "cannot allocate the history");
         ok = 0;
     }
@@ -275,9 +275,9 @@ static int prepare(struct run *run, int pca_k, struct checkpoint *resume, char *
     const struct pca *pca = inputs_basis(run, pca_k, resume, err);
     CHECK_DP(pca_k > 0 && pca == NULL);
     CHECK_DP(run_allocate(run, pca, err));
-    run->r->parameters = run->model->param_count;
+    run->result->parameters = run->model->param_count;
     if (resume)
-        return snapshot_restore(run, resume, err);
+        return run_checkpoint_restore(run, resume, err);
     return run_initialise(run, err);
 fail:
     return -1;
@@ -287,7 +287,7 @@ fail:
  * statistics, kept on rank 0) when the run has a validation set. */
 static int final_predictions(struct run *run, char *err)
 {
-    struct run_result *r = run->r;
+    struct run_result *r = run->result;
     struct model *m = run->model;
     if (r->has_validation && r->best_epoch > 0) {
         if (run->best_params)
@@ -297,7 +297,7 @@ static int final_predictions(struct run *run, char *err)
         CHECK_DP(comm_bcast_floats(run->comm, m->params, m->param_count, 0, err));
         CHECK_DP(comm_bcast_floats(run->comm, m->buffers, m->buffer_count, 0, err));
     }
-    CHECK_DP(evaluate_predictions(run->comm, &run->eval, &run->test, &run->d->test, r, err));
+    CHECK_DP(evaluate_predictions(run->comm, &run->eval, &run->test, &run->shards->test, r, err));
     r->parameter_hash = model_param_hash(run->model); /* of the parameters the results describe */
     return 0;
 fail:
@@ -317,7 +317,7 @@ int train_run(struct run *run, int pca_k, struct checkpoint *resume, char *err)
     status = DP_EXIT_ERROR;
     watchdog_phase(run->comm->watchdog, "the final evaluation and results", 0, 0, 1);
     CHECK_DP(final_predictions(run, err));
-    if (!run->o->quiet)
+    if (!run->config->quiet)
         CHECK_DP(console_profile(run, err));
     status = DP_EXIT_OK;
 fail:

@@ -170,9 +170,9 @@ static void test_results_file(void **state)
     char model[16];
     assert_int_equal(h5io_read_attr(g, "test_accuracy", H5T_NATIVE_DOUBLE, &accuracy, path, err), 0);
     assert_true(accuracy == 4.0 / 6.0);
-    assert_int_equal(h5io_read_string_attr(g, "model", model, sizeof model, path, err), 0);
+    assert_int_equal(h5io_read_attr_string(g, "model", model, sizeof model, path, err), 0);
     assert_string_equal(model, "mlp");
-    assert_int_equal(h5io_read_string_attr(g, "model", model, 3, path, err), -1);
+    assert_int_equal(h5io_read_attr_string(g, "model", model, 3, path, err), -1);
     assert_non_null(strstr(err, "longer than 2 characters"));
     assert_int_equal(h5io_read_attr(g, "best_epoch", H5T_NATIVE_DOUBLE, &accuracy, path, err), -1);
     assert_non_null(strstr(err, "no attribute best_epoch"));

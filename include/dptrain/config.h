@@ -102,7 +102,7 @@ enum option {
 };
 
 /* The settings a run must keep to be resumed from its checkpoint, in the order they are compared.
- * The rank count is not one of them: a resume may run on any number of ranks (snapshot.c). */
+ * The rank count is not one of them: a resume may run on any number of ranks (run_checkpoint.c). */
 enum setting {
     SETTING_MODEL, SETTING_PCA, SETTING_BATCH, SETTING_EPOCHS, SETTING_SEED, SETTING_OPTIMIZER,
     SETTING_LR, SETTING_MOMENTUM, SETTING_WEIGHT_DECAY, SETTING_SCHEDULE, SETTING_WARMUP, SETTING_DROPOUT,

@@ -1,5 +1,6 @@
 /* Small helpers for HDF5 files: reading and writing arrays and attributes, and publishing a
- * finished file. */
+ * finished file. Names follow one pattern: h5io_VERB_OBJECT[_TYPE] (h5io_write_array,
+ * h5io_read_attr_string, h5io_write_attr_strings, ...). */
 #ifndef DPTRAIN_H5IO_H
 #define DPTRAIN_H5IO_H
 
@@ -18,7 +19,7 @@ struct h5io_array {
 size_t h5io_array_bytes(const struct h5io_array *a);
 
 int h5io_write_array(hid_t parent, const struct h5io_array *a, const void *data, const char *path, char *err);
-int h5io_write_strings_attr(hid_t object, const char *name, const char *const *values,
+int h5io_write_attr_strings(hid_t object, const char *name, const char *const *values,
                             size_t count, const char *path, char *err);
 int h5io_write_attr_string(hid_t object, const char *name, const char *value, const char *path,
                            char *err);
@@ -33,7 +34,7 @@ int h5io_write_attr_long(hid_t object, const char *name, long long value, const 
  * elements as a's shape, as a's mem_type (malloc'd). Each message names the file and what is
  * wrong. */
 int h5io_read_attr(hid_t object, const char *name, hid_t type, void *out, const char *path, char *err);
-int h5io_read_string_attr(hid_t object, const char *name, char *out, size_t size, const char *path, char *err);
+int h5io_read_attr_string(hid_t object, const char *name, char *out, size_t size, const char *path, char *err);
 void *h5io_read_array(hid_t object, const struct h5io_array *a, const char *path, char *err);
 
 /* A list of strings read from an attribute (variable- or fixed-length, as h5py writes either):
@@ -45,7 +46,7 @@ struct h5io_strings {
     const char ***names;
     int *count;
 };
-int h5io_read_strings_attr(hid_t object, const char *name, const struct h5io_strings *out, const char *path,
+int h5io_read_attr_strings(hid_t object, const char *name, const struct h5io_strings *out, const char *path,
                            char *err);
 /* 1 when the attribute holds strings, 0 when not, -1 when it cannot be read. */
 int h5io_attr_is_string(hid_t object, const char *name);

@@ -44,12 +44,12 @@ struct exact_gradient {
 struct run {
     /* given */
     const struct comm *comm;
-    const struct config *o;
-    const struct shards *d;
+    const struct config *config;
+    const struct shards *shards;
     struct profile *profile;      /* the command's; NULL for eval */
-    struct run_result *r;
+    struct run_result *result;
     /* held */
-    struct unit *units;           /* d->local_units of them */
+    struct unit *units;           /* shards->local_units of them */
     struct features test, validation;
     struct model *model;
     struct optimizer *optimizer;
@@ -74,7 +74,7 @@ struct run {
 };
 
 /* Collective: build the model (inputs of `pca`'s size, or raw pixels), optimizer, units, inputs
- * and buffers for run->o and run->d; the fields under "given" must be set. */
+ * and buffers for run->config and run->shards; the fields under "given" must be set. */
 int run_allocate(struct run *run, const struct pca *pca, char *err);
 /* Collective: rank 0 draws the initial parameters from the seed, every rank receives them. */
 int run_initialise(struct run *run, char *err);

@@ -1,4 +1,4 @@
-#include "dptrain/snapshot.h"
+#include "dptrain/run_checkpoint.h"
 
 #include "dptrain/check.h"
 #include "dptrain/cli.h"
@@ -39,11 +39,11 @@ static int allocate_gathered(struct gathered *g, size_t rows, size_t nb, size_t 
 static int gather_rows(const struct run *run, struct gathered *mine, struct gathered *all, char *err)
 {
     const struct comm *comm = run->comm;
-    size_t local = (size_t)run->d->local_units, nb = run->model->buffer_count;
+    size_t local = (size_t)run->shards->local_units, nb = run->model->buffer_count;
     const struct reducer *red = &run->reducer;
     int ok = allocate_gathered(mine, local, 0, 0);
     if (comm->rank == 0)
-        ok = ok && allocate_gathered(all, (size_t)run->d->units, nb, red->residual ? red->count * (size_t)comm->size : 0);
+        ok = ok && allocate_gathered(all, (size_t)run->shards->units, nb, red->residual ? red->count * (size_t)comm->size : 0);
     if (!ok)
         err_set(err, "cannot allocate checkpoint buffers");
     CHECK_DP(comm_agree(comm, ok, err));
@@ -69,11 +69,11 @@ fail:
 static void describe(const struct run *run, const struct gathered *g, int epochs_done, long step,
                      double epoch_seconds, struct checkpoint *c)
 {
-    const struct config *o = run->o;
-    const struct run_result *r = run->r;
+    const struct config *o = run->config;
+    const struct run_result *r = run->result;
     *c = (struct checkpoint){
         .pca_components = r->pca_components, .global_batch = o->batch, .ranks = run->comm->size,
-        .units = run->d->units, .deterministic = o->deterministic,
+        .units = run->shards->units, .deterministic = o->deterministic,
         .epochs = o->epochs, .validation = o->validation, .augment = o->augment,
         .augment_shift = o->augment_shift, .tta = o->tta, .flip = o->flip,
         .tta_shift = o->tta_shift, .seed = o->seed,
@@ -83,15 +83,15 @@ static void describe(const struct run *run, const struct gathered *g, int epochs
         .epoch_seconds = epoch_seconds, .param_count = run->model->param_count,
         .params = run->model->params, .opt_step = optim_steps(run->optimizer),
         .best_params = run->best_params, .best_buffers = run->best_buffers, .best_val = run->best_val, .best_epoch = r->best_epoch,
-        .data = run->d->identity, .pca = r->pca, .history_length = epochs_done,
+        .data = run->shards->identity, .pca = r->pca, .history_length = epochs_done,
         .history = r->history, .dropout_rng = g->dropout, .augment_rng = g->augment, .partial_loss = g->losses,
         .partial_correct = g->corrects, .buffer_count = run->model->buffer_count, .buffers = g->buffers,
         .residual = g->residuals,
         .powersgd_q_count = run->reducer.powersgd ? run->reducer.psgd.q_count : 0,
         .powersgd_q = run->reducer.powersgd ? run->reducer.psgd.q : NULL,
     };
-    memcpy(c->norm_mean, run->d->norm.mean, sizeof c->norm_mean);
-    memcpy(c->norm_std, run->d->norm.std, sizeof c->norm_std);
+    memcpy(c->norm_mean, run->shards->norm.mean, sizeof c->norm_mean);
+    memcpy(c->norm_std, run->shards->norm.std, sizeof c->norm_std);
     const float *state[2];
     int arrays = optim_state(run->optimizer, state);
     c->opt_first = (float *)state[0];   /* written, never changed, by checkpoint_write */
@@ -116,7 +116,7 @@ fail:
     return -1;
 }
 
-int snapshot_save(struct run *run, int epochs_done, long step, double epoch_seconds, char *err)
+int run_checkpoint_save(struct run *run, int epochs_done, long step, double epoch_seconds, char *err)
 {
     struct gathered mine = {0}, g = {0};
     if (gather_optimizer(run, err) != 0)
@@ -127,10 +127,10 @@ int snapshot_save(struct run *run, int epochs_done, long step, double epoch_seco
         struct checkpoint c;
         describe(run, &g, epochs_done, step, epoch_seconds, &c);
         if (fault_strikes(&run->fault, FAULT_IO, 0, epochs_done, 0)) {
-            err_set(err, "%s: cannot write the checkpoint (injected I/O failure)", run->o->checkpoint);
+            err_set(err, "%s: cannot write the checkpoint (injected I/O failure)", run->config->checkpoint);
             ok = 0;
         } else {
-            ok = checkpoint_write(run->o->checkpoint, &c, err) == 0;
+            ok = checkpoint_write(run->config->checkpoint, &c, err) == 0;
         }
     }
     gathered_free(&g);
@@ -142,7 +142,7 @@ int snapshot_save(struct run *run, int epochs_done, long step, double epoch_seco
 static void restore_own_rows(struct run *run, const struct checkpoint *c)
 {
     size_t nb = c->buffer_count;
-    for (int i = 0; i < run->d->local_units; i++) {
+    for (int i = 0; i < run->shards->local_units; i++) {
         struct unit *u = &run->units[i];
         size_t row = (size_t)u->id;
         u->dropout = c->dropout_rng[row];
@@ -169,8 +169,8 @@ static void restore_elastic(struct run *run, const struct checkpoint *c)
     int rank = run->comm->rank;
     struct unit *u = &run->units[0];
     uint64_t key = ((uint64_t)c->step << 32) | (uint64_t)rank;
-    rng_seed(&u->dropout, run->o->seed, RNG_DROPOUT, (uint64_t)c->epoch + 1, key);
-    rng_seed(&u->augment, run->o->seed, RNG_AUGMENT, (uint64_t)c->epoch + 1, key);
+    rng_seed(&u->dropout, run->config->seed, RNG_DROPOUT, (uint64_t)c->epoch + 1, key);
+    rng_seed(&u->augment, run->config->seed, RNG_AUGMENT, (uint64_t)c->epoch + 1, key);
     u->partial_loss = 0;
     u->partial_correct = 0;
     for (int r = 0; rank == 0 && r < c->units; r++) {
@@ -192,12 +192,12 @@ static void restore_elastic(struct run *run, const struct checkpoint *c)
     }
 }
 
-int snapshot_restore(struct run *run, const struct checkpoint *c, char *err)
+int run_checkpoint_restore(struct run *run, const struct checkpoint *c, char *err)
 {
     struct model *m = run->model;
     size_t bytes = m->param_count * sizeof(float);
     /* the same checkpoint and data on every rank: the same verdict */
-    CHECK_DP(checkpoint_check_position(c, run->steps, m->param_count, m->buffer_count, run->o->checkpoint, err));
+    CHECK_DP(checkpoint_check_position(c, run->steps, m->param_count, m->buffer_count, run->config->checkpoint, err));
     memcpy(m->params, c->params, bytes);
     const float *const saved[2] = {c->opt_first, c->opt_second};
     optim_restore(run->optimizer, saved, c->opt_step);
@@ -206,21 +206,21 @@ int snapshot_restore(struct run *run, const struct checkpoint *c, char *err)
     if (run->best_buffers && c->best_buffers)
         memcpy(run->best_buffers, c->best_buffers, m->buffer_count * sizeof(float));
     run->best_val = c->best_val;
-    run->r->best_epoch = c->best_epoch;
-    memcpy(run->r->history, c->history, (size_t)c->history_length * sizeof *run->r->history);
-    run->r->history_length = c->history_length;
-    run->r->train_seconds = c->train_seconds;
+    run->result->best_epoch = c->best_epoch;
+    memcpy(run->result->history, c->history, (size_t)c->history_length * sizeof *run->result->history);
+    run->result->history_length = c->history_length;
+    run->result->train_seconds = c->train_seconds;
     run->start_epoch = c->epoch;
     run->start_step = c->step;
     run->resumed_epoch_seconds = c->epoch_seconds;
     run->resumed_ranks = c->ranks;
     if (run->reducer.powersgd) { /* the settings matched: the same compression, the same model */
         if (c->powersgd_q_count != run->reducer.psgd.q_count)
-            FAIL("%s: corrupt checkpoint: %zu values of PowerSGD's Q, this model has %zu", run->o->checkpoint,
+            FAIL("%s: corrupt checkpoint: %zu values of PowerSGD's Q, this model has %zu", run->config->checkpoint,
                  c->powersgd_q_count, run->reducer.psgd.q_count);
         memcpy(run->reducer.psgd.q, c->powersgd_q, c->powersgd_q_count * sizeof(float));
     }
-    if (c->units == run->d->units)
+    if (c->units == run->shards->units)
         restore_own_rows(run, c);
     else
         restore_elastic(run, c);
@@ -229,7 +229,7 @@ fail:
     return -1;
 }
 
-int snapshot_settings(const struct checkpoint *c, const struct config *given, struct config *saved)
+int run_checkpoint_settings(const struct checkpoint *c, const struct config *given, struct config *saved)
 {
     *saved = *given;
     snprintf(saved->model, sizeof saved->model, "%s", c->model);
@@ -265,7 +265,7 @@ static int check_settings(const struct checkpoint *c, const struct config *o, ch
 {
     struct config saved;
     char was[96], now[96];
-    if (snapshot_settings(c, o, &saved) != 0)
+    if (run_checkpoint_settings(c, o, &saved) != 0)
         FAIL("%s: corrupt checkpoint: unknown optimizer '%s' or schedule '%s'", o->checkpoint, c->optimizer,
              c->schedule);
     enum setting s = config_first_difference(&saved, o);
@@ -280,7 +280,7 @@ fail:
     return -1;
 }
 
-int snapshot_load(const struct comm *comm, const struct config *o, struct checkpoint *c, char *err)
+int run_checkpoint_load(const struct comm *comm, const struct config *o, struct checkpoint *c, char *err)
 {
     int ok = checkpoint_read(o->checkpoint, c, err) == 0;
     ok = ok && check_settings(c, o, err) == 0;
