@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from common import *
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
-import report  # noqa: E402  (scripts/report.py, read in-process by forked children)
+from dptrain_report import results as report  # noqa: E402  (report.py's reader, run in forked children)
 
 dir = temp_dir()
 rng = random.Random(27)
@@ -82,7 +82,8 @@ def fuzz_report(path, count, truncations):
             os.dup2(write_end, 2)
             signal.alarm(30)
             try:
-                report.read_results(mutant)
+                described = report.results_description(mutant) or report.data_file_description(data)
+                report.read_results(mutant, described)
                 os._exit(0)
             except report.ReportError as e:
                 print(f"report: error: {e}", file=sys.stderr, flush=True)
@@ -99,7 +100,6 @@ def fuzz_report(path, count, truncations):
     print(f"results: {count + truncations} mutants refused in one line each")
 
 
-report.import_libraries()
 fuzz_report(results, 150, 30)
 fuzz_dptrain("checkpoint", ckpt, 100, 20,
              lambda m: ["eval", "--checkpoint", m, "--data", data])
