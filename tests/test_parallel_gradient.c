@@ -123,13 +123,17 @@ static void test_bucket_layout(void **state)
     assert_int_equal(r.starts[1], 336);
     assert_int_equal(r.starts[2], 540);
     assert_int_equal(r.starts[3], 670);
+    assert_int_equal(reducer_free(&r, err), 0);
     assert_int_equal(reducer_init(&r, &world, m, &(struct reducer_options){600, 0, 0, 0}, err), 0); /* the last layer (520 bytes) joins the middle one */
     assert_int_equal(r.bucket_count, 2);
     assert_int_equal(r.starts[1], 336);
+    assert_int_equal(reducer_free(&r, err), 0);
     assert_int_equal(reducer_init(&r, &world, m, &(struct reducer_options){1 << 30, 0, 0, 0}, err), 0);
     assert_int_equal(r.bucket_count, 1);
+    assert_int_equal(reducer_free(&r, err), 0);
     assert_int_equal(reducer_init(&r, &world, m, &(struct reducer_options){0, 0, 0, 0}, err), 0);
     assert_true(r.fused);
+    assert_int_equal(reducer_free(&r, err), 0);
     model_free(m);
 }
 
