@@ -324,11 +324,6 @@ fail:
     return -1;
 }
 
-struct block_move;
-
-/* counts and displs for every rank's block of the move's items (the same on every rank). */
-static int block_layout(const struct comm *comm, const struct block_move *m, int **counts, int **displs, char *err);
-
 /* Rank 0's whole set <-> every rank's block of it (comm_chunk_block), one direction or the other. */
 struct block_move {
     const void *from;
@@ -337,6 +332,7 @@ struct block_move {
     int gather;                  /* 0: scatter whole -> parts; 1: gather parts -> whole */
 };
 
+/* counts and displs for every rank's block of the move's items (the same on every rank). */
 static int block_layout(const struct comm *comm, const struct block_move *m, int **counts, int **displs, char *err)
 {
     size_t *items = NULL;

@@ -15,7 +15,7 @@ static inline MPI_Comm comm_mpi_world(const struct comm *comm)
 /* A struct comm of one rank over MPI_COMM_SELF (for the tests of one-rank sums). */
 static inline struct comm comm_mpi_self(void)
 {
-    return (struct comm){(int)MPI_Comm_c2f(MPI_COMM_SELF), 0, 1, 1, 1, NULL, NULL};
+    return (struct comm){.world = (int)MPI_Comm_c2f(MPI_COMM_SELF), .rank = 0, .size = 1, .hosts = 1, .node_ranks = 1};
 }
 
 #endif
