@@ -135,6 +135,10 @@ static const struct flag flags[] = {
      "end the job when a collective has waited this many seconds for ranks that do not arrive (a host or "
      "link lost, a rank stopped); slow evaluation, checkpoints and PCA fits do not count; at least 1, or 0 = off "
      "(default 30)"},
+    {"--max-time", V_DOUBLE, AT(max_time), FOR_TRAINING, 0, 1e7,
+     "a time budget in minutes: training ends after the epoch during which it runs out (timed from the run's "
+     "start, each run of compare on its own), with the checkpoint and results written as for a finished run "
+     "and ended_by max-time in the results; the learning rate still follows --epochs; 0 = none (default 0)"},
 };
 
 static const struct {
@@ -677,7 +681,7 @@ static int is_setting(const struct flag *f)
 {
     static const char *const not_settings[] = {"--out",   "--checkpoint",    "--checkpoint-every", "--trace",
                                                "--quiet", "--resume",        "--overwrite",        "--stall-timeout",
-                                               "--name",  "--batch-per-rank", "--drift-check"};
+                                               "--name",  "--batch-per-rank", "--drift-check",      "--max-time"};
     for (size_t i = 0; i < sizeof not_settings / sizeof not_settings[0]; i++)
         if (strcmp(f->name, not_settings[i]) == 0)
             return 0;

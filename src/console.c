@@ -1,6 +1,7 @@
 #include "dptrain/console.h"
 
 #include "dptrain/check.h"
+#include "dptrain/kernels.h"
 
 #include <cblas.h>
 #include <stdio.h>
@@ -30,6 +31,9 @@ void console_announce(const struct run *run)
         printf("; mirror images %s (%s)", o->flip ? "used" : "not used",
                o->flip == about->mirror_invariant ? "the data file's mirror_invariant" : "--flip");
     printf("\n");
+    char kernels[256];
+    kernels_describe(kernels, sizeof kernels);
+    printf("kernels: OpenBLAS %s\n", kernels);
     size_t wire = reducer_wire_bytes(&run->reducer);
     if (o->deterministic)
         printf("deterministic: %d virtual shards (this rank %d..%d), exact gradient sums: the same bits on any "
@@ -70,6 +74,12 @@ void console_epoch(const struct epoch_record *e, int epochs, int has_validation)
     fflush(stdout);
 }
 
+void console_budget_spent(const struct config *o, int epoch)
+{
+    printf("--max-time %g: the time budget ran out during epoch %d of %d; training ends here\n", o->max_time, epoch,
+           o->epochs);
+}
+
 void console_summary(const struct run_result *r)
 {
     printf("\nrun %s: %s accuracy %.2f%%", r->name, r->on_validation ? "validation" : "test", 100 * r->test_accuracy);
@@ -79,6 +89,8 @@ void console_summary(const struct run_result *r)
            r->train_seconds);
     if (r->has_validation)
         printf(", parameters of epoch %d (best validation accuracy)", r->best_epoch);
+    if (r->ended_by_budget)
+        printf(", %d of %d epochs (--max-time ended training)", r->history_length, r->epochs);
     printf("\nparameter hash %016llx\n\n", (unsigned long long)r->parameter_hash);
     metrics_print_report(stdout, &r->metrics, r->class_names);
     printf("\n");

@@ -186,6 +186,8 @@ static int write_run_attrs(hid_t g, const struct run_result *run, const char *pa
     CHECK_DP(h5io_write_attr_double(g, "test_loss", run->test_loss, path, err));
     CHECK_DP(h5io_write_attr_long(g, "test_views", run->test_views, path, err));
     CHECK_DP(h5io_write_attr_string(g, "evaluated_set", run->on_validation ? "validation" : "test", path, err));
+    CHECK_DP(h5io_write_attr_string(g, "ended_by", run->ended_by_budget ? "max-time" : "epochs", path, err));
+    CHECK_DP(h5io_write_attr_long(g, "epochs_trained", run->history_length, path, err));
     if (run->has_validation)
         CHECK_DP(h5io_write_attr_long(g, "best_epoch", run->best_epoch, path, err));
     if (run->partial_steps > 0)
@@ -272,6 +274,7 @@ int results_write(const char *path, const struct results_origin *origin, const s
     CHECK_DP(h5io_write_attr_long(file, "ranks", origin->ranks, path, err));
     CHECK_DP(h5io_write_attr_long(file, "hosts", origin->hosts, path, err));
     CHECK_DP(h5io_write_attr_string(file, "command", origin->command, path, err));
+    CHECK_DP(h5io_write_attr_string(file, "blas_kernels", origin->kernels, path, err));
     CHECK_DP(write_data_attrs(file, origin->data, path, err));
     CHECK_H5(group = H5Gcreate2(file, "runs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
              "%s: cannot create /runs", path);

@@ -226,7 +226,16 @@ fail:
     return DP_EXIT_ERROR;
 }
 
-/* The epochs from where the run stands to the last. */
+/* Collective: has --max-time run out? Every rank asks its own clock and the most-spent answer
+ * holds, so that all ranks end after the same epoch. */
+static int budget_spent(struct run *run, int *spent, char *err)
+{
+    double budget = run->config->max_time * 60;
+    *spent = budget > 0 && timer_now() - run->started >= budget;
+    return budget > 0 ? comm_max_int(run->comm, spent, err) : 0;
+}
+
+/* The epochs from where the run stands to the last, or to the one that spends --max-time. */
 static int train_epochs(struct run *run, char *err)
 {
     for (int epoch = run->start_epoch + 1; epoch <= run->config->epochs; epoch++) {
@@ -239,8 +248,15 @@ static int train_epochs(struct run *run, char *err)
         run->result->train_seconds += seconds - before;
         if (outcome == EPOCH_STOPPED)
             return stop_run(run, epoch, stopped_at, seconds, err);
-        if (finish_epoch(run, epoch, seconds, err) != 0)
+        int spent = 0;
+        if (finish_epoch(run, epoch, seconds, err) != 0 || budget_spent(run, &spent, err) != 0)
             return DP_EXIT_ERROR;
+        if (spent && epoch < run->config->epochs) {
+            run->result->ended_by_budget = 1;
+            if (run->comm->rank == 0 && !run->config->quiet)
+                console_budget_spent(run->config, epoch);
+            break;
+        }
     }
     return DP_EXIT_OK;
 }
@@ -307,6 +323,7 @@ fail:
 int train_run(struct run *run, int pca_k, struct checkpoint *resume, char *err)
 {
     int status = DP_EXIT_ERROR;
+    run->started = timer_now();
     profile_reset_totals(run->profile);
     watchdog_phase(run->comm->watchdog, "setting up the run (PCA fit, model, checkpoint)", 0, 0, 1);
     CHECK_DP(prepare(run, pca_k, resume, err));

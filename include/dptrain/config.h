@@ -80,6 +80,7 @@ struct config {
     int overwrite;                    /* outputs that exist may be replaced (else refused: commands.c) */
     int drift_check;                  /* steps between checks that all ranks hold the same parameters; 0 = off */
     double stall_timeout;             /* seconds a collective may wait before the job ends; 0 = no watchdog */
+    double max_time;                  /* minutes of a run after which training ends with the epoch under way; 0 = none */
 };
 
 const char *config_optimizer_name(enum optimizer_kind kind);

@@ -8,6 +8,8 @@
 
 void console_announce(const struct run *run);
 void console_epoch(const struct epoch_record *e, int epochs, int has_validation);
+/* --max-time ran out during this epoch. */
+void console_budget_spent(const struct config *o, int epoch);
 void console_summary(const struct run_result *r);
 void console_comparison(const struct run_result *runs, int count);
 /* Collective (the peak memory is the largest rank's); rank 0 prints. */

@@ -45,6 +45,7 @@ struct run_result {
     double train_seconds, test_accuracy, test_loss;
     int test_views;                   /* views averaged in each final prediction (--tta): 1, 2, 18 or 50 */
     int on_validation;                /* eval --on-validation: the test figures are the hold-out's */
+    int ended_by_budget;              /* --max-time ended training before the last epoch */
     int history_length;
     struct epoch_record *history;     /* [epochs] */
     struct metrics metrics;
@@ -69,6 +70,7 @@ struct results_origin {
     const char *command; /* the command line */
     int ranks, hosts;
     const struct data_description *data;
+    const char *kernels; /* OpenBLAS's kernel set and who chose it (kernels_describe) */
 };
 
 /* Write every run into path (replacing it atomically). */

@@ -71,6 +71,7 @@ struct run {
     int resumed_ranks;            /* the checkpoint's rank count on a resume, else 0 */
     struct fault fault;
     int stop_signal;              /* the signal the ranks agreed to stop for */
+    double started;               /* timer_now() when the run began: --max-time counts from here */
 };
 
 /* Collective: build the model (inputs of `pca`'s size, or raw pixels), optimizer, units, inputs

@@ -160,13 +160,17 @@ def check_results(path, test_labels, runs=None):
             g = f["runs"][name]
             for attr in ("model", "pca_components", "epochs", "global_batch", "optimizer", "lr",
                          "seed", "ranks", "parameters", "parameter_hash", "train_seconds", "test_accuracy",
-                         "test_loss", "test_views", "settings", "diverged"):
+                         "test_loss", "test_views", "settings", "diverged", "ended_by", "epochs_trained"):
                 check(attr in g.attrs, f"{name}: missing attribute {attr}")
             check(int(g.attrs["test_views"]) in (1, 2, 9, 18, 25, 50), f"{name}: test_views {g.attrs['test_views']}")
             settings = text_attr(g.attrs, "settings")
             check(settings.startswith("train --data ") and f" --seed {int(g.attrs['seed'])} " in settings and
                   f" --model {text_attr(g.attrs, 'model')} " in settings, f"{name}: settings {settings!r}")
-            epochs = int(g.attrs["epochs"])
+            epochs = int(g.attrs["epochs_trained"])
+            ended_by = text_attr(g.attrs, "ended_by")
+            check(ended_by == "epochs" and epochs == int(g.attrs["epochs"]) or
+                  ended_by == "max-time" and 1 <= epochs < int(g.attrs["epochs"]),
+                  f"{name}: ended_by {ended_by} after {epochs} of {int(g.attrs['epochs'])} epochs")
             history = g["history"]
             for column in ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
                            "seconds", "samples_per_second"):
