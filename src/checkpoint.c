@@ -482,7 +482,17 @@ fail:
     return -1;
 }
 
-/* The history's rows: the epoch column must count 1..epoch, every value finite. */
+/* A history row's columns 3..6 (test and validation loss and accuracy) are NaN for an epoch that
+ * --eval-every did not evaluate; every other value, and those when evaluated, must be finite. */
+static int history_row_ok(const double *row)
+{
+    for (int i = 1; i < HISTORY_COLUMNS; i++)
+        if (!isfinite(row[i]) && !(i >= 3 && i <= 6 && isnan(row[i])))
+            return 0;
+    return 1;
+}
+
+/* The history's rows: the epoch column must count 1..epoch, every value finite or not evaluated. */
 static int read_history(hid_t f, struct checkpoint *c, const char *path, char *err)
 {
     size_t n = (size_t)c->epoch;
@@ -492,7 +502,7 @@ static int read_history(hid_t f, struct checkpoint *c, const char *path, char *e
     c->history_length = (int)n;
     for (size_t e = 0; e < n; e++) {
         const double *row = rows + e * HISTORY_COLUMNS;
-        if (row[0] != (double)(e + 1) || !all_finite(row, 1, HISTORY_COLUMNS))
+        if (row[0] != (double)(e + 1) || !history_row_ok(row))
             FAIL("%s: corrupt checkpoint: history row %zu is not epoch %zu with finite values", path, e, e + 1);
         results_history_record(row, &c->history[e]);
     }

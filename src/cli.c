@@ -135,6 +135,9 @@ static const struct flag flags[] = {
      "end the job when a collective has waited this many seconds for ranks that do not arrive (a host or "
      "link lost, a rank stopped); slow evaluation, checkpoints and PCA fits do not count; at least 1, or 0 = off "
      "(default 30)"},
+    {"--eval-every", V_INT, AT(eval_every), FOR_TRAINING, 1, INT_MAX,
+     "evaluate the test set (and --validation's hold-out) after every Nth epoch and after the last one; the "
+     "history holds NaN for the others, and --validation chooses among the evaluated epochs (default 1)"},
     {"--max-time", V_DOUBLE, AT(max_time), FOR_TRAINING, 0, 1e7,
      "a time budget in minutes: training ends after the epoch during which it runs out (timed from the run's "
      "start, each run of compare on its own), with the checkpoint and results written as for a finished run "
@@ -186,6 +189,7 @@ static void set_defaults(struct config *o)
     o->seed = 1;
     o->threads = 0;          /* chosen per node at start-up (train.c) */
     o->drift_check = 200; /* a hash of 1.9M floats every 200 MLP steps: well under 1% of the time */
+    o->eval_every = 1;
     o->stall_timeout = 30; /* a step's collectives wait milliseconds; 30 s is a lost rank, not a slow one */
     o->bucket_mb = 0; /* measured: the fused allreduce is faster on one node (docs/performance.md) */
 }

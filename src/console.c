@@ -4,6 +4,7 @@
 #include "dptrain/kernels.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdio.h>
 #include <sys/resource.h>
 
@@ -68,9 +69,11 @@ void console_announce(const struct run *run)
 void console_epoch(const struct epoch_record *e, int epochs, int has_validation)
 {
     printf("epoch %3d/%d  loss %.4f  train %.2f%%", e->epoch, epochs, e->train_loss, 100 * e->train_accuracy);
-    if (has_validation)
+    if (has_validation && !isnan(e->val_accuracy))
         printf("  val %.2f%%", 100 * e->val_accuracy);
-    printf("  test %.2f%%  %.1f s  %.0f samples/s\n", 100 * e->test_accuracy, e->seconds, e->samples_per_second);
+    if (!isnan(e->test_accuracy)) /* --eval-every skips the others */
+        printf("  test %.2f%%", 100 * e->test_accuracy);
+    printf("  %.1f s  %.0f samples/s\n", e->seconds, e->samples_per_second);
     fflush(stdout);
 }
 

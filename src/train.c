@@ -130,12 +130,18 @@ static enum epoch_outcome train_epoch(struct run *run, int epoch, long first_ste
     return EPOCH_DONE;
 }
 
-/* After each epoch, on every rank: test and validation accuracy (each rank its share),
- * best-epoch bookkeeping (the parameters kept on rank 0), and rank 0 prints the line. */
-static int close_epoch(struct run *run, struct epoch_record *e, int epoch, char *err)
+/* After each epoch, on every rank: test and validation accuracy (each rank its share) where
+ * --eval-every asks (always after the last epoch; NaN in the history otherwise), best-epoch
+ * bookkeeping (the parameters kept on rank 0), and rank 0 prints the line. */
+static int close_epoch(struct run *run, struct epoch_record *e, int epoch, int last, char *err)
 {
     struct evaluation test, val;
     struct run_result *r = run->result;
+    e->test_loss = e->test_accuracy = NAN;
+    if (r->has_validation)
+        e->val_loss = e->val_accuracy = NAN;
+    if (!last && epoch % run->config->eval_every != 0)
+        goto print;
     CHECK_DP(evaluate(run->comm, &run->eval, &run->test, &test, err));
     e->test_loss = test.loss;
     e->test_accuracy = test.accuracy;
@@ -153,6 +159,7 @@ static int close_epoch(struct run *run, struct epoch_record *e, int epoch, char 
                 memcpy(run->best_buffers, run->model->buffers, run->model->buffer_count * sizeof(float));
         }
     }
+print:
     if (!run->config->quiet && run->comm->rank == 0)
         console_epoch(e, run->config->epochs, r->has_validation);
     return 0;
@@ -179,8 +186,9 @@ static int epoch_sums(const struct run *run, double *loss, double *correct, char
     return status;
 }
 
-/* The epoch's record from every unit's sums, evaluation, and the checkpoint. */
-static int finish_epoch(struct run *run, int epoch, double seconds, char *err)
+/* The epoch's record from every unit's sums, evaluation, and the checkpoint. `last`: no epoch
+ * follows (the run's last, or --max-time ran out). */
+static int finish_epoch(struct run *run, int epoch, double seconds, int last, char *err)
 {
     double clock = profile_now(run->profile), loss, correct;
     CHECK_DP(epoch_sums(run, &loss, &correct, err));
@@ -193,7 +201,7 @@ static int finish_epoch(struct run *run, int epoch, double seconds, char *err)
     e->seconds = seconds;
     e->samples_per_second = samples / seconds;
     run->result->history_length = epoch;
-    CHECK_DP(close_epoch(run, e, epoch, err));
+    CHECK_DP(close_epoch(run, e, epoch, last, err));
     if (fault_strikes(&run->fault, FAULT_SLOW, run->comm->rank, epoch, 0))
         sleep(FAULT_SLOW_SECONDS);
     clock = profile_end(run->profile, PHASE_EVALUATION, CATEGORY_EPOCH, clock);
@@ -249,7 +257,7 @@ static int train_epochs(struct run *run, char *err)
         if (outcome == EPOCH_STOPPED)
             return stop_run(run, epoch, stopped_at, seconds, err);
         int spent = 0;
-        if (finish_epoch(run, epoch, seconds, err) != 0 || budget_spent(run, &spent, err) != 0)
+        if (budget_spent(run, &spent, err) != 0 || finish_epoch(run, epoch, seconds, spent || epoch == run->config->epochs, err) != 0)
             return DP_EXIT_ERROR;
         if (spent && epoch < run->config->epochs) {
             run->result->ended_by_budget = 1;

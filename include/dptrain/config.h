@@ -68,6 +68,7 @@ struct config {
                                          mirror_invariant decides (commands.c) */
     uint64_t seed;
     int augment, tta, validation;
+    int eval_every;                   /* evaluate after every Nth epoch and the last */
     int tta_shift;                    /* --tta: the final predictions' views shifted up to this many pixels */
     int on_validation;                /* eval: the checkpoint's hold-out in place of the test set */
     /* execution */

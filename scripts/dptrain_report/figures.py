@@ -69,19 +69,25 @@ def figure_confusion(run, data, path):
     save(fig, path)
 
 
+def evaluated(epochs, values):
+    """The epochs that were evaluated (--eval-every leaves NaN for the others) and their values."""
+    keep = ~np.isnan(values)
+    return epochs[keep], values[keep]
+
+
 def figure_curves(runs, path):
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(14, 5.5))
     for i, run in enumerate(runs.values()):
         colour = f"C{i % 10}"
         epochs = run["history/epoch"]
         ax_loss.plot(epochs, run["history/train_loss"], color=colour, label=f"{run['name']} train")
-        ax_loss.plot(epochs, run["history/test_loss"], color=colour, linestyle="--",
+        ax_loss.plot(*evaluated(epochs, run["history/test_loss"]), color=colour, linestyle="--",
                      label=f"{run['name']} test")
         ax_acc.plot(epochs, 100 * run["history/train_accuracy"], color=colour, label=f"{run['name']} train")
-        ax_acc.plot(epochs, 100 * run["history/test_accuracy"], color=colour, linestyle="--",
+        ax_acc.plot(*evaluated(epochs, 100 * run["history/test_accuracy"]), color=colour, linestyle="--",
                     label=f"{run['name']} test")
         if "history/val_accuracy" in run:
-            ax_acc.plot(epochs, 100 * run["history/val_accuracy"], color=colour, linestyle=":",
+            ax_acc.plot(*evaluated(epochs, 100 * run["history/val_accuracy"]), color=colour, linestyle=":",
                         label=f"{run['name']} validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")

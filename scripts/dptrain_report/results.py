@@ -106,8 +106,9 @@ def check_hard_links(f, name, path):
         refuse_link(f.get(part, getlink=True), part, path)
 
 
-def member(group, name, path, where, dtype_kind, shape=None, ndim=None):
-    """A dataset's values, checked for presence, kind ('i' integer, 'f' real) and shape."""
+def member(group, name, path, where, dtype_kind, shape=None, ndim=None, nan=False):
+    """A dataset's values, checked for presence, kind ('i' integer, 'f' real) and shape; nan: NaN
+    is allowed (an epoch --eval-every did not evaluate), infinities still are not."""
     if name not in group or not isinstance(group[name], h5py.Dataset):
         raise ReportError(f"{path}: {where} lacks {name}")
     values = group[name][()]
@@ -119,7 +120,7 @@ def member(group, name, path, where, dtype_kind, shape=None, ndim=None):
         raise ReportError(f"{path}: {where}/{name} has {values.ndim} dimensions, expected {ndim}")
     if shape is not None and values.shape != shape:
         raise ReportError(f"{path}: {where}/{name} has shape {values.shape}, expected {shape}")
-    if dtype_kind == "f" and not np.all(np.isfinite(values)):
+    if dtype_kind == "f" and not np.all(np.isfinite(values) | (nan & np.isnan(values))):
         raise ReportError(f"{path}: {where}/{name} holds values that are not finite")
     return values
 
@@ -197,7 +198,10 @@ def read_history(g, path, where, run):
                    "samples_per_second", "val_loss", "val_accuracy"):
         if column.startswith("val_") and f"history/{column}" not in g:
             continue
-        values = member(g, f"history/{column}", path, where, "f", ndim=1)
+        evaluation = column.startswith(("test_", "val_"))
+        values = member(g, f"history/{column}", path, where, "f", ndim=1, nan=evaluation)
+        if evaluation and len(values) and np.isnan(values[-1]):
+            raise ReportError(f"{path}: {where}/history/{column} lacks the last epoch's value")
         lengths.add(len(values))
         run[f"history/{column}"] = values
     if len(lengths) != 1 or 0 in lengths:

@@ -26,6 +26,30 @@ for ranks, out in outs.items():
         check(g["history/val_loss"].shape == (3,), "val_loss")
         check(g.attrs["best_epoch"] == int(np.argmax(val)) + 1, "best epoch is the best validation epoch")
 
+# --eval-every 2 over 5 epochs evaluates epochs 2, 4 and 5 (the last always), leaves NaN for the
+# others, and chooses the best among those; the parameters are those of a run that evaluates every
+# epoch (evaluation changes nothing it trains).
+every = {}
+for k in (1, 2):
+    out = f"{dir}/every{k}.h5"
+    result = must_succeed(run(["train", "--data", DATA, "--out", out, "--model", "mlp:32", "--epochs", "5",
+                               "--no-tta", "--validation", "5000", "--eval-every", str(k)], ranks=2))
+    check_epoch_lines(result.stdout, 5)
+    evaluated = [i + 1 for i, line in enumerate(epoch_lines(result.stdout)) if "  test " in line]
+    check(evaluated == ([1, 2, 3, 4, 5] if k == 1 else [2, 4, 5]), f"--eval-every {k}: evaluated {evaluated}")
+    check_results(out, labels, runs=["raw"])
+    with h5py.File(out, "r") as f:
+        g = f["runs/raw"]
+        val, test = g["history/val_accuracy"][:], g["history/test_accuracy"][:]
+        every[k] = (val, test, int(g.attrs["best_epoch"]), int(g.attrs["parameter_hash"]))
+val1, test1, _, _ = every[1]
+val2, test2, best2, _ = every[2]
+check(np.array_equal(np.isnan(val2), [True, False, True, False, False]) and np.array_equal(np.isnan(test2), np.isnan(val2)),
+      f"--eval-every 2: NaN where not evaluated, got {val2}")
+check(np.array_equal(val2[[1, 3, 4]], val1[[1, 3, 4]]) and np.array_equal(test2[[1, 3, 4]], test1[[1, 3, 4]]),
+      "the evaluated epochs' figures differ from a run that evaluates every epoch")
+check(best2 == [2, 4, 5][int(np.argmax(val1[[1, 3, 4]]))], f"best epoch {best2} is not the best evaluated one")
+
 # A small CNN on a small noisy set, whose validation accuracy peaks before the last epoch (a high
 # constant learning rate): the final test accuracy and loss are the best epoch's, bit for bit,
 # which they are not with the best parameters and the last epoch's batch-norm statistics.

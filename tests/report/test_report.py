@@ -68,6 +68,23 @@ class TestResults(unittest.TestCase):
             with self.assertRaisesRegex(ReportError, "names the classes"):
                 results.data_file_description(old)
 
+    def test_history_of_epochs_not_evaluated(self):
+        columns = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds", "samples_per_second")
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "r.h5")
+            for test, fine in (([np.nan, .8, .9], True), ([.8, .9, np.nan], False), ([.8, np.inf, .9], False)):
+                with h5py.File(path, "w") as f:
+                    for column in columns:
+                        f[f"history/{column}"] = np.array(test if column.startswith("test_") else [1.0, 2.0, 3.0])
+                with h5py.File(path, "r") as f:
+                    run = {}
+                    if fine:   # --eval-every: NaN where an epoch was not evaluated, the last always is
+                        results.read_history(f, path, "runs/raw", run)
+                        self.assertTrue(np.isnan(run["history/test_accuracy"][0]))
+                    else:
+                        with self.assertRaisesRegex(ReportError, "last epoch|not finite"):
+                            results.read_history(f, path, "runs/raw", run)
+
     def test_seal(self):
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "r.h5")
@@ -152,6 +169,18 @@ class TestFigures(unittest.TestCase):
         figures.show(ax, np.full(36, 255), (3, 4, 3))
         self.assertEqual([i.get_array().shape for i in ax.get_images()], [(3, 4), (3, 4, 3)])
         figures.plt.close(fig)
+
+    def test_curves_skip_the_epochs_not_evaluated(self):
+        nan = float("nan")
+        run = {"name": "raw", "history/epoch": np.arange(1.0, 5.0), "history/train_loss": np.array([1.0, .8, .7, .6]),
+               "history/train_accuracy": np.array([.6, .7, .8, .85]), "history/test_loss": np.array([nan, .7, nan, .5]),
+               "history/test_accuracy": np.array([nan, .75, nan, .86]), "history/val_accuracy": np.array([nan, .7, nan, .8])}
+        self.assertEqual([list(v) for v in figures.evaluated(run["history/epoch"], run["history/test_accuracy"])],
+                         [[2.0, 4.0], [.75, .86]])
+        with tempfile.TemporaryDirectory() as d:
+            figures.figure_curves({"raw": run}, os.path.join(d, "curves.png"))
+            with open(os.path.join(d, "curves.png"), "rb") as f:
+                self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
 
     def test_figures_of_many_classes_and_colour(self):
         data = Data(names(30), (5, 7, 3), "")
