@@ -54,11 +54,12 @@ static const char *chosen_core(void)
     return test && test[0] ? test : kernels_core();
 }
 
-int kernels_ensure_fast(char **argv, int announce, char *err)
+void kernels_ensure_fast(char **argv, int announce)
 {
+    char err[DP_ERR_LEN] = "";
     const char *core = chosen_core();
     if (kernels_choose(core, kernels_cpu_features(), getenv("OPENBLAS_CORETYPE")) != KERNELS_SWITCH)
-        return 0;
+        return;
     if (announce) {
         printf("dptrain: OpenBLAS chose its generic %s kernels on this CPU, which has AVX2 and FMA: starting again "
                "with OPENBLAS_CORETYPE=Haswell (set OPENBLAS_CORETYPE to choose the kernels yourself)\n", core);
@@ -68,7 +69,11 @@ int kernels_ensure_fast(char **argv, int announce, char *err)
     CHECK_SYS(setenv("OPENBLAS_CORETYPE", "Haswell", 1), "cannot set OPENBLAS_CORETYPE");
     CHECK_SYS(execv("/proc/self/exe", argv), "cannot start dptrain again with OPENBLAS_CORETYPE=Haswell");
 fail:
-    return -1;
+    /* Slower is still right: run on with the kernels OpenBLAS chose, and say what the line above promised. */
+    unsetenv(KERNELS_REPLACED_VARIABLE);
+    unsetenv("OPENBLAS_CORETYPE");
+    if (announce)
+        fprintf(stderr, "dptrain: warning: %s; going on with the %s kernels\n", err, core);
 }
 
 void kernels_describe(char *out, size_t size)

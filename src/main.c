@@ -204,9 +204,6 @@ int main(int argc, char **argv)
     if (options.command == CMD_CONVERT)
         return run_convert(&options);
     /* Before MPI starts: a new start under MPI_Init would be a second process to the launcher. */
-    if (kernels_ensure_fast(argv, first_rank_of_job(), err) != 0) {
-        fprintf(stderr, "dptrain: error: %s\n", err);
-        return DP_EXIT_ERROR;
-    }
+    kernels_ensure_fast(argv, first_rank_of_job());
     return run_parallel(argc, argv, &options);
 }

@@ -39,10 +39,11 @@ struct cpu_features kernels_cpu_features(void);
 /* The set OpenBLAS runs now (openblas_get_corename). */
 const char *kernels_core(void);
 
-/* Before MPI starts: where kernels_choose says KERNELS_SWITCH, announce it in one line on
- * stderr (when `announce`), set OPENBLAS_CORETYPE=Haswell and execute this program again with
- * argv; returns only when the kernels are kept, or -1 with err set when the new start failed. */
-int kernels_ensure_fast(char **argv, int announce, char *err);
+/* Before MPI starts: where kernels_choose says KERNELS_SWITCH, announce it in one line on stdout
+ * (when `announce`), set OPENBLAS_CORETYPE=Haswell and execute this program again with argv.
+ * Returns when the kernels are kept, or when the new start failed (then with a warning, going on
+ * with OpenBLAS's choice: slower, still right). */
+void kernels_ensure_fast(char **argv, int announce);
 /* What runs and who chose it, for the run line and the results file: "Haswell (OPENBLAS_CORETYPE
  * set by dptrain: OpenBLAS had chosen its generic Prescott kernels)". */
 void kernels_describe(char *out, size_t size);
