@@ -67,11 +67,17 @@ static void test_train_defaults(void **state)
     assert_true(c.seed == 1 && c.tta == 1 && c.tta_shift == 1 && c.threads == 0 && c.bucket_mb == 0);
     assert_true(c.augment == 1 && c.augment_shift == 1 && c.erase == 0); /* flips, shifts by a pixel */
     assert_true(c.stall_timeout == 30 && c.drift_check == 200 && c.batch_per_rank == 0);
+    assert_true(c.eval_every == 6 && c.max_time == 0); /* about ten evaluations of 60 epochs; no budget */
     assert_null(c.checkpoint);
     assert_null(c.trace);
     assert_null(c.name);
     parse_ok("train --no-augment", &c); /* the unaugmented MLP: 30 epochs, one view */
     assert_true(c.augment == 0 && c.augment_shift == 0 && c.epochs == 30 && c.tta == 0 && c.tta_shift == 0);
+    assert_int_equal(c.eval_every, 3);
+    parse_ok("train --epochs 19", &c); /* short runs: every epoch */
+    assert_int_equal(c.eval_every, 1);
+    parse_ok("train --epochs 19 --eval-every 4 --max-time 2.5", &c);
+    assert_true(c.eval_every == 4 && c.max_time == 2.5);
     parse_ok("compare --pca 0,50", &c);
     assert_string_equal(c.out, "results/compare.h5");
     assert_true(c.augment == 1 && c.tta == 1 && c.epochs == 60); /* both runs as train's default */
@@ -239,6 +245,9 @@ static void test_errors(void **state)
         {"train --compress bf16:2", "unknown compression 'bf16:2'"},
         {"train --compress powersgd:2 --deterministic", "--deterministic cannot be combined with --compress powersgd:2"},
         {"train --compress powersgd --shard-optimizer", "cannot be combined with --compress powersgd:4"},
+        {"train --eval-every 0", "--eval-every: 0 is out of range 1.."},
+        {"train --max-time -1", "--max-time: -1 is out of range 0..1e+07"},
+        {"eval --checkpoint c.h5 --max-time 5", "--max-time: not a flag of 'eval'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         parse_fails(cases[i][0], cases[i][1]);
