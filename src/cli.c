@@ -60,12 +60,13 @@ static const struct flag flags[] = {
      "0,50,100 (0 = raw)"},
     {"--epochs", V_INT, AT(epochs), FOR_TRAINING, 1, 100000,
      "epochs (default 60 with --augment; without it 30 for an MLP, 20 for a CNN)"},
-    {"--batch", V_INT, AT(batch), FOR_TRAINING, 1, 1 << 20, "GLOBAL batch size, shared by the ranks (default 128)"},
+    {"--batch", V_INT, AT(batch), FOR_TRAINING, 1, 1 << 20, "GLOBAL batch size, shared by the ranks (default 256 for an augmented MLP, else 128)"},
     {"--batch-per-rank", V_INT, AT(batch_per_rank), FOR_TRAINING, 1, 1 << 16,
      "weak scaling: each rank's batch; the global batch is this times the ranks and the learning rate "
      "grows with it (--lr x global / 128); exclusive with --batch"},
     {"--optimizer", V_OPTIMIZER, AT(optimizer), FOR_TRAINING, 0, 0, "sgd, nesterov (SGD with Nesterov momentum) or adam (default nesterov for cnn with --augment, else adam)"},
-    {"--lr", V_DOUBLE, AT(lr), FOR_TRAINING, 1e-12, CONFIG_LR_MAX, "peak learning rate (default 0.001 adam, 0.05 sgd and nesterov)"},
+    {"--lr", V_DOUBLE, AT(lr), FOR_TRAINING, 1e-12, CONFIG_LR_MAX, "peak learning rate (default 0.001 adam, 0.002 adam for an augmented MLP with the default batch, 0.05 sgd "
+     "and nesterov)"},
     {"--momentum", V_DOUBLE, AT(momentum), FOR_TRAINING, 0, 0.999999, "SGD and Nesterov momentum (default 0.9)"},
     {"--weight-decay", V_DOUBLE, AT(weight_decay), FOR_TRAINING, 0, 1,
      "decoupled weight decay on weights, not biases (default 0.0005 for cnn with --augment and SGD or nesterov, "
@@ -433,18 +434,21 @@ static int choose_defaults(struct config *o, char *err)
 {
     if (o->batch > 0 && o->batch_per_rank > 0)
         FAIL("--batch-per-rank and --batch are exclusive: give the global batch or each rank's, not both");
-    if (o->batch == 0 && o->batch_per_rank == 0)
-        o->batch = 128;
     o->model_kind = config_model_kind(o->model);
     int cnn = o->model_kind == MODEL_CNN;
     if (o->augment < 0)
         o->augment = !cnn;
+    /* The augmented MLP steps 256 images at twice the rate: on the hold-out 91.73-91.77% against
+     * 91.82% for 128 (within run-to-run noise), in 20% less time, its GEMMs larger. */
+    int wide_batch = !cnn && o->augment && o->batch == 0 && o->batch_per_rank == 0;
+    if (o->batch == 0 && o->batch_per_rank == 0)
+        o->batch = wide_batch ? 256 : 128;
     if (o->optimizer == OPT_DEFAULT)
         o->optimizer = cnn && o->augment ? OPT_NESTEROV : OPT_ADAM;
     if (o->weight_decay < 0)
         o->weight_decay = cnn && o->augment && o->optimizer != OPT_ADAM ? 5e-4 : 1e-4;
     if (o->lr < 0)
-        o->lr = o->optimizer == OPT_ADAM ? 1e-3 : 0.05;
+        o->lr = o->optimizer != OPT_ADAM ? 0.05 : wide_batch ? 2e-3 : 1e-3;
     if (o->tta < 0 && o->command != CMD_EVAL) /* eval: as the checkpoint's run */
         o->tta = o->augment;
     if (o->tta == 0 && o->tta_shift > 0)

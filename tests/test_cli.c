@@ -59,9 +59,9 @@ static void test_train_defaults(void **state)
     assert_int_equal(c.model_kind, MODEL_MLP);
     assert_int_equal(c.pca, 0);
     assert_int_equal(c.epochs, 60); /* an MLP is augmented unless --no-augment */
-    assert_int_equal(c.batch, 128);
+    assert_int_equal(c.batch, 256);
     assert_int_equal(c.optimizer, OPT_ADAM);
-    assert_true(c.lr == 1e-3 && c.momentum == 0.9 && c.weight_decay == 1e-4);
+    assert_true(c.lr == 2e-3 && c.momentum == 0.9 && c.weight_decay == 1e-4);
     assert_int_equal(c.schedule, SCHEDULE_COSINE);
     assert_true(c.warmup == 1 && c.dropout == 0.1 && c.label_smoothing == 0.1);
     assert_true(c.seed == 1 && c.tta == 1 && c.tta_shift == 1 && c.threads == 0 && c.bucket_mb == 0);
@@ -73,7 +73,13 @@ static void test_train_defaults(void **state)
     assert_null(c.name);
     parse_ok("train --no-augment", &c); /* the unaugmented MLP: 30 epochs, one view */
     assert_true(c.augment == 0 && c.augment_shift == 0 && c.epochs == 30 && c.tta == 0 && c.tta_shift == 0);
-    assert_int_equal(c.eval_every, 3);
+    assert_true(c.eval_every == 3 && c.batch == 128 && c.lr == 1e-3); /* the unaugmented MLP steps 128 */
+    parse_ok("train --batch 128", &c); /* a batch given keeps the rate of 128 */
+    assert_true(c.batch == 128 && c.lr == 1e-3);
+    parse_ok("train --lr 0.001", &c);
+    assert_true(c.batch == 256 && c.lr == 1e-3);
+    parse_ok("train --batch-per-rank 64", &c);
+    assert_true(c.batch == 0 && c.batch_per_rank == 64 && c.lr == 1e-3);
     parse_ok("train --epochs 19", &c); /* short runs: every epoch */
     assert_int_equal(c.eval_every, 1);
     parse_ok("train --epochs 19 --eval-every 4 --max-time 2.5", &c);
@@ -261,15 +267,15 @@ static void test_settings(void **state)
     parse_ok("train", &a);
     parse_ok("train", &b);
     assert_int_equal(config_first_difference(&a, &b), SETTING_NONE);
-    parse_ok("train --batch 256 --lr 0.002", &b);
+    parse_ok("train --batch 512 --lr 0.001", &b);
     enum setting s = config_first_difference(&a, &b);
     assert_int_equal(s, SETTING_BATCH); /* the first difference, in the compared order */
     assert_string_equal(cli_setting_flag(s), "--batch");
     config_setting_value(&b, s, text, sizeof text);
-    assert_string_equal(text, "256");
-    parse_ok("train --lr 0.0010000000000000002", &b); /* a difference %g would hide */
+    assert_string_equal(text, "512");
+    parse_ok("train --lr 0.0020000000000000005", &b); /* a difference %g would hide */
     assert_int_equal(config_first_difference(&a, &b), SETTING_LR);
-    parse_ok("train --optimizer sgd --lr 0.001", &b);
+    parse_ok("train --optimizer sgd --lr 0.002", &b);
     assert_int_equal(config_first_difference(&a, &b), SETTING_OPTIMIZER);
     config_setting_value(&b, SETTING_OPTIMIZER, text, sizeof text);
     assert_string_equal(text, "sgd");

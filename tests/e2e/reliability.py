@@ -119,7 +119,7 @@ with h5py.File(eval_out, "r") as a, h5py.File(ref_out, "r") as b:
 
 # 6. A checkpoint whose configuration differs is refused, naming the difference.
 for args, ranks, fragment in (
-        (["--batch", "256"], 2, "saved with --batch 128, this run has --batch 256"),
+        (["--batch", "128"], 2, "saved with --batch 256, this run has --batch 128"),
         (["--pca", "50"], 2, "saved with --pca 0, this run has --pca 50"),
         (["--model", "mlp:64"], 2, "saved with --model mlp, this run has --model mlp:64")):
     result = run(BASE + ["--checkpoint", ref_ckpt, "--resume", "--out", f"{dir}/x.h5"] + args, ranks=ranks)

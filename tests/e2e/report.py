@@ -44,7 +44,7 @@ for heading in ("## Classification report", "## Confusion matrix", "## The five 
 check("← this run" in text and "MLP 256-128-100" in text and "0.8833" in text, "benchmark table")
 # Reading the report on its own, and what PCA keeps (the comparison has a raw and a PCA-20 run).
 check(text.index("How to read this report") < text.index("## Settings and accuracy"), "the preface comes first")
-check("| all settings | `train --data " in text and " --epochs 2 --batch 128 --optimizer adam " in text and
+check("| all settings | `train --data " in text and " --epochs 2 --batch 256 --optimizer adam " in text and
       "| views averaged per test image | 18 |" in text, "the settings table shows every setting and the views")
 check("## What PCA keeps" in text and "![reconstruction](pca_reconstruction.png)" in text, "what PCA keeps")
 image = matplotlib.image.imread(f"{out}/pca_reconstruction.png")
