@@ -56,4 +56,19 @@ check(("PyTorch 1" in out) == has_torch and ("not installed" in out) != has_torc
 check(not [n for n in os.listdir("/tmp") if n.startswith("dptrain-bench-") and
            os.path.getmtime(f"/tmp/{n}") > os.path.getmtime(f"{dir}/t10k-labels-idx1-ubyte")],
       "bench.sh left its work folder")
-print("ok: bench.sh table on a small data set")
+
+# scripts/time-to-accuracy.sh on the same small set: every figure it promises is printed.
+must_succeed(run(["convert", "--source", dir, "--out", f"{dir}/small.h5"]))
+env = dict(os.environ, BUILD=os.path.dirname(DPTRAIN), DATA=f"{dir}/small.h5")
+result = subprocess.run(["bash", f"{root}/scripts/time-to-accuracy.sh", "--model", "mlp:16", "--epochs", "2"],
+                        capture_output=True, text=True, env=env, timeout=300)
+out = result.stdout
+check(result.returncode == 0, f"time-to-accuracy.sh exited {result.returncode}: {out} {result.stderr}")
+for pattern in (r"^flags: --model mlp:16 --epochs 2; 2 ranks on ", r"^kernels: OpenBLAS \S+ \(",
+                r"^sgemm peak P: \d+\.\d+ GFLOP/s before, \d+\.\d+ after",
+                r"^test accuracy \d+\.\d\d%; wall \d+\.\d s; at P = 100: \d+\.\d s \(wall x \d+\.\d / 100\)",
+                r"^profile \(rank 0\): ", r"^profile: .* GFLOP/s over all ranks"):
+    check(re.search(pattern, out, re.M), f"time-to-accuracy.sh lacks {pattern!r}:\n{out}")
+check(not [n for n in os.listdir("/tmp") if n.startswith("dptrain-tta-") and
+           os.path.getmtime(f"/tmp/{n}") > os.path.getmtime(f"{dir}/small.h5")], "time-to-accuracy.sh left its folder")
+print("ok: bench.sh table and time-to-accuracy.sh on a small data set")
