@@ -85,7 +85,7 @@ void kernels_describe(char *out, size_t size)
         if (replaced && replaced[0] && strcmp(coretype, "Haswell") == 0)
             snprintf(out, size, "%s (OPENBLAS_CORETYPE=Haswell set by dptrain: OpenBLAS had chosen its generic %s "
                      "kernels)", core, replaced);
-        else if (!kernels_name_is_fast(core) && kernels_choose(core, kernels_cpu_features(), NULL) == KERNELS_SWITCH)
+        else if (kernels_choose(core, kernels_cpu_features(), NULL) == KERNELS_SWITCH)
             snprintf(out, size, "%s (OPENBLAS_CORETYPE=%s, kept as set; this CPU could run the faster Haswell "
                      "kernels)", core, coretype);
         else

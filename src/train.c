@@ -130,18 +130,12 @@ static enum epoch_outcome train_epoch(struct run *run, int epoch, long first_ste
     return EPOCH_DONE;
 }
 
-/* After each epoch, on every rank: test and validation accuracy (each rank its share) where
- * --eval-every asks (always after the last epoch; NaN in the history otherwise), best-epoch
- * bookkeeping (the parameters kept on rank 0), and rank 0 prints the line. */
-static int close_epoch(struct run *run, struct epoch_record *e, int epoch, int last, char *err)
+/* On every rank: the epoch's test and validation accuracy (each rank its share) and best-epoch
+ * bookkeeping (the parameters kept on rank 0). */
+static int evaluate_epoch(struct run *run, struct epoch_record *e, int epoch, char *err)
 {
     struct evaluation test, val;
     struct run_result *r = run->result;
-    e->test_loss = e->test_accuracy = NAN;
-    if (r->has_validation)
-        e->val_loss = e->val_accuracy = NAN;
-    if (!last && epoch % run->config->eval_every != 0)
-        goto print;
     CHECK_DP(evaluate(run->comm, &run->eval, &run->test, &test, err));
     e->test_loss = test.loss;
     e->test_accuracy = test.accuracy;
@@ -159,12 +153,23 @@ static int close_epoch(struct run *run, struct epoch_record *e, int epoch, int l
                 memcpy(run->best_buffers, run->model->buffers, run->model->buffer_count * sizeof(float));
         }
     }
-print:
-    if (!run->config->quiet && run->comm->rank == 0)
-        console_epoch(e, run->config->epochs, r->has_validation);
     return 0;
 fail:
     return -1;
+}
+
+/* After each epoch: the evaluation where --eval-every asks (always after the last epoch; NaN in
+ * the history otherwise), and rank 0 prints the line. */
+static int close_epoch(struct run *run, struct epoch_record *e, int epoch, int last, char *err)
+{
+    e->test_loss = e->test_accuracy = NAN;
+    if (run->result->has_validation)
+        e->val_loss = e->val_accuracy = NAN;
+    if ((last || epoch % run->config->eval_every == 0) && evaluate_epoch(run, e, epoch, err) != 0)
+        return -1;
+    if (!run->config->quiet && run->comm->rank == 0)
+        console_epoch(e, run->config->epochs, run->result->has_validation);
+    return 0;
 }
 
 /* The epoch's training loss and correct count, added in unit order: the same on any rank count. */
@@ -257,7 +262,9 @@ static int train_epochs(struct run *run, char *err)
         if (outcome == EPOCH_STOPPED)
             return stop_run(run, epoch, stopped_at, seconds, err);
         int spent = 0;
-        if (budget_spent(run, &spent, err) != 0 || finish_epoch(run, epoch, seconds, spent || epoch == run->config->epochs, err) != 0)
+        if (budget_spent(run, &spent, err) != 0)
+            return DP_EXIT_ERROR;
+        if (finish_epoch(run, epoch, seconds, spent || epoch == run->config->epochs, err) != 0)
             return DP_EXIT_ERROR;
         if (spent && epoch < run->config->epochs) {
             run->result->ended_by_budget = 1;
