@@ -104,8 +104,8 @@ cases = [
     (variant("step", set_attr("step", 10**12)), "its attributes fail their checksum"),
     (variant("nan_norm", set_norm("norm_std", float("nan"), False)), "norm_std fails its checksum"),
     (variant("no_crc", lambda f: f.attrs.__delitem__("crc32_params")), "no attribute crc32_params"),
-    (variant("step_signed", set_attr("step", 10**12), sign=True), "but an epoch has 469 steps"),
-    (variant("opt_step_signed", set_attr("opt_step", 5), sign=True), "5 optimizer steps at epoch 3, step 1 (expected 938)"),
+    (variant("step_signed", set_attr("step", 10**12), sign=True), "but an epoch has 235 steps"),  # 60000 / 256
+    (variant("opt_step_signed", set_attr("opt_step", 5), sign=True), "5 optimizer steps at epoch 3, step 1 (expected 470)"),  # 2 x 235
     (variant("nan_signed", set_norm("norm_std", float("nan"), True)), "channel 0: mean"),
     (variant("zero_signed", set_norm("norm_std", 0.0, True)), "standard deviation 0"),
     (variant("channels_signed", set_attr("data_image_channels", 0), sign=True), "image shape 28x28x0"),

@@ -8,7 +8,7 @@ import subprocess
 from common import *
 
 dir = temp_dir()
-STEPS = 469  # ceil(60000 / 128) per epoch
+STEPS = 235  # ceil(60000 / 256) per epoch: the augmented MLP steps 256 images by default
 PHASES = ["stop check", "data", "forward", "backward", "allreduce wait", "optimizer"]
 
 # --- trace and profile: 2 ranks, 2 epochs, checkpoints -----------------------------------------
