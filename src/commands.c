@@ -7,7 +7,6 @@
 #include "dptrain/config.h"
 #include "dptrain/console.h"
 #include "dptrain/files.h"
-#include "dptrain/kernels.h"
 #include "dptrain/run_checkpoint.h"
 #include "dptrain/stop.h"
 #include "dptrain/train.h"
@@ -256,9 +255,7 @@ static int train_one(struct command_state *cs, int i, char *err)
         if ((diverged = results_did_not_learn(&cs->runs[i], why, sizeof why)))
             fprintf(stderr, "dptrain: warning: run %s diverged: %s; its results are written and marked diverged "
                     "(try a lower --lr)\n", name, why);
-        char kernels[256];
-        kernels_describe(kernels, sizeof kernels);
-        struct results_origin origin = {o->command_line, cs->comm->size, cs->comm->hosts, &cs->shards.about, kernels};
+        struct results_origin origin = {o->command_line, cs->comm->size, cs->comm->hosts, &cs->shards.about};
         ok = results_write(o->out, &origin, cs->runs, i + 1, err) == 0;
         if (!ok && o->checkpoint) /* its last save holds the finished run */
             err_append_hint(err, "the trained state is kept in %s %s: write the results from it with "
@@ -489,10 +486,7 @@ static int evaluate_checkpoint(struct run *run, struct checkpoint *c, struct sha
     if (run->comm->rank == 0) {
         print_evaluated(c, run->config->checkpoint);
         console_summary(r);
-        char kernels[256];
-        kernels_describe(kernels, sizeof kernels);
-        struct results_origin origin = {run->config->command_line, run->comm->size, run->comm->hosts, &d->about,
-                                        kernels};
+        struct results_origin origin = {run->config->command_line, run->comm->size, run->comm->hosts, &d->about};
         ok = results_write(run->config->out, &origin, r, 1, err) == 0;
         if (ok)
             printf("\nresults written to %s\n", run->config->out);

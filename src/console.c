@@ -32,7 +32,7 @@ void console_announce(const struct run *run)
         printf("; mirror images %s (%s)", o->flip ? "used" : "not used",
                o->flip == about->mirror_invariant ? "the data file's mirror_invariant" : "--flip");
     printf("\n");
-    char kernels[256];
+    char kernels[KERNELS_DESCRIPTION_LENGTH];
     kernels_describe(kernels, sizeof kernels);
     printf("kernels: OpenBLAS %s\n", kernels);
     size_t wire = reducer_wire_bytes(&run->reducer);

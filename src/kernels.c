@@ -80,12 +80,13 @@ void kernels_describe(char *out, size_t size)
 {
     const char *core = kernels_core(), *coretype = getenv("OPENBLAS_CORETYPE");
     const char *replaced = getenv(KERNELS_REPLACED_VARIABLE);
-    switch (kernels_choose(chosen_core(), kernels_cpu_features(), coretype)) {
+    struct cpu_features cpu = kernels_cpu_features();
+    switch (kernels_choose(chosen_core(), cpu, coretype)) {
     case KERNELS_USER:
         if (replaced && replaced[0] && strcmp(coretype, "Haswell") == 0)
             snprintf(out, size, "%s (OPENBLAS_CORETYPE=Haswell set by dptrain: OpenBLAS had chosen its generic %s "
                      "kernels)", core, replaced);
-        else if (kernels_choose(core, kernels_cpu_features(), NULL) == KERNELS_SWITCH)
+        else if (kernels_choose(core, cpu, NULL) == KERNELS_SWITCH)
             snprintf(out, size, "%s (OPENBLAS_CORETYPE=%s, kept as set; this CPU could run the faster Haswell "
                      "kernels)", core, coretype);
         else

@@ -2,6 +2,7 @@
 
 #include "dptrain/check.h"
 #include "dptrain/h5io.h"
+#include "dptrain/kernels.h"
 
 #include <hdf5.h>
 #include <math.h>
@@ -265,7 +266,8 @@ int results_write(const char *path, const struct results_origin *origin, const s
                   int run_count, char *err)
 {
     hid_t file = -1, group = -1;
-    char created[64];
+    char created[64], kernels[KERNELS_DESCRIPTION_LENGTH];
+    kernels_describe(kernels, sizeof kernels);
     time_t now = time(NULL);
     strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     CHECK_DP((file = h5io_create_in_memory(path, err)) < 0);
@@ -274,7 +276,7 @@ int results_write(const char *path, const struct results_origin *origin, const s
     CHECK_DP(h5io_write_attr_long(file, "ranks", origin->ranks, path, err));
     CHECK_DP(h5io_write_attr_long(file, "hosts", origin->hosts, path, err));
     CHECK_DP(h5io_write_attr_string(file, "command", origin->command, path, err));
-    CHECK_DP(h5io_write_attr_string(file, "blas_kernels", origin->kernels, path, err));
+    CHECK_DP(h5io_write_attr_string(file, "blas_kernels", kernels, path, err));
     CHECK_DP(write_data_attrs(file, origin->data, path, err));
     CHECK_H5(group = H5Gcreate2(file, "runs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
              "%s: cannot create /runs", path);

@@ -45,7 +45,8 @@ const char *kernels_core(void);
  * with OpenBLAS's choice: slower, still right). */
 void kernels_ensure_fast(char **argv, int announce);
 /* What runs and who chose it, for the run line and the results file: "Haswell (OPENBLAS_CORETYPE
- * set by dptrain: OpenBLAS had chosen its generic Prescott kernels)". */
+ * set by dptrain: OpenBLAS had chosen its generic Prescott kernels)"; it fits in this many bytes. */
+#define KERNELS_DESCRIPTION_LENGTH 256
 void kernels_describe(char *out, size_t size);
 
 #endif

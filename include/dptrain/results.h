@@ -70,7 +70,6 @@ struct results_origin {
     const char *command; /* the command line */
     int ranks, hosts;
     const struct data_description *data;
-    const char *kernels; /* OpenBLAS's kernel set and who chose it (kernels_describe) */
 };
 
 /* Write every run into path (replacing it atomically). */

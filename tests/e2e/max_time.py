@@ -7,7 +7,6 @@ import h5py
 from common import *
 
 dir = temp_dir()
-test_labels = None
 with h5py.File(DATA, "r") as f:
     test_labels = f["test/labels"][:]
 # One epoch of this network takes over half a second here, and a budget of 0.001 minutes is 0.06 s:
