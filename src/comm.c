@@ -2,6 +2,7 @@
 #include "dptrain/comm_mpi.h"
 
 #include "dptrain/check.h"
+#include "dptrain/files.h"
 #include "dptrain/watchdog.h"
 
 #include <limits.h>
@@ -30,7 +31,8 @@ fail:
 }
 
 /* An MPI collective under the stall watchdog (if any): it knows this rank is waiting in it. */
-#define WATCHED(comm, what, call) (watchdog_wait((comm)->watchdog, what), watched_end((comm)->watchdog, (call)))
+#define WATCHED(comm, what, bytes, call)                                                                   \
+    (watchdog_wait((comm)->watchdog, what, (double)(bytes)), watched_end((comm)->watchdog, (call)))
 
 static int watched_end(struct watchdog *watchdog, int rc)
 {
@@ -77,7 +79,7 @@ int comm_agree(const struct comm *comm, int ok, char *err)
 {
     int rank = comm->rank, size = comm->size, lowest = INT_MAX;
     int mine = ok ? INT_MAX : rank;
-    CHECK_MPI(WATCHED(comm, "an agreement", MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, comm_mpi_world(comm))),
+    CHECK_MPI(WATCHED(comm, "an agreement", sizeof(int), MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, comm_mpi_world(comm))),
               "rank %d: MPI failed while agreeing on an error", rank);
     if (lowest == INT_MAX)
         return 0;
@@ -88,7 +90,7 @@ int comm_agree(const struct comm *comm, int ok, char *err)
         snprintf(named, sizeof named, "rank %d on %s", rank, host);
         err_prefix(err, named); /* keeps the message's end, its reason, whatever its length */
     }
-    CHECK_MPI(WATCHED(comm, "an agreement", MPI_Bcast(err, DP_ERR_LEN, MPI_CHAR, lowest, comm_mpi_world(comm))),
+    CHECK_MPI(WATCHED(comm, "an agreement", DP_ERR_LEN, MPI_Bcast(err, DP_ERR_LEN, MPI_CHAR, lowest, comm_mpi_world(comm))),
               "rank %d: MPI failed while sharing an error", rank);
     err[DP_ERR_LEN - 1] = '\0';
     return -1;
@@ -110,7 +112,7 @@ int comm_bcast_floats(const struct comm *comm, float *data, size_t count, int ro
 {
     if (!count_fits(count, err))
         return -1;
-    CHECK_MPI(WATCHED(comm, "a broadcast", MPI_Bcast(data, (int)count, MPI_FLOAT, root, comm_mpi_world(comm))),
+    CHECK_MPI(WATCHED(comm, "a broadcast", count * sizeof(float), MPI_Bcast(data, (int)count, MPI_FLOAT, root, comm_mpi_world(comm))),
               "rank %d: broadcast of %zu floats failed", comm->rank, count);
     return 0;
 fail:
@@ -121,7 +123,7 @@ int comm_bcast_doubles(const struct comm *comm, double *data, size_t count, int 
 {
     if (!count_fits(count, err))
         return -1;
-    CHECK_MPI(WATCHED(comm, "a broadcast", MPI_Bcast(data, (int)count, MPI_DOUBLE, root, comm_mpi_world(comm))),
+    CHECK_MPI(WATCHED(comm, "a broadcast", count * sizeof(double), MPI_Bcast(data, (int)count, MPI_DOUBLE, root, comm_mpi_world(comm))),
               "rank %d: broadcast of %zu doubles failed", comm->rank, count);
     return 0;
 fail:
@@ -132,7 +134,7 @@ int comm_allreduce_floats(const struct comm *comm, float *data, size_t count, ch
 {
     if (!count_fits(count, err))
         return -1;
-    CHECK_MPI(WATCHED(comm, "an allreduce",
+    CHECK_MPI(WATCHED(comm, "an allreduce", count * sizeof(float),
                       MPI_Allreduce(MPI_IN_PLACE, data, (int)count, MPI_FLOAT, MPI_SUM, comm_mpi_world(comm))),
               "rank %d: allreduce of %zu floats failed", comm->rank, count);
     return 0;
@@ -144,7 +146,7 @@ int comm_allreduce_doubles(const struct comm *comm, double *data, size_t count, 
 {
     if (!count_fits(count, err))
         return -1;
-    CHECK_MPI(WATCHED(comm, "an allreduce",
+    CHECK_MPI(WATCHED(comm, "an allreduce", count * sizeof(double),
                       MPI_Allreduce(MPI_IN_PLACE, data, (int)count, MPI_DOUBLE, MPI_SUM, comm_mpi_world(comm))),
               "rank %d: allreduce of %zu doubles failed", comm->rank, count);
     return 0;
@@ -218,15 +220,16 @@ void comm_chunk_block(size_t n, size_t chunk, int ranks, int r, size_t *first, s
 
 int comm_barrier(const struct comm *comm, char *err)
 {
-    CHECK_MPI(WATCHED(comm, "a barrier", MPI_Barrier(comm_mpi_world(comm))), "rank %d: barrier failed", comm->rank);
+    CHECK_MPI(WATCHED(comm, "a barrier", 0, MPI_Barrier(comm_mpi_world(comm))), "rank %d: barrier failed", comm->rank);
     return 0;
 fail:
     return -1;
 }
 
-static int reduce_in_place(const struct comm *comm, void *value, MPI_Datatype type, MPI_Op op, char *err)
+static int reduce_in_place(const struct comm *comm, void *value, MPI_Datatype type, MPI_Op op, size_t bytes,
+                           char *err)
 {
-    CHECK_MPI(WATCHED(comm, "an allreduce",
+    CHECK_MPI(WATCHED(comm, "an allreduce", bytes,
                       MPI_Allreduce(MPI_IN_PLACE, value, 1, type, op, comm_mpi_world(comm))), "rank %d: allreduce failed",
               comm->rank);
     return 0;
@@ -236,28 +239,28 @@ fail:
 
 int comm_max_int(const struct comm *comm, int *value, char *err)
 {
-    return reduce_in_place(comm, value, MPI_INT, MPI_MAX, err);
+    return reduce_in_place(comm, value, MPI_INT, MPI_MAX, sizeof(int), err);
 }
 
 int comm_min_int(const struct comm *comm, int *value, char *err)
 {
-    return reduce_in_place(comm, value, MPI_INT, MPI_MIN, err);
+    return reduce_in_place(comm, value, MPI_INT, MPI_MIN, sizeof(int), err);
 }
 
 int comm_max_long(const struct comm *comm, long *value, char *err)
 {
-    return reduce_in_place(comm, value, MPI_LONG, MPI_MAX, err);
+    return reduce_in_place(comm, value, MPI_LONG, MPI_MAX, sizeof(long), err);
 }
 
 int comm_max_double(const struct comm *comm, double *value, char *err)
 {
-    return reduce_in_place(comm, value, MPI_DOUBLE, MPI_MAX, err);
+    return reduce_in_place(comm, value, MPI_DOUBLE, MPI_MAX, sizeof(double), err);
 }
 
 int comm_bcast_size(const struct comm *comm, size_t *value, int root, char *err)
 {
     unsigned long long wide = *value;
-    CHECK_MPI(WATCHED(comm, "a broadcast",
+    CHECK_MPI(WATCHED(comm, "a broadcast", sizeof wide,
                       MPI_Bcast(&wide, 1, MPI_UNSIGNED_LONG_LONG, root, comm_mpi_world(comm))), "rank %d: broadcast failed",
               comm->rank);
     *value = (size_t)wide;
@@ -270,7 +273,7 @@ int comm_bcast_text(const struct comm *comm, char *text, size_t size, int root, 
 {
     if (size > INT_MAX)
         FAIL("rank %d: a text of %zu bytes is too long to broadcast", comm->rank, size);
-    CHECK_MPI(WATCHED(comm, "a broadcast", MPI_Bcast(text, (int)size, MPI_CHAR, root, comm_mpi_world(comm))),
+    CHECK_MPI(WATCHED(comm, "a broadcast", size, MPI_Bcast(text, (int)size, MPI_CHAR, root, comm_mpi_world(comm))),
               "rank %d: broadcast failed", comm->rank);
     text[size - 1] = '\0';
     return 0;
@@ -280,7 +283,7 @@ fail:
 
 int comm_allgather_u64(const struct comm *comm, uint64_t mine, uint64_t *all, char *err)
 {
-    CHECK_MPI(WATCHED(comm, "an allgather",
+    CHECK_MPI(WATCHED(comm, "an allgather", sizeof mine,
                       MPI_Allgather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, comm_mpi_world(comm))),
               "rank %d: allgather failed",
               comm->rank);
@@ -293,7 +296,7 @@ int comm_allgather_size(const struct comm *comm, size_t mine, size_t *all, char 
 {
     unsigned long long wide = mine, *gathered = NULL;
     CHECK_PTR(gathered = malloc(sizeof *gathered * (size_t)comm->size), "cannot allocate");
-    CHECK_MPI(WATCHED(comm, "an allgather",
+    CHECK_MPI(WATCHED(comm, "an allgather", sizeof wide,
                       MPI_Allgather(&wide, 1, MPI_UNSIGNED_LONG_LONG, gathered, 1, MPI_UNSIGNED_LONG_LONG,
                                     comm_mpi_world(comm))),
               "rank %d: allgather failed", comm->rank);
@@ -362,7 +365,7 @@ int comm_gather_items(const struct comm *comm, const void *mine, size_t items, s
     CHECK_DP(comm_allgather_size(comm, items, sizes, err));
     /* every rank computes the same layout from the same sizes: the same verdict everywhere */
     CHECK_DP(byte_layout(comm, sizes, item_bytes, counts, displs, err));
-    CHECK_MPI(WATCHED(comm, "a gather",
+    CHECK_MPI(WATCHED(comm, "a gather", counts[comm->rank],
                       MPI_Gatherv(mine, counts[comm->rank], MPI_BYTE, all, counts, displs, MPI_BYTE, 0, comm_mpi_world(comm))),
               "rank %d: gather failed", comm->rank);
     free(sizes);
@@ -382,11 +385,11 @@ static int move_blocks(const struct comm *comm, const struct block_move *m, char
     CHECK_DP(block_layout(comm, m, &counts, &displs, err));
     int mine = counts[comm->rank];
     if (m->gather)
-        CHECK_MPI(WATCHED(comm, "a gather",
+        CHECK_MPI(WATCHED(comm, "a gather", mine,
                           MPI_Gatherv(m->from, mine, MPI_BYTE, m->to, counts, displs, MPI_BYTE, 0, comm_mpi_world(comm))),
                   "rank %d: gather failed", comm->rank);
     else
-        CHECK_MPI(WATCHED(comm, "a scatter",
+        CHECK_MPI(WATCHED(comm, "a scatter", mine,
                           MPI_Scatterv(m->from, counts, displs, MPI_BYTE, m->to, mine, MPI_BYTE, 0, comm_mpi_world(comm))),
                   "rank %d: scatter failed", comm->rank);
     free(counts);
@@ -609,19 +612,19 @@ done:
     return status;
 }
 
-int comm_start_watchdog(struct comm *comm, double limit_seconds, const char *limit_flag, char *err)
+int comm_start_watchdog(struct comm *comm, const struct watchdog_limits *limits, char *err)
 {
     int provided = 0;
     CHECK_MPI(MPI_Query_thread(&provided), "cannot ask MPI for its thread level");
     if (provided < MPI_THREAD_MULTIPLE)
         FAIL("this MPI library does not support MPI_THREAD_MULTIPLE, which the stall watchdog needs: turn it "
-             "off with %s 0", limit_flag);
+             "off with %s 0", limits->flag);
     CHECK_DP(open_channel(comm, &comm->watch_channel, err));
     struct watch_channel *c = comm->watch_channel;
     const struct watchdog_transport link = {c, c->rank, c->size, (const char(*)[WATCHDOG_HOST])c->hosts,
                                             next_question, send_answer, ask_everyone, collect_answers, end_round,
-                                            abort_job};
-    if (watchdog_start(&link, limit_seconds, limit_flag, &comm->watchdog, err) != 0) {
+                                            abort_job, files_write};
+    if (watchdog_start(&link, limits, &comm->watchdog, err) != 0) {
         char ignored[DP_ERR_LEN]; /* the first error is the one to report */
         (void)close_channel(c, ignored);
         comm->watch_channel = NULL;

@@ -8,6 +8,7 @@
 #include "dptrain/kernels.h"
 #include "dptrain/model.h"
 #include "dptrain/results.h"
+#include "dptrain/watchdog.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -75,11 +76,12 @@ static int run_convert(const struct config *options)
     return DP_EXIT_OK;
 }
 
-/* The stall watchdog, unless --stall-timeout 0 or one rank (nothing to wait for). Collective. */
+/* The stall watchdog, unless --stall-timeout 0 or one rank (nothing to wait for). Its record of a
+ * stall goes beside the output: OUT.stall-rankR.json. Collective. */
 static int start_watchdog(struct comm *comm, const struct config *options, char *err)
 {
-    int ok = options->stall_timeout <= 0 || comm->size == 1 ||
-             comm_start_watchdog(comm, options->stall_timeout, cli_flag(OPTION_STALL_TIMEOUT), err) == 0;
+    const struct watchdog_limits limits = {options->stall_timeout, cli_flag(OPTION_STALL_TIMEOUT), options->out};
+    int ok = options->stall_timeout <= 0 || comm->size == 1 || comm_start_watchdog(comm, &limits, err) == 0;
     return comm_agree(comm, ok, err) == 0 ? DP_EXIT_OK : DP_EXIT_ERROR;
 }
 

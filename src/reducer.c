@@ -344,7 +344,7 @@ int reducer_finish(struct reducer *r, char *err)
 {
     if (r->ranks == 1)
         return 0;
-    watchdog_wait(r->watchdog, "the gradient allreduce");
+    watchdog_wait(r->watchdog, "the gradient allreduce", (double)reducer_wire_bytes(r));
     int status = reduce_rest(r, err);
     if (status == 0 && r->powersgd)
         status = reduce_q(r, err);
@@ -366,7 +366,7 @@ int reducer_share(struct reducer *r, float *data, char *err)
 {
     if (!r->sharded)
         return 0;
-    watchdog_wait(r->watchdog, "the parameters' allgather");
+    watchdog_wait(r->watchdog, "the parameters' allgather", (double)(r->count * sizeof(float)));
     int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, r->counts, r->displs, MPI_FLOAT, r->mpi->world);
     watchdog_done(r->watchdog);
     CHECK_MPI(rc, "rank %d: allgather of the updated parameters failed", r->rank);

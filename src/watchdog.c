@@ -10,15 +10,17 @@
 #include <string.h>
 #include <time.h>
 
-enum { TEXT = 64, LISTED = 6 };
+enum { TEXT = 64, LISTED = 6, RECORD_PATH = 4096 + 16 };
 #define POLL_SECONDS 0.1
 
-/* Where a rank is, as its watchdog answers a query (sent as bytes: a cluster of one kind). */
-struct status {
-    int waiting, may_be_slow, epoch;
+/* A collective this rank entered, as the main thread records it (string literals: no copies in
+ * the step). */
+struct entered {
+    long number;
+    const char *what, *phase;
+    double bytes, start, end; /* end < start: still waiting */
+    int epoch;
     long step;
-    double seconds; /* in this collective (waiting) or this phase (not waiting) */
-    char phase[TEXT], what[TEXT];
 };
 
 /* The main thread's side, guarded by lock. */
@@ -27,28 +29,31 @@ struct position {
     int waiting, may_be_slow, epoch;
     long step;
     double phase_since, wait_since;
+    long entered;                        /* collectives entered so far */
+    struct entered recent[STALL_RECENT]; /* the last ones: number n at [(n - 1) % STALL_RECENT] */
 };
 
 /* One round of questions to every other rank. */
 struct inquiry {
-    struct status *replies;
+    struct stall_status *replies;
     int *answered;
 };
 
 struct watchdog {
     struct watchdog_transport link; /* to the other ranks' watchdogs: rank, size, hosts */
     double limit, grace;
-    char limit_flag[TEXT];
+    char limit_flag[TEXT], record_prefix[RECORD_PATH];
     pthread_t thread;
     pthread_mutex_t lock;
     int stop;
     struct position at;
     struct inquiry ask;
+    struct stall_status answer; /* the watchdog thread's answer being sent (too big for its stack) */
 };
 
 size_t watchdog_answer_bytes(void)
 {
-    return sizeof(struct status);
+    return sizeof(struct stall_status);
 }
 
 /* ---- the main thread's side ------------------------------------------------------------ */
@@ -67,15 +72,19 @@ void watchdog_phase(struct watchdog *w, const char *phase, int epoch, long step,
     pthread_mutex_unlock(&w->lock);
 }
 
-void watchdog_wait(struct watchdog *w, const char *what)
+void watchdog_wait(struct watchdog *w, const char *what, double bytes)
 {
     if (!w)
         return;
     double now = timer_now();
     pthread_mutex_lock(&w->lock);
-    w->at.what = what;
-    w->at.waiting = 1;
-    w->at.wait_since = now;
+    struct position *at = &w->at;
+    at->what = what;
+    at->waiting = 1;
+    at->wait_since = now;
+    at->entered++;
+    at->recent[(at->entered - 1) % STALL_RECENT] =
+        (struct entered){at->entered, what, at->phase, bytes, now, now - 1, at->epoch, at->step};
     pthread_mutex_unlock(&w->lock);
 }
 
@@ -83,8 +92,11 @@ void watchdog_done(struct watchdog *w)
 {
     if (!w)
         return;
+    double now = timer_now();
     pthread_mutex_lock(&w->lock);
     w->at.waiting = 0;
+    if (w->at.entered > 0)
+        w->at.recent[(w->at.entered - 1) % STALL_RECENT].end = now;
     pthread_mutex_unlock(&w->lock);
 }
 
@@ -98,7 +110,21 @@ static struct position position_now(struct watchdog *w)
     return p;
 }
 
-static void describe(const struct position *p, double now, struct status *s)
+/* The recent collectives, oldest first, with times relative to now. */
+static void describe_recent(const struct position *p, double now, struct stall_status *s)
+{
+    long first = p->entered > STALL_RECENT ? p->entered - STALL_RECENT + 1 : 1;
+    for (long n = first; n <= p->entered; n++) {
+        const struct entered *e = &p->recent[(n - 1) % STALL_RECENT];
+        struct stall_collective *c = &s->recent[s->recent_count++];
+        *c = (struct stall_collective){e->number, e->bytes, e->epoch, e->step, now - e->start,
+                                       e->end >= e->start ? e->end - e->start : -1, "", ""};
+        snprintf(c->what, sizeof c->what, "%s", e->what);
+        snprintf(c->phase, sizeof c->phase, "%s", e->phase ? e->phase : "");
+    }
+}
+
+static void describe(const struct position *p, double now, struct stall_status *s)
 {
     memset(s, 0, sizeof *s);
     s->waiting = p->waiting;
@@ -108,6 +134,9 @@ static void describe(const struct position *p, double now, struct status *s)
     s->seconds = now - (p->waiting ? p->wait_since : p->phase_since);
     snprintf(s->phase, sizeof s->phase, "%s", p->phase); /* set from watchdog_start on */
     snprintf(s->what, sizeof s->what, "%s", p->waiting && p->what ? p->what : "");
+    s->number = p->entered;
+    s->bytes = p->entered > 0 ? p->recent[(p->entered - 1) % STALL_RECENT].bytes : 0;
+    describe_recent(p, now, s);
 }
 
 /* The watchdog cannot do its job: say so and end the job rather than leave it unguarded. */
@@ -130,9 +159,8 @@ static void answer_queries(struct watchdog *w)
         if (asker < 0)
             return;
         struct position p = position_now(w);
-        struct status answer;
-        describe(&p, timer_now(), &answer);
-        CHECK_DP(w->link.answer(w->link.channel, asker, &answer, err));
+        describe(&p, timer_now(), &w->answer);
+        CHECK_DP(w->link.answer(w->link.channel, asker, &w->answer, err));
     }
 fail:
     give_up(w, err);
@@ -210,7 +238,7 @@ static int silent(const struct watchdog *w, int r)
 /* Answered, but busy past the limit in a phase that must not take long. */
 static int stuck(const struct watchdog *w, int r)
 {
-    const struct status *s = &w->ask.replies[r];
+    const struct stall_status *s = &w->ask.replies[r];
     return r != w->link.rank && w->ask.answered[r] && !s->waiting && !s->may_be_slow && s->seconds > w->limit;
 }
 
@@ -221,7 +249,7 @@ static int legitimately_busy(const struct watchdog *w, int r)
 }
 
 /* The line that ends the job. */
-static void report_stall(const struct watchdog *w, const struct status *mine, char *line, size_t size)
+static void report_stall(const struct watchdog *w, const struct stall_status *mine, char *line, size_t size)
 {
     char where[2 * TEXT + 64] = "", ranks[512];
     if (mine->epoch > 0)
@@ -251,6 +279,43 @@ static int reporter(const struct watchdog *w)
     return 1;
 }
 
+/* The record of every answering rank's recent collectives, published at path; 0 or -1 with err set. */
+static int write_record(const struct watchdog *w, const struct stall_view *view, const char *line, const char *path,
+                        char *err)
+{
+    size_t length = 0;
+    char *json = stall_record_json(view, line, &length);
+    if (!json) {
+        err_set(err, "%s: cannot assemble the record: out of memory", path);
+        return -1;
+    }
+    int status = w->link.publish(path, json, length, err);
+    free(json);
+    return status;
+}
+
+/* The stall line, the summary of where every rank was, the record of their recent collectives
+ * (where a path was given), and the end of the job. */
+_Noreturn static void end_job(struct watchdog *w, const struct stall_status *mine)
+{
+    char line[DP_ERR_LEN], summary[DP_ERR_LEN], err[DP_ERR_LEN], path[RECORD_PATH + 32];
+    const struct stall_view view = {w->link.size, w->link.rank, w->ask.replies, w->ask.answered, w->link.hosts};
+    report_stall(w, mine, line, sizeof line);
+    stall_summary(&view, summary, sizeof summary);
+    snprintf(path, sizeof path, "%s.stall-rank%d.json", w->record_prefix, w->link.rank);
+    fprintf(stderr, "dptrain: error: rank %d on %s: %s\n", w->link.rank, w->link.hosts[w->link.rank], line);
+    if (w->record_prefix[0] && write_record(w, &view, line, path, err) == 0)
+        fprintf(stderr, "dptrain: at the stall: %s; the last %d collectives of every rank that answered: %s\n",
+                summary, STALL_RECENT, path);
+    else if (w->record_prefix[0])
+        fprintf(stderr, "dptrain: at the stall: %s; no record written: %s\n", summary, err);
+    else
+        fprintf(stderr, "dptrain: at the stall: %s\n", summary);
+    fflush(stderr);
+    w->link.abort(w->link.channel);
+    exit(DP_EXIT_ERROR);
+}
+
 /* A wait past the limit: ask the others, then re-arm or end the job. */
 static void investigate(struct watchdog *w, const struct position *p)
 {
@@ -267,16 +332,11 @@ static void investigate(struct watchdog *w, const struct position *p)
     struct position again = position_now(w);
     if (!again.waiting || again.wait_since != p->wait_since)
         return; /* the collective completed meanwhile */
-    struct status mine;
-    describe(&again, timer_now(), &mine);
+    struct stall_status *mine = &w->ask.replies[w->link.rank];
+    describe(&again, timer_now(), mine);
     if (!reporter(w))
         pause_briefly(2 * w->grace + 1); /* the reporter's abort normally ends this process first */
-    char line[DP_ERR_LEN];
-    report_stall(w, &mine, line, sizeof line);
-    fprintf(stderr, "dptrain: error: rank %d on %s: %s\n", w->link.rank, w->link.hosts[w->link.rank], line);
-    fflush(stderr);
-    w->link.abort(w->link.channel);
-    exit(DP_EXIT_ERROR);
+    end_job(w, mine);
 }
 
 static void *watch(void *arg)
@@ -306,7 +366,7 @@ static void free_watchdog(struct watchdog *w)
     free(w);
 }
 
-int watchdog_start(const struct watchdog_transport *link, double limit_seconds, const char *limit_flag,
+int watchdog_start(const struct watchdog_transport *link, const struct watchdog_limits *limits,
                    struct watchdog **out, char *err)
 {
     int rc = 0;
@@ -316,9 +376,10 @@ int watchdog_start(const struct watchdog_transport *link, double limit_seconds, 
     w->link = *link;
     w->at.phase = "setting up (reading data, fitting PCA)";
     w->at.may_be_slow = 1; /* until the caller says where it is */
-    w->limit = limit_seconds;
-    w->grace = limit_seconds < 10 ? limit_seconds / 2 : 5;
-    snprintf(w->limit_flag, sizeof w->limit_flag, "%s", limit_flag);
+    w->limit = limits->seconds;
+    w->grace = w->limit < 10 ? w->limit / 2 : 5;
+    snprintf(w->limit_flag, sizeof w->limit_flag, "%s", limits->flag);
+    snprintf(w->record_prefix, sizeof w->record_prefix, "%s", limits->record_prefix ? limits->record_prefix : "");
     CHECK_PTR(w->ask.replies = calloc((size_t)link->size, sizeof *w->ask.replies), "cannot allocate the watchdog");
     CHECK_PTR(w->ask.answered = calloc((size_t)link->size, sizeof *w->ask.answered), "cannot allocate the watchdog");
     if ((rc = pthread_mutex_init(&w->lock, NULL)) != 0)

@@ -2,6 +2,7 @@
  * transport (questions and answers in memory). Each case runs in a child process, since a stall
  * ends the process as it ends a job: the child's exit status and its one stderr line are checked. */
 #include "dptrain/check.h"
+#include "dptrain/files.h"
 #include "dptrain/watchdog.h"
 
 #include <pthread.h>
@@ -31,6 +32,7 @@ struct fake {
     char *replies;            /* where this rank's round of answers lands */
     int answered[RANKS];
     int aborted;
+    const char *record_prefix; /* where this rank's watchdog writes a stall's record */
 };
 
 static int next_question(void *channel, int *asker, char *err)
@@ -95,10 +97,11 @@ static void abort_job(void *channel)
 static struct watchdog *start(struct fake *f)
 {
     struct watchdog_transport link = {f, f->rank, RANKS, hosts, next_question, answer, ask, collect, end_round,
-                                      abort_job};
+                                      abort_job, files_write};
     struct watchdog *w = NULL;
     char err[DP_ERR_LEN];
-    if (watchdog_start(&link, LIMIT, "--stall-timeout", &w, err) != 0) {
+    const struct watchdog_limits limits = {LIMIT, "--stall-timeout", f->record_prefix};
+    if (watchdog_start(&link, &limits, &w, err) != 0) {
         fprintf(stderr, "%s\n", err);
         exit(99);
     }
@@ -110,16 +113,24 @@ enum peer { PEER_SILENT, PEER_WAITING, PEER_SLOW_PHASE, PEER_STUCK_IN_STEP };
 
 /* The child: rank 0 waits (and stops waiting after `wait` seconds); rank 1's watchdog runs unless
  * it is silent (a stopped process answers nothing). Exits 0 when no stall ended it. */
-static void child(enum peer peer, double wait)
+static void child(enum peer peer, double wait, const char *record_prefix)
 {
     pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-    struct fake f[RANKS] = {{0, &f[1], &lock, -1, NULL, {0}, 0}, {1, &f[0], &lock, -1, NULL, {0}, 0}};
+    struct fake f[RANKS] = {{0, &f[1], &lock, -1, NULL, {0}, 0, record_prefix}, {1, &f[0], &lock, -1, NULL, {0}, 0, NULL}};
     struct watchdog *w0 = start(&f[0]), *w1 = peer == PEER_SILENT ? NULL : start(&f[1]);
+    watchdog_phase(w0, "a training step", 2, 329, 0);
+    watchdog_phase(w1, "a training step", 2, 329, 0);
+    for (int i = 0; i < 70; i++) { /* earlier collectives: more than the record keeps */
+        watchdog_wait(w0, "the gradient allreduce", 7.45e6);
+        watchdog_done(w0);
+        watchdog_wait(w1, "the gradient allreduce", 7.45e6);
+        watchdog_done(w1);
+    }
     watchdog_phase(w0, "a training step", 2, 330, 0);
     watchdog_phase(w1, peer == PEER_SLOW_PHASE ? "evaluation" : "a training step", 2, 330, peer == PEER_SLOW_PHASE);
     if (peer == PEER_WAITING)
-        watchdog_wait(w1, "the gradient allreduce");
-    watchdog_wait(w0, "the gradient allreduce");
+        watchdog_wait(w1, "the gradient allreduce", 7.45e6);
+    watchdog_wait(w0, "the gradient allreduce", 7.45e6);
     struct timespec pause = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
     while (nanosleep(&pause, &pause) != 0)
         ;
@@ -130,9 +141,27 @@ static void child(enum peer peer, double wait)
     exit(0);
 }
 
+/* Where rank 0 writes the record of a stall: a fresh prefix for each case, and the record's path. */
+static char record_prefix[64], record_path[96];
+
+/* The record as text ("" if none was written). */
+static char *read_record(void)
+{
+    static char text[1 << 16];
+    FILE *f = fopen(record_path, "r");
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    text[n] = '\0';
+    if (f)
+        fclose(f);
+    return text;
+}
+
 /* Run a case; returns the child's exit status, its stderr in `line`. */
 static int run_case(enum peer peer, double wait, char *line, size_t size)
 {
+    snprintf(record_prefix, sizeof record_prefix, "/tmp/test_watchdog.%d", (int)getpid());
+    snprintf(record_path, sizeof record_path, "%s.stall-rank0.json", record_prefix);
+    unlink(record_path);
     int pipe_fds[2];
     assert_int_equal(pipe(pipe_fds), 0);
     pid_t pid = fork();
@@ -141,7 +170,7 @@ static int run_case(enum peer peer, double wait, char *line, size_t size)
         dup2(pipe_fds[1], 2);
         close(pipe_fds[0]);
         alarm(30); /* a hang fails the case */
-        child(peer, wait);
+        child(peer, wait, record_prefix);
     }
     close(pipe_fds[1]);
     size_t used = 0;
@@ -165,7 +194,25 @@ static void test_a_silent_rank_is_named(void **state)
                                  "the gradient allreduce has waited"));
     assert_non_null(strstr(line, "did not arrive: rank 1 on nodeB (no answer in"));
     assert_non_null(strstr(line, "limit --stall-timeout 1"));
-    assert_ptr_equal(strchr(line, '\n'), line + strlen(line) - 1); /* one line */
+    /* the second line: where each rank was, and the record */
+    char *second = strchr(line, '\n') + 1;
+    assert_ptr_equal(strchr(second, '\n'), line + strlen(line) - 1);
+    char expected[512];
+    snprintf(expected, sizeof expected, "dptrain: at the stall: rank 0 on nodeA waits in collective #71 (the gradient "
+             "allreduce, 7.45 MB); rank 1 on nodeB did not answer; the last 64 collectives of every rank that "
+             "answered: %s\n", record_path);
+    assert_string_equal(second, expected);
+    char *record = read_record();
+    assert_non_null(strstr(record, "{\"rank\": 1, \"host\": \"nodeB\", \"answered\": false}"));
+    /* rank 0's last 64 collectives: #8 to #71, the last still waiting */
+    assert_non_null(strstr(record, "{\"number\": 8, \"what\": \"the gradient allreduce\", \"bytes\": 7450000, "
+                                   "\"phase\": \"a training step\", \"epoch\": 2, \"step\": 329"));
+    assert_null(strstr(record, "\"number\": 7,"));
+    char *last = strstr(record, "{\"number\": 71,");
+    assert_non_null(last);
+    assert_non_null(strstr(last, "\"step\": 330, \"started_seconds_ago\": "));
+    assert_non_null(strstr(last, "\"seconds\": null}"));
+    unlink(record_path);
 }
 
 static void test_every_rank_waiting_is_a_collective_that_does_not_complete(void **state)
@@ -175,6 +222,12 @@ static void test_every_rank_waiting_is_a_collective_that_does_not_complete(void 
     assert_int_equal(run_case(PEER_WAITING, 10, line, sizeof line), DP_EXIT_ERROR);
     assert_non_null(strstr(line, "rank 0 on nodeA: stalled"));
     assert_non_null(strstr(line, "every rank arrived but it did not complete"));
+    assert_non_null(strstr(line, "dptrain: at the stall: ranks 0-1 on nodeA, nodeB wait in collective #71 (the "
+                                 "gradient allreduce, 7.45 MB); the last 64"));
+    char *record = read_record();
+    assert_non_null(strstr(record, "{\"rank\": 1, \"host\": \"nodeB\", \"answered\": true, \"waiting\": true, "
+                                   "\"collective\": 71, \"phase\": \"a training step\", \"epoch\": 2, \"step\": 330"));
+    unlink(record_path);
 }
 
 static void test_a_rank_busy_too_long_in_a_step_is_stuck(void **state)
@@ -183,6 +236,9 @@ static void test_a_rank_busy_too_long_in_a_step_is_stuck(void **state)
     char line[4096];
     assert_int_equal(run_case(PEER_STUCK_IN_STEP, 10, line, sizeof line), DP_EXIT_ERROR);
     assert_non_null(strstr(line, "did not arrive: rank 1 on nodeB (busy for longer than the limit)"));
+    assert_non_null(strstr(line, "dptrain: at the stall: rank 0 on nodeA waits in collective #71 (the gradient "
+                                 "allreduce, 7.45 MB); rank 1 on nodeB finished #70 and is in a training step; "));
+    unlink(record_path);
 }
 
 static void test_a_phase_that_may_be_slow_rearms_the_wait(void **state)
@@ -191,6 +247,7 @@ static void test_a_phase_that_may_be_slow_rearms_the_wait(void **state)
     char line[4096];
     assert_int_equal(run_case(PEER_SLOW_PHASE, 3.5 * LIMIT, line, sizeof line), 0);
     assert_string_equal(line, "");
+    assert_string_equal(read_record(), ""); /* no stall, no record */
 }
 
 static void test_a_wait_within_the_limit_is_not_a_stall(void **state)

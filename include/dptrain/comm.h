@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 struct watchdog;
+struct watchdog_limits;
 struct watch_channel;
 
 struct comm {
@@ -94,8 +95,8 @@ int comm_gather_text(const struct comm *comm, const char *mine, size_t length, c
 void comm_host_name(char *name, size_t size);
 
 /* The stall watchdog (watchdog.h), carried by MPI on a duplicate of the world. Collective; needs
- * MPI_THREAD_MULTIPLE (else an error naming limit_flag, which turns the watchdog off). */
-int comm_start_watchdog(struct comm *comm, double limit_seconds, const char *limit_flag, char *err);
+ * MPI_THREAD_MULTIPLE (else an error naming limits->flag, which turns the watchdog off). */
+int comm_start_watchdog(struct comm *comm, const struct watchdog_limits *limits, char *err);
 /* Stops the watchdog and closes its channel; nothing without one. */
 int comm_stop_watchdog(struct comm *comm, char *err);
 
