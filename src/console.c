@@ -83,6 +83,14 @@ void console_budget_spent(const struct config *o, int epoch)
            o->epochs);
 }
 
+void console_straggler(const struct straggler *slow, const char *host, int epoch)
+{
+    printf("dptrain: a slow rank: rank %d on %s computed %.1fx the median of the other ranks in epochs %d-%d; they "
+           "waited %.0f%% of their steps for it\n", slow->rank, host, slow->ratio, epoch - 1, epoch,
+           100 * slow->others_waited);
+    fflush(stdout);
+}
+
 void console_summary(const struct run_result *r)
 {
     printf("\nrun %s: %s accuracy %.2f%%", r->name, r->on_validation ? "validation" : "test", 100 * r->test_accuracy);

@@ -31,8 +31,10 @@ int fault_from_environment(struct fault *fault, char *err)
         fault->kind = FAULT_FLIP;
     else if (strcmp(kind, "slow") == 0)
         fault->kind = FAULT_SLOW;
+    else if (strcmp(kind, "lag") == 0)
+        fault->kind = FAULT_LAG;
     else
-        FAIL("DPTRAIN_FAULT=%s: unknown kind '%s' (nan, exit, alloc, io, flip or slow)", text, kind);
+        FAIL("DPTRAIN_FAULT=%s: unknown kind '%s' (nan, exit, alloc, io, flip, slow or lag)", text, kind);
     fault->rank = rank;
     fault->epoch = epoch;
     fault->step = step;

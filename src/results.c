@@ -17,6 +17,8 @@ void run_result_free(struct run_result *run)
     free(run->labels);
     free(run->predictions);
     free(run->confidence);
+    free(run->rank_seconds);
+    free(run->rank_hosts);
     metrics_free(&run->metrics);
     pca_free(&run->pca);
     memset(run, 0, sizeof *run);
@@ -225,6 +227,24 @@ int results_did_not_learn(const struct run_result *run, char *why, size_t size)
     return 1;
 }
 
+/* The per-rank timing table: rank_timing [epochs][ranks][2] (compute, wait), rank_hosts [ranks]. */
+static int write_rank_timing(hid_t g, const struct run_result *run, const char *path, char *err)
+{
+    const char **hosts = NULL;
+    hsize_t dims[3] = {(hsize_t)run->history_length, (hsize_t)run->timing_ranks, 2};
+    CHECK_PTR(hosts = malloc((size_t)run->timing_ranks * sizeof *hosts), "cannot allocate the host names");
+    for (int r = 0; r < run->timing_ranks; r++)
+        hosts[r] = run->rank_hosts[r];
+    CHECK_DP(h5io_write_array(g, &(struct h5io_array){"rank_timing", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 3, dims},
+                              run->rank_seconds, path, err));
+    CHECK_DP(h5io_write_attr_strings(g, "rank_hosts", hosts, (size_t)run->timing_ranks, path, err));
+    free(hosts);
+    return 0;
+fail:
+    free(hosts);
+    return -1;
+}
+
 static int write_run(hid_t runs_group, const struct run_result *run, const char *path, char *err)
 {
     hid_t g = -1;
@@ -236,6 +256,8 @@ static int write_run(hid_t runs_group, const struct run_result *run, const char 
     CHECK_DP(write_predictions(g, run, path, err));
     if (run->pca_components > 0)
         CHECK_DP(write_pca(g, &run->pca, path, err));
+    if (run->timing_ranks > 0 && run->history_length > 0)
+        CHECK_DP(write_rank_timing(g, run, path, err));
     hid_t closing = g;
     g = -1;
     CHECK_H5(H5Gclose(closing), "%s: cannot close group /runs/%s", path, run->name);

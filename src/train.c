@@ -191,6 +191,66 @@ static int epoch_sums(const struct run *run, double *loss, double *correct, char
     return status;
 }
 
+/* This rank's seconds in its steps so far: its own work, and its waits for the others. */
+static struct rank_seconds step_seconds(const struct profile *p)
+{
+    return (struct rank_seconds){profile_seconds(p, PHASE_DATA) + profile_seconds(p, PHASE_FORWARD) +
+                                     profile_seconds(p, PHASE_BACKWARD) + profile_seconds(p, PHASE_OPTIMIZER),
+                                 profile_seconds(p, PHASE_ALLREDUCE_WAIT) + profile_seconds(p, PHASE_STOP_CHECK)};
+}
+
+/* Collective, on 2 ranks or more: rank 0 gathers every rank's seconds in this epoch's steps into
+ * the table, and names a rank that stays well slower than the others (stragglers.h). */
+static int time_ranks(struct run *run, int epoch, char *err)
+{
+    struct run_result *r = run->result;
+    if (run->comm->size < 2)
+        return 0;
+    struct rank_seconds now = step_seconds(run->profile);
+    struct rank_seconds mine = {now.compute - run->counted.compute, now.wait - run->counted.wait};
+    run->counted = now;
+    struct rank_seconds *row = r->rank_seconds ? r->rank_seconds + (size_t)(epoch - 1) * (size_t)r->timing_ranks : NULL;
+    CHECK_DP(comm_gather_items(run->comm, &mine, 1, sizeof mine, row, err));
+    struct straggler slow;
+    if (run->comm->rank != 0)
+        return 0;
+    int found = straggler_find(row, r->timing_ranks, &slow);
+    if (straggler_observe(&run->stragglers, found ? &slow : NULL) && !run->config->quiet)
+        console_straggler(&slow, r->rank_hosts[slow.rank], epoch);
+    return 0;
+fail:
+    return -1;
+}
+
+/* Collective, on 2 ranks or more: the table's room on rank 0 (NaN: epochs not trained here) and
+ * every rank's host name. */
+static int prepare_timing(struct run *run, char *err)
+{
+    struct run_result *r = run->result;
+    int ranks = run->comm->size, ok = 1;
+    char host[RESULTS_HOST] = "";
+    if (ranks < 2)
+        return 0;
+    straggler_watch_init(&run->stragglers);
+    if (run->comm->rank == 0) {
+        size_t cells = (size_t)run->config->epochs * (size_t)ranks;
+        r->rank_seconds = malloc(cells * sizeof *r->rank_seconds);
+        r->rank_hosts = calloc((size_t)ranks, sizeof *r->rank_hosts);
+        ok = r->rank_seconds && r->rank_hosts;
+        for (size_t i = 0; ok && i < cells; i++)
+            r->rank_seconds[i] = (struct rank_seconds){NAN, NAN};
+        r->timing_ranks = ok ? ranks : 0;
+    }
+    if (!ok)
+        err_set(err, "cannot allocate the per-rank timing table");
+    CHECK_DP(comm_agree(run->comm, ok, err));
+    comm_host_name(host, sizeof host);
+    CHECK_DP(comm_gather_items(run->comm, host, 1, sizeof host, r->rank_hosts, err));
+    return 0;
+fail:
+    return -1;
+}
+
 /* The epoch's record from every unit's sums, evaluation, and the checkpoint. `last`: no epoch
  * follows (the run's last, or --max-time ran out). */
 static int finish_epoch(struct run *run, int epoch, double seconds, int last, char *err)
@@ -207,6 +267,7 @@ static int finish_epoch(struct run *run, int epoch, double seconds, int last, ch
     e->samples_per_second = samples / seconds;
     run->result->history_length = epoch;
     CHECK_DP(close_epoch(run, e, epoch, last, err));
+    CHECK_DP(time_ranks(run, epoch, err));
     if (fault_strikes(&run->fault, FAULT_SLOW, run->comm->rank, epoch, 0))
         sleep(FAULT_SLOW_SECONDS);
     clock = profile_end(run->profile, PHASE_EVALUATION, CATEGORY_EPOCH, clock);
@@ -306,6 +367,7 @@ static int prepare(struct run *run, int pca_k, struct checkpoint *resume, char *
     const struct pca *pca = inputs_basis(run, pca_k, resume, err);
     CHECK_DP(pca_k > 0 && pca == NULL);
     CHECK_DP(run_allocate(run, pca, err));
+    CHECK_DP(prepare_timing(run, err));
     run->result->parameters = run->model->param_count;
     if (resume)
         return run_checkpoint_restore(run, resume, err);

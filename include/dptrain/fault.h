@@ -3,13 +3,16 @@
  * clear message. KIND is nan (that rank's loss and gradient become NaN), exit (that rank dies
  * without a word), alloc (its model allocation fails), io (rank 0's checkpoint write fails), flip
  * (one bit of one parameter flips) or slow (that rank's end of an epoch takes FAULT_SLOW_SECONDS
- * longer: a merely slow phase, which the stall watchdog must let pass).
+ * longer: a merely slow phase, which the stall watchdog must let pass) or lag (each of that rank's
+ * steps takes FAULT_LAG_SECONDS longer in its own work: a slow host, which must be named as a
+ * straggler).
  * Unset, nothing is injected. */
 #ifndef DPTRAIN_FAULT_H
 #define DPTRAIN_FAULT_H
 
-enum fault_kind { FAULT_NONE, FAULT_NAN, FAULT_EXIT, FAULT_ALLOC, FAULT_IO, FAULT_FLIP, FAULT_SLOW };
+enum fault_kind { FAULT_NONE, FAULT_NAN, FAULT_EXIT, FAULT_ALLOC, FAULT_IO, FAULT_FLIP, FAULT_SLOW, FAULT_LAG };
 #define FAULT_SLOW_SECONDS 6
+#define FAULT_LAG_SECONDS 0.01
 
 struct fault {
     enum fault_kind kind;

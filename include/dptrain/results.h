@@ -5,6 +5,7 @@
 #include "dptrain/dataset.h"
 #include "dptrain/metrics.h"
 #include "dptrain/pca.h"
+#include "dptrain/stragglers.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -26,6 +27,8 @@ void results_history_record(const double row[RESULTS_HISTORY_COLUMNS], struct ep
  * which no checkpoint reader then knew). */
 #define RESULTS_OPTIMIZER_LENGTH 16
 #define RESULTS_SETTINGS_LENGTH 20480 /* a command line: --data may be a long path */
+
+enum { RESULTS_HOST = 64 }; /* a host name's bytes in the rank table (longer names are cut) */
 
 struct run_result {
     char name[64];
@@ -53,6 +56,12 @@ struct run_result {
     uint8_t *labels, *predictions;    /* [test_count] */
     float *confidence;                /* softmax probability of the predicted class */
     struct pca pca;                   /* owned; used when pca_components > 0 */
+    /* Each rank's seconds in each epoch's steps (stragglers.h), on rank 0 of a run on 2 ranks or more:
+     * [epochs][timing_ranks] of compute and wait, NaN for the epochs this process did not train (those
+     * before a resume); timing_ranks 0: no table. */
+    int timing_ranks;
+    struct rank_seconds *rank_seconds;
+    char (*rank_hosts)[RESULTS_HOST]; /* [timing_ranks] */
 };
 
 void run_result_free(struct run_result *run);

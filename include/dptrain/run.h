@@ -17,6 +17,7 @@
 #include "dptrain/results.h"
 #include "dptrain/rng.h"
 #include "dptrain/shards.h"
+#include "dptrain/stragglers.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -72,6 +73,8 @@ struct run {
     struct fault fault;
     int stop_signal;              /* the signal the ranks agreed to stop for */
     double started;               /* timer_now() when the run began: --max-time counts from here */
+    struct rank_seconds counted;  /* this rank's step seconds up to the last epoch's end */
+    struct straggler_watch stragglers; /* rank 0 */
 };
 
 /* Collective: build the model (inputs of `pca`'s size, or raw pixels), optimizer, units, inputs

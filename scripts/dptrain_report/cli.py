@@ -103,6 +103,8 @@ def draw(folder, report, class_means, arrays):
     figures.figure_misclassified(report.picks, test_images, data, path("misclassified.png"))
     figures.figure_confusion(main, data, path("confusion.png"))
     figures.figure_curves(runs, path("curves.png"))
+    if "rank_timing" in main:
+        figures.figure_ranks(main, path("ranks.png"))
     if report.pairs:
         figures.figure_pairs(report.pairs, class_means, data, path("pairs.png"))
     if any(r["attrs"]["pca_components"] > 0 for r in runs.values()):

@@ -99,6 +99,30 @@ def figure_curves(runs, path):
     save(fig, path)
 
 
+def figure_ranks(run, path):
+    """Where each rank's time in the steps went: its compute per epoch, and compute and waits over
+    the run (a straggler computes more and waits less; the others wait for it)."""
+    table, hosts = run["rank_timing"], run["rank_hosts"]
+    epochs, ranks = run["history/epoch"], table.shape[1]
+    fig, (ax_epochs, ax_ranks) = plt.subplots(1, 2, figsize=(14, 5))
+    for r in range(ranks):
+        ax_epochs.plot(*evaluated(epochs, table[:, r, 0]), marker=".", color=f"C{r % 10}",
+                       label=f"rank {r} ({hosts[r]})" if r < 12 else None)
+    ax_epochs.set(xlabel="epoch", ylabel="seconds of compute in the epoch's steps", title="Compute per epoch")
+    ax_epochs.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_epochs.legend(fontsize=7)
+    compute, wait = np.nansum(table[:, :, 0], axis=0), np.nansum(table[:, :, 1], axis=0)
+    ax_ranks.bar(range(ranks), compute, color="C0", label="compute")
+    ax_ranks.bar(range(ranks), wait, bottom=compute, color="C1", label="waiting for the others")
+    ax_ranks.set(xlabel="rank", ylabel="seconds in the steps", title=f"Run {run['name']}: each rank's steps")
+    ax_ranks.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_ranks.legend(fontsize=7)
+    for ax in (ax_epochs, ax_ranks):
+        ax.grid(alpha=0.3)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.11, top=0.92, wspace=0.2)
+    save(fig, path)
+
+
 def figure_pairs(pairs, class_means, data, path):
     fig, axes = plt.subplots(len(pairs), 3, figsize=(7.5, 2.5 * len(pairs)), squeeze=False)
     for row, (a, b, n) in enumerate(pairs):

@@ -264,6 +264,27 @@ def mistakes_section(r):
     return out
 
 
+def ranks_section(r):
+    """Each rank's compute and waits over the main run's steps; a rank at 1.5x the median of the
+    others' compute over the whole run is marked (the trainer's ratio, which it applies epoch by epoch)."""
+    run = r.main
+    if "rank_timing" not in run:
+        return []
+    table, hosts = run["rank_timing"], run["rank_hosts"]
+    compute, wait = np.nansum(table[:, :, 0], axis=0), np.nansum(table[:, :, 1], axis=0)
+    out = ["## Where the ranks' time went\n",
+           f"Seconds of run {run['name']}'s steps: each rank's own work (data, forward, backward, optimizer) and "
+           "its waits for the others (the gradient allreduce, the stop check). ![ranks](ranks.png)\n",
+           "| rank | host | compute s | waiting s | compute / median of the others |", "|---:|---|---:|---:|---:|"]
+    for rank in range(len(hosts)):
+        others = np.delete(compute, rank)
+        ratio = compute[rank] / np.median(others) if np.median(others) > 0 else float("nan")
+        mark = " **slow**" if ratio >= 1.5 else ""
+        out.append(f"| {rank} | {hosts[rank]} | {compute[rank]:.2f} | {wait[rank]:.2f} | {ratio:.2f}{mark} |")
+    out.append("")
+    return out
+
+
 def comparison_section(r):
     runs, study, values, names, out = r.runs, r.study, r.data.values, r.data.names, []
     if len(runs) > 1 or any(r["attrs"]["pca_components"] > 0 for r in runs.values()):
@@ -306,7 +327,7 @@ def references_section(r):
     return out
 
 
-SECTIONS = (intro_section, settings_section, classes_section, pairs_section, mistakes_section,
+SECTIONS = (intro_section, settings_section, classes_section, pairs_section, mistakes_section, ranks_section,
             comparison_section, references_section)
 
 

@@ -211,6 +211,24 @@ def read_history(g, path, where, run):
         raise ReportError(f"{path}: {where}/history/epoch does not count 1, 2, 3, ...")
 
 
+def read_rank_timing(g, path, where, run):
+    """Each rank's compute and wait seconds in each epoch's steps (runs on 2 ranks or more; NaN for
+    the epochs before a resume), and the ranks' hosts."""
+    if "rank_timing" not in g:
+        return
+    epochs, ranks = len(run["history/epoch"]), run["attrs"]["ranks"]
+    table = member(g, "rank_timing", path, where, "f", ndim=3, nan=True)
+    if ranks < 2 or table.shape != (epochs, ranks, 2):
+        raise ReportError(f"{path}: {where}/rank_timing has shape {table.shape}, expected ({epochs}, {ranks}, 2) "
+                          f"for {epochs} epochs of {ranks} ranks")
+    if np.any(table[np.isfinite(table)] < 0):
+        raise ReportError(f"{path}: {where}/rank_timing holds negative seconds")
+    hosts = g.attrs.get("rank_hosts")
+    if hosts is None or np.ndim(hosts) != 1 or len(hosts) != ranks:
+        raise ReportError(f"{path}: {where} lacks the attribute rank_hosts of {ranks} host names")
+    run["rank_timing"], run["rank_hosts"] = table, [str(decode(h)) for h in hosts]
+
+
 def read_mistakes(g, path, where, run, k):
     n = len(run["predictions"])
     index = member(g, "misclassified/index", path, where, "i", ndim=1)
@@ -250,6 +268,7 @@ def read_run(name, g, path, data):
         raise ReportError(f"{path}: {where} was evaluated on its validation hold-out (eval --on-validation); "
                           "the report draws test-set results only")
     read_history(g, path, where, run)
+    read_rank_timing(g, path, where, run)
     run["predictions"] = member(g, "predictions", path, where, "i", ndim=1)
     n = len(run["predictions"])
     if n == 0:

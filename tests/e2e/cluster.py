@@ -8,7 +8,9 @@ Open MPI over TCP between them, and Slurm with one node per host.
 3. Faults across hosts, each ending every rank non-zero within 60 s with one clear line, keeping
    the last checkpoint, from which a resume across the hosts completes: a rank killed, a host's
    link cut, a rank stopped (SIGSTOP), a link made very slow (tc tbf). A phase that is merely
-   slow on one rank (DPTRAIN_FAULT=slow) does not trip the stall watchdog.
+   slow on one rank (DPTRAIN_FAULT=slow) does not trip the stall watchdog, nor names a slow rank;
+   a rank whose every step is slower (DPTRAIN_FAULT=lag) is named once, with the table. Each stall names where
+   every rank was (its collective number) and writes their last 64 collectives to OUT.stall-rank0.json.
 4. scripts/cluster-bench.sh and scripts/scaling.sh (the scaling model) on the cluster, small.
 5. Slurm across nodes: jobs/train.sbatch with -N 3, compare.sbatch with -N 3,
    scaling.sbatch with -N 2, and `scontrol requeue` of a running 2-node job, which resumes and completes with
@@ -16,6 +18,7 @@ Open MPI over TCP between them, and Slurm with one node per host.
 
 Exit 77 (skipped) with the reason where this machine refuses namespaces. The cluster is always
 stopped, also when a check fails."""
+import json
 import re
 import shutil
 import signal
@@ -165,11 +168,36 @@ FAULTS = [  # name, how, what the one clear line must say
     ("a link too slow", slow_link, STALL),
 ]
 EPOCHS = 6
+# The watchdog's second line: where each rank was, and the record of their last collectives.
+AT_STALL = re.compile(r"dptrain: at the stall: (rank 0 on node1 waits in collective #(\d+) \([^)]*\)[^\n]*); the last "
+                      r"64 collectives of every rank that answered: (\S+)")
+
+
+def check_stall_record(name, stderr, record_path):
+    """A stall's forensics: the summary line and the JSON record agree on where rank 0 waited."""
+    at = AT_STALL.search(stderr)
+    check(at and at.group(3) == record_path, f"{name}: no line saying where the ranks were in: {stderr[-2500:]}")
+    with open(record_path) as f:
+        record = json.load(f)
+    ranks = record["ranks"]
+    check(len(ranks) == 2 and ranks[1]["host"] == "node2" and record["reporter"] == 0,
+          f"{name}: the record's ranks: {ranks}")
+    mine = ranks[0]
+    last = mine["recent_collectives"][-1]
+    check(mine["answered"] and mine["waiting"] and mine["collective"] == int(at.group(2)) == last["number"]
+          and last["seconds"] is None and len(mine["recent_collectives"]) == 64,
+          f"{name}: rank 0 in the record: {json.dumps(mine)[:1500]}")
+    numbers = [c["number"] for c in mine["recent_collectives"]]
+    check(numbers == list(range(numbers[-1] - 63, numbers[-1] + 1)), f"{name}: the record's numbers {numbers}")
+    other = ranks[1]
+    check(not other["answered"] or other["collective"] >= numbers[-1] - 1, f"{name}: rank 1: {json.dumps(other)[:800]}")
+    return at.group(1)
 
 
 def fault(env, name, inject, message):
     checkpoint, out = f"{work}/fault.h5", f"{work}/fault-results.h5"
-    for path in (checkpoint, out):
+    record = out + ".stall-rank0.json"
+    for path in (checkpoint, out, record, out + ".stall-rank1.json"):
         if os.path.exists(path):
             os.remove(path)
     args = ["train", "--data", DATA, "--out", out, "--checkpoint", checkpoint, "--model", "mlp", "--epochs", str(EPOCHS),
@@ -200,12 +228,13 @@ def fault(env, name, inject, message):
     check(message.search(stderr), f"{name}: no clear line in: {stderr[-2500:]}")
     check(not os.path.exists(out), f"{name}: results written by a failed run")
     line = message.search(stderr).group(0)
+    where = check_stall_record(name, stderr, record) if STALL.search(stderr) else "no stall: MPI ended the job"
     # the last checkpoint is intact and a resume across the hosts completes
     r = must_succeed(across(2, args + ["--resume"], env))
     with h5py.File(out, "r") as f:
         history = list(f["runs/raw/history/epoch"][:])
     check(history == list(range(1, EPOCHS + 1)), f"{name}: history after the resume {history}")
-    print(f"{name}: ended after {ended:.1f} s ({line[:120]}...); resumed and completed")
+    print(f"{name}: ended after {ended:.1f} s ({line[:120]}...); at the stall: {where}; resumed and completed")
 
 
 def merely_slow(env):
@@ -216,7 +245,33 @@ def merely_slow(env):
     stdout, stderr = job.communicate(timeout=120)
     check(job.returncode == 0 and os.path.exists(out),
           f"a slow phase on one rank tripped the watchdog: exit {job.returncode}: {stderr[-1500:]}")
-    print("a phase 3x longer than --stall-timeout on one rank: the run completed")
+    # a slow end of epoch is no slow rank: its steps were as fast as the others'
+    check("a slow rank" not in stdout + stderr, f"a straggler named where no rank's steps were slow: {stdout}")
+    print("a phase 3x longer than --stall-timeout on one rank: the run completed, and no rank was named slow")
+
+
+SLOW_RANK = re.compile(r"dptrain: a slow rank: rank 1 on node2 computed (\d+\.\d)x the median of the other ranks in "
+                       r"epochs 1-2; they waited (\d+)% of their steps for it")
+
+
+def straggler(env):
+    """A host whose rank computes slower (DPTRAIN_FAULT=lag: each of its steps 10 ms longer) is named once,
+    with what it costs the others, and the per-rank timing table shows it."""
+    out = f"{work}/straggler.h5"
+    job = start_across(2, ["train", "--data", DATA, "--out", out, "--model", "mlp", "--epochs", "3", "--no-tta"], env,
+                       {"DPTRAIN_FAULT": "lag@1"})
+    stdout, stderr = job.communicate(timeout=300)
+    check(job.returncode == 0, f"the run with a slow rank failed: exit {job.returncode}: {stderr[-1500:]}")
+    named = [line for line in stdout.splitlines() if "a slow rank" in line]
+    check(len(named) == 1 and SLOW_RANK.fullmatch(named[0]), f"the slow rank's line: {named}")
+    with h5py.File(out, "r") as f:
+        run = f["runs/raw"]
+        table, hosts = run["rank_timing"][:], [h.decode() if isinstance(h, bytes) else h for h in run.attrs["rank_hosts"]]
+    check(table.shape == (3, 2, 2) and hosts == ["node1", "node2"], f"rank_timing {table.shape}, rank_hosts {hosts}")
+    compute, wait = table[:, :, 0], table[:, :, 1]
+    check(np.all(compute[:, 1] >= 1.5 * compute[:, 0]) and np.all(wait[:, 0] > wait[:, 1]),
+          f"rank 1 is not the slow one in the table: compute {compute.tolist()}, wait {wait.tolist()}")
+    print(f"a slow rank: {named[0]}")
 
 
 def cluster_bench(env):
@@ -385,6 +440,7 @@ def main():
     for name, inject, message in FAULTS:
         fault(env, name, inject, message)
     merely_slow(env)
+    straggler(env)
     cluster_bench(env)
     scaling_model(env)
     slurm_across_nodes(env, labels)

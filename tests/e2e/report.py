@@ -12,7 +12,8 @@ REPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "s
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                "Ankle boot"]
 SIZES = {"misclassified.png": (1350, 1600), "confusion.png": (850, 1000), "curves.png": (550, 1400),
-         "pairs.png": (1250, 750), "pca.png": (800, 1500), "benchmarks.png": (800, 1200)}
+         "pairs.png": (1250, 750), "pca.png": (800, 1500), "benchmarks.png": (800, 1200),
+         "ranks.png": (500, 1400)}
 
 
 def report(*args):
@@ -39,7 +40,8 @@ with h5py.File(results, "r") as f:
 check(f"**Test accuracy: {100 * accuracy:.2f}%**" in text, "REPORT.md lacks the stored accuracy")
 check(f"{wrong} misclassified" in text, "REPORT.md lacks the misclassified count")
 for heading in ("## Classification report", "## Confusion matrix", "## The five most confused pairs",
-                "## Best and worst classes", "## Raw pixels versus PCA", "## Beside the published"):
+                "## Best and worst classes", "## Where the ranks' time went", "## Raw pixels versus PCA",
+                "## Beside the published"):
     check(heading in text, f"REPORT.md lacks {heading}")
 check("← this run" in text and "MLP 256-128-100" in text and "0.8833" in text, "benchmark table")
 # Reading the report on its own, and what PCA keeps (the comparison has a raw and a PCA-20 run).

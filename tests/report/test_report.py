@@ -85,6 +85,29 @@ class TestResults(unittest.TestCase):
                         with self.assertRaisesRegex(ReportError, "last epoch|not finite"):
                             results.read_history(f, path, "runs/raw", run)
 
+    def test_rank_timing(self):
+        table = np.array([[[1.0, 0.5], [2.0, 0.1]], [[1.1, 0.4], [2.1, 0.0]], [[np.nan, np.nan], [np.nan, np.nan]]])
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "r.h5")
+            for value, hosts, error in ((table, ["a", "b"], None), (table[:2], ["a", "b"], "expected \\(3, 2, 2\\)"),
+                                        (-table, ["a", "b"], "negative"), (table, ["a"], "rank_hosts"),
+                                        (np.inf * table, ["a", "b"], "not finite")):
+                with h5py.File(path, "w") as f:
+                    f["rank_timing"] = value
+                    f.attrs["rank_hosts"] = hosts
+                with h5py.File(path, "r") as f:
+                    run = {"history/epoch": np.arange(1.0, 4.0), "attrs": {"ranks": 2}}
+                    if error is None:   # NaN: the epochs before a resume
+                        results.read_rank_timing(f, path, "run raw", run)
+                        self.assertEqual((run["rank_timing"].shape, run["rank_hosts"]), ((3, 2, 2), ["a", "b"]))
+                    else:
+                        with self.assertRaisesRegex(ReportError, error):
+                            results.read_rank_timing(f, path, "run raw", run)
+            run = {}
+            with h5py.File(path, "w") as f:
+                results.read_rank_timing(f, path, "run raw", run)   # one rank: no table, nothing read
+            self.assertEqual(run, {})
+
     def test_seal(self):
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "r.h5")
@@ -182,6 +205,14 @@ class TestFigures(unittest.TestCase):
             with open(os.path.join(d, "curves.png"), "rb") as f:
                 self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
 
+    def test_ranks_figure(self):
+        run = {"name": "raw", "history/epoch": np.arange(1.0, 3.0), "rank_hosts": ["node1", "node2"],
+               "rank_timing": np.array([[[1.0, 0.9], [2.0, 0.1]], [[1.0, 1.0], [2.0, 0.0]]])}
+        with tempfile.TemporaryDirectory() as d:
+            figures.figure_ranks(run, os.path.join(d, "ranks.png"))
+            with open(os.path.join(d, "ranks.png"), "rb") as f:
+                self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
     def test_figures_of_many_classes_and_colour(self):
         data = Data(names(30), (5, 7, 3), "")
         run = run_of(np.eye(30, dtype=int) * 3 + 1)
@@ -211,6 +242,16 @@ class TestMarkdown(unittest.TestCase):
         self.assertIn("left", text)
         self.assertIn("right", text)
         self.assertIn("20", text.splitlines()[-1])   # the support of all
+
+    def test_ranks_section_marks_the_slow_rank(self):
+        run = run_of(np.array([[8, 2], [1, 9]]))
+        report = markdown.Report(Data(("a", "b"), (9, 13, 1), "odd"), {}, {"raw": run}, run, [], [], 0.0, [])
+        self.assertEqual(markdown.ranks_section(report), [])   # one rank: no section
+        run["rank_hosts"] = ["node1", "node2", "node3"]
+        run["rank_timing"] = np.array([[[1.0, 1.0], [1.2, 0.8], [3.0, 0.0]]])
+        text = "\n".join(markdown.ranks_section(report))
+        self.assertIn("| 2 | node3 | 3.00 | 0.00 | 2.73 **slow** |", text)
+        self.assertIn("| 0 | node1 | 1.00 | 1.00 | 0.48 |", text)
 
     def test_no_references_says_so(self):
         run = run_of(np.array([[8, 2], [1, 9]]))
