@@ -285,7 +285,7 @@ fail:
     return -1;
 }
 
-int checkpoint_write(const char *path, const struct checkpoint *c, char *err)
+void *checkpoint_image(const char *path, const struct checkpoint *c, size_t *size, char *err)
 {
     hid_t file = -1;
     CHECK_DP((file = h5io_create_in_memory(path, err)) < 0);
@@ -293,12 +293,20 @@ int checkpoint_write(const char *path, const struct checkpoint *c, char *err)
     CHECK_DP(write_state(file, c, path, err));
     hid_t finished = file;
     file = -1;
-    CHECK_DP(h5io_publish(finished, path, err));
-    return 0;
+    return h5io_finish(finished, path, size, err);
 fail:
     if (file >= 0)
         H5Fclose(file);
-    return -1;
+    return NULL;
+}
+
+int checkpoint_write(const char *path, const struct checkpoint *c, char *err)
+{
+    size_t size = 0;
+    void *image = checkpoint_image(path, c, &size, err);
+    int status = image ? files_write(path, image, size, err) : -1;
+    free(image);
+    return status;
 }
 
 /* ---- reading ------------------------------------------------------------------------- */

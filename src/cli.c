@@ -125,6 +125,9 @@ static const struct flag flags[] = {
      "train: save the state here after every epoch (and on SIGTERM/SIGUSR1); eval: the checkpoint to evaluate"},
     {"--checkpoint-every", V_INT, AT(checkpoint_every), FOR_TRAIN, 1, INT_MAX,
      "also save every N steps within an epoch"},
+    {"--checkpoint-sync", V_FLAG, AT(checkpoint_sync), FOR_TRAIN, 0, 0,
+     "write each checkpoint before training goes on (the default hands the file, built in memory at the step "
+     "boundary, to a background thread that writes, syncs and renames it while training goes on)"},
     {"--resume", V_FLAG, AT(resume), FOR_TRAIN, 0, 0, "continue from --checkpoint"},
     {"--overwrite", V_FLAG, AT(overwrite), FOR_TRAINING | FOR_EVAL, 0, 0,
      "replace outputs (--out, --checkpoint without --resume, --trace) that already exist; without it such a "
@@ -385,6 +388,8 @@ static int check_choices(const struct config *o, char *err)
         FAIL("--resume needs --checkpoint FILE");
     if (o->checkpoint_every && !o->checkpoint)
         FAIL("--checkpoint-every needs --checkpoint FILE");
+    if (o->checkpoint_sync && !o->checkpoint)
+        FAIL("--checkpoint-sync needs --checkpoint FILE");
     if (o->command == CMD_EVAL && !o->checkpoint)
         FAIL("eval: --checkpoint FILE is required");
     char compress[CONFIG_COMPRESS_LENGTH];
@@ -692,7 +697,7 @@ static int parent_off(const struct config *o, const struct flag *f)
 /* Flags that say where files go or how the run reports, not how it computes. */
 static int is_setting(const struct flag *f)
 {
-    static const char *const not_settings[] = {"--out",   "--checkpoint",    "--checkpoint-every", "--trace",
+    static const char *const not_settings[] = {"--out",   "--checkpoint",    "--checkpoint-every", "--trace", "--checkpoint-sync",
                                                "--quiet", "--resume",        "--overwrite",        "--stall-timeout",
                                                "--name",  "--batch-per-rank", "--drift-check",      "--max-time"};
     for (size_t i = 0; i < sizeof not_settings / sizeof not_settings[0]; i++)

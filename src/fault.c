@@ -33,8 +33,10 @@ int fault_from_environment(struct fault *fault, char *err)
         fault->kind = FAULT_SLOW;
     else if (strcmp(kind, "lag") == 0)
         fault->kind = FAULT_LAG;
+    else if (strcmp(kind, "hold") == 0)
+        fault->kind = FAULT_HOLD;
     else
-        FAIL("DPTRAIN_FAULT=%s: unknown kind '%s' (nan, exit, alloc, io, flip, slow or lag)", text, kind);
+        FAIL("DPTRAIN_FAULT=%s: unknown kind '%s' (nan, exit, alloc, io, flip, slow, lag or hold)", text, kind);
     fault->rank = rank;
     fault->epoch = epoch;
     fault->step = step;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -377,6 +378,19 @@ fail:
 
 int files_write(const char *final_path, const void *data, size_t size, char *err)
 {
+    return files_write_held(final_path, data, size, 0, err);
+}
+
+/* Sleep whole seconds and the rest, resumed after signals (a test's pause, not a timer). */
+static void hold_for(double seconds)
+{
+    struct timespec left = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    while (nanosleep(&left, &left) != 0 && errno == EINTR)
+        ;
+}
+
+int files_write_held(const char *final_path, const void *data, size_t size, double hold_seconds, char *err)
+{
     char tmp[FILES_PATH_MAX] = "";
     int fd = -1, error = 0;
     CHECK_DP(temp_name(final_path, tmp, sizeof tmp, err));
@@ -388,6 +402,8 @@ int files_write(const char *final_path, const void *data, size_t size, char *err
     int closing = fd;
     fd = -1;
     CHECK_SYS(close(closing), "%s: cannot close", tmp);
+    if (hold_seconds > 0)
+        hold_for(hold_seconds);
     CHECK_DP(publish(tmp, final_path, err));
     return 0;
 fail:

@@ -364,15 +364,23 @@ fail:
     return NULL;
 }
 
+void *h5io_finish(hid_t file, const char *final_path, size_t *size, char *err)
+{
+    void *image = file_image(file, final_path, size, err);
+    /* Closing an in-memory file does no I/O: it cannot fail for lack of space. */
+    if (H5Fclose(file) < 0 && image) {
+        err_set(err, "%s: cannot close the in-memory file", final_path);
+        free(image);
+        return NULL;
+    }
+    return image;
+}
+
 int h5io_publish(hid_t file, const char *final_path, char *err)
 {
     size_t size = 0;
-    void *image = file_image(file, final_path, &size, err);
-    /* Closing an in-memory file does no I/O: it cannot fail for lack of space. */
-    int closed = H5Fclose(file) >= 0;
-    if (image && !closed)
-        err_set(err, "%s: cannot close the in-memory file", final_path);
-    int status = image && closed ? files_write(final_path, image, size, err) : -1;
+    void *image = h5io_finish(file, final_path, &size, err);
+    int status = image ? files_write(final_path, image, size, err) : -1;
     free(image);
     return status;
 }

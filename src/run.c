@@ -1,6 +1,7 @@
 #include "dptrain/run.h"
 
 #include "dptrain/check.h"
+#include "dptrain/writer.h"
 #include "dptrain/tensor.h"
 
 #include <math.h>
@@ -155,6 +156,9 @@ void run_free(struct run *run)
     char err[DP_ERR_LEN];
     if (reducer_free(&run->reducer, err) != 0) /* cleanup: report, nothing else to undo */
         fprintf(stderr, "dptrain: warning: %s\n", err);
+    if (writer_stop(run->checkpoint_writer, err) != 0)
+        fprintf(stderr, "dptrain: warning: %s\n", err);
+    run->checkpoint_writer = NULL;
     run->units = NULL;
     run->unit_buffers = NULL;
     memset(&run->exact, 0, sizeof run->exact);

@@ -2,6 +2,8 @@
 
 #include "dptrain/check.h"
 #include "dptrain/cli.h"
+#include "dptrain/files.h"
+#include "dptrain/writer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +118,27 @@ fail:
     return -1;
 }
 
+/* Rank 0: the checkpoint's file built in memory, then written here or handed to the background
+ * writer (which first reports a failure of the write before). */
+static int publish(struct run *run, const struct checkpoint *c, int epochs_done, char *err)
+{
+    const char *path = run->config->checkpoint;
+    size_t size = 0;
+    void *image = NULL;
+    if (fault_strikes(&run->fault, FAULT_IO, 0, epochs_done, 0))
+        FAIL("%s: cannot write the checkpoint (injected I/O failure)", path);
+    CHECK_DP((image = checkpoint_image(path, c, &size, err)) == NULL);
+    if (run->checkpoint_writer) {
+        double hold = fault_strikes(&run->fault, FAULT_HOLD, 0, epochs_done, 0) ? FAULT_HOLD_SECONDS : 0;
+        return writer_submit(run->checkpoint_writer, path, image, size, hold, err);
+    }
+    int status = files_write(path, image, size, err);
+    free(image);
+    return status;
+fail:
+    return -1;
+}
+
 int run_checkpoint_save(struct run *run, int epochs_done, long step, double epoch_seconds, char *err)
 {
     struct gathered mine = {0}, g = {0};
@@ -126,14 +149,23 @@ int run_checkpoint_save(struct run *run, int epochs_done, long step, double epoc
     if (ok && run->comm->rank == 0) {
         struct checkpoint c;
         describe(run, &g, epochs_done, step, epoch_seconds, &c);
-        if (fault_strikes(&run->fault, FAULT_IO, 0, epochs_done, 0)) {
-            err_set(err, "%s: cannot write the checkpoint (injected I/O failure)", run->config->checkpoint);
-            ok = 0;
-        } else {
-            ok = checkpoint_write(run->config->checkpoint, &c, err) == 0;
-        }
+        ok = publish(run, &c, epochs_done, err) == 0;
     }
     gathered_free(&g);
+    return comm_agree(run->comm, ok, err);
+}
+
+int run_checkpoint_start_writer(struct run *run, char *err)
+{
+    int ok = 1;
+    if (run->comm->rank == 0 && run->config->checkpoint && !run->config->checkpoint_sync)
+        ok = writer_start(&run->checkpoint_writer, err) == 0;
+    return comm_agree(run->comm, ok, err);
+}
+
+int run_checkpoint_settle(struct run *run, char *err)
+{
+    int ok = !run->checkpoint_writer || writer_wait(run->checkpoint_writer, err) == 0;
     return comm_agree(run->comm, ok, err);
 }
 

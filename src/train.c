@@ -284,8 +284,10 @@ fail:
 static int stop_run(struct run *run, int epoch, long stopped_at, double seconds, char *err)
 {
     const struct config *o = run->config;
-    if (o->checkpoint)
+    if (o->checkpoint) {
         CHECK_DP(run_checkpoint_save(run, epoch - 1, stopped_at, seconds, err));
+        CHECK_DP(run_checkpoint_settle(run, err));
+    }
     if (run->comm->rank == 0 && o->checkpoint)
         fprintf(stderr, "dptrain: stopped by signal %d at epoch %d, step %ld; checkpoint written to %s\n",
                 run->stop_signal, epoch, stopped_at + 1, o->checkpoint);
@@ -368,6 +370,7 @@ static int prepare(struct run *run, int pca_k, struct checkpoint *resume, char *
     CHECK_DP(pca_k > 0 && pca == NULL);
     CHECK_DP(run_allocate(run, pca, err));
     CHECK_DP(prepare_timing(run, err));
+    CHECK_DP(run_checkpoint_start_writer(run, err));
     run->result->parameters = run->model->param_count;
     if (resume)
         return run_checkpoint_restore(run, resume, err);
@@ -411,6 +414,7 @@ int train_run(struct run *run, int pca_k, struct checkpoint *resume, char *err)
     status = DP_EXIT_ERROR;
     watchdog_phase(run->comm->watchdog, "the final evaluation and results", 0, 0, 1);
     CHECK_DP(final_predictions(run, err));
+    CHECK_DP(run_checkpoint_settle(run, err)); /* the last checkpoint, written while the test set was evaluated */
     if (!run->config->quiet)
         CHECK_DP(console_profile(run, err));
     status = DP_EXIT_OK;

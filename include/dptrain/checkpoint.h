@@ -69,6 +69,9 @@ struct checkpoint {
 };
 
 int checkpoint_write(const char *path, const struct checkpoint *c, char *err);
+/* The checkpoint file's sealed bytes, built in memory (malloc'd, *size of them; NULL on failure),
+ * for a background writer to publish at path (files_write) while training goes on. */
+void *checkpoint_image(const char *path, const struct checkpoint *c, size_t *size, char *err);
 int checkpoint_read(const char *path, struct checkpoint *c, char *err);
 void checkpoint_free(struct checkpoint *c);
 /* Refuse a checkpoint made on data of another image shape or class count than `now`'s, naming

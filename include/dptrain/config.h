@@ -78,6 +78,7 @@ struct config {
     struct compression compress;      /* the gradient on the wire */
     int shard_optimizer;              /* reduce-scatter, each rank updates its slice, allgather (reducer.h) */
     int quiet, checkpoint_every, resume;
+    int checkpoint_sync;              /* write checkpoints on the main thread (else a background writer) */
     int overwrite;                    /* outputs that exist may be replaced (else refused: commands.c) */
     int drift_check;                  /* steps between checks that all ranks hold the same parameters; 0 = off */
     double stall_timeout;             /* seconds a collective may wait before the job ends; 0 = no watchdog */

@@ -34,6 +34,9 @@ int files_same(const char *a, const char *b);
  * final_path is untouched, and a full disk is reported as "no space left on FOLDER while
  * writing FILE". */
 int files_write(const char *final_path, const void *data, size_t size, char *err);
+/* files_write with a pause of hold_seconds between the synced temporary file and its rename: the
+ * tests' window to kill a writer in the middle of a write (DPTRAIN_FAULT=hold). */
+int files_write_held(const char *final_path, const void *data, size_t size, double hold_seconds, char *err);
 
 /* An advisory lock on an output for a run's life, so that two runs given the same --out or
  * --checkpoint cannot both report success while one silently loses: the lock file PATH.lock

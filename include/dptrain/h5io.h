@@ -62,5 +62,8 @@ hid_t h5io_create_in_memory(const char *final_path, char *err);
 hid_t h5io_open_sealed(const char *path, hid_t access, int require_seal, char *err);
 /* Write the in-memory file to final_path atomically (files_write) and close it, also on failure. */
 int h5io_publish(hid_t file, const char *final_path, char *err);
+/* Close the in-memory file (also on failure) and return its sealed bytes (malloc'd, *size of them)
+ * for the caller to publish later (files_write), or NULL. */
+void *h5io_finish(hid_t file, const char *final_path, size_t *size, char *err);
 
 #endif

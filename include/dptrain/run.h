@@ -42,6 +42,8 @@ struct exact_gradient {
     double *sum;                  /* [params] */
 };
 
+struct file_writer;
+
 struct run {
     /* given */
     const struct comm *comm;
@@ -75,6 +77,7 @@ struct run {
     double started;               /* timer_now() when the run began: --max-time counts from here */
     struct rank_seconds counted;  /* this rank's step seconds up to the last epoch's end */
     struct straggler_watch stragglers; /* rank 0 */
+    struct file_writer *checkpoint_writer; /* rank 0, --checkpoint without --checkpoint-sync (writer.h) */
 };
 
 /* Collective: build the model (inputs of `pca`'s size, or raw pixels), optimizer, units, inputs

@@ -72,7 +72,8 @@ with h5py.File(first, "r") as f:
 # had recorded the 3 epochs the run set out to train).
 mid = f"{dir}/mid.ckpt.h5"
 died = run(["train", "--data", data, "--model", "mlp:16", "--epochs", "3", "--no-augment", "--quiet", "--batch", "100",
-            "--checkpoint", mid, "--checkpoint-every", "5", "--out", f"{dir}/died.h5"], env={"DPTRAIN_FAULT": "exit@0:2:8"})
+            "--checkpoint", mid, "--checkpoint-every", "5", "--checkpoint-sync", "--out", f"{dir}/died.h5"],
+           env={"DPTRAIN_FAULT": "exit@0:2:8"})  # --checkpoint-sync: the step-5 file is on disk before the death
 check(died.returncode != 0 and os.path.exists(mid), f"the run that dies mid-epoch: {died.stderr!r}")
 with h5py.File(mid, "r") as f:
     position = (int(f.attrs["epoch"]), int(f.attrs["step"]))
