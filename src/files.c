@@ -2,6 +2,7 @@
 #include "dptrain/files.h"
 
 #include "dptrain/check.h"
+#include "dptrain/timer.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -11,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -381,14 +381,6 @@ int files_write(const char *final_path, const void *data, size_t size, char *err
     return files_write_held(final_path, data, size, 0, err);
 }
 
-/* Sleep whole seconds and the rest, resumed after signals (a test's pause, not a timer). */
-static void hold_for(double seconds)
-{
-    struct timespec left = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
-    while (nanosleep(&left, &left) != 0 && errno == EINTR)
-        ;
-}
-
 int files_write_held(const char *final_path, const void *data, size_t size, double hold_seconds, char *err)
 {
     char tmp[FILES_PATH_MAX] = "";
@@ -403,7 +395,7 @@ int files_write_held(const char *final_path, const void *data, size_t size, doub
     fd = -1;
     CHECK_SYS(close(closing), "%s: cannot close", tmp);
     if (hold_seconds > 0)
-        hold_for(hold_seconds);
+        timer_sleep(hold_seconds);
     CHECK_DP(publish(tmp, final_path, err));
     return 0;
 fail:

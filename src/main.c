@@ -8,13 +8,12 @@
 #include "dptrain/kernels.h"
 #include "dptrain/model.h"
 #include "dptrain/results.h"
+#include "dptrain/timer.h"
 #include "dptrain/watchdog.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <xmmintrin.h>
 
 /* Before MPI starts, the launcher's environment says which rank this process will be: errors
@@ -36,9 +35,7 @@ static int first_rank_of_job(void)
  * suite, which sets it to 0). */
 static void give_way(void)
 {
-    struct timespec t = {0, 300 * 1000 * 1000};
-    while (nanosleep(&t, &t) != 0 && errno == EINTR)
-        continue;
+    timer_sleep(0.3);
 }
 
 /* The model spec of every run, checked before MPI starts: a bad one is a command-line error. */

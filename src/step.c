@@ -2,10 +2,10 @@
 
 #include "dptrain/check.h"
 #include "dptrain/layers.h"
+#include "dptrain/timer.h"
 
 #include <math.h>
 #include <string.h>
-#include <time.h>
 
 /* One unit's share of the batch: forward, loss, backward into model->grads (zeros without
  * samples). The hook, if any, hears of every layer's finished gradients. */
@@ -55,7 +55,7 @@ static struct batch load_batch(struct run *run, struct unit *u, int epoch, long 
     if (u == run->units && fault_strikes(&run->fault, FAULT_NAN, run->comm->rank, epoch, step + 1))
         model_input(run->model)[0] = NAN;
     if (u == run->units && fault_strikes(&run->fault, FAULT_LAG, run->comm->rank, epoch, step + 1))
-        (void)nanosleep(&(struct timespec){0, (long)(FAULT_LAG_SECONDS * 1e9)}, NULL); /* woken early: it lags less */
+        timer_sleep(FAULT_LAG_SECONDS);
     return b;
 }
 

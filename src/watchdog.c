@@ -3,12 +3,10 @@
 #include "dptrain/check.h"
 #include "dptrain/timer.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 enum { TEXT = 64, LISTED = 6, RECORD_PATH = 4096 + 16 };
 #define POLL_SECONDS 0.1
@@ -166,13 +164,6 @@ fail:
     give_up(w, err);
 }
 
-static void pause_briefly(double seconds)
-{
-    struct timespec t = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
-    while (nanosleep(&t, &t) != 0 && errno == EINTR)
-        ;
-}
-
 static int count_answered(const struct watchdog *w)
 {
     int count = 0;
@@ -194,7 +185,7 @@ static void inquire(struct watchdog *w)
         answer_queries(w); /* other ranks may be asking too */
         CHECK_DP(w->link.collect(w->link.channel, q->answered, err));
         if (count_answered(w) < w->link.size)
-            pause_briefly(0.01);
+            timer_sleep(0.01);
     }
     CHECK_DP(w->link.end_round(w->link.channel, q->answered, err)); /* a silent rank: the job ends */
     return;
@@ -335,7 +326,7 @@ static void investigate(struct watchdog *w, const struct position *p)
     struct stall_status *mine = &w->ask.replies[w->link.rank];
     describe(&again, timer_now(), mine);
     if (!reporter(w))
-        pause_briefly(2 * w->grace + 1); /* the reporter's abort normally ends this process first */
+        timer_sleep(2 * w->grace + 1); /* the reporter's abort normally ends this process first */
     end_job(w, mine);
 }
 
@@ -352,7 +343,7 @@ static void *watch(void *arg)
         answer_queries(w);
         if (p.waiting && timer_now() - p.wait_since > w->limit)
             investigate(w, &p);
-        pause_briefly(POLL_SECONDS);
+        timer_sleep(POLL_SECONDS);
     }
     return NULL;
 }

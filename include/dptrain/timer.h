@@ -5,5 +5,7 @@
 
 /* Seconds on CLOCK_MONOTONIC from an arbitrary origin. */
 double timer_now(void);
+/* Sleep this long (resumed after signals): a pause, not a timer. */
+void timer_sleep(double seconds);
 
 #endif
