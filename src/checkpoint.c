@@ -38,6 +38,7 @@ static const struct field fields[] = {
     FIELD("ranks", F_INT, ranks),
     FIELD("units", F_INT, units),
     FIELD("deterministic", F_INT, deterministic),
+    FIELD("memory_budget", F_INT, memory_budget),
     FIELD("epochs", F_INT, epochs),
     FIELD("validation", F_INT, validation),
     FIELD("augment", F_INT, augment),
@@ -370,6 +371,7 @@ static int check_scalars(const struct checkpoint *c, const char *path, char *err
     REQUIRE(c->ranks >= 1 && c->ranks <= 1 << 20, "ranks = %d", c->ranks);
     REQUIRE(c->units >= 1 && c->units <= 1 << 20 && (c->deterministic == 0 || c->deterministic == 1),
             "units = %d, deterministic = %d", c->units, c->deterministic);
+    REQUIRE(c->memory_budget >= 0 && c->memory_budget <= 1 << 24, "memory_budget = %d", c->memory_budget);
     REQUIRE(c->epochs >= 1 && c->global_batch >= 1, "epochs = %d, global_batch = %d", c->epochs, c->global_batch);
     REQUIRE(c->epoch >= 0 && c->epoch <= c->epochs, "epoch %d of %d", c->epoch, c->epochs);
     REQUIRE(c->step >= 0 && c->opt_step >= 0, "step %ld, optimizer step %ld", c->step, c->opt_step);

@@ -143,6 +143,11 @@ static const struct flag flags[] = {
      "evaluate the test set (and --validation's hold-out) after every Nth epoch and after the last one; the "
      "history holds NaN for the others, and --validation chooses among the evaluated epochs (default: every epoch "
      "up to 19 epochs, else every epochs/10th, about ten evaluations)"},
+    {"--memory-budget", V_INT, AT(memory_budget), FOR_TRAIN, 1, 1 << 24,
+     "train on data larger than memory: each rank streams its shard of the training set from the data file "
+     "through MB megabytes (two windows of chunks read ahead by a thread, shuffled by chunk and within a window, "
+     "docs/training.md) instead of holding it; the test and --validation sets stay in memory; not with --pca or "
+     "--deterministic (default: hold the shard)"},
     {"--max-time", V_DOUBLE, AT(max_time), FOR_TRAINING, 0, 1e7,
      "a time budget in minutes: training ends after the epoch during which it runs out (timed from the run's "
      "start, each run of compare on its own), with the checkpoint and results written as for a finished run "
@@ -403,6 +408,10 @@ static int check_choices(const struct config *o, char *err)
     if (o->shard_optimizer && (o->bucket_mb > 0 || o->deterministic))
         FAIL("--shard-optimizer reduce-scatters the whole float32 gradient after backward: it cannot be combined "
              "with %s", o->deterministic ? "--deterministic" : "--bucket-mb");
+    if (o->memory_budget > 0 && (o->pca > 0 || o->deterministic))
+        FAIL("--memory-budget cannot be combined with %s: %s", o->pca > 0 ? "--pca" : "--deterministic",
+             o->pca > 0 ? "the PCA basis is fitted on the training images held in memory"
+                        : "its virtual shards each keep their own order of samples held in memory");
     if (o->deterministic && o->batch_per_rank > 0)
         FAIL("--deterministic cannot be combined with --batch-per-rank: the global batch would change with the "
              "number of ranks (give --batch)");
@@ -597,7 +606,7 @@ const char *cli_flag(enum option o)
         [OPTION_TRACE] = "--trace", [OPTION_SOURCE] = "--source", [OPTION_MODEL] = "--model",
         [OPTION_RESUME] = "--resume", [OPTION_BATCH] = "--batch", [OPTION_TTA] = "--tta",
         [OPTION_STALL_TIMEOUT] = "--stall-timeout", [OPTION_DETERMINISTIC] = "--deterministic",
-        [OPTION_OVERWRITE] = "--overwrite", [OPTION_FLIP] = "--flip", [OPTION_PCA] = "--pca",
+        [OPTION_OVERWRITE] = "--overwrite", [OPTION_FLIP] = "--flip", [OPTION_PCA] = "--pca", [OPTION_MEMORY_BUDGET] = "--memory-budget",
     };
     return flags_of[o];
 }

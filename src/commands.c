@@ -308,7 +308,8 @@ static int prepare_command(struct command_state *cs, char *err)
 {
     struct config *o = cs->config;
     CHECK_DP(check_paths(cs->comm, o, &cs->locks, err));
-    struct shard_plan plan = {o->data, o->validation, o->seed, o->deterministic ? SHARDS_VIRTUAL : 0};
+    struct shard_plan plan = {o->data, o->validation, o->seed, o->deterministic ? SHARDS_VIRTUAL : 0,
+                              (size_t)o->memory_budget << 20};
     CHECK_DP(shards_load(cs->comm, &plan, &cs->shards, err));
     CHECK_DP(check_components(o, &cs->shards.about, err));
     if (o->flip < 0)
@@ -514,7 +515,7 @@ int eval_command(const struct comm *comm, const struct config *given, char *err)
     openblas_set_num_threads(blas_threads(comm, given->threads, c.deterministic));
     o.deterministic = 0; /* nothing is trained: one unit per rank */
     /* the hold-out as the run chose it: from its seed, the same for any rank count */
-    CHECK_DP(shards_load(comm, &(struct shard_plan){o.data, given->on_validation ? c.validation : 0, o.seed, 0}, &d,
+    CHECK_DP(shards_load(comm, &(struct shard_plan){o.data, given->on_validation ? c.validation : 0, o.seed, 0, 0}, &d,
                          err));
     /* the same checkpoint and data on every rank: the same verdict */
     CHECK_DP(checkpoint_check_shape(&c, &d.identity, o.data, given->checkpoint, err));

@@ -8,6 +8,25 @@
 #include <stdio.h>
 #include <sys/resource.h>
 
+/* The data's line, and how the training rows reach the ranks when they are streamed. */
+static void announce_data(const struct run *run)
+{
+    const struct config *o = run->config;
+    const struct data_description *about = &run->shards->about;
+    char shape[48];
+    image_shape_text(&about->image, shape, sizeof shape);
+    printf("data: %s%s%s images (HxWxC) of %d classes", about->name, about->name[0] ? ", " : "", shape,
+           about->classes);
+    if (o->augment || o->tta)
+        printf("; mirror images %s (%s)", o->flip ? "used" : "not used",
+               o->flip == about->mirror_invariant ? "the data file's mirror_invariant" : "--flip");
+    printf("\n");
+    if (run->stream)
+        printf("training data streamed from the file within --memory-budget %d MB a rank: windows of %zu images "
+               "read ahead by a thread, shuffled by chunk and within each window\n", o->memory_budget,
+               stream_window_images(run->stream));
+}
+
 void console_announce(const struct run *run)
 {
     const struct config *o = run->config;
@@ -23,15 +42,7 @@ void console_announce(const struct run *run)
     printf(", %d rank%s on %d host%s (%d BLAS thread%s each), global batch %d, %zu training samples\n",
            run->comm->size, run->comm->size == 1 ? "" : "s", run->comm->hosts, run->comm->hosts == 1 ? "" : "s",
            threads, threads == 1 ? "" : "s", o->batch, run->shards->train_total);
-    const struct data_description *about = &run->shards->about;
-    char shape[48];
-    image_shape_text(&about->image, shape, sizeof shape);
-    printf("data: %s%s%s images (HxWxC) of %d classes", about->name, about->name[0] ? ", " : "", shape,
-           about->classes);
-    if (o->augment || o->tta)
-        printf("; mirror images %s (%s)", o->flip ? "used" : "not used",
-               o->flip == about->mirror_invariant ? "the data file's mirror_invariant" : "--flip");
-    printf("\n");
+    announce_data(run);
     char kernels[KERNELS_DESCRIPTION_LENGTH];
     kernels_describe(kernels, sizeof kernels);
     printf("kernels: OpenBLAS %s\n", kernels);
@@ -64,6 +75,10 @@ void console_announce(const struct run *run)
                : run->start_step > 0 ? "the rest of this epoch takes a new data order and random streams (docs/"
                                        "checkpoints.md)"
                                      : "the same global batch and schedule go on");
+    if (run->resumed_ranks > 0 && run->resumed_budget != o->memory_budget && run->start_step > 0 &&
+        run->start_epoch < o->epochs)
+        printf("the checkpoint was saved with --memory-budget %d, this run has %d (0: in memory): the rest of this "
+               "epoch takes a new data order (docs/training.md)\n", run->resumed_budget, o->memory_budget);
 }
 
 void console_epoch(const struct epoch_record *e, int epochs, int has_validation)

@@ -358,7 +358,7 @@ fail:
 
 static int check_labels(const struct split *s, int classes, const char *group, const char *path, char *err)
 {
-    for (size_t i = 0; i < s->count; i++)
+    for (size_t i = 0; s->labels && i < s->count; i++)
         if (s->labels[i] >= classes)
             FAIL("%s: /%s/labels[%zu] = %u, but class_names names %d classes (labels 0..%d)", path, group,
                  s->first + i, s->labels[i], classes, classes - 1);
@@ -367,16 +367,50 @@ fail:
     return -1;
 }
 
+/* Where a training array's bytes are: contiguous storage in this file, or an error that says how
+ * to make it so. */
+static int locate(const struct data_file *f, hid_t set, const char *name, long long *at, char *err)
+{
+    hid_t creation = -1;
+    CHECK_H5(creation = H5Dget_create_plist(set), "%s: cannot read how %s is stored", f->path, name);
+    H5D_layout_t layout = H5Pget_layout(creation);
+    CHECK_H5(layout, "%s: cannot read the layout of %s", f->path, name);
+    int external = H5Pget_external_count(creation);
+    CHECK_H5(external, "%s: cannot read the storage of %s", f->path, name);
+    CHECK_H5(H5Pclose(creation), "%s: cannot close a property list", f->path);
+    creation = -1;
+    if (layout != H5D_CONTIGUOUS || external > 0)
+        FAIL("%s: %s is stored %s; --memory-budget reads it with plain reads and needs it contiguous in the file "
+             "(h5repack -l %s:CONTI %s COPY.h5 makes a copy that is)", f->path, name,
+             external > 0 ? "in external files" : layout == H5D_CHUNKED ? "in chunks" : "compact", name, f->path);
+    haddr_t address = H5Dget_offset(set);
+    if (address == HADDR_UNDEF)
+        FAIL("%s: %s has no data stored in the file", f->path, name);
+    *at = (long long)address;
+    return 0;
+fail:
+    if (creation >= 0)
+        H5Pclose(creation);
+    return -1;
+}
+
 /* Everything collective happens here; the steps that can fail differently on different ranks
- * (label checks) come after the file is closed, and the caller agrees on the outcome. */
-static int read_collective(const struct comm *comm, const char *path, int shards, struct dataset_part *part,
-                           char *err)
+ * (label checks) come after the file is closed, and the caller agrees on the outcome. With
+ * `stream`, the training block is placed and located, not read. */
+static int read_collective(const struct comm *comm, const char *path, int shards, int stream,
+                           struct dataset_part *part, char *err)
 {
     struct data_file f = {path, -1, -1, -1, {-1, -1}, {-1, -1}, {0, 0}, {{0, 0, 0}, {0, 0, 0}}};
     size_t first, count;
     CHECK_DP(open_file(comm, &f, &part->about, err));
     comm_shard_block((size_t)f.rows[0], shards, comm->size, comm->rank, &first, &count);
-    CHECK_DP(read_block(&f, 0, first, count, &part->train, err));
+    if (stream) {
+        part->train = (struct split){count, image_values(&f.shape[0]), first, NULL, NULL};
+        CHECK_DP(locate(&f, f.images[0], "/train/images", &part->train_at.images_at, err));
+        CHECK_DP(locate(&f, f.labels[0], "/train/labels", &part->train_at.labels_at, err));
+    } else {
+        CHECK_DP(read_block(&f, 0, first, count, &part->train, err));
+    }
     CHECK_DP(read_block(&f, 1, 0, comm->rank == 0 ? (size_t)f.rows[1] : 0, &part->test, err));
     part->train_total = (size_t)f.rows[0];
     hid_t file = f.file;
@@ -398,7 +432,8 @@ int dataset_check_file(const char *path, const char *label, char *err)
     return -1;
 }
 
-int dataset_read(const struct comm *comm, const char *path, int shards, struct dataset_part *part, char *err)
+static int read_checked(const struct comm *comm, const char *path, int shards, int stream, struct dataset_part *part,
+                        char *err)
 {
     memset(part, 0, sizeof *part);
     /* Every rank checks the file before the collective open, which would otherwise leave the
@@ -413,7 +448,7 @@ int dataset_read(const struct comm *comm, const char *path, int shards, struct d
                         comm->hosts);
     if (comm_agree(comm, ok, err) != 0)
         return -1;
-    ok = read_collective(comm, path, shards, part, err) == 0;
+    ok = read_collective(comm, path, shards, stream, part, err) == 0;
     int classes = part->about.classes;
     ok = ok && check_labels(&part->train, classes, "train", path, err) == 0 &&
          check_labels(&part->test, classes, "test", path, err) == 0;
@@ -425,6 +460,16 @@ int dataset_read(const struct comm *comm, const char *path, int shards, struct d
         return -1;
     }
     return 0;
+}
+
+int dataset_read(const struct comm *comm, const char *path, int shards, struct dataset_part *part, char *err)
+{
+    return read_checked(comm, path, shards, 0, part, err);
+}
+
+int dataset_read_to_stream(const struct comm *comm, const char *path, struct dataset_part *part, char *err)
+{
+    return read_checked(comm, path, 0, 1, part, err);
 }
 
 /* CRC-32 of one rank's block, and then of the whole array: the blocks combined in rank order,
@@ -472,16 +517,22 @@ static uint32_t crc_of(const uint8_t *bytes, size_t length)
     return (uint32_t)crc32_z(crc32_z(0, Z_NULL, 0), bytes, length);
 }
 
-int dataset_identify(const struct comm *comm, const struct dataset_part *part, struct data_identity *id, char *err)
+int dataset_identify(const struct comm *comm, const struct dataset_part *part, const struct block_crcs *streamed,
+                     struct data_identity *id, char *err)
 {
     const struct split *train = &part->train, *test = &part->test;
     size_t bytes = image_values(&part->about.image), totals[2] = {0, 0};
     size_t test_crcs[2] = {crc_of(test->images, test->count * bytes), crc_of(test->labels, test->count)};
-    CHECK_DP(count_samples(comm, train->count, &totals[0], err));
+    struct block_crcs held = {0, 0, train->count};
+    if (!streamed) {
+        held.images = crc_of(train->images, train->count * bytes);
+        held.labels = crc_of(train->labels, train->count);
+    }
+    const struct block_crcs *mine = streamed ? streamed : &held;
+    CHECK_DP(count_samples(comm, mine->rows, &totals[0], err));
     CHECK_DP(count_samples(comm, test->count, &totals[1], err));
-    CHECK_DP(combine_blocks(comm, crc_of(train->images, train->count * bytes), train->count * bytes,
-                            &id->train_images, err));
-    CHECK_DP(combine_blocks(comm, crc_of(train->labels, train->count), train->count, &id->train_labels, err));
+    CHECK_DP(combine_blocks(comm, mine->images, mine->rows * bytes, &id->train_images, err));
+    CHECK_DP(combine_blocks(comm, mine->labels, mine->rows, &id->train_labels, err));
     CHECK_DP(comm_bcast_size(comm, &test_crcs[0], 0, err)); /* rank 0 holds the test set */
     CHECK_DP(comm_bcast_size(comm, &test_crcs[1], 0, err));
     id->image = part->about.image;

@@ -7,27 +7,28 @@
 #include <math.h>
 #include <string.h>
 
+void normaliser_add(struct normaliser_sums *s, const uint8_t *values, size_t count, int channels)
+{
+    for (size_t i = 0; i < count; i += (size_t)channels)
+        for (int c = 0; c < channels; c++) {
+            uint8_t v = values[i + (size_t)c];
+            s->sum[c] += v;
+            s->squares[c] += (uint64_t)v * v;
+        }
+    s->pixels += count / (size_t)channels;
+}
 
-int normaliser_fit(const struct comm *comm, const struct split *samples, const struct image_shape *shape,
-                   struct normaliser *norm, char *err)
+int normaliser_agree(const struct comm *comm, const struct normaliser_sums *s, int channels, struct normaliser *norm,
+                     char *err)
 {
     /* Integer sums are exact and order-independent, so every rank count gives the same answer.
      * totals: each channel's sum, each channel's sum of squares, then the values per channel. */
-    int channels = shape->channels;
-    uint64_t sum[DATASET_MAX_CHANNELS] = {0}, squares[DATASET_MAX_CHANNELS] = {0};
-    size_t n = samples->count * image_values(shape);
-    for (size_t i = 0; i < n; i += (size_t)channels)
-        for (int c = 0; c < channels; c++) {
-            uint8_t v = samples->images[i + (size_t)c];
-            sum[c] += v;
-            squares[c] += (uint64_t)v * v;
-        }
     double totals[2 * DATASET_MAX_CHANNELS + 1];
     for (int c = 0; c < channels; c++) {
-        totals[c] = (double)sum[c];
-        totals[channels + c] = (double)squares[c];
+        totals[c] = (double)s->sum[c];
+        totals[channels + c] = (double)s->squares[c];
     }
-    totals[2 * channels] = (double)(n / (size_t)channels);
+    totals[2 * channels] = (double)s->pixels;
     CHECK_DP(comm_allreduce_doubles(comm, totals, (size_t)(2 * channels + 1), err));
     norm->channels = channels;
     for (int c = 0; c < channels; c++) {
@@ -40,6 +41,15 @@ int normaliser_fit(const struct comm *comm, const struct split *samples, const s
     return 0;
 fail:
     return -1;
+}
+
+int normaliser_fit(const struct comm *comm, const struct split *samples, const struct image_shape *shape,
+                   struct normaliser *norm, char *err)
+{
+    struct normaliser_sums sums;
+    memset(&sums, 0, sizeof sums);
+    normaliser_add(&sums, samples->images, samples->count * image_values(shape), shape->channels);
+    return normaliser_agree(comm, &sums, shape->channels, norm, err);
 }
 
 /* The whitened projection as one matrix and offset, for images augmented on the fly:

@@ -408,6 +408,25 @@ fail:
     return -1;
 }
 
+int files_read_at(int fd, void *data, size_t size, long long offset, const char *path, char *err)
+{
+    unsigned char *at = data;
+    while (size > 0) {
+        ssize_t n = pread(fd, at, size, (off_t)offset);
+        if (n < 0 && errno == EINTR)
+            continue;
+        CHECK_SYS(n, "%s: cannot read %zu bytes at byte %lld", path, size, offset);
+        if (n == 0)
+            FAIL("%s: the file ends before byte %lld (it was truncated or changed)", path, offset + (long long)size);
+        at += n;
+        size -= (size_t)n;
+        offset += n;
+    }
+    return 0;
+fail:
+    return -1;
+}
+
 /* ---- output locks ------------------------------------------------------------------------ */
 
 /* What the lock file says of its holder: "pid N on HOST". */

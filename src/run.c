@@ -1,10 +1,12 @@
 #include "dptrain/run.h"
 
 #include "dptrain/check.h"
+#include "dptrain/cli.h"
 #include "dptrain/writer.h"
 #include "dptrain/tensor.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,6 +59,8 @@ static int allocate_units(struct run *run, const struct pca *pca, char *err)
         size_t bytes = d->train.image_bytes;
         struct split rows = {d->unit_offsets[i + 1] - first, bytes, d->train.first + first,
                              d->train.images + first * bytes, d->train.labels + first};
+        if (run->stream)
+            rows = run->staging; /* one unit: a streamed run is never --deterministic */
         u->id = d->first_unit + i;
         u->order = run->order + first;
         u->buffers = run->unit_buffers ? run->unit_buffers + (size_t)i * m->buffer_count : m->buffers;
@@ -80,6 +84,31 @@ fail:
     return -1;
 }
 
+/* --memory-budget: room for a step's rows and the stream that fills it, its windows fitted in the
+ * budget beside them. The order of the staging rows is the stream's, so the unit's is the identity. */
+static int open_stream(struct run *run, char *err)
+{
+    const struct shards *d = run->shards;
+    size_t share = (size_t)shards_largest_share(d, run->steps), bytes = d->train.image_bytes;
+    struct stream_geometry g;
+    run->staging = (struct split){share, bytes, 0, NULL, NULL};
+    CHECK_PTR(run->staging.images = malloc(share * bytes + 1), "cannot allocate the stream's staging rows");
+    CHECK_PTR(run->staging.labels = malloc(share + 1), "cannot allocate the stream's staging rows");
+    if (stream_plan((size_t)run->config->memory_budget << 20, bytes, share, &g, err) != 0) {
+        char flag[64];
+        snprintf(flag, sizeof flag, "%s %d", cli_flag(OPTION_MEMORY_BUDGET), run->config->memory_budget);
+        err_prefix(err, flag);
+        goto fail;
+    }
+    CHECK_DP(stream_open(&run->stream, &(struct stream_start){&d->stream, g, run->config->seed,
+                                                              (uint64_t)run->comm->rank}, err));
+    for (size_t k = 0; k < share; k++)
+        run->order[k] = (uint32_t)k;
+    return 0;
+fail:
+    return -1;
+}
+
 static int allocate_here(struct run *run, const struct pca *pca, char *err)
 {
     const struct shards *d = run->shards;
@@ -87,7 +116,10 @@ static int allocate_here(struct run *run, const struct pca *pca, char *err)
     if (capacity < EVAL_CHUNK) /* every rank evaluates its chunks */
         capacity = EVAL_CHUNK;
     CHECK_DP(allocate_model(run, pca ? pca->components : (int)image_values(&d->about.image), capacity, err));
-    CHECK_PTR(run->order = malloc((d->train.count + 1) * sizeof(uint32_t)), "cannot allocate the shuffle order");
+    size_t rows = d->streamed ? (size_t)shards_largest_share(d, run->steps) : d->train.count;
+    CHECK_PTR(run->order = malloc((rows + 1) * sizeof(uint32_t)), "cannot allocate the shuffle order");
+    if (d->streamed)
+        CHECK_DP(open_stream(run, err));
     CHECK_DP(allocate_units(run, pca, err));
     CHECK_DP(allocate_exact(run, err));
     const struct image_shape *shape = &d->about.image;
@@ -153,6 +185,9 @@ void run_free(struct run *run)
     free(run->batch_labels);
     tensor_free(run->best_params);
     tensor_free(run->best_buffers);
+    stream_close(run->stream);
+    split_free(&run->staging);
+    run->stream = NULL;
     char err[DP_ERR_LEN];
     if (reducer_free(&run->reducer, err) != 0) /* cleanup: report, nothing else to undo */
         fprintf(stderr, "dptrain: warning: %s\n", err);

@@ -75,7 +75,7 @@ static void describe(const struct run *run, const struct gathered *g, int epochs
     const struct run_result *r = run->result;
     *c = (struct checkpoint){
         .pca_components = r->pca_components, .global_batch = o->batch, .ranks = run->comm->size,
-        .units = run->shards->units, .deterministic = o->deterministic,
+        .units = run->shards->units, .deterministic = o->deterministic, .memory_budget = o->memory_budget,
         .epochs = o->epochs, .validation = o->validation, .augment = o->augment,
         .augment_shift = o->augment_shift, .tta = o->tta, .flip = o->flip,
         .tta_shift = o->tta_shift, .seed = o->seed,
@@ -246,6 +246,7 @@ int run_checkpoint_restore(struct run *run, const struct checkpoint *c, char *er
     run->start_step = c->step;
     run->resumed_epoch_seconds = c->epoch_seconds;
     run->resumed_ranks = c->ranks;
+    run->resumed_budget = c->memory_budget;
     if (run->reducer.powersgd) { /* the settings matched: the same compression, the same model */
         if (c->powersgd_q_count != run->reducer.psgd.q_count)
             FAIL("%s: corrupt checkpoint: %zu values of PowerSGD's Q, this model has %zu", run->config->checkpoint,

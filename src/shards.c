@@ -1,8 +1,12 @@
 #include "dptrain/shards.h"
 
 #include "dptrain/check.h"
+#include "dptrain/cli.h"
 #include "dptrain/rng.h"
 
+#include <zlib.h>
+
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +19,7 @@ void shards_free(struct shards *d)
     split_free(&d->validation_part);
     free(d->unit_counts);
     free(d->unit_offsets);
+    free(d->held);
     data_description_free(&d->about);
     memset(d, 0, sizeof *d);
 }
@@ -59,17 +64,14 @@ static void move_held(struct split *t, const uint8_t *chosen, struct split *move
     t->count = kept;
 }
 
-/* Move the `chosen` training images out of every rank's block and gather them, in ascending
- * index order, on rank 0 (`held` of them). Collective. */
-static int hold_out_validation(const struct comm *comm, struct shards *d, const uint8_t *chosen, int held,
-                               char *err)
+/* Room for this rank's `count` held-out rows in `mine` and, on rank 0, for all `held` of them.
+ * Collective. */
+static int allocate_held(const struct comm *comm, struct shards *d, size_t count, int held, struct split *mine,
+                         char *err)
 {
-    struct split mine = {0};
-    size_t count = 0, bytes = d->train.image_bytes;
-    for (size_t i = 0; i < d->train.count; i++)
-        count += chosen[d->train.first + i];
-    mine.image_bytes = d->validation.image_bytes = bytes;
-    int ok = (mine.images = malloc(count * bytes + 1)) && (mine.labels = malloc(count + 1));
+    size_t bytes = image_values(&d->about.image);
+    mine->image_bytes = d->validation.image_bytes = bytes;
+    int ok = (mine->images = malloc(count * bytes + 1)) && (mine->labels = malloc(count + 1));
     if (ok && comm->rank == 0) {
         d->validation.count = (size_t)held;
         ok = (d->validation.images = malloc((size_t)held * bytes + 1)) &&
@@ -77,10 +79,31 @@ static int hold_out_validation(const struct comm *comm, struct shards *d, const 
     }
     if (!ok)
         err_set(err, "cannot allocate the validation split");
-    CHECK_DP(comm_agree(comm, ok, err));
+    return comm_agree(comm, ok, err);
+}
+
+/* Every rank's held-out rows, in ascending index order, on rank 0. Collective. */
+static int gather_held(const struct comm *comm, struct shards *d, const struct split *mine, char *err)
+{
+    CHECK_DP(comm_gather_items(comm, mine->labels, mine->count, 1, d->validation.labels, err));
+    CHECK_DP(comm_gather_items(comm, mine->images, mine->count, mine->image_bytes, d->validation.images, err));
+    return 0;
+fail:
+    return -1;
+}
+
+/* Move the `chosen` training images out of every rank's block and gather them, in ascending
+ * index order, on rank 0 (`held` of them). Collective. */
+static int hold_out_validation(const struct comm *comm, struct shards *d, const uint8_t *chosen, int held,
+                               char *err)
+{
+    struct split mine = {0};
+    size_t count = 0;
+    for (size_t i = 0; i < d->train.count; i++)
+        count += chosen[d->train.first + i];
+    CHECK_DP(allocate_held(comm, d, count, held, &mine, err));
     move_held(&d->train, chosen, &mine);
-    CHECK_DP(comm_gather_items(comm, mine.labels, mine.count, 1, d->validation.labels, err));
-    CHECK_DP(comm_gather_items(comm, mine.images, mine.count, bytes, d->validation.images, err));
+    CHECK_DP(gather_held(comm, d, &mine, err));
     split_free(&mine);
     return 0;
 fail:
@@ -151,31 +174,151 @@ fail:
     return -1;
 }
 
+/* Which training rows to hold out for validation: NULL without. Collective. */
+static int choose_validation(const struct comm *comm, const struct shard_plan *plan, size_t total, uint8_t **chosen,
+                             char *err)
+{
+    *chosen = NULL;
+    if (plan->validation <= 0)
+        return 0;
+    if ((size_t)plan->validation + (size_t)comm->size > total)
+        FAIL("holding out %d validation images leaves fewer training samples than ranks (%zu samples)",
+             plan->validation, total);
+    int ok = (*chosen = choose_held(total, plan->validation, plan->seed)) != NULL;
+    if (!ok)
+        err_set(err, "cannot allocate the validation split");
+    return comm_agree(comm, ok, err);
+fail:
+    return -1;
+}
+
+/* What every load ends with: the evaluation sets shared and the units planned. Collective. */
+static int share_and_plan(const struct comm *comm, const struct shard_plan *plan, size_t total, const uint8_t *chosen,
+                          struct shards *d, char *err)
+{
+    size_t bytes = image_values(&d->about.image);
+    CHECK_DP(share_eval_set(comm, &d->test, bytes, &d->test_part, err));
+    CHECK_DP(share_eval_set(comm, &d->validation, bytes, &d->validation_part, err));
+    CHECK_DP(plan_units(comm, plan, total, chosen, d, err));
+    return 0;
+fail:
+    return -1;
+}
+
+/* ---- --memory-budget: the training rows read once, a window at a time, and left in the file ---- */
+
+/* What the pass over a rank's rows gathers. */
+struct scan {
+    struct shards *d;
+    struct block_crcs crcs;
+    struct normaliser_sums sums;
+    struct split mine;            /* this rank's held-out rows */
+};
+
+static int scan_rows(void *context, const uint8_t *images, const uint8_t *labels, size_t rows, size_t index,
+                     char *err)
+{
+    struct scan *s = context;
+    const struct stream_source *src = &s->d->stream;
+    size_t bytes = src->image_bytes;
+    s->crcs.images = (uint32_t)crc32_z(s->crcs.images, images, rows * bytes);
+    s->crcs.labels = (uint32_t)crc32_z(s->crcs.labels, labels, rows);
+    for (size_t i = 0; i < rows; i++) {
+        if (labels[i] >= src->classes)
+            FAIL("%s: /train/labels[%zu] = %u, but class_names names %d classes (labels 0..%d)", src->path,
+                 src->first + index + i, labels[i], src->classes, src->classes - 1);
+        if (src->held && src->held[index + i]) {
+            memcpy(s->mine.images + s->mine.count * bytes, images + i * bytes, bytes);
+            s->mine.labels[s->mine.count++] = labels[i];
+        } else {
+            normaliser_add(&s->sums, images + i * bytes, bytes, s->d->about.image.channels);
+        }
+    }
+    return 0;
+fail:
+    return -1;
+}
+
+/* The rank's rows in the file, which of them are held out, and the pass over them. Collective. */
+static int scan_stream(const struct comm *comm, const struct shard_plan *plan, const struct data_location *at,
+                       const uint8_t *chosen, struct scan *s, char *err)
+{
+    struct shards *d = s->d;
+    struct stream_geometry g;
+    size_t count = d->train.count, held = 0, bytes = image_values(&d->about.image);
+    int ok = 1;
+    if (chosen && (ok = (d->held = malloc(count + 1)) != NULL)) {
+        memcpy(d->held, chosen + d->train.first, count);
+        for (size_t i = 0; i < count; i++)
+            held += d->held[i];
+    }
+    if (!ok)
+        err_set(err, "cannot allocate the validation split");
+    CHECK_DP(comm_agree(comm, ok, err));
+    d->stream = (struct stream_source){plan->path, at->images_at, at->labels_at, d->train.first, count, bytes,
+                                       d->held, d->about.classes};
+    if (plan->validation > 0)
+        CHECK_DP(allocate_held(comm, d, held, plan->validation, &s->mine, err));
+    ok = stream_plan(plan->memory_budget, bytes, 1, &g, err) == 0;
+    if (!ok) {
+        char flag[64];
+        snprintf(flag, sizeof flag, "%s %zu", cli_flag(OPTION_MEMORY_BUDGET), plan->memory_budget >> 20);
+        err_prefix(err, flag);
+    }
+    ok = ok && stream_scan(&d->stream, &g, &(struct stream_visit){scan_rows, s}, err) == 0;
+    CHECK_DP(comm_agree(comm, ok, err));
+    d->train.count = count - held;
+    s->crcs.rows = count;
+    return 0;
+fail:
+    return -1;
+}
+
+static int load_streamed(const struct comm *comm, const struct shard_plan *plan, struct shards *d, char *err)
+{
+    struct dataset_part part;
+    uint8_t *chosen = NULL;
+    struct scan s = {d, {0, 0, 0}, {{0}, {0}, 0}, {0}};
+    CHECK_DP(dataset_read_to_stream(comm, plan->path, &part, err));
+    d->train = part.train; /* d owns the test set and the description from here on */
+    d->test = part.test;
+    d->about = part.about;
+    d->streamed = 1;
+    size_t total = part.train_total;
+    CHECK_DP(choose_validation(comm, plan, total, &chosen, err));
+    CHECK_DP(scan_stream(comm, plan, &part.train_at, chosen, &s, err));
+    CHECK_DP(dataset_identify(comm, &part, &s.crcs, &d->identity, err));
+    if (plan->validation > 0)
+        CHECK_DP(gather_held(comm, d, &s.mine, err));
+    CHECK_DP(share_and_plan(comm, plan, total, chosen, d, err));
+    CHECK_DP(normaliser_agree(comm, &s.sums, d->about.image.channels, &d->norm, err));
+    split_free(&s.mine);
+    free(chosen);
+    return 0;
+fail:
+    split_free(&s.mine);
+    free(chosen);
+    shards_free(d);
+    return -1;
+}
+
 int shards_load(const struct comm *comm, const struct shard_plan *plan, struct shards *d, char *err)
 {
     struct dataset_part part;
     uint8_t *chosen = NULL;
     memset(d, 0, sizeof *d);
+    if (plan->memory_budget > 0)
+        return load_streamed(comm, plan, d, err);
     CHECK_DP(dataset_read(comm, plan->path, plan->virtual_shards, &part, err));
     d->train = part.train; /* d owns the blocks and the description from here on */
     d->test = part.test;
     d->about = part.about;
-    size_t bytes = image_values(&d->about.image);
     size_t total = part.train_total;
-    CHECK_DP(dataset_identify(comm, &part, &d->identity, err));
-    if (plan->validation > 0) {
-        if ((size_t)plan->validation + (size_t)comm->size > total)
-            FAIL("holding out %d validation images leaves fewer training samples than ranks (%zu samples)",
-                 plan->validation, total);
-        int ok = (chosen = choose_held(total, plan->validation, plan->seed)) != NULL;
-        if (!ok)
-            err_set(err, "cannot allocate the validation split");
-        CHECK_DP(comm_agree(comm, ok, err));
+    CHECK_DP(dataset_identify(comm, &part, NULL, &d->identity, err));
+    CHECK_DP(choose_validation(comm, plan, total, &chosen, err));
+    if (chosen)
         CHECK_DP(hold_out_validation(comm, d, chosen, plan->validation, err));
-    }
-    CHECK_DP(share_eval_set(comm, &d->test, bytes, &d->test_part, err));
-    CHECK_DP(share_eval_set(comm, &d->validation, bytes, &d->validation_part, err));
-    CHECK_DP(plan_units(comm, plan, total, chosen, d, err));
+    CHECK_DP(share_and_plan(comm, plan, total, chosen, d, err));
     CHECK_DP(normaliser_fit(comm, &d->train, &d->about.image, &d->norm, err));
     free(chosen);
     return 0;

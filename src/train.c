@@ -25,11 +25,13 @@ static void begin_epoch(struct run *run, int epoch, long first_step)
     for (int i = 0; i < run->shards->local_units; i++) {
         struct unit *u = &run->units[i];
         uint64_t id = (uint64_t)u->id;
-        for (size_t k = 0; k < u->samples.count; k++)
-            u->order[k] = (uint32_t)k;
-        struct rng shuffle;
-        rng_seed(&shuffle, o->seed, RNG_SHUFFLE, (uint64_t)epoch, id);
-        rng_shuffle(&shuffle, u->order, u->samples.count);
+        if (!run->stream) { /* a stream keeps its own order (stream.h) */
+            for (size_t k = 0; k < u->samples.count; k++)
+                u->order[k] = (uint32_t)k;
+            struct rng shuffle;
+            rng_seed(&shuffle, o->seed, RNG_SHUFFLE, (uint64_t)epoch, id);
+            rng_shuffle(&shuffle, u->order, u->samples.count);
+        }
         if (first_step == 0) {
             rng_seed(&u->dropout, o->seed, RNG_DROPOUT, (uint64_t)epoch, id);
             rng_seed(&u->augment, o->seed, RNG_AUGMENT, (uint64_t)epoch, id);

@@ -23,11 +23,12 @@
 #include <stdint.h>
 
 #define CHECKPOINT_FORMAT "dptrain-checkpoint"
-#define CHECKPOINT_VERSION 10 /* 2: adds tta; 3: checksums of every array and attribute, data identity;
+#define CHECKPOINT_VERSION 11 /* 2: adds tta; 3: checksums of every array and attribute, data identity;
                                 4: compress and the error-feedback residuals; 5: deterministic, units;
                                 6: PowerSGD's Q; 7: erase; 8: augment_shift, tta_shift, best_buffers;
                                 9: the file's seal (seal.h), required; 10: the data's image shape and
-                                classes, flip, the normalisation per channel (arrays norm_mean, norm_std) */
+                                classes, flip, the normalisation per channel (arrays norm_mean, norm_std);
+                                11: memory_budget */
 
 struct checkpoint {
     /* configuration: what must match for a resume */
@@ -36,6 +37,8 @@ struct checkpoint {
     int flip;                                 /* training and test views mirrored (--flip, or the data's) */
     int deterministic;                        /* --deterministic: rows are the virtual shards */
     int units;                                /* rows of the per-unit arrays: ranks, or virtual shards */
+    int memory_budget;                        /* --memory-budget MB, 0 = held: with the ranks, what a resumed
+                                                 epoch's data order depends on (stream.h) */
     uint64_t seed;
     double lr, momentum, weight_decay, warmup, dropout, label_smoothing, erase;
     /* position: `epoch` epochs are complete, and `step` steps of the next one */

@@ -74,6 +74,8 @@ struct config {
     /* execution */
     int deterministic;                /* the same bits on any rank count: virtual shards, exact sums (train.h) */
     int threads;                      /* 0: chosen from the node (1 with --deterministic) */
+    int memory_budget;                /* MB of training images a rank holds, streamed from the file (stream.h);
+                                         0 = its whole shard in memory */
     double bucket_mb;                 /* gradient allreduce buckets; 0 = one fused allreduce */
     struct compression compress;      /* the gradient on the wire */
     int shard_optimizer;              /* reduce-scatter, each rank updates its slice, allgather (reducer.h) */
@@ -101,7 +103,7 @@ int config_compress_parse(const char *text, struct compression *c);
 enum option {
     OPTION_DATA, OPTION_OUT, OPTION_CHECKPOINT, OPTION_TRACE, OPTION_SOURCE, OPTION_MODEL, OPTION_RESUME,
     OPTION_BATCH, OPTION_TTA, OPTION_STALL_TIMEOUT, OPTION_DETERMINISTIC, OPTION_OVERWRITE, OPTION_FLIP,
-    OPTION_PCA
+    OPTION_PCA, OPTION_MEMORY_BUDGET
 };
 
 /* The settings a run must keep to be resumed from its checkpoint, in the order they are compared.

@@ -55,12 +55,19 @@ struct split {
 
 struct comm; /* comm.h: the readers are collective */
 
+/* Where the bytes of /train/images and /train/labels are in the file, for --memory-budget's
+ * plain reads (stream.h). */
+struct data_location {
+    long long images_at, labels_at;
+};
+
 /* What one rank reads of the data file: its block of the training set and, on rank 0, the whole
  * test set (an empty split elsewhere); the training set's size over all ranks. */
 struct dataset_part {
     struct split train, test;
     size_t train_total;
     struct data_description about;
+    struct data_location train_at; /* dataset_read_to_stream only */
 };
 
 /* What a checkpoint remembers of the data it was trained on: the sizes and CRC-32s of the four
@@ -72,9 +79,18 @@ struct data_identity {
     uint32_t train_images, train_labels, test_images, test_labels;
 };
 
+/* CRC-32s of one rank's block of the training arrays (images, labels) and its rows, for
+ * dataset_identify when the block is streamed rather than held. */
+struct block_crcs {
+    uint32_t images, labels;
+    size_t rows;
+};
+
 /* Collective: the identity of the data that dataset_read returned (before any hold-out). Each
- * rank checksums its block; the blocks' CRCs are combined in file order. */
-int dataset_identify(const struct comm *comm, const struct dataset_part *part, struct data_identity *id, char *err);
+ * rank checksums its block (or gives its streamed block's CRCs in `streamed`; NULL otherwise);
+ * the blocks' CRCs are combined in file order. */
+int dataset_identify(const struct comm *comm, const struct dataset_part *part, const struct block_crcs *streamed,
+                     struct data_identity *id, char *err);
 
 /* The data file must be a readable regular file (files_check_input; `label` names it in the
  * message); a missing one gets the hint to make it with 'dptrain convert'. */
@@ -86,6 +102,13 @@ int dataset_check_file(const char *path, const char *label, char *err);
  * (its shape and classes, dataset.h's schema) and every label is checked to be below K. On error every rank returns
  * -1, with the same message; no rank is left waiting. */
 int dataset_read(const struct comm *comm, const char *path, int shards, struct dataset_part *part, char *err);
+
+/* dataset_read for --memory-budget: the same checks and the test set, but the rank's block of
+ * the training set is only placed (train.first and train.count; no images or labels in memory,
+ * their labels unchecked) and located (train_at). Both training arrays must be stored
+ * contiguous, HDF5's default and what convert writes: a chunked, compact or external one is
+ * refused with the h5repack command that makes a contiguous copy. */
+int dataset_read_to_stream(const struct comm *comm, const char *path, struct dataset_part *part, char *err);
 
 void split_free(struct split *s);
 void dataset_part_free(struct dataset_part *part);

@@ -43,6 +43,18 @@ struct features {
     struct normaliser norm;
 };
 
+/* The exact integer sums behind the normalisation, added block by block where a shard is streamed
+ * (stream.h) rather than held. */
+struct normaliser_sums {
+    uint64_t sum[DATASET_MAX_CHANNELS], squares[DATASET_MAX_CHANNELS];
+    uint64_t pixels;              /* per channel */
+};
+/* Add `values` pixel values laid out [..][channels]. */
+void normaliser_add(struct normaliser_sums *s, const uint8_t *values, size_t count, int channels);
+/* Collective: the normalisation from every rank's sums. */
+int normaliser_agree(const struct comm *comm, const struct normaliser_sums *s, int channels, struct normaliser *norm,
+                     char *err);
+
 /* Collective: mean and std of pixel/255 of each channel over every rank's images of `shape`. */
 int normaliser_fit(const struct comm *comm, const struct split *samples, const struct image_shape *shape,
                    struct normaliser *norm, char *err);

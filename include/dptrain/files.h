@@ -38,6 +38,11 @@ int files_write(const char *final_path, const void *data, size_t size, char *err
  * tests' window to kill a writer in the middle of a write (DPTRAIN_FAULT=hold). */
 int files_write_held(const char *final_path, const void *data, size_t size, double hold_seconds, char *err);
 
+/* Exactly size bytes of the open file fd from byte offset on (reads resumed after signals and
+ * short reads). A file that ends before them is "PATH: the file ends before byte N (it was
+ * truncated or changed)". Safe from any thread: no state beyond fd. */
+int files_read_at(int fd, void *data, size_t size, long long offset, const char *path, char *err);
+
 /* An advisory lock on an output for a run's life, so that two runs given the same --out or
  * --checkpoint cannot both report success while one silently loses: the lock file PATH.lock
  * (an open file description lock, released by the kernel when the holder dies however it

@@ -15,6 +15,8 @@ enum rng_purpose {
     RNG_AUGMENT = 4,
     RNG_VALIDATION = 5,
     RNG_POWERSGD = 6,
+    RNG_CHUNKS = 7,  /* --memory-budget: an epoch's order of a rank's chunks (stream.h) */
+    RNG_WINDOW = 8,  /* and the order within one window */
 };
 
 struct rng {

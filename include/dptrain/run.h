@@ -18,6 +18,7 @@
 #include "dptrain/rng.h"
 #include "dptrain/shards.h"
 #include "dptrain/stragglers.h"
+#include "dptrain/stream.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -72,12 +73,17 @@ struct run {
     long start_step;
     double resumed_epoch_seconds;
     int resumed_ranks;            /* the checkpoint's rank count on a resume, else 0 */
+    int resumed_budget;           /* and its --memory-budget (0: held in memory) */
     struct fault fault;
     int stop_signal;              /* the signal the ranks agreed to stop for */
     double started;               /* timer_now() when the run began: --max-time counts from here */
     struct rank_seconds counted;  /* this rank's step seconds up to the last epoch's end */
     struct straggler_watch stragglers; /* rank 0 */
     struct file_writer *checkpoint_writer; /* rank 0, --checkpoint without --checkpoint-sync (writer.h) */
+    /* --memory-budget: the rank's training rows streamed from the file; the unit's samples are then
+     * the step's staging rows, filled from the stream in order (its order the identity) */
+    struct stream *stream;
+    struct split staging;
 };
 
 /* Collective: build the model (inputs of `pca`'s size, or raw pixels), optimizer, units, inputs

@@ -8,6 +8,7 @@
 #include "dptrain/comm.h"
 #include "dptrain/dataset.h"
 #include "dptrain/features.h"
+#include "dptrain/stream.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -22,6 +23,7 @@ struct shard_plan {
     int validation;
     uint64_t seed;
     int virtual_shards;          /* 0: one unit per rank, its block; else this many, whole ones per rank */
+    size_t memory_budget;        /* bytes: stream the training rows (stream.h) within it; 0: hold them */
 };
 
 struct shards {
@@ -41,10 +43,17 @@ struct shards {
     struct normaliser norm;
     struct data_identity identity; /* of the file's arrays, for checkpoints */
     struct data_description about; /* what the file says of itself: shape, classes, names */
+    /* --memory-budget: train holds no samples (its count is the rank's kept rows); they are here in
+     * the file, streamed by the run (stream.h) */
+    int streamed;
+    struct stream_source stream;
+    uint8_t *held;               /* [stream.count]: the rows held out for validation, or NULL */
 };
 
 /* Collective: read the data file, hold out `validation` training images chosen by the seed
- * (the same for every rank count), share the evaluation sets and fit the normalisation. */
+ * (the same for every rank count), share the evaluation sets and fit the normalisation. With a
+ * memory budget the training rows are read once, a window at a time (checksums, labels,
+ * normalisation, hold-out), and left in the file. */
 int shards_load(const struct comm *comm, const struct shard_plan *plan, struct shards *d, char *err);
 void shards_free(struct shards *d);
 

@@ -256,12 +256,15 @@ SLOW_RANK = re.compile(r"dptrain: a slow rank: rank 1 on node2 computed (\d+\.\d
 
 def straggler(env):
     """A host whose rank computes slower (DPTRAIN_FAULT=lag: each of its steps 10 ms longer) is named once,
-    with what it costs the others, and the per-rank timing table shows it."""
+    with what it costs the others, and the per-rank timing table shows it. The training rows are
+    streamed from the file on both hosts (--memory-budget), which the run line says."""
     out = f"{work}/straggler.h5"
-    job = start_across(2, ["train", "--data", DATA, "--out", out, "--model", "mlp", "--epochs", "3", "--no-tta"], env,
-                       {"DPTRAIN_FAULT": "lag@1"})
+    job = start_across(2, ["train", "--data", DATA, "--out", out, "--model", "mlp", "--epochs", "3", "--no-tta",
+                           "--memory-budget", "8"], env, {"DPTRAIN_FAULT": "lag@1"})
     stdout, stderr = job.communicate(timeout=300)
     check(job.returncode == 0, f"the run with a slow rank failed: exit {job.returncode}: {stderr[-1500:]}")
+    check("training data streamed from the file within --memory-budget 8 MB" in stdout,
+          f"the run across hosts was not streamed: {stdout[:1500]}")
     named = [line for line in stdout.splitlines() if "a slow rank" in line]
     check(len(named) == 1 and SLOW_RANK.fullmatch(named[0]), f"the slow rank's line: {named}")
     with h5py.File(out, "r") as f:

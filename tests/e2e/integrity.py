@@ -20,7 +20,7 @@ must_succeed(run(BASE + ["--checkpoint", ckpt, "--out", out], ranks=2))
 # i(nteger, stored as int64), d(ouble) or f(loat, stored as double, held as float).
 FIELDS = [("model", "s"), ("optimizer", "s"), ("schedule", "s"), ("name", "s"), ("compress", "s"),
           ("pca_components", "i"), ("global_batch", "i"), ("ranks", "i"), ("units", "i"),
-          ("deterministic", "i"), ("epochs", "i"),
+          ("deterministic", "i"), ("memory_budget", "i"), ("epochs", "i"),
           ("validation", "i"), ("augment", "i"), ("augment_shift", "i"), ("tta", "i"), ("tta_shift", "i"), ("flip", "i"), ("seed", "i"), ("epoch", "i"),
           ("step", "i"), ("opt_step", "i"), ("best_epoch", "i"), ("param_count", "i"),
           ("buffer_count", "i"), ("powersgd_q_count", "i"), ("lr", "d"), ("momentum", "d"), ("weight_decay", "d"), ("warmup", "d"),
@@ -113,11 +113,12 @@ cases = [
     (variant("epoch_signed", set_attr("epoch", 7), sign=True), "epoch 7 of 2"),
     (variant("ranks_signed", set_attr("ranks", 0), sign=True), "ranks = 0"),
     (variant("units_signed", set_attr("deterministic", 2), sign=True), "units = 2, deterministic = 2"),
+    (variant("budget_signed", set_attr("memory_budget", -8), sign=True), "memory_budget = -8"),
     (variant("tta_shift_signed", set_attr("tta_shift", 3), sign=True), "tta_shift 3"),
     (variant("augment_shift_signed", set_attr("augment_shift", 5), sign=True), "augment_shift 5"),
     (variant("zero_rng_augment", zero_stream("rng_augment")), "random stream has the all-zero state"),
     (variant("zero_rng_dropout", zero_stream("rng_dropout")), "random stream has the all-zero state"),
-    (variant("old_format", set_attr("format_version", 2)), "checkpoint format version 2, this dptrain reads version 10"),
+    (variant("old_format", set_attr("format_version", 2)), "checkpoint format version 2, this dptrain reads version 11"),
 ]
 for path, fragment in cases:
     before = open(path, "rb").read()

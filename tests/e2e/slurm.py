@@ -65,9 +65,10 @@ try:
     with h5py.File(DATA, "r") as f:
         labels = f["test/labels"][:]
 
-    # 1. A short training through sbatch --wait.
+    # 1. A short training through sbatch --wait, its training rows streamed from the file
+    #    (--memory-budget: each task reads its own rows with plain reads).
     start = time.time()
-    r = submit("--model mlp --epochs 2 --quiet", wait=True)
+    r = submit("--model mlp --epochs 2 --quiet --memory-budget 8", wait=True)
     job = r.stdout.strip().split(";")[0]
     print(f"job {job}: sbatch --wait returned {r.returncode} after {time.time() - start:.0f} s")
     check(r.returncode == 0, f"job {job} failed: {r.stderr}")
@@ -76,6 +77,9 @@ try:
     check_results(f"{results}/job-{job}/results.h5", labels, runs=["raw"])
     with h5py.File(f"{results}/job-{job}/results.h5", "r") as f:
         check(f.attrs["ranks"] == 2, "the job ran on $SLURM_NTASKS = 2 ranks")
+        command = f.attrs["command"]
+        command = command.decode() if isinstance(command, bytes) else command
+        check("--memory-budget 8" in command, f"the job's run was not streamed: {command}")
 
     # 2. Requeue in the middle: SIGTERM reaches the ranks, they checkpoint, the job comes back
     #    with SLURM_RESTART_COUNT=1, on one task instead of two, and resumes on 1 rank.
