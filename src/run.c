@@ -1,12 +1,10 @@
 #include "dptrain/run.h"
 
 #include "dptrain/check.h"
-#include "dptrain/cli.h"
 #include "dptrain/writer.h"
 #include "dptrain/tensor.h"
 
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -94,12 +92,7 @@ static int open_stream(struct run *run, char *err)
     run->staging = (struct split){share, bytes, 0, NULL, NULL};
     CHECK_PTR(run->staging.images = malloc(share * bytes + 1), "cannot allocate the stream's staging rows");
     CHECK_PTR(run->staging.labels = malloc(share + 1), "cannot allocate the stream's staging rows");
-    if (stream_plan((size_t)run->config->memory_budget << 20, bytes, share, &g, err) != 0) {
-        char flag[64];
-        snprintf(flag, sizeof flag, "%s %d", cli_flag(OPTION_MEMORY_BUDGET), run->config->memory_budget);
-        err_prefix(err, flag);
-        goto fail;
-    }
+    CHECK_DP(shards_stream_plan((size_t)run->config->memory_budget << 20, bytes, share, &g, err));
     CHECK_DP(stream_open(&run->stream, &(struct stream_start){&d->stream, g, run->config->seed,
                                                               (uint64_t)run->comm->rank}, err));
     for (size_t k = 0; k < share; k++)

@@ -207,6 +207,17 @@ fail:
 
 /* ---- --memory-budget: the training rows read once, a window at a time, and left in the file ---- */
 
+int shards_stream_plan(size_t budget_bytes, size_t image_bytes, size_t staging_rows, struct stream_geometry *g,
+                       char *err)
+{
+    if (stream_plan(budget_bytes, image_bytes, staging_rows, g, err) == 0)
+        return 0;
+    char flag[64];
+    snprintf(flag, sizeof flag, "%s %zu", cli_flag(OPTION_MEMORY_BUDGET), budget_bytes >> 20);
+    err_prefix(err, flag);
+    return -1;
+}
+
 /* What the pass over a rank's rows gathers. */
 struct scan {
     struct shards *d;
@@ -259,12 +270,7 @@ static int scan_stream(const struct comm *comm, const struct shard_plan *plan, c
                                        d->held, d->about.classes};
     if (plan->validation > 0)
         CHECK_DP(allocate_held(comm, d, held, plan->validation, &s->mine, err));
-    ok = stream_plan(plan->memory_budget, bytes, 1, &g, err) == 0;
-    if (!ok) {
-        char flag[64];
-        snprintf(flag, sizeof flag, "%s %zu", cli_flag(OPTION_MEMORY_BUDGET), plan->memory_budget >> 20);
-        err_prefix(err, flag);
-    }
+    ok = shards_stream_plan(plan->memory_budget, bytes, 1, &g, err) == 0;
     ok = ok && stream_scan(&d->stream, &g, &(struct stream_visit){scan_rows, s}, err) == 0;
     CHECK_DP(comm_agree(comm, ok, err));
     d->train.count = count - held;

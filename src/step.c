@@ -43,13 +43,12 @@ int step_batch_gradient(struct model *model, struct reducer *reducer, const stru
 
 /* --memory-budget: the share's samples from the stream into the staging rows, which the unit's
  * samples are; a failed read ends every rank (the others wait in the step's allreduce). */
-static size_t stream_in(struct run *run, int epoch, size_t first, int n)
+static void stream_in(struct run *run, int epoch, size_t first, int n)
 {
     char err[DP_ERR_LEN];
     struct stream_take t = {epoch, first, (size_t)n, run->staging.images, run->staging.labels};
     if (stream_take(run->stream, &t, err) != 0)
         comm_abort(run->comm, err);
-    return 0; /* the staging rows start at the share's first sample */
 }
 
 /* A unit's share of the step, into the model's input (with the injected NaN, if any, in the
@@ -60,8 +59,10 @@ static struct batch load_batch(struct run *run, struct unit *u, int epoch, long 
     struct batch b = {run->batch_labels, 0, shards_step_total(run->shards, run->steps, step),
                       (float)run->config->label_smoothing, &u->dropout};
     shards_step_share(run->shards->unit_counts[u->id], run->steps, step, &first, &b.n);
-    if (run->stream)
-        first = stream_in(run, epoch, first, b.n);
+    if (run->stream) {
+        stream_in(run, epoch, first, b.n);
+        first = 0; /* the share now fills the staging rows from their first */
+    }
     struct augmentation augment = {&u->augment, run->config->erase, run->config->augment_shift, run->config->flip};
     features_gather(&u->samples, u->order + first, b.n, model_input(run->model), run->batch_labels,
                     run->config->augment ? &augment : NULL);

@@ -57,6 +57,10 @@ struct shards {
 int shards_load(const struct comm *comm, const struct shard_plan *plan, struct shards *d, char *err);
 void shards_free(struct shards *d);
 
+/* stream_plan for a memory budget of budget_bytes, its refusal naming --memory-budget. */
+int shards_stream_plan(size_t budget_bytes, size_t image_bytes, size_t staging_rows, struct stream_geometry *g,
+                       char *err);
+
 long shards_steps_per_epoch(const struct shards *d, int batch);
 /* Largest share any unit takes in any step: the model's batch capacity. */
 int shards_largest_share(const struct shards *d, long steps);
