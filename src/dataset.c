@@ -356,7 +356,7 @@ fail:
     return -1;
 }
 
-static int check_labels(const struct split *s, int classes, const char *group, const char *path, char *err)
+int dataset_check_labels(const struct split *s, int classes, const char *group, const char *path, char *err)
 {
     for (size_t i = 0; s->labels && i < s->count; i++)
         if (s->labels[i] >= classes)
@@ -450,8 +450,8 @@ static int read_checked(const struct comm *comm, const char *path, int shards, i
         return -1;
     ok = read_collective(comm, path, shards, stream, part, err) == 0;
     int classes = part->about.classes;
-    ok = ok && check_labels(&part->train, classes, "train", path, err) == 0 &&
-         check_labels(&part->test, classes, "test", path, err) == 0;
+    ok = ok && dataset_check_labels(&part->train, classes, "train", path, err) == 0 &&
+         dataset_check_labels(&part->test, classes, "test", path, err) == 0;
     /* Failures before the collective reads are the same on every rank (same file, same
      * metadata); label errors are local. comm_agree hands the first failing rank's message
      * to every rank, so the caller prints it once. */

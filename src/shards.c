@@ -234,10 +234,9 @@ static int scan_rows(void *context, const uint8_t *images, const uint8_t *labels
     size_t bytes = src->image_bytes;
     s->crcs.images = (uint32_t)crc32_z(s->crcs.images, images, rows * bytes);
     s->crcs.labels = (uint32_t)crc32_z(s->crcs.labels, labels, rows);
+    struct split piece = {rows, bytes, src->first + index, (uint8_t *)images, (uint8_t *)labels};
+    CHECK_DP(dataset_check_labels(&piece, src->classes, "train", src->path, err));
     for (size_t i = 0; i < rows; i++) {
-        if (labels[i] >= src->classes)
-            FAIL("%s: /train/labels[%zu] = %u, but class_names names %d classes (labels 0..%d)", src->path,
-                 src->first + index + i, labels[i], src->classes, src->classes - 1);
         if (src->held && src->held[index + i]) {
             memcpy(s->mine.images + s->mine.count * bytes, images + i * bytes, bytes);
             s->mine.labels[s->mine.count++] = labels[i];

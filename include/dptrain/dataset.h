@@ -110,6 +110,10 @@ int dataset_read(const struct comm *comm, const char *path, int shards, struct d
  * refused with the h5repack command that makes a contiguous copy. */
 int dataset_read_to_stream(const struct comm *comm, const char *path, struct dataset_part *part, char *err);
 
+/* Every label of s (rows s->first on of /GROUP/labels) below `classes`, or the first that is not,
+ * named with its row; a split without labels in memory (a streamed block) passes. */
+int dataset_check_labels(const struct split *s, int classes, const char *group, const char *path, char *err);
+
 void split_free(struct split *s);
 void dataset_part_free(struct dataset_part *part);
 
