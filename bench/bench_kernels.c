@@ -2,10 +2,12 @@
  * figures they are compared with.
  *
  *   bench_kernels sgemm                 single-core cblas_sgemm peak (GFLOP/s), square 1024..2048
- *   mpiexec -n 2 bench_kernels allreduce|iallreduce|rsag N
+ *   mpiexec -n 2 bench_kernels allreduce|iallreduce|rsag N [REPS]
  *                                        median seconds of one sum of N floats over the ranks, by
  *                                        MPI_Allreduce, MPI_Iallreduce + MPI_Wait, or
- *                                        MPI_Reduce_scatter + MPI_Allgatherv
+ *                                        MPI_Reduce_scatter + MPI_Allgatherv, over REPS sums
+ *                                        (300; fewer for large sums on slow links) after
+ *                                        min(REPS, 20) untimed
  *
  * Prints "name value" lines; exits non-zero with one line on stderr on any failure. */
 #include "dptrain/check.h"
@@ -80,10 +82,32 @@ static int sum_once(const char *method, float *data, long count, int *counts, in
     return MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, counts, displs, MPI_FLOAT, MPI_COMM_WORLD);
 }
 
-static int allreduce_time(const char *method, long count)
+/* Small integers: every sum is exact in float whatever the order, so a collective that loses,
+ * repeats or misplaces a block (as a broken algorithm or component would) is caught. */
+static void fill_addends(float *data, long count, int rank)
+{
+    for (long i = 0; i < count; i++)
+        data[i] = (float)(rank + 1 + i % 5);
+}
+
+static float expected_sum(long i, int size)
+{
+    return (float)(size * (size + 1) / 2 + size * (i % 5));
+}
+
+/* The first element that is not the sum over the ranks, or -1. */
+static long sum_wrong(const float *data, long count, int size)
+{
+    for (long i = 0; i < count; i++)
+        if (data[i] != expected_sum(i, size))
+            return i;
+    return -1;
+}
+
+static int allreduce_time(const char *method, long count, int reps)
 {
     char err[DP_ERR_LEN];
-    int rank = 0, reps = 300;
+    int rank = 0;
     double *times = malloc(sizeof(double) * (size_t)reps);
     float *data = tensor_alloc((size_t)count);
     CHECK_PTR(times, "cannot allocate");
@@ -94,11 +118,13 @@ static int allreduce_time(const char *method, long count)
     int counts[256], displs[256];
     if (size > 256)
         FAIL("at most 256 ranks");
+    fill_addends(data, count, rank);
     for (int r = 0; r < size; r++) {
         displs[r] = (int)(count * r / size);
         counts[r] = (int)(count * (r + 1) / size) - displs[r];
     }
-    for (int rep = -20; rep < reps; rep++) {
+    int warm = reps < 20 ? reps : 20; /* the first sums set up connections and buffers */
+    for (int rep = -warm; rep < reps; rep++) {
         CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD), "barrier failed");
         double start = MPI_Wtime();
         CHECK_MPI(sum_once(method, data, count, counts, displs), "%s failed", method);
@@ -106,7 +132,11 @@ static int allreduce_time(const char *method, long count)
         CHECK_MPI(MPI_Allreduce(&seconds, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD), "allreduce failed");
         if (rep >= 0)
             times[rep] = slowest;
-        memset(data, 0, (size_t)count * sizeof(float)); /* keep the sums finite */
+        long wrong = sum_wrong(data, count, size);
+        if (wrong >= 0)
+            FAIL("%s of %ld floats on %d ranks: element %ld is %g, not the sum %g", method, count, size, wrong,
+                 (double)data[wrong], (double)expected_sum(wrong, size));
+        fill_addends(data, count, rank);
     }
     qsort(times, (size_t)reps, sizeof *times, compare_doubles);
     if (rank == 0)
@@ -170,11 +200,13 @@ int main(int argc, char **argv)
         status = sgemm_peak();
     else if (argc == 2 && strcmp(argv[1], "gemm-rows") == 0)
         status = gemm_rows();
-    else if (argc == 3 && (strcmp(argv[1], "allreduce") == 0 || strcmp(argv[1], "iallreduce") == 0 ||
-                           strcmp(argv[1], "rsag") == 0) && atol(argv[2]) > 0)
-        status = allreduce_time(argv[1], atol(argv[2]));
+    else if ((argc == 3 || argc == 4) &&
+             (strcmp(argv[1], "allreduce") == 0 || strcmp(argv[1], "iallreduce") == 0 ||
+              strcmp(argv[1], "rsag") == 0) &&
+             atol(argv[2]) > 0 && (argc == 3 || (atoi(argv[3]) >= 1 && atoi(argv[3]) <= 100000)))
+        status = allreduce_time(argv[1], atol(argv[2]), argc == 4 ? atoi(argv[3]) : 300);
     else
-        fprintf(stderr, "usage: bench_kernels sgemm | gemm-rows | allreduce|iallreduce|rsag FLOATS\n");
+        fprintf(stderr, "usage: bench_kernels sgemm | gemm-rows | allreduce|iallreduce|rsag FLOATS [REPS 1..100000]\n");
     MPI_Finalize();
     return status;
 }
