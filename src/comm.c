@@ -10,6 +10,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Runs of consecutive ranks on one node: the hosts when ranks are numbered host by host. A flat
+ * allreduce (a ring) passes each block to the next rank, so ranks numbered in turn over the hosts
+ * send every step's blocks between hosts. Each rank names its node by its lowest world rank. */
+static int count_host_runs(struct comm *comm, MPI_Comm node, char *err)
+{
+    int leader = comm->rank, *leaders = NULL;
+    CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &leader, 1, MPI_INT, MPI_MIN, node), "rank %d: cannot name this node",
+              comm->rank);
+    CHECK_PTR(leaders = malloc(sizeof *leaders * (size_t)comm->size), "cannot allocate %d node names", comm->size);
+    CHECK_MPI(MPI_Allgather(&leader, 1, MPI_INT, leaders, 1, MPI_INT, comm_mpi_world(comm)),
+              "rank %d: cannot gather the node names", comm->rank);
+    comm->host_runs = 1;
+    for (int r = 1; r < comm->size; r++)
+        comm->host_runs += leaders[r] != leaders[r - 1];
+    free(leaders);
+    return 0;
+fail:
+    free(leaders);
+    return -1;
+}
+
 /* The ranks that share memory with this one form its node; the hosts are the nodes' first ranks. */
 static int find_hosts(struct comm *comm, char *err)
 {
@@ -19,6 +40,7 @@ static int find_hosts(struct comm *comm, char *err)
               "rank %d: cannot find the ranks that share this node", comm->rank);
     CHECK_MPI(MPI_Comm_size(node, &comm->node_ranks), "rank %d: MPI_Comm_size failed", comm->rank);
     CHECK_MPI(MPI_Comm_rank(node, &node_rank), "rank %d: MPI_Comm_rank failed", comm->rank);
+    CHECK_DP(count_host_runs(comm, node, err));
     CHECK_MPI(MPI_Comm_free(&node), "rank %d: MPI_Comm_free failed", comm->rank);
     first = node_rank == 0;
     CHECK_MPI(MPI_Allreduce(&first, &comm->hosts, 1, MPI_INT, MPI_SUM, comm_mpi_world(comm)),

@@ -27,6 +27,17 @@ static void announce_data(const struct run *run)
                stream_window_images(run->stream));
 }
 
+/* Ranks numbered in turn over the hosts cost a flat allreduce its speed (docs/cluster.md
+ * measures it); nothing to say when they are numbered host by host. */
+static void announce_rank_order(const struct comm *comm)
+{
+    if (comm->host_runs > comm->hosts)
+        printf("rank order: the %d ranks are numbered in turn over the %d hosts (%d runs of consecutive ranks "
+               "on one host, not %d), so the gradient's ring allreduce crosses between hosts at every step; "
+               "number them host by host (mpirun --map-by node --rank-by slot): docs/cluster.md#rank-order\n",
+               comm->size, comm->hosts, comm->host_runs, comm->hosts);
+}
+
 void console_announce(const struct run *run)
 {
     const struct config *o = run->config;
@@ -42,6 +53,7 @@ void console_announce(const struct run *run)
     printf(", %d rank%s on %d host%s (%d BLAS thread%s each), global batch %d, %zu training samples\n",
            run->comm->size, run->comm->size == 1 ? "" : "s", run->comm->hosts, run->comm->hosts == 1 ? "" : "s",
            threads, threads == 1 ? "" : "s", o->batch, run->shards->train_total);
+    announce_rank_order(run->comm);
     announce_data(run);
     char kernels[KERNELS_DESCRIPTION_LENGTH];
     kernels_describe(kernels, sizeof kernels);

@@ -19,6 +19,9 @@ struct comm {
     int size;
     int hosts;      /* nodes the ranks run on (as MPI sees them: ranks that share memory) */
     int node_ranks; /* ranks on this rank's node */
+    int host_runs;  /* runs of consecutive ranks on one node: hosts when the ranks are numbered host
+                       by host, up to size when numbered in turn over the hosts (mpirun --map-by
+                       node), which sends every step of a ring allreduce between hosts */
     struct watchdog *watchdog; /* the stall watchdog, NULL when off (watchdog.h) */
     struct watch_channel *watch_channel; /* its messages' communicator and requests (comm.c) */
 };
