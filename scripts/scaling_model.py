@@ -2,6 +2,9 @@
 """The scaling model of scripts/scaling.sh: fit, check, predict, draw.
 
 usage: scripts/scaling_model.py FIGURES PNG
+       scripts/scaling_model.py --collectives FIGURES   (scripts/collectives-bench.sh's figures: the
+       terms inside and between hosts with several ranks a host, checked against the measured
+       sums; see flat_ring and hierarchical below and docs/scaling.md#hosts-with-several-ranks)
 
 FIGURES holds what scaling.sh measured (one figure a line). The model is fitted from the
 micro-measurements only -- the allreduce of 1 float and of a large buffer on 2 to 4 ranks of each
@@ -38,6 +41,7 @@ measured between namespaces here unless SCALING_LATENCY_US gives a real network'
 """
 import math
 import os
+import re
 import sys
 
 COLORS = {"shm": "tab:green", "tcp": "tab:blue", "10gbit": "tab:orange", "1gbit": "tab:red"}
@@ -334,9 +338,149 @@ def draw(figures, model, path):
     os.replace(temporary, path)
 
 
+COLLECTIVES = {"tuned": "tuned (default)", "tuned-ring": "tuned, ring", "han": "han", "han-1seg": "han, 1 segment"}
+
+
+def read_collectives(path):
+    """collectives-bench.sh's figures: 2-rank references, the sums and the training steps."""
+    figures = {"ref": {}, "coll": {}, "step": {}}
+    try:
+        lines = open(path).read().splitlines()
+    except OSError as e:
+        fail(f"{path}: {e.strerror}")
+    for number, line in enumerate(lines, 1):
+        f = line.split()
+        try:
+            value = None if f[-1] == "crash" or f[0] in ("kernels", "openmpi") else float(f[-1])
+            if f[0] in ("cores", "hosts", "per_host"):
+                figures[f[0]] = int(f[1])
+            elif f[0] in ("kernels", "openmpi"):
+                figures[f[0]] = " ".join(f[1:])
+            elif f[0] == "ref" and value is not None:
+                figures["ref"][(f[1], f[2], int(f[3]))] = value
+            elif f[0] == "coll":
+                figures["coll"][(f[1], f[2], f[3], int(f[4]))] = value
+            elif f[0] == "step":
+                figures["step"][(f[1], f[2], f[3])] = None if value is None else value / 1e3
+            else:
+                raise ValueError(f[0])
+        except (IndexError, ValueError):
+            fail(f"{path}:{number}: not a collectives-bench.sh figure: {line!r}")
+    for key in ("cores", "hosts", "per_host"):
+        if key not in figures:
+            fail(f"{path}: no '{key}' line")
+    return figures
+
+
+def two_rank_link(figures, link, where):
+    """alpha and beta of one link from its 2-rank sums (1 float: latency; the large one: the rest)."""
+    sizes = sorted(n for (l, w, n) in figures["ref"] if l == link and w == where)
+    if len(sizes) != 2:
+        fail(f"no 2-rank reference sums for {where} at {link}")
+    small, large = (figures["ref"][(link, where, n)] for n in sizes)
+    return {"alpha": small / 2, "beta": max(large - small, 0.0) / (4 * sizes[1])}
+
+
+def links_of(figures, link):
+    """Shared memory, the link between hosts, and what a byte between hosts costs the cores. At
+    full speed the link is the 2-rank sum's. A tbf-shaped link carries its rate: one pair of ranks
+    does not fill it (1 Gbit/s moved 82 MB/s between 2 ranks here), the flows of more ranks do.
+    Between namespaces a byte over TCP is copied by the same cores that compute (full speed's
+    2-rank sum is that cost)."""
+    shm, net = two_rank_link(figures, "full", "shm"), two_rank_link(figures, link, "hosts")
+    copy = two_rank_link(figures, "full", "hosts")["beta"]
+    rate = re.fullmatch(r"(\d+)(g|m)bit", link)
+    if rate:
+        net["beta"] = 8 / (int(rate.group(1)) * (1e9 if rate.group(2) == "g" else 1e6))
+    return shm, net, copy
+
+
+def flat_ring(figures, nbytes, order, links):
+    """The ring over all N = H p ranks: 2 (N - 1) steps, each moving n / N bytes on every edge at
+    once. Its slowest part sets the pace: a host's link carries c edges in each direction (block
+    order: c = 1, the edge to the next host; round-robin: every edge leaves its host, c = p); an
+    edge inside a host runs at shared memory's speed; and the cores copy every edge's bytes (the
+    hosts here share this machine's cores)."""
+    hosts, per_host, cores = figures["hosts"], figures["per_host"], figures["cores"]
+    shm, net, copy = links
+    ranks = hosts * per_host
+    crossing = 1 if order == "block" else per_host
+    chunk = nbytes / ranks
+    cpu = (hosts * crossing * copy + (ranks - hosts * crossing) * shm["beta"]) / cores
+    return 2 * (ranks - 1) * (net["alpha"] + chunk * max(crossing * net["beta"], shm["beta"], cpu))
+
+
+def hierarchical(figures, nbytes, links):
+    """coll/han's allreduce in one segment: a reduce inside each host to its leader (ceil(log2 p)
+    steps of n bytes over shared memory), a reduce and then a broadcast among the H leaders (n
+    bytes one way, then n bytes back: the link is used in one direction at a time), and the
+    broadcast back inside each host; the stages do not overlap."""
+    shm, net, _ = links
+    inside = math.ceil(math.log2(figures["per_host"])) * (shm["alpha"] + nbytes * shm["beta"])
+    between = math.ceil(math.log2(figures["hosts"])) * net["alpha"] + nbytes * net["beta"]
+    return 2 * inside + 2 * between
+
+
+def collective_model(figures, link, order, collective, floats):
+    links = links_of(figures, link)
+    if collective == "tuned-ring":
+        return flat_ring(figures, 4 * floats, order, links)
+    if collective == "han-1seg":
+        return hierarchical(figures, 4 * floats, links)
+    return None
+
+
+def cell(seconds, scale, width):
+    return f"{'crash':>{width}}" if seconds is None else f"{seconds * scale:{width}.{1 if scale > 1e3 else 2}f}"
+
+
+def collectives_report(path):
+    figures = read_collectives(path)
+    hosts, per_host = figures["hosts"], figures["per_host"]
+    print(f"allreduce on {hosts} hosts x {per_host} ranks ({hosts * per_host} ranks; Open MPI "
+          f"{figures.get('openmpi', '?')}; {figures['cores']} cores; OpenBLAS kernels {figures.get('kernels', '?')})")
+    links = sorted({k[0] for k in figures["coll"]}, key=lambda l: (l != "full", l))
+    for link in links:
+        shm, net, copy = links_of(figures, link)
+        print(f"  {link}: shared memory alpha {shm['alpha'] * 1e6:.1f} us, {1 / shm['beta'] / 1e9:.2f} GB/s; "
+              f"between hosts alpha {net['alpha'] * 1e6:.1f} us, {1 / net['beta'] / 1e9:.3f} GB/s; "
+              f"a byte between hosts costs the cores {copy * 1e9:.3f} ns")
+    sizes = sorted({k[3] for k in figures["coll"]})
+    print(f"{'link':6} {'rank order':12} {'collective':16} {'1 float us':>10} " +
+          " ".join(f"{f'{n} fl ms':>13}" for n in sizes[1:]) +
+          f" {'MLP step ms':>12} {'model ms':>9} {'error':>7}")
+    worst = 0.0
+    for link in links:
+        for order in ("round-robin", "block"):
+            for collective in COLLECTIVES:
+                if (link, order, collective, sizes[0]) not in figures["coll"]:
+                    continue
+                values = [figures["coll"][(link, order, collective, n)] for n in sizes]
+                step = figures["step"].get((link, order, collective), "-")
+                predicted = collective_model(figures, link, order, collective, sizes[-1])
+                error = "-"
+                if predicted is not None and values[-1] is not None:
+                    e = 100 * (predicted - values[-1]) / values[-1]
+                    worst = max(worst, abs(e))
+                    error = f"{e:+.1f}%"
+                print(f"{link:6} {order:12} {COLLECTIVES[collective]:16} {cell(values[0], 1e6, 10)} " +
+                      " ".join(cell(v, 1e3, 13) for v in values[1:]) +
+                      f" {step if step == '-' else cell(step, 1e3, 12):>12} "
+                      f"{'-' if predicted is None else f'{predicted * 1e3:.3f}':>9} {error:>7}")
+    print(f"(model: the forced ring and han in one segment, for the largest sum; worst error {worst:.1f}%)")
+    for link in links:
+        steps = {(o, c): t for (l, o, c), t in figures["step"].items() if l == link and t is not None}
+        if steps:
+            (order, collective), best = min(steps.items(), key=lambda item: item[1])
+            print(f"fastest MLP step at {link}: {order} order, {COLLECTIVES[collective]} ({best * 1e3:.3f} ms)")
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--collectives":
+        collectives_report(sys.argv[2])
+        return
     if len(sys.argv) != 3:
-        fail("usage: scripts/scaling_model.py FIGURES PNG")
+        fail("usage: scripts/scaling_model.py FIGURES PNG | --collectives FIGURES")
     figures = read(sys.argv[1])
     if not figures["measured"]:
         fail(f"{sys.argv[1]}: no measured configurations")

@@ -2,7 +2,9 @@
 Open MPI over TCP between them, and Slurm with one node per host.
 
 1. Training across 2 and 3 hosts: the run line names ranks and hosts, and the results are
-   bitwise equal to the same rank count on one host; with --deterministic, 2 ranks on 2 hosts
+   bitwise equal to the same rank count on one host; 4 ranks on the 3 hosts through
+   DPTRAIN_MPIRUN are numbered host by host, with no note, and equal to 4 on one host; numbered in
+   turn over the hosts, dptrain says so in one line; with --deterministic, 2 ranks on 2 hosts
    are bitwise equal to 1 rank.
 2. A host that cannot see the data file ends the job with one line naming that host and path.
 3. Faults across hosts, each ending every rank non-zero within 60 s with one clear line, keeping
@@ -11,8 +13,9 @@ Open MPI over TCP between them, and Slurm with one node per host.
    slow on one rank (DPTRAIN_FAULT=slow) does not trip the stall watchdog, nor names a slow rank;
    a rank whose every step is slower (DPTRAIN_FAULT=lag) is named once, with the table. Each stall names where
    every rank was (its collective number) and writes their last 64 collectives to OUT.stall-rank0.json.
-4. scripts/cluster-bench.sh and scripts/scaling.sh (the scaling model) on the cluster, small.
-5. Slurm across nodes: jobs/train.sbatch with -N 3, compare.sbatch with -N 3,
+4. scripts/cluster-bench.sh, scripts/collectives-bench.sh and scripts/scaling.sh (the scaling
+   model) on the cluster, small.
+5. Slurm across nodes: jobs/train.sbatch with -N 3 (its 6 ranks numbered host by host), compare.sbatch with -N 3,
    scaling.sbatch with -N 2, and `scontrol requeue` of a running 2-node job, which resumes and completes with
    every epoch once.
 
@@ -48,7 +51,7 @@ def cluster_env():
 
 
 def start_across(ranks, args, env, extra_env=None):
-    """dptrain under the cluster's mpirun (one rank per host, round robin), started; extra_env is
+    """dptrain under the cluster's mpirun (ranks spread over the hosts, numbered host by host), started; extra_env is
     passed on to the ranks (mpirun -x)."""
     command = env["DPTRAIN_MPIRUN"].split() + ["-np", str(ranks)]
     for name in (extra_env or {}):
@@ -90,6 +93,29 @@ def same_results(a, b, what):
             check(np.array_equal(ra[name][:], rb[name][:]), f"{what}: {name} differs")
 
 
+def rank_order(env, common_args):
+    """DPTRAIN_MPIRUN numbers the ranks host by host (docs/cluster.md#rank-order): 4 ranks on the 3
+    hosts are 0, 1 on node1, 2 on node2, 3 on node3, dptrain says nothing about the order, and the
+    bits are those of 4 ranks on one host (coll/tuned's sums follow the ranks, not the hosts).
+    Numbered in turn over the hosts (--rank-by node), dptrain names the cost in one line."""
+    here, there = f"{work}/local4.h5", f"{work}/hosts4.h5"
+    must_succeed(run(common_args + ["--out", here], ranks=4))
+    r = must_succeed(across(4, common_args[:-1] + ["--out", there], env))
+    check(f"4 ranks on {HOSTS} hosts" in r.stdout and "rank order:" not in r.stdout,
+          f"4 ranks through DPTRAIN_MPIRUN: {r.stdout[:600]}")
+    placed = subprocess.run(env["DPTRAIN_MPIRUN"].split() + ["-np", "4", "sh", "-c", "echo $OMPI_COMM_WORLD_RANK $(hostname)"],
+                            capture_output=True, text=True, env=env, timeout=60).stdout
+    check(sorted(placed.split("\n"))[1:] == ["0 node1", "1 node1", "2 node2", "3 node3"], f"DPTRAIN_MPIRUN's placement: {placed}")
+    same_results(here, there, "4 ranks on 3 hosts against one host")
+    turn = dict(env, DPTRAIN_MPIRUN=env["DPTRAIN_MPIRUN"].replace("--rank-by slot", "--rank-by node"))
+    r = must_succeed(across(4, common_args[:-1] + ["--out", f"{work}/turn.h5"], turn))
+    check(re.search(r"^rank order: the 4 ranks are numbered in turn over the 3 hosts \(4 runs of consecutive ranks on one "
+                    r"host, not 3\), so the gradient's ring allreduce crosses between hosts at every step; number them "
+                    r"host by host \(mpirun --map-by node --rank-by slot\): docs/cluster.md#rank-order$", r.stdout, re.M),
+          f"4 ranks in turn over the hosts: no rank order line in {r.stdout[:800]}")
+    print(f"4 ranks on {HOSTS} hosts numbered host by host: no note, bitwise equal to one host; in turn: the note")
+
+
 def train_across_hosts(env, labels):
     common_args = ["train", "--data", DATA, "--model", "mlp", "--epochs", "1", "--quiet"]
     for ranks in (2, 3):
@@ -102,6 +128,7 @@ def train_across_hosts(env, labels):
             check(f.attrs["ranks"] == ranks and f.attrs["hosts"] == ranks, f"ranks/hosts attributes of {there}")
         same_results(here, there, f"{ranks} ranks on {ranks} hosts against one host")
         print(f"{ranks} ranks on {ranks} hosts: bitwise equal to {ranks} ranks on one host")
+    rank_order(env, common_args)
     deterministic = common_args + ["--deterministic"]
     here, there = f"{work}/deterministic1.h5", f"{work}/deterministic-hosts.h5"
     must_succeed(run(deterministic + ["--out", here], ranks=1))
@@ -298,6 +325,32 @@ def cluster_bench(env):
     print("cluster-bench.sh: every row, links unshaped afterwards")
 
 
+def collectives_bench(env):
+    """scripts/collectives-bench.sh on this cluster, small (full speed only, 2 sums a size, 1 short
+    run a step): every row of the table there, each cell a figure or "crash" (coll/han as Open MPI
+    4.1.4 runs it), han in one segment and coll/tuned summing right (bench_kernels checks every
+    sum), the model's rows and its last line, the links unshaped (figures are printed, never
+    judged by a test)."""
+    r = subprocess.run([f"{ROOT}/scripts/collectives-bench.sh", os.path.dirname(DPTRAIN)], capture_output=True,
+                       text=True, timeout=400,
+                       env=dict(env, BENCH_DATA=DATA, COLL_RATES="full", COLL_REPS="2", COLL_REPEATS="1",
+                                COLL_IMAGES="2560", DPTRAIN_CLUSTER_DIR=state))
+    check(r.returncode == 0, f"collectives-bench.sh: exit {r.returncode}: {r.stderr[-1500:]}")
+    value = r"(\d+\.\d+|crash)"
+    for order in ("round-robin", "block"):
+        for label, step in (("tuned \\(default\\)", True), ("tuned, ring", False), ("han", False),
+                            ("han, 1 segment", True)):
+            line = rf"^full +{order} +{label} +{value} +{value} +{value} +" + (rf"{value} " if step else "- ")
+            check(re.search(line, r.stdout, re.M), f"collectives-bench.sh: no row {order} {label} in {r.stdout}")
+        for label in ("tuned \\(default\\)", "tuned, ring", "han, 1 segment"):
+            check(re.search(rf"^full +{order} +{label} +\d+\.\d+ +\d+\.\d+ +\d+\.\d+ ", r.stdout, re.M),
+                  f"collectives-bench.sh: {order} {label} failed: {r.stdout} {r.stderr[-1500:]}")
+    check(re.search(r"^full +block +tuned, ring .* [+-]\d+\.\d%$", r.stdout, re.M), "the model's ring row")
+    check(re.search(r"^fastest MLP step at full: ", r.stdout, re.M), f"the last line: {r.stdout[-300:]}")
+    check("OpenBLAS kernels " in r.stdout and "Open MPI 4" in r.stdout, f"the header: {r.stdout[:300]}")
+    print("collectives-bench.sh: every row; coll/tuned and han in one segment sum right")
+
+
 def scaling_model(env):
     """scripts/scaling.sh on this cluster, small (2 hosts, short runs): every measured configuration
     in its table beside a prediction, the plot, the figures kept, the last line, the links unshaped;
@@ -346,7 +399,10 @@ def slurm_across_nodes(env, labels):
             check(f.attrs["hosts"] == nodes and f.attrs["ranks"] == 2 * nodes,
                   f"train.sbatch -N {nodes}: {f.attrs['ranks']} ranks on {f.attrs['hosts']} hosts")
         check_results(job_file(job, "results.h5"), labels, runs=["raw"])
-        print(f"sbatch -N {nodes} jobs/train.sbatch: {2 * nodes} ranks on {nodes} hosts")
+        out = open(f"{results}/slurm-{job}.out").read()
+        check(f"{2 * nodes} ranks on {nodes} hosts" in out and "rank order:" not in out,
+              f"train.sbatch -N {nodes}: the ranks are not numbered host by host: {out[-1500:]}")
+        print(f"sbatch -N {nodes} jobs/train.sbatch: {2 * nodes} ranks on {nodes} hosts, numbered host by host")
 
     job = slurm_jobs.submit(env, ROOT, "jobs/compare.sbatch",
                             dict(exports, DPTRAIN_PCA="0,50", DPTRAIN_ARGS="--model mlp --epochs 1"), ["-N3", log])
@@ -445,6 +501,7 @@ def main():
     merely_slow(env)
     straggler(env)
     cluster_bench(env)
+    collectives_bench(env)
     scaling_model(env)
     slurm_across_nodes(env, labels)
     print("ok")
