@@ -188,7 +188,7 @@ done
 # DPTRAIN_MPIRUN does not bind ranks (each host would bind its first rank to the same core).
 # It spreads the ranks evenly over the hosts (--map-by node) and numbers them host by host
 # (--rank-by slot: 4 ranks on 2 hosts are 0, 1 on node1 and 2, 3 on node2): the gradient's ring
-# allreduce then crosses between hosts once per host, not at every edge; 1.7x faster at 1 Gbit/s
+# allreduce then crosses between hosts once per host, not at every edge; 1.8x faster at 1 Gbit/s
 # (scripts/collectives-bench.sh, docs/cluster.md#rank-order). Open MPI's coll/tuned stays: its
 # coll/han crashes on dptrain's in-place sums in Open MPI 4.1.4 and is slower in one segment.
 # (The state path holds only characters that survive word splitting: slurm_state_path_ok.)

@@ -386,9 +386,11 @@ def links_of(figures, link):
     full speed the link is the 2-rank sum's. A tbf-shaped link carries its rate: one pair of ranks
     does not fill it (1 Gbit/s moved 82 MB/s between 2 ranks here), the flows of more ranks do.
     Between namespaces a byte over TCP is copied by the same cores that compute (full speed's
-    2-rank sum is that cost)."""
-    shm, net = two_rank_link(figures, "full", "shm"), two_rank_link(figures, link, "hosts")
-    copy = two_rank_link(figures, "full", "hosts")["beta"]
+    2-rank sum is that cost; 0 when only shaped links were measured)."""
+    measured = {l for (l, _, _) in figures["ref"]}
+    unshaped = "full" if "full" in measured else link  # without full-speed sums: the link's own
+    shm, net = two_rank_link(figures, unshaped, "shm"), two_rank_link(figures, link, "hosts")
+    copy = two_rank_link(figures, "full", "hosts")["beta"] if "full" in measured else 0.0
     rate = re.fullmatch(r"(\d+)(g|m)bit", link)
     if rate:
         net["beta"] = 8 / (int(rate.group(1)) * (1e9 if rate.group(2) == "g" else 1e6))
@@ -412,12 +414,12 @@ def flat_ring(figures, nbytes, order, links):
 
 def hierarchical(figures, nbytes, links):
     """coll/han's allreduce in one segment: a reduce inside each host to its leader (ceil(log2 p)
-    steps of n bytes over shared memory), a reduce and then a broadcast among the H leaders (n
-    bytes one way, then n bytes back: the link is used in one direction at a time), and the
-    broadcast back inside each host; the stages do not overlap."""
+    steps of n bytes over shared memory), a reduce and then a broadcast among the H leaders (binomial
+    trees: the first leader's link takes ceil(log2 H) times n bytes in, then sends as many out, one
+    direction at a time), and the broadcast back inside each host; the stages do not overlap."""
     shm, net, _ = links
     inside = math.ceil(math.log2(figures["per_host"])) * (shm["alpha"] + nbytes * shm["beta"])
-    between = math.ceil(math.log2(figures["hosts"])) * net["alpha"] + nbytes * net["beta"]
+    between = math.ceil(math.log2(figures["hosts"])) * (net["alpha"] + nbytes * net["beta"])
     return 2 * inside + 2 * between
 
 
