@@ -3,7 +3,8 @@
 # with at least NEED hosts, else start one of NEED hosts in WORK/cluster, and source its env. On
 # exit, also on a signal: the links shaped here are freed, a cluster started here is stopped, and
 # WORK is removed. shape_links RATE COUNT: every link of node1..nodeCOUNT limited by tc tbf to
-# RATE (e.g. 10gbit), or freed with an empty RATE.
+# RATE (e.g. 10gbit), or freed with an empty RATE. subset_data SOURCE IMAGES PATH: a short data
+# file for short training runs.
 
 cluster_session_end() {
   local h
@@ -41,4 +42,18 @@ shape_links() { # rate count
     ip netns exec "dpt-$h" tc qdisc add dev eth0 root tbf rate "$1" burst "$(burst_of "$1")kb" latency 50ms
     shaped+=("$h")
   done
+}
+
+subset_data() { # source images path: the first IMAGES training images and 1,000 test images of
+  # SOURCE, with the file's attributes (class_names, mirror_invariant: the file describes itself)
+  /usr/bin/python3 - "$1" "$2" "$3" <<'PY'
+import sys, h5py
+source, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with h5py.File(source, "r") as f, h5py.File(path, "w") as g:
+    for name, rows in (("train", n), ("test", 1000)):
+        for key in ("images", "labels"):
+            g.create_dataset(f"{name}/{key}", data=f[f"{name}/{key}"][:rows])
+    for key, value in f.attrs.items():
+        g.attrs[key] = value
+PY
 }

@@ -60,16 +60,7 @@ if [ -z "$data" ]; then
   data=$work/data.h5
   "$build/dptrain" convert --out "$data" >/dev/null
 fi
-/usr/bin/python3 - "$data" "$images" "$work/mlp.h5" <<'PY'
-import sys, h5py
-source, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-with h5py.File(source, "r") as f, h5py.File(path, "w") as g:
-    for name, rows in (("train", n), ("test", 1000)):
-        for key in ("images", "labels"):
-            g.create_dataset(f"{name}/{key}", data=f[f"{name}/{key}"][:rows])
-    for key, value in f.attrs.items():
-        g.attrs[key] = value
-PY
+subset_data "$data" "$images" "$work/mlp.h5"
 
 # The cluster's launcher without its rank order (DPTRAIN_MPIRUN numbers ranks host by host).
 launcher=${DPTRAIN_MPIRUN/ --rank-by slot/}

@@ -57,16 +57,7 @@ if [ -z "$data" ]; then
 fi
 # The first SCALING_IMAGES training images (and 1,000 test images): enough steps to time, short runs.
 subset() { # images path
-  /usr/bin/python3 - "$data" "$1" "$2" <<'PY'
-import sys, h5py
-source, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-with h5py.File(source, "r") as f, h5py.File(path, "w") as g:
-    for name, rows in (("train", n), ("test", 1000)):
-        for key in ("images", "labels"):
-            g.create_dataset(f"{name}/{key}", data=f[f"{name}/{key}"][:rows])
-    for key, value in f.attrs.items():   # class_names, mirror_invariant: the file describes itself
-        g.attrs[key] = value
-PY
+  subset_data "$data" "$1" "$2"
 }
 subset "$images" "$work/mlp.h5"
 subset $((images / 4)) "$work/cnn.h5"

@@ -59,14 +59,26 @@ def wire_of(compress):
     return "psgd" if compress.startswith("powersgd") else "fp32" if compress == "none" else compress
 
 
-def read(path):
-    figures = {"allreduce": {}, "compute": {}, "measured": [], "params": {}, "psgd_bytes": {}, "contended": {}}
+def figure_lines(path):
+    """(number, line, fields) of every line of a figures file."""
     try:
         lines = open(path).read().splitlines()
     except OSError as e:
         fail(f"{path}: {e.strerror}")
-    for number, line in enumerate(lines, 1):
-        f = line.split()
+    return [(number, line, line.split()) for number, line in enumerate(lines, 1)]
+
+
+def required(figures, path, keys):
+    """The figures, once every one of their one-value lines is there."""
+    for key in keys:
+        if key not in figures:
+            fail(f"{path}: no '{key}' line")
+    return figures
+
+
+def read(path):
+    figures = {"allreduce": {}, "compute": {}, "measured": [], "params": {}, "psgd_bytes": {}, "contended": {}}
+    for number, line, f in figure_lines(path):
         try:
             if f[0] in ("cores", "hosts"):
                 figures[f[0]] = int(f[1])
@@ -94,10 +106,7 @@ def read(path):
                 raise ValueError(f[0])
         except (IndexError, ValueError):
             fail(f"{path}:{number}: not a scaling.sh figure: {line!r}")
-    for key in ("cores", "kernels", "hosts"):
-        if key not in figures:
-            fail(f"{path}: no '{key}' line")
-    return figures
+    return required(figures, path, ("cores", "kernels", "hosts"))
 
 
 def fit(figures):
@@ -344,12 +353,7 @@ COLLECTIVES = {"tuned": "tuned (default)", "tuned-ring": "tuned, ring", "han": "
 def read_collectives(path):
     """collectives-bench.sh's figures: 2-rank references, the sums and the training steps."""
     figures = {"ref": {}, "coll": {}, "step": {}}
-    try:
-        lines = open(path).read().splitlines()
-    except OSError as e:
-        fail(f"{path}: {e.strerror}")
-    for number, line in enumerate(lines, 1):
-        f = line.split()
+    for number, line, f in figure_lines(path):
         try:
             value = None if f[-1] == "crash" or f[0] in ("kernels", "openmpi") else float(f[-1])
             if f[0] in ("cores", "hosts", "per_host"):
@@ -366,10 +370,7 @@ def read_collectives(path):
                 raise ValueError(f[0])
         except (IndexError, ValueError):
             fail(f"{path}:{number}: not a collectives-bench.sh figure: {line!r}")
-    for key in ("cores", "hosts", "per_host"):
-        if key not in figures:
-            fail(f"{path}: no '{key}' line")
-    return figures
+    return required(figures, path, ("cores", "hosts", "per_host"))
 
 
 def two_rank_link(figures, link, where):
