@@ -10,10 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Runs of consecutive ranks on one node: the hosts when ranks are numbered host by host. A flat
- * allreduce (a ring) passes each block to the next rank, so ranks numbered in turn over the hosts
- * send every step's blocks between hosts. Each rank names its node by its lowest world rank. */
-static int count_host_runs(struct comm *comm, MPI_Comm node, char *err)
+/* Each rank names its node by the node's lowest world rank; gathered, the names give the hosts
+ * (the ranks that name themselves) and the runs of consecutive ranks on one host: the hosts when
+ * ranks are numbered host by host. A flat allreduce (a ring) passes each block to the next rank,
+ * so ranks numbered in turn over the hosts send every step's blocks between hosts. */
+static int place_hosts(struct comm *comm, MPI_Comm node, char *err)
 {
     int leader = comm->rank, *leaders = NULL;
     CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &leader, 1, MPI_INT, MPI_MIN, node), "rank %d: cannot name this node",
@@ -21,9 +22,12 @@ static int count_host_runs(struct comm *comm, MPI_Comm node, char *err)
     CHECK_PTR(leaders = malloc(sizeof *leaders * (size_t)comm->size), "cannot allocate %d node names", comm->size);
     CHECK_MPI(MPI_Allgather(&leader, 1, MPI_INT, leaders, 1, MPI_INT, comm_mpi_world(comm)),
               "rank %d: cannot gather the node names", comm->rank);
-    comm->host_runs = 1;
-    for (int r = 1; r < comm->size; r++)
-        comm->host_runs += leaders[r] != leaders[r - 1];
+    comm->hosts = 0;
+    comm->host_runs = 0;
+    for (int r = 0; r < comm->size; r++) {
+        comm->hosts += leaders[r] == r;
+        comm->host_runs += r == 0 || leaders[r] != leaders[r - 1];
+    }
     free(leaders);
     return 0;
 fail:
@@ -31,20 +35,15 @@ fail:
     return -1;
 }
 
-/* The ranks that share memory with this one form its node; the hosts are the nodes' first ranks. */
+/* The ranks that share memory with this one form its node. */
 static int find_hosts(struct comm *comm, char *err)
 {
     MPI_Comm node = MPI_COMM_NULL;
-    int node_rank = 0, first = 0;
     CHECK_MPI(MPI_Comm_split_type(comm_mpi_world(comm), MPI_COMM_TYPE_SHARED, comm->rank, MPI_INFO_NULL, &node),
               "rank %d: cannot find the ranks that share this node", comm->rank);
     CHECK_MPI(MPI_Comm_size(node, &comm->node_ranks), "rank %d: MPI_Comm_size failed", comm->rank);
-    CHECK_MPI(MPI_Comm_rank(node, &node_rank), "rank %d: MPI_Comm_rank failed", comm->rank);
-    CHECK_DP(count_host_runs(comm, node, err));
+    CHECK_DP(place_hosts(comm, node, err));
     CHECK_MPI(MPI_Comm_free(&node), "rank %d: MPI_Comm_free failed", comm->rank);
-    first = node_rank == 0;
-    CHECK_MPI(MPI_Allreduce(&first, &comm->hosts, 1, MPI_INT, MPI_SUM, comm_mpi_world(comm)),
-              "rank %d: cannot count the hosts", comm->rank);
     return 0;
 fail:
     if (node != MPI_COMM_NULL)
