@@ -22,11 +22,7 @@ work=$(mktemp -d /tmp/dptrain-cluster-bench-XXXXXX)
 # shellcheck source=cluster-session.sh
 source scripts/cluster-session.sh
 cluster_session 2 "$work"
-data=${BENCH_DATA:-}
-if [ -z "$data" ]; then
-  data=$work/data.h5
-  "$build/dptrain" convert --out "$data" >/dev/null
-fi
+data=$(bench_data "$build")
 log() { echo "cluster-bench: $*" >&2; }
 big_floats=${BENCH_BIG_FLOATS:-4194304}
 

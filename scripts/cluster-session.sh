@@ -3,7 +3,8 @@
 # with at least NEED hosts, else start one of NEED hosts in WORK/cluster, and source its env. On
 # exit, also on a signal: the links shaped here are freed, a cluster started here is stopped, and
 # WORK is removed. shape_links RATE COUNT: every link of node1..nodeCOUNT limited by tc tbf to
-# RATE (e.g. 10gbit), or freed with an empty RATE. subset_data SOURCE IMAGES PATH: a short data
+# RATE (e.g. 10gbit), or freed with an empty RATE. bench_data BUILD: the data file to measure on
+# (BENCH_DATA, or Fashion-MNIST converted into WORK). subset_data SOURCE IMAGES PATH: a short data
 # file for short training runs.
 
 cluster_session_end() {
@@ -42,6 +43,15 @@ shape_links() { # rate count
     ip netns exec "dpt-$h" tc qdisc add dev eth0 root tbf rate "$1" burst "$(burst_of "$1")kb" latency 50ms
     shaped+=("$h")
   done
+}
+
+bench_data() { # build -> the path of BENCH_DATA, or of the data set converted into the session's WORK
+  if [ -n "${BENCH_DATA:-}" ]; then
+    echo "$BENCH_DATA"
+  else
+    # (a failed convert fails the caller's $(...): errexit does not reach into it)
+    "$1/dptrain" convert --out "$session_work/data.h5" >/dev/null && echo "$session_work/data.h5"
+  fi
 }
 
 subset_data() { # source images path: the first IMAGES training images and 1,000 test images of

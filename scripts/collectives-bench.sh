@@ -55,11 +55,7 @@ ranks=$((hosts * per_host))
 mlp_floats=1863690
 cnn_floats=824554
 
-data=${BENCH_DATA:-}
-if [ -z "$data" ]; then
-  data=$work/data.h5
-  "$build/dptrain" convert --out "$data" >/dev/null
-fi
+data=$(bench_data "$build")
 subset_data "$data" "$images" "$work/mlp.h5"
 
 # The cluster's launcher without its rank order (DPTRAIN_MPIRUN numbers ranks host by host).

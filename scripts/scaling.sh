@@ -50,11 +50,7 @@ cluster_session "$hosts" "$work"
 log() { echo "scaling: $*" >&2; }
 figures=$work/figures.txt
 
-data=${BENCH_DATA:-}
-if [ -z "$data" ]; then
-  data=$work/data.h5
-  "$build/dptrain" convert --out "$data" >/dev/null
-fi
+data=$(bench_data "$build")
 # The first SCALING_IMAGES training images (and 1,000 test images): enough steps to time, short runs.
 subset() { # images path
   subset_data "$data" "$1" "$2"
