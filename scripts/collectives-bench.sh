@@ -4,13 +4,14 @@
 # (full speed, and every host's link limited by tc tbf to 1 Gbit/s) and each rank order
 #   round-robin  --map-by node --rank-by node   (ranks 0, 2 on node1; 1, 3 on node2)
 #   block        --map-by node --rank-by slot   (ranks 0, 1 on node1; 2, 3 on node2: DPTRAIN_MPIRUN's)
-# it times the allreduce of 1 float and of the CNN's and the MLP's gradients (824,554 and
+# it times the allreduce of 1 float and of the CNN's and the 1024-1024 MLP's gradients (824,554 and
 # 1,863,690 floats, in place, as dptrain sums them; bench_kernels checks every sum) with
 #   tuned        Open MPI's default component (coll/tuned: flat algorithms over the ranks)
 #   tuned ring   coll/tuned forced to its ring (algorithm 4), the flat algorithm the model describes
 #   han          coll/han, Open MPI's hierarchical collectives (--mca coll_han_priority 100)
 #   han 1 seg    coll/han with its allreduce in one segment (coll_han_allreduce_segsize 1 GiB)
-# and the default MLP's training step (dptrain's profile line) with tuned and with han 1 seg.
+# and that MLP's training step (dptrain's profile line; the default MLP until 2026-12-07) with tuned
+# and with han 1 seg.
 # The 2-rank references (2 ranks on one host; 1 rank on each of 2 hosts) give the latency and
 # bandwidth of shared memory and of the link; scripts/scaling_model.py --collectives then predicts
 # every flat-ring and hierarchical row from them (the intra- and inter-host terms) and prints the
@@ -112,7 +113,7 @@ train_step() { # link order collective -> "step ..." with the median ms per step
     rm -f "$work/run.h5"
     # shellcheck disable=SC2086,SC2046
     if timeout 900 $launcher -np "$ranks" $(order_flags "$2") $(collective_flags "$3") "$build/dptrain" train \
-        --data "$work/mlp.h5" --out "$work/run.h5" --epochs 1 --threads 1 --drift-check 0 --no-augment \
+        --data "$work/mlp.h5" --out "$work/run.h5" --model mlp:1024,1024 --epochs 1 --threads 1 --drift-check 0 --no-augment \
         >"$work/run.log" 2>&1; then
       ms=$(sed -nE 's/.*profile \(rank 0\): ([0-9.]+) ms per step.*/\1/p' "$work/run.log")
       steps+=("${ms:-crash}")

@@ -55,7 +55,7 @@ static void test_train_defaults(void **state)
     assert_string_equal(c.data, "data/fashion-mnist.h5");
     assert_string_equal(c.out, "results/train.h5");
     assert_true(c.out_is_default);
-    assert_string_equal(c.model, "mlp:1024,1024");
+    assert_string_equal(c.model, "mlp:512,512");
     assert_int_equal(c.model_kind, MODEL_MLP);
     assert_int_equal(c.pca, 0);
     assert_int_equal(c.epochs, 60); /* an MLP is augmented unless --no-augment */
@@ -63,7 +63,7 @@ static void test_train_defaults(void **state)
     assert_int_equal(c.optimizer, OPT_ADAM);
     assert_true(c.lr == 2e-3 && c.momentum == 0.9 && c.weight_decay == 1e-4);
     assert_int_equal(c.schedule, SCHEDULE_COSINE);
-    assert_true(c.warmup == 1 && c.dropout == 0.1 && c.label_smoothing == 0.1);
+    assert_true(c.warmup == 1 && c.dropout == 0 && c.label_smoothing == 0.1); /* augmented: no dropout */
     assert_true(c.seed == 1 && c.tta == 1 && c.tta_shift == 1 && c.threads == 0 && c.bucket_mb == 0);
     assert_true(c.augment == 1 && c.augment_shift == 1 && c.erase == 0); /* flips, shifts by a pixel */
     assert_true(c.stall_timeout == 30 && c.drift_check == 200 && c.batch_per_rank == 0);
@@ -73,6 +73,7 @@ static void test_train_defaults(void **state)
     assert_null(c.name);
     parse_ok("train --no-augment", &c); /* the unaugmented MLP: 30 epochs, one view */
     assert_true(c.augment == 0 && c.augment_shift == 0 && c.epochs == 30 && c.tta == 0 && c.tta_shift == 0);
+    assert_true(c.dropout == 0.1); /* an unaugmented MLP keeps its dropout */
     assert_true(c.eval_every == 3 && c.batch == 128 && c.lr == 1e-3); /* the unaugmented MLP steps 128 */
     parse_ok("train --batch 128", &c); /* a batch given keeps the rate of 128 */
     assert_true(c.batch == 128 && c.lr == 1e-3);

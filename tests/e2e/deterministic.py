@@ -55,7 +55,7 @@ def same(a, b):
 
 
 CONFIGS = {
-    "mlp": (["--validation", "150", "--batch", "64"], "raw"),
+    "mlp": (["--validation", "150", "--batch", "64", "--dropout", "0.1"], "raw"),
     "cnn-augment": (["--model", "cnn:16,p,32,p,f64", "--augment", "--batch", "64"], "raw"),
     "pca": (["--pca", "20", "--batch", "64"], "pca20"),
 }

@@ -1,6 +1,6 @@
 """Accuracy guards on 2 ranks. Usage: target.py raw|pca50|small.
-- raw: the default MLP (mlp:1024,1024 on flipped images moved by up to a pixel, 18 test views),
-  shortened to 5 epochs (its cosine schedule with them), reaches 87.5%; the full 60-epoch
+- raw: the default MLP (mlp:512,512 on flipped images moved by up to a pixel, 18 test views),
+  shortened to 5 epochs (its cosine schedule with them), reaches 87.0%; the full 60-epoch
   default's figures are docs/results-log.md's (over 90.5%), too long for the suite on 2 cores;
 - pca50: the same on 50 principal components, 86.8%;
 - small: the benchmark MLP (`--model mlp`: 784-256-128-10) with the settings that were the default
@@ -13,7 +13,7 @@ from common import *
 
 which = sys.argv[1]
 out = os.path.join(temp_dir(), f"{which}.h5")
-RAW_GOAL, PCA50_GOAL = 0.875, 0.868  # measured 88.19% and 87.41% (Prescott kernels), 2026-12-04
+RAW_GOAL, PCA50_GOAL = 0.870, 0.868  # measured 87.88% and 87.40% (Cooperlake kernels), 2026-12-07
 args = ["train", "--data", DATA, "--out", out, "--epochs", "5"]
 goal, epochs = RAW_GOAL, 5
 if which == "pca50":

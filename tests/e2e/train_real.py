@@ -18,10 +18,10 @@ with h5py.File(out, "r") as f:
     check(g.attrs["test_accuracy"] > 0.85, f"accuracy after 2 epochs {g.attrs['test_accuracy']}")
     loss = g["history/train_loss"][:]
     check(loss[1] < loss[0], f"training loss must fall: {loss}")
-    check(g.attrs["parameters"] == 1863690, "parameter count")  # mlp:1024,1024
+    check(g.attrs["parameters"] == 669706, "parameter count")  # mlp:512,512
     settings = text_attr(g.attrs, "settings")
     check(g.attrs["test_views"] == 18 and "--batch 256 --optimizer adam --lr 0.002 " in settings and
-          "--label-smoothing 0.1 --dropout 0.1 " in settings and
+          "--label-smoothing 0.1 --dropout 0 " in settings and
           "--augment --flip yes --augment-shift 1 --erase 0 --tta --tta-shift 1 " in settings,
           f"the default MLP: flipped images (the data file allows it) moved by up to a pixel, 18 views; got {settings!r}")
 print("ok")
