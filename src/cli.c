@@ -441,9 +441,10 @@ static void set_output_default(struct config *o)
  * pixel, without dropout and with label smoothing 0.1 (hold-out: 91.66%, against 91.77% for
  * 1024-1024 with dropout 0.1 in three times the FLOPs, and 91.43% for the former 512-256, 30
  * epochs, unaugmented; on 50 principal components 90.98%); an augmented CNN keeps improving for
- * 60 epochs, trains best with Nesterov's momentum and weight decay 5e-4. An augmented network is evaluated on each image and
- * its mirror image, as it was trained on both; its final predictions also on both moved by a
- * pixel (18 views; CNN hold-out: 94.61% against 94.48% with 2 and 94.59% with 50). */
+ * 60 epochs, trains best with Nesterov's momentum and weight decay 5e-4. An augmented network is
+ * evaluated on each image and its mirror image, as it was trained on both; its final predictions
+ * also on both moved by a pixel (18 views; CNN hold-out: 94.61% against 94.48% with 2 and 94.59%
+ * with 50). */
 static int choose_defaults(struct config *o, char *err)
 {
     if (o->batch > 0 && o->batch_per_rank > 0)
